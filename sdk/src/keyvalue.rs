@@ -1,0 +1,24 @@
+//! The app's private key-value bucket.
+
+pub use crate::bindings::shoal::workload::keyvalue::Error;
+use crate::bindings::shoal::workload::keyvalue as wit;
+
+/// The value stored under `key`, if any.
+pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
+    wit::get(key)
+}
+
+/// Store `value` under `key`.
+pub fn set(key: &str, value: &[u8]) -> Result<(), Error> {
+    wit::set(key, value)
+}
+
+/// Remove `key`; removing a missing key is not an error.
+pub fn delete(key: &str) -> Result<(), Error> {
+    wit::delete(key)
+}
+
+/// Every key in the bucket.
+pub fn keys() -> Result<Vec<String>, Error> {
+    wit::list_keys()
+}

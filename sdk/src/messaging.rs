@@ -1,0 +1,19 @@
+//! Publishing messages and calling other components of the same app.
+
+pub use crate::bindings::shoal::workload::messaging::Error;
+use crate::bindings::shoal::workload::messaging as wit;
+use crate::Message;
+use std::time::Duration;
+
+/// Publish `msg` on its subject. The subject must match one of the spec's
+/// `messaging.publish` patterns.
+pub fn publish(msg: &Message) -> Result<(), Error> {
+    wit::publish(msg)
+}
+
+/// Call `component` of the same app with `msg` and wait up to `timeout` for
+/// its reply. Calls are spread over the component's ready replicas.
+pub fn request(component: &str, msg: &Message, timeout: Duration) -> Result<Message, Error> {
+    let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    wit::request(component, msg, timeout_ms)
+}
