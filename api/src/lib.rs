@@ -1,1 +1,28 @@
-//! placeholder
+//! `shoal-api`: the vocabulary every Shoal process shares. Types only, no I/O.
+//!
+//! This crate is the floor of the workspace: the host and the scheduler
+//! both build on it and never on each other.
+//!
+//! Key types:
+//! - [`AppSpec`], parsed from TOML by [`AppSpec::from_toml`]: an app and its
+//!   [`ComponentSpec`]s, with [`Limits`], volumes, placement and scaling.
+//! - [`SpecError`]: every problem found in a spec, each a [`Diagnostic`]
+//!   with file, line, column and key.
+//! - [`Digest`]: the sha256 that names a component version.
+//! - [`Name`], [`ByteSize`], [`DurationSpec`], [`Fuel`]: values that refuse
+//!   bad input while parsing, so the rest of Shoal never sees it.
+
+mod diagnostics;
+mod digest;
+mod name;
+mod quantity;
+mod spec;
+
+pub use diagnostics::{Diagnostic, SpecError};
+pub use digest::Digest;
+pub use name::{Name, NameError};
+pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
+pub use spec::{
+    AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, Limits,
+    MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, Placement, VolumeMount, VolumeScope, VolumeSpec,
+};

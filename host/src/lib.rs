@@ -1,1 +1,45 @@
-//! placeholder
+//! `shoal-host`: runs WebAssembly components under hard limits.
+//!
+//! One [`Runtime`] per host holds one wasmtime engine (pooling allocator,
+//! copy-on-write memory images, fuel metering, epoch deadlines), the linker
+//! with every import Shoal provides, and the on-disk [`PrecompileCache`].
+//! [`Runtime::load`] turns component bytes into a [`LoadedComponent`]:
+//! compiled once (or read from the cache), linked once for its kind. Each
+//! invocation then gets a fresh store and instance with its own fuel budget,
+//! deadline and memory cap; a trap fails that invocation only
+//! ([`InvokeError`] says which limit or fault), and the host goes on.
+//!
+//! Key types:
+//! - [`Runtime`], [`RuntimeOptions`]: the engine, linker and cache.
+//! - [`LoadedComponent`]: [`invoke`](LoadedComponent::invoke) a worker,
+//!   [`handle_http`](LoadedComponent::handle_http) a request,
+//!   [`run_job`](LoadedComponent::run_job) a job.
+//! - [`LoadError`], [`InvokeError`]: what went wrong, in the user's terms.
+//! - [`logs`]: guest stdout/stderr captured line by line, tagged with
+//!   component and invocation, delivered to a [`LogSink`].
+//! - [`capabilities`]: what a component may touch, denied unless granted.
+//! - [`http`]: serving http components behind one listener.
+
+pub mod bindings;
+pub mod cache;
+pub mod capabilities;
+mod component;
+mod engine;
+mod error;
+pub mod http;
+mod invoke;
+mod limiter;
+pub mod logs;
+mod runtime;
+mod state;
+pub mod tunables;
+
+pub use bindings::types::{HandlerError, Message, Reply};
+pub use cache::{CacheStatus, PrecompileCache};
+pub use component::{ComponentSettings, LoadedComponent, Usage};
+pub use engine::build_engine;
+pub use error::{InvokeError, LoadError, RuntimeError};
+pub use invoke::{HttpResponse, text_response};
+pub use logs::{LogLine, LogSink, MemorySink, Stream, TracingSink};
+pub use runtime::{Runtime, RuntimeOptions};
+pub use state::InvocationState;

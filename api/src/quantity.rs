@@ -1,0 +1,303 @@
+//! Quantities written as text in specs: sizes ("64MiB"), durations ("2s")
+//! and fuel budgets.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a size, duration or fuel value could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    /// Not a size.
+    #[error(
+        "invalid size {0:?}: write a whole number followed by B, KiB, MiB, GiB (or KB, MB, GB, Ki, Mi, Gi), like \"64MiB\""
+    )]
+    Size(String),
+    /// Not a duration.
+    #[error(
+        "invalid duration {0:?}: write whole numbers with units ms, s, m or h, like \"500ms\", \"2s\" or \"1m30s\""
+    )]
+    Duration(String),
+    /// Too large to represent.
+    #[error("{0:?} is too large")]
+    Overflow(String),
+}
+
+/// A number of bytes, written in specs as `"64MiB"`, `"1GiB"`, `"512KiB"`,
+/// `"10MB"` or a bare integer of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(u64);
+
+impl ByteSize {
+    /// `n` bytes.
+    pub const fn bytes(n: u64) -> Self {
+        ByteSize(n)
+    }
+
+    /// `n` mebibytes.
+    pub const fn mib(n: u64) -> Self {
+        ByteSize(n * 1024 * 1024)
+    }
+
+    /// The size in bytes.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Parses `"64MiB"` and friends.
+    pub fn parse(text: &str) -> Result<Self, QuantityError> {
+        let bad = || QuantityError::Size(text.to_string());
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit() && c != '_')
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(split);
+        let digits: String = digits.chars().filter(|c| *c != '_').collect();
+        if digits.is_empty() {
+            return Err(bad());
+        }
+        let number: u64 = digits.parse().map_err(|_| bad())?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "Ki" => 1 << 10,
+            "MiB" | "Mi" => 1 << 20,
+            "GiB" | "Gi" => 1 << 30,
+            "TiB" | "Ti" => 1 << 40,
+            "KB" | "kB" | "K" | "k" => 1_000,
+            "MB" | "M" => 1_000_000,
+            "GB" | "G" => 1_000_000_000,
+            "TB" | "T" => 1_000_000_000_000,
+            _ => return Err(bad()),
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| QuantityError::Overflow(text.to_string()))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        for (size, unit) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a size like \"64MiB\" or a whole number of bytes")
+        })? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written in specs as `"500ms"`, `"2s"`, `"5m"`, `"1h"` or a
+/// sum of these, like `"1m30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DurationSpec(Duration);
+
+impl DurationSpec {
+    /// Wraps a [`Duration`].
+    pub const fn new(d: Duration) -> Self {
+        DurationSpec(d)
+    }
+
+    /// The duration.
+    pub const fn get(self) -> Duration {
+        self.0
+    }
+
+    /// Parses `"1m30s"` and friends.
+    pub fn parse(text: &str) -> Result<Self, QuantityError> {
+        let bad = || QuantityError::Duration(text.to_string());
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        let mut total = Duration::ZERO;
+        while !rest.is_empty() {
+            let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+            let (digits, tail) = rest.split_at(split);
+            let number: u64 = digits.parse().map_err(|_| bad())?;
+            let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+            let (unit, tail) = tail.split_at(unit_len);
+            let part = match unit {
+                "ms" => Duration::from_millis(number),
+                "s" => Duration::from_secs(number),
+                "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(bad)?),
+                "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(bad)?),
+                _ => return Err(bad()),
+            };
+            total = total
+                .checked_add(part)
+                .ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
+            rest = tail;
+        }
+        Ok(DurationSpec(total))
+    }
+}
+
+impl fmt::Display for DurationSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            write!(f, "{ms}ms")
+        } else if ms % 60_000 != 0 || ms == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else if ms % 3_600_000 != 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else {
+            write!(f, "{}h", ms / 3_600_000)
+        }
+    }
+}
+
+impl Serialize for DurationSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration in quotes, like \"2s\" or \"500ms\"")
+        })?;
+        DurationSpec::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A CPU budget per invocation in wasmtime fuel units (about one unit per
+/// Wasm instruction), or `"off"` to rely on the deadline alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fuel {
+    /// No fuel budget: only the wall-clock deadline stops a busy guest.
+    Off,
+    /// This many units per invocation.
+    Units(u64),
+}
+
+impl Fuel {
+    /// The budget, if there is one.
+    pub fn units(self) -> Option<u64> {
+        match self {
+            Fuel::Off => None,
+            Fuel::Units(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for Fuel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fuel::Off => f.write_str("off"),
+            Fuel::Units(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Fuel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Fuel::Off);
+        }
+        let digits: String = s.chars().filter(|c| *c != '_').collect();
+        match digits.parse::<u64>() {
+            Ok(0) | Err(_) => Err(format!(
+                "invalid fuel {s:?}: write a positive whole number of units, like 50_000_000, or \"off\""
+            )),
+            Ok(n) => Ok(Fuel::Units(n)),
+        }
+    }
+}
+
+impl Serialize for Fuel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Fuel::Off => s.serialize_str("off"),
+            Fuel::Units(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Fuel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Units(i64),
+            Text(String),
+        }
+        let expected = "expected a positive whole number of fuel units, like 50_000_000, or \"off\"";
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(expected))? {
+            Raw::Units(n) if n > 0 => Ok(Fuel::Units(n.unsigned_abs())),
+            Raw::Units(_) => Err(serde::de::Error::custom(expected)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("64MiB").unwrap(), ByteSize::mib(64));
+        assert_eq!(ByteSize::parse("64Mi").unwrap(), ByteSize::mib(64));
+        assert_eq!(ByteSize::parse("1GiB").unwrap().as_u64(), 1 << 30);
+        assert_eq!(ByteSize::parse("10MB").unwrap().as_u64(), 10_000_000);
+        assert_eq!(ByteSize::parse("4096").unwrap().as_u64(), 4096);
+        assert_eq!(ByteSize::mib(64).to_string(), "64MiB");
+        for bad in ["", "MiB", "64XB", "-1MiB", "1.5GiB", "64 megs"] {
+            let err = ByteSize::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid size"), "{bad}: {err}");
+        }
+        assert!(matches!(
+            ByteSize::parse("99999999999TiB"),
+            Err(QuantityError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(DurationSpec::parse("2s").unwrap().get(), Duration::from_secs(2));
+        assert_eq!(DurationSpec::parse("500ms").unwrap().get(), Duration::from_millis(500));
+        assert_eq!(DurationSpec::parse("1m30s").unwrap().get(), Duration::from_secs(90));
+        assert_eq!(DurationSpec::parse("1h").unwrap().to_string(), "1h");
+        assert_eq!(DurationSpec::parse("1500ms").unwrap().to_string(), "1500ms");
+        for bad in ["", "2", "s", "2 s", "1.5s", "2d", "-1s"] {
+            assert!(DurationSpec::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn fuel() {
+        assert_eq!("off".parse::<Fuel>().unwrap(), Fuel::Off);
+        assert_eq!("50_000".parse::<Fuel>().unwrap(), Fuel::Units(50_000));
+        assert!("0".parse::<Fuel>().is_err());
+        assert!("lots".parse::<Fuel>().is_err());
+    }
+}

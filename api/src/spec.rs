@@ -1,0 +1,637 @@
+//! The app spec: what users write in TOML to describe an app.
+//!
+//! Parsing is strict: unknown keys are errors, names and quantities are
+//! checked as they are read, and every problem in a file is reported at
+//! once with its line and key (see [`SpecError`]).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::de::{IgnoredAny, IntoDeserializer};
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::diagnostics::{span_of, Collector};
+use crate::{ByteSize, DurationSpec, Fuel, Name, SpecError};
+
+/// The namespace an app lands in when its spec names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The most replicas one component may ask for.
+pub const MAX_REPLICAS: u32 = 10_000;
+
+/// The largest memory cap a component may ask for: all a 32-bit Wasm memory can address.
+pub const MAX_MEMORY: ByteSize = ByteSize::bytes(4 << 30);
+
+/// The smallest memory cap: a Rust guest needs a few pages to start at all.
+pub const MIN_MEMORY: ByteSize = ByteSize::mib(1);
+
+/// An application: named components deployed, scaled and updated together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// The app's name, unique within its namespace.
+    pub name: Name,
+    /// The namespace the app lives in.
+    #[serde(default = "default_namespace")]
+    pub namespace: Name,
+    /// The app's components by name.
+    #[serde(default)]
+    pub components: BTreeMap<Name, ComponentSpec>,
+    /// Volumes the app's components may mount, by name.
+    #[serde(default)]
+    pub volumes: BTreeMap<Name, VolumeSpec>,
+}
+
+/// What a component exports, and so how Shoal feeds it work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    /// Exports `wasi:http/incoming-handler`: serves requests on its `route`.
+    Http,
+    /// Exports `shoal:workload/handler`: handles messages.
+    Worker,
+    /// Exports `wasi:cli/run`: runs to completion.
+    Job,
+}
+
+impl ComponentKind {
+    /// The WIT world a component of this kind targets.
+    pub fn world(self) -> &'static str {
+        match self {
+            ComponentKind::Http => "shoal:workload/http",
+            ComponentKind::Worker => "shoal:workload/worker",
+            ComponentKind::Job => "shoal:workload/job",
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComponentKind::Http => "http",
+            ComponentKind::Worker => "worker",
+            ComponentKind::Job => "job",
+        })
+    }
+}
+
+/// One component of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    /// Where the component's `.wasm` is, relative to the spec file.
+    pub source: String,
+    /// What the component exports.
+    pub kind: ComponentKind,
+    /// For `http` components: the path prefix it serves, such as `/orders`.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// How many replicas to run (ignored when `autoscale` is set).
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Components naming the same pod are scheduled together on one host.
+    /// Without it, a component is a pod of its own.
+    #[serde(default)]
+    pub pod: Option<Name>,
+    /// Hard limits for every invocation.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Environment variables the guest sees through `wasi:cli/environment`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Configuration values the guest reads with `shoal_sdk::config`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secrets the guest may read with `shoal_sdk::secrets`.
+    #[serde(default)]
+    pub secrets: Vec<Name>,
+    /// Volumes mounted into the guest.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Where replicas may run.
+    #[serde(default)]
+    pub placement: Placement,
+    /// How the host checks the replicas.
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// For `worker` components: the subject of the JetStream work queue to consume.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Scale by queue depth instead of a fixed replica count.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Hard limits applied to every invocation of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The most linear memory (and tables) one instance may hold.
+    #[serde(default = "Limits::default_memory")]
+    pub memory: ByteSize,
+    /// CPU budget per invocation, in fuel units, or "off".
+    #[serde(default = "Limits::default_fuel")]
+    pub fuel: Fuel,
+    /// Wall-clock deadline per invocation.
+    #[serde(default = "Limits::default_timeout")]
+    pub timeout: DurationSpec,
+    /// The most invocations one replica runs at once.
+    #[serde(default = "Limits::default_concurrency")]
+    pub concurrency: u32,
+}
+
+impl Limits {
+    fn default_memory() -> ByteSize {
+        ByteSize::mib(64)
+    }
+    fn default_fuel() -> Fuel {
+        Fuel::Units(1_000_000_000)
+    }
+    fn default_timeout() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(5))
+    }
+    fn default_concurrency() -> u32 {
+        64
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: Limits::default_memory(),
+            fuel: Limits::default_fuel(),
+            timeout: Limits::default_timeout(),
+            concurrency: Limits::default_concurrency(),
+        }
+    }
+}
+
+/// A volume mounted into a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// The volume, declared under `[volumes.<name>]`.
+    pub name: Name,
+    /// Where the guest sees it: an absolute path such as `/data`.
+    pub path: String,
+    /// Mount without write access.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A volume declared by the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// The most the volume may hold.
+    #[serde(default = "VolumeSpec::default_size")]
+    pub size: ByteSize,
+    /// `app`: persistent, shared by the app's replicas on a host.
+    /// `pod`: scratch space for one pod's components, removed with the pod.
+    #[serde(default)]
+    pub scope: VolumeScope,
+    /// Keep the data when the app is deleted.
+    #[serde(default)]
+    pub retain: bool,
+}
+
+impl VolumeSpec {
+    fn default_size() -> ByteSize {
+        ByteSize::mib(1024)
+    }
+}
+
+/// How long a volume's data lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeScope {
+    /// As long as the app, across replica restarts.
+    #[default]
+    App,
+    /// As long as one pod.
+    Pod,
+}
+
+/// Constraints on where replicas run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Only hosts with all of these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Spread replicas evenly over the values of this host label (such as `zone`).
+    #[serde(default)]
+    pub spread: Option<String>,
+}
+
+/// Health checking of a component's replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// How often to check.
+    #[serde(default = "HealthSpec::default_interval")]
+    pub interval: DurationSpec,
+    /// How long one check may take.
+    #[serde(default = "HealthSpec::default_timeout")]
+    pub timeout: DurationSpec,
+    /// Consecutive failures before acting.
+    #[serde(default = "HealthSpec::default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// For `http` components: a path to GET instead of the `health` export.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl HealthSpec {
+    fn default_interval() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(5))
+    }
+    fn default_timeout() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(1))
+    }
+    fn default_failure_threshold() -> u32 {
+        3
+    }
+}
+
+/// Scaling by queue depth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    /// Fewest replicas; 0 allows scaling to zero.
+    #[serde(default)]
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// Pending messages one replica should have at most.
+    #[serde(default = "Autoscale::default_target")]
+    pub target_queue_depth: u32,
+    /// Scale to `min` after this long without messages.
+    #[serde(default = "Autoscale::default_idle")]
+    pub idle: DurationSpec,
+}
+
+impl Autoscale {
+    fn default_target() -> u32 {
+        100
+    }
+    fn default_idle() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(60))
+    }
+}
+
+fn default_namespace() -> Name {
+    Name::trusted(DEFAULT_NAMESPACE)
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The top level alone: components and volumes are read one by one so that
+/// a problem in one does not hide problems in the others.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopLevel {
+    #[allow(dead_code)]
+    name: Name,
+    #[allow(dead_code)]
+    #[serde(default = "default_namespace")]
+    namespace: Name,
+    #[allow(dead_code)]
+    #[serde(default)]
+    components: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    volumes: Option<IgnoredAny>,
+}
+
+impl AppSpec {
+    /// Parses and checks a spec. `file` names the source in error messages.
+    ///
+    /// On failure the error lists every problem found, each with its line,
+    /// column and key.
+    pub fn from_toml(text: &str, file: &str) -> Result<AppSpec, SpecError> {
+        let doc = match DeTable::parse(text) {
+            Ok(doc) => doc,
+            Err(err) => {
+                let mut problems = Collector::new(file, text);
+                problems.toml_error(&err, 0..0);
+                return Err(problems.finish().err().unwrap_or_else(|| unreachable_spec_error(file)));
+            }
+        };
+        let mut problems = Collector::new(file, text).with_document(&doc);
+        let whole = doc.span();
+
+        if let Err(err) = TopLevel::deserialize(doc.clone().into_deserializer()) {
+            problems.toml_error(&err, whole.clone());
+        }
+        read_section::<ComponentSpec>(&doc, "components", &mut problems);
+        read_section::<VolumeSpec>(&doc, "volumes", &mut problems);
+
+        // Read the whole thing once more for the result; the sections above
+        // already reported anything this could fail on.
+        let spec = AppSpec::deserialize(doc.clone().into_deserializer()).ok();
+        if let Some(spec) = &spec {
+            spec.check(&doc, &mut problems);
+        } else if problems.is_empty() {
+            problems.at(Some(whole), "the spec could not be read");
+        }
+        problems.finish()?;
+        spec.ok_or_else(|| unreachable_spec_error(file))
+    }
+
+    /// Semantic checks that types alone cannot express.
+    fn check(&self, doc: &Spanned<DeTable<'_>>, problems: &mut Collector<'_>) {
+        if self.components.is_empty() {
+            problems.at(
+                Some(doc.span()),
+                "the app has no components: add a [components.<name>] table with at least `source` and `kind`",
+            );
+        }
+        let mut routes: BTreeMap<&str, &Name> = BTreeMap::new();
+        for (name, c) in &self.components {
+            let at = |key: &str| {
+                span_of(doc, &["components", name.as_str(), key])
+                    .or_else(|| span_of(doc, &["components", name.as_str()]))
+            };
+            if c.source.trim().is_empty() {
+                problems.at(at("source"), "`source` is empty: give the path of the component's .wasm file");
+            }
+            match (c.kind, &c.route) {
+                (ComponentKind::Http, None) => problems.at(
+                    at("kind"),
+                    "an http component needs a `route`, the path prefix it serves, such as \"/orders\"",
+                ),
+                (ComponentKind::Http, Some(route)) => {
+                    if !route.starts_with('/') {
+                        problems.at(at("route"), format!("route {route:?} must start with '/'"));
+                    } else if let Some(other) = routes.insert(route.as_str(), name) {
+                        problems.at(
+                            at("route"),
+                            format!("route {route:?} is already served by component {other}"),
+                        );
+                    }
+                }
+                (kind, Some(_)) => problems.at(
+                    at("route"),
+                    format!("a {kind} component takes no `route`: only http components serve HTTP"),
+                ),
+                _ => {}
+            }
+            if c.queue.is_some() && c.kind != ComponentKind::Worker {
+                problems.at(
+                    at("queue"),
+                    format!("a {} component takes no `queue`: only workers consume queues", c.kind),
+                );
+            }
+            if c.replicas > MAX_REPLICAS {
+                problems.at(
+                    at("replicas"),
+                    format!("{} replicas is more than the {MAX_REPLICAS} allowed", c.replicas),
+                );
+            }
+            self.check_limits(&c.limits, &|k| {
+                span_of(doc, &["components", name.as_str(), "limits", k]).or_else(|| at("limits"))
+            }, problems);
+            if let Some(auto) = &c.autoscale {
+                if auto.max == 0 || auto.min > auto.max {
+                    problems.at(
+                        at("autoscale"),
+                        format!(
+                            "autoscale needs 0 <= min <= max and max >= 1 (got min = {}, max = {})",
+                            auto.min, auto.max
+                        ),
+                    );
+                }
+                if auto.target_queue_depth == 0 {
+                    problems.at(at("autoscale"), "autoscale.target_queue_depth must be at least 1");
+                }
+            }
+            for key in c.env.keys() {
+                if key.is_empty() || key.contains('=') || key.contains('\0') {
+                    problems.at(at("env"), format!("environment variable name {key:?} may not be empty or contain '=' or NUL"));
+                }
+            }
+            for mount in &c.volumes {
+                if !self.volumes.contains_key(&mount.name) {
+                    problems.at(
+                        at("volumes"),
+                        format!(
+                            "volume {} is not declared: add a [volumes.{}] table",
+                            mount.name, mount.name
+                        ),
+                    );
+                }
+                if !mount.path.starts_with('/') || mount.path.split('/').any(|p| p == "..") {
+                    problems.at(
+                        at("volumes"),
+                        format!("mount path {:?} must be absolute and may not contain '..'", mount.path),
+                    );
+                }
+            }
+            if let Some(health) = &c.health {
+                if health.failure_threshold == 0 {
+                    problems.at(at("health"), "health.failure_threshold must be at least 1");
+                }
+                if health.interval.get().is_zero() {
+                    problems.at(at("health"), "health.interval must be longer than 0s");
+                }
+            }
+        }
+    }
+
+    fn check_limits(
+        &self,
+        limits: &Limits,
+        at: &dyn Fn(&str) -> Option<Range<usize>>,
+        problems: &mut Collector<'_>,
+    ) {
+        if limits.memory < MIN_MEMORY || limits.memory > MAX_MEMORY {
+            problems.at(
+                at("memory"),
+                format!(
+                    "memory limit {} is outside what a component can use: allowed {MIN_MEMORY} to {MAX_MEMORY}",
+                    limits.memory
+                ),
+            );
+        }
+        if limits.timeout.get().is_zero() {
+            problems.at(at("timeout"), "timeout must be longer than 0s, like \"2s\"");
+        }
+        if limits.concurrency == 0 {
+            problems.at(at("concurrency"), "concurrency must be at least 1");
+        }
+    }
+
+    /// The component called `name`, if the app has one.
+    pub fn component(&self, name: &str) -> Option<&ComponentSpec> {
+        self.components.iter().find(|(n, _)| n.as_str() == name).map(|(_, c)| c)
+    }
+}
+
+/// Reads each entry of a section (`components`, `volumes`) on its own,
+/// reporting every bad entry.
+fn read_section<T: for<'de> Deserialize<'de>>(
+    doc: &Spanned<DeTable<'_>>,
+    section: &str,
+    problems: &mut Collector<'_>,
+) {
+    let Some((_, value)) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == section) else {
+        return;
+    };
+    let DeValue::Table(table) = value.get_ref() else {
+        problems.at(
+            Some(value.span()),
+            format!("`{section}` must be a table: write [{section}.<name>] sections"),
+        );
+        return;
+    };
+    for (key, entry) in table.iter() {
+        if let Err(err) = Name::new(key.get_ref().to_string()) {
+            problems.at(Some(key.span()), err.to_string());
+        }
+        if let Err(err) = T::deserialize(entry.clone().into_deserializer()) {
+            problems.toml_error(&err, entry.span());
+        }
+    }
+}
+
+/// Only reachable if the collector and serde disagree; keeps the parser
+/// total without a panic.
+fn unreachable_spec_error(file: &str) -> SpecError {
+    SpecError {
+        diagnostics: vec![crate::Diagnostic {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            key: String::new(),
+            message: "the spec could not be read".to_string(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "orders"
+
+[components.api]
+source = "api.wasm"
+kind = "http"
+route = "/orders"
+replicas = 2
+limits = { memory = "64MiB", fuel = 50_000_000, timeout = "2s", concurrency = 64 }
+env = { LOG_LEVEL = "info" }
+secrets = ["db-password"]
+volumes = [{ name = "data", path = "/data" }]
+placement = { labels = { region = "eu" }, spread = "zone" }
+health = { interval = "5s", failure_threshold = 3 }
+
+[components.billing]
+source = "billing.wasm"
+kind = "worker"
+queue = "orders.created"
+autoscale = { min = 0, max = 20, target_queue_depth = 100, idle = "60s" }
+
+[volumes.data]
+size = "1GiB"
+"#;
+
+    #[test]
+    fn reads_the_design_example() {
+        let spec = AppSpec::from_toml(GOOD, "app.toml").unwrap();
+        assert_eq!(spec.name.as_str(), "orders");
+        assert_eq!(spec.namespace.as_str(), "default");
+        let api = spec.component("api").unwrap();
+        assert_eq!(api.kind, ComponentKind::Http);
+        assert_eq!(api.limits.memory, ByteSize::mib(64));
+        assert_eq!(api.limits.fuel, Fuel::Units(50_000_000));
+        assert_eq!(api.limits.timeout.get(), Duration::from_secs(2));
+        let billing = spec.component("billing").unwrap();
+        assert_eq!(billing.limits, Limits::default());
+        assert_eq!(billing.autoscale.as_ref().unwrap().max, 20);
+        assert_eq!(spec.volumes[&Name::new("data").unwrap()].size, ByteSize::mib(1024));
+    }
+
+    fn problems(text: &str) -> Vec<Diagnostic> {
+        AppSpec::from_toml(text, "bad.toml").unwrap_err().diagnostics
+    }
+
+    use crate::Diagnostic;
+
+    #[test]
+    fn malformed_toml_names_line_and_column() {
+        let d = problems("name = \"a\"\n[components.api\nsource = 1\n");
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].file.as_str(), d[0].line), ("bad.toml", 2));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let text = r#"name = "shop"
+colour = "blue"
+
+[components.api]
+source = "a.wasm"
+kind = "http"
+route = "/"
+replica = 3
+
+[components.worker]
+source = "w.wasm"
+kind = "worker"
+limits = { memory = "64XB" }
+
+[components.Bad_Name]
+source = "b.wasm"
+kind = "robot"
+"#;
+        let d = problems(text);
+        let rendered: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        let all = rendered.join("\n");
+        assert!(all.contains("bad.toml:2:1: colour: unknown field `colour`"), "{all}");
+        assert!(all.contains("bad.toml:8:1: components.api.replica: unknown field `replica`"), "{all}");
+        assert!(all.contains("components.worker.limits.memory: invalid size \"64XB\""), "{all}");
+        assert!(all.contains("invalid name \"Bad_Name\""), "{all}");
+        assert!(all.contains("unknown variant `robot`"), "{all}");
+        assert!(d.len() >= 5, "{all}");
+        // In file order.
+        assert!(d.windows(2).all(|w| w[0].line <= w[1].line), "{all}");
+    }
+
+    #[test]
+    fn semantic_problems_point_at_the_key() {
+        let text = r#"name = "shop"
+[components.api]
+source = "a.wasm"
+kind = "http"
+[components.job]
+source = "j.wasm"
+kind = "job"
+route = "/nope"
+volumes = [{ name = "missing", path = "data" }]
+limits = { memory = "16GiB", timeout = "0s" }
+"#;
+        let all = problems(text).iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+        assert!(all.contains("bad.toml:4:8: components.api.kind: an http component needs a `route`"), "{all}");
+        assert!(all.contains("components.job.route: a job component takes no `route`"), "{all}");
+        assert!(all.contains("volume missing is not declared"), "{all}");
+        assert!(all.contains("mount path \"data\" must be absolute"), "{all}");
+        assert!(all.contains("components.job.limits.memory: memory limit 16GiB"), "{all}");
+        assert!(all.contains("timeout must be longer than 0s"), "{all}");
+    }
+
+    #[test]
+    fn an_app_needs_a_name_and_components() {
+        let all = problems("namespace = \"x\"\n").iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+        assert!(all.contains("missing field `name`"), "{all}");
+        let all = problems("name = \"x\"\n").iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+        assert!(all.contains("no components"), "{all}");
+    }
+}

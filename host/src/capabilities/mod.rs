@@ -1,0 +1,67 @@
+//! Capability providers: what a component may touch outside itself.
+//!
+//! Each capability is one module holding one small struct, bound into the
+//! store of each invocation from the component's grants. Everything is
+//! denied unless the app spec grants it; a denial is an error value the
+//! guest sees, never a trap.
+
+pub mod config;
+pub mod keyvalue;
+pub mod messaging;
+pub mod outbound_http;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings;
+use crate::state::InvocationState;
+
+/// What a component is granted, fixed when it is loaded and shared by all
+/// its invocations.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// `config` values from the spec.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Environment variables from the spec.
+    pub env: Arc<Vec<(String, String)>>,
+}
+
+/// The capability providers of one invocation.
+pub struct Capabilities {
+    pub(crate) config: config::Config,
+    pub(crate) secrets: secrets::Secrets,
+    pub(crate) messaging: messaging::Messaging,
+    pub(crate) keyvalue: keyvalue::KeyValue,
+    pub(crate) outbound_http: outbound_http::OutboundHttp,
+}
+
+impl Capabilities {
+    /// Binds `grants` for one invocation of `component`.
+    pub fn bind(component: &Arc<str>, grants: &Grants) -> Self {
+        Capabilities {
+            config: config::Config::new(grants.config.clone()),
+            secrets: secrets::Secrets::new(component.clone()),
+            messaging: messaging::Messaging::new(component.clone()),
+            keyvalue: keyvalue::KeyValue::new(component.clone()),
+            outbound_http: outbound_http::OutboundHttp::new(component.clone()),
+        }
+    }
+}
+
+/// Adds every `shoal:workload` import to `linker`.
+pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+    bindings::config::add_to_linker::<_, HasSelf<config::Config>>(linker, |s| &mut s.caps.config)?;
+    bindings::secrets::add_to_linker::<_, HasSelf<secrets::Secrets>>(linker, |s| {
+        &mut s.caps.secrets
+    })?;
+    bindings::messaging::add_to_linker::<_, HasSelf<messaging::Messaging>>(linker, |s| {
+        &mut s.caps.messaging
+    })?;
+    bindings::keyvalue::add_to_linker::<_, HasSelf<keyvalue::KeyValue>>(linker, |s| {
+        &mut s.caps.keyvalue
+    })?;
+    Ok(())
+}

@@ -1,0 +1,390 @@
+//! A loaded component version: compiled, linked once into an `InstancePre`,
+//! and invoked in a fresh store and instance every time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_api::{ByteSize, ComponentKind, Digest, Limits};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::bindings::{WorkerPre, exports};
+use crate::cache::CacheStatus;
+use crate::capabilities::{Capabilities, Grants};
+use crate::error::{InvokeError, LoadError};
+use crate::limiter::MemoryLimiter;
+use crate::logs::{GuestOutput, LogSink, Stream};
+use crate::state::InvocationState;
+use crate::tunables::UNMETERED_FUEL;
+
+/// How one component is run: its kind (or `None` to tell from its
+/// exports), its limits and what it is granted.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentSettings {
+    /// The kind the spec declares; `None` tells it from the exports.
+    pub kind: Option<ComponentKind>,
+    /// Hard limits for every invocation.
+    pub limits: Limits,
+    /// Capabilities granted.
+    pub grants: Grants,
+}
+
+/// The linked entry point, by kind.
+#[derive(Clone)]
+pub(crate) enum Entry {
+    Worker(WorkerPre<InvocationState>),
+    Http(ProxyPre<InvocationState>),
+    Job(CommandPre<InvocationState>),
+}
+
+/// A component ready to run: compiled once, linked once, instantiated per
+/// invocation. Cheap to share behind an `Arc`.
+pub struct LoadedComponent {
+    name: Arc<str>,
+    digest: Digest,
+    kind: ComponentKind,
+    limits: Limits,
+    grants: Grants,
+    cache_status: CacheStatus,
+    pub(crate) entry: Entry,
+    engine: Engine,
+    sink: Arc<dyn LogSink>,
+    invocations: Arc<AtomicU64>,
+    concurrency: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("kind", &self.kind)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a finished invocation cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Fuel units burned, when fuel is metered.
+    pub fuel: Option<u64>,
+    /// Wall-clock time from the start of instantiation.
+    pub elapsed: Duration,
+}
+
+impl LoadedComponent {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn link(
+        name: &str,
+        what: &str,
+        digest: Digest,
+        component: &Component,
+        engine: &Engine,
+        linker: &Linker<InvocationState>,
+        settings: ComponentSettings,
+        cache_status: CacheStatus,
+        sink: Arc<dyn LogSink>,
+        invocations: Arc<AtomicU64>,
+    ) -> Result<Self, LoadError> {
+        let what = what.to_string();
+        let detected = detect_kind(component, engine);
+        let kind = match (settings.kind, detected) {
+            (Some(kind), _) => kind,
+            (None, Some(kind)) => kind,
+            (None, None) => return Err(LoadError::UnknownWorld { what }),
+        };
+        let pre: InstancePre<InvocationState> = linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::UnsatisfiedImport {
+                what: what.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let wrong_world = |missing: &'static str| LoadError::WrongWorld {
+            what: what.clone(),
+            kind,
+            missing,
+            hint: match detected {
+                Some(other) if other != kind => {
+                    let article = if other == ComponentKind::Http { "an" } else { "a" };
+                    format!(" (it looks like {article} {other} component)")
+                }
+                _ => String::new(),
+            },
+        };
+        let entry = match kind {
+            ComponentKind::Worker => Entry::Worker(
+                WorkerPre::new(pre).map_err(|_| wrong_world(exports::HANDLER))?,
+            ),
+            ComponentKind::Http => Entry::Http(
+                ProxyPre::new(pre).map_err(|_| wrong_world(exports::INCOMING_HANDLER))?,
+            ),
+            ComponentKind::Job => {
+                Entry::Job(CommandPre::new(pre).map_err(|_| wrong_world(exports::CLI_RUN))?)
+            }
+        };
+        let permits = usize::try_from(settings.limits.concurrency)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Ok(LoadedComponent {
+            name: name.into(),
+            digest,
+            kind,
+            limits: settings.limits,
+            grants: settings.grants,
+            cache_status,
+            entry,
+            engine: engine.clone(),
+            sink,
+            invocations,
+            concurrency: Arc::new(Semaphore::new(permits)),
+        })
+    }
+
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sha256 of its bytes.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ComponentKind {
+        self.kind
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether it came from the precompile cache or was compiled.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status
+    }
+
+    /// Waits for a concurrency slot; invocations beyond `limits.concurrency`
+    /// queue here.
+    pub(crate) async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, InvokeError> {
+        self.concurrency
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| InvokeError::Instantiate("the component is shutting down".into()))
+    }
+
+    /// A fresh store for one invocation, with its limits armed.
+    pub(crate) fn new_store(&self) -> (Store<InvocationState>, Instant) {
+        let invocation = self.invocations.fetch_add(1, Ordering::Relaxed);
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&self.grants.env)
+            .args(&[self.name.as_ref()])
+            .stdout(GuestOutput::new(
+                self.sink.clone(),
+                self.name.clone(),
+                invocation,
+                Stream::Stdout,
+            ))
+            .stderr(GuestOutput::new(
+                self.sink.clone(),
+                self.name.clone(),
+                invocation,
+                Stream::Stderr,
+            ));
+        let state = InvocationState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: wasmtime::component::ResourceTable::new(),
+            limiter: MemoryLimiter::new(self.limits.memory.as_u64()),
+            caps: Capabilities::bind(&self.name, &self.grants),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let fuel = self.limits.fuel.units().unwrap_or(UNMETERED_FUEL);
+        // Setting fuel only fails on an engine without fuel metering, and
+        // ours always meters.
+        let _ = store.set_fuel(fuel);
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout.get();
+        store.set_epoch_deadline(1);
+        // Once per epoch tick: stop at the deadline, otherwise let other
+        // tasks on this thread run. A guest that never calls the host can
+        // hold a worker thread for one tick at most.
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        (store, started)
+    }
+
+    /// Turns a failed call into what happened, in the user's terms.
+    pub(crate) fn classify(&self, err: &wasmtime::Error, store: &Store<InvocationState>) -> InvokeError {
+        if let Some(asked) = store.data().limiter.denied() {
+            return InvokeError::MemoryLimit {
+                limit: self.limits.memory,
+                asked: ByteSize::bytes(asked as u64),
+            };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => InvokeError::FuelExhausted {
+                budget: self.limits.fuel.units().unwrap_or(UNMETERED_FUEL),
+            },
+            Some(Trap::Interrupt) => InvokeError::Deadline {
+                timeout: self.limits.timeout.get(),
+            },
+            _ => InvokeError::Trap {
+                message: trap_message(err),
+            },
+        }
+    }
+
+    /// The deadline as an error, for a guest stuck outside Wasm code.
+    pub(crate) fn deadline(&self) -> InvokeError {
+        InvokeError::Deadline {
+            timeout: self.limits.timeout.get(),
+        }
+    }
+
+    /// Fuel burned so far in `store`.
+    pub(crate) fn usage(&self, store: &Store<InvocationState>, started: Instant) -> Usage {
+        let fuel = self
+            .limits
+            .fuel
+            .units()
+            .and_then(|budget| store.get_fuel().ok().map(|left| budget.saturating_sub(left)));
+        Usage {
+            fuel,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    pub(crate) fn wrong_kind(&self, wanted: &'static str) -> InvokeError {
+        InvokeError::WrongKind {
+            component: self.name.to_string(),
+            kind: self.kind,
+            wanted,
+        }
+    }
+}
+
+/// The trap and the top of the guest's backtrace, on one line.
+fn trap_message(err: &wasmtime::Error) -> String {
+    let mut message = err.root_cause().to_string();
+    if let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames: Vec<String> = trace
+            .frames()
+            .iter()
+            .take(3)
+            .map(|f| {
+                f.func_name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| format!("func[{}]", f.func_index()))
+            })
+            .collect();
+        if !frames.is_empty() {
+            message.push_str(&format!(" (in {})", frames.join(" <- ")));
+        }
+    }
+    message
+}
+
+/// Tells a component's kind from its exports.
+fn detect_kind(component: &Component, engine: &Engine) -> Option<ComponentKind> {
+    let ty = component.component_type();
+    let names: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    let has = |wanted: &str| names.iter().any(|n| same_interface(n, wanted));
+    if has(exports::HANDLER) {
+        Some(ComponentKind::Worker)
+    } else if has(exports::INCOMING_HANDLER) {
+        Some(ComponentKind::Http)
+    } else if has(exports::CLI_RUN) {
+        Some(ComponentKind::Job)
+    } else {
+        None
+    }
+}
+
+/// Compares export names ignoring the patch version (`@0.2.3` matches `@0.2.12`).
+fn same_interface(found: &str, wanted: &str) -> bool {
+    let base = |s: &str| -> String {
+        match s.split_once('@') {
+            Some((name, version)) => {
+                let mut parts = version.split('.');
+                format!(
+                    "{name}@{}.{}",
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or("")
+                )
+            }
+            None => s.to_string(),
+        }
+    };
+    base(found) == base(wanted)
+}
+
+/// Why `bytes` failed to compile, told in the user's terms.
+pub(crate) fn invalid(what: &str, err: &wasmtime::Error) -> LoadError {
+    LoadError::Invalid {
+        what: what.to_string(),
+        reason: format!("{:#}", err).replace('\n', " "),
+    }
+}
+
+/// Checks the binary header before handing the bytes to wasmtime, so the
+/// common mistakes get a precise message.
+pub(crate) fn check_header(what: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        if bytes.starts_with(MAGIC) {
+            return Err(LoadError::Invalid {
+                what: what.to_string(),
+                reason: format!("the file is truncated ({} bytes)", bytes.len()),
+            });
+        }
+        return Err(LoadError::NotWasm {
+            what: what.to_string(),
+        });
+    }
+    // Bytes 4..8: version 1 with layer 0 is a core module; a component has layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule {
+            what: what.to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(check_header("x", b"hello world"), Err(LoadError::NotWasm { .. })));
+        assert!(matches!(check_header("x", b"\0asm"), Err(LoadError::Invalid { .. })));
+        assert!(matches!(
+            check_header("x", b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(check_header("x", b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn interface_versions_match_on_major_and_minor() {
+        assert!(same_interface("wasi:http/incoming-handler@0.2.3", exports::INCOMING_HANDLER));
+        assert!(!same_interface("wasi:http/incoming-handler@0.3.0", exports::INCOMING_HANDLER));
+        assert!(same_interface("shoal:workload/handler@0.1.0", exports::HANDLER));
+    }
+}

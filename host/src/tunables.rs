@@ -1,0 +1,39 @@
+//! Every timing and sizing knob of the host, in one place, each with its
+//! default and the reason for it.
+
+use std::time::Duration;
+
+/// How often the engine's epoch advances. Deadlines are measured in these
+/// ticks, and a busy guest yields to the async runtime once per tick, so
+/// this is both the deadline's precision and the longest a guest can hog a
+/// worker thread without a pause.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Fuel units added to a store when a component's fuel limit is "off":
+/// fuel is metered engine-wide, so "off" means "more than any deadline
+/// allows a guest to burn".
+pub const UNMETERED_FUEL: u64 = u64::MAX;
+
+/// Longest guest log line kept; the rest of the line is cut and marked, so
+/// a guest printing without newlines cannot grow the host's memory.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// Largest table (funcref elements) a guest may grow to.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Instances the pooling allocator keeps slots for (per host). Bounds the
+/// number of invocations running at once across every component.
+pub const POOL_INSTANCES: u32 = 1_000;
+
+/// Largest linear memory a pooled slot can hold: the most any spec may ask
+/// for (4 GiB, all a 32-bit memory addresses).
+pub const POOL_MAX_MEMORY: usize = 4 << 30;
+
+/// Bytes a guest may buffer in one write to stdout/stderr.
+pub const LOG_WRITE_BUDGET: usize = 64 * 1024;
+
+/// Largest HTTP request body the host reads into a guest.
+pub const MAX_HTTP_BODY: usize = 16 << 20;
+
+/// How long a graceful HTTP shutdown waits for requests in flight.
+pub const HTTP_DRAIN: Duration = Duration::from_secs(5);
