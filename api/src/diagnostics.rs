@@ -144,12 +144,17 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
 }
 
 /// The dotted path of keys whose key or value covers `offset`.
+///
+/// Tables written as `[section]` headers do not always span their whole
+/// body, so nested tables are searched even when their span misses.
 fn key_path_at(table: &DeTable<'_>, offset: usize) -> Vec<String> {
+    let covers =
+        |span: Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
     for (key, value) in table.iter() {
-        let covers = |span: Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
-        if covers(key.span()) || covers(value.span()) {
+        let inner = value_path_at(value.get_ref(), offset);
+        if covers(key.span()) || covers(value.span()) || !inner.is_empty() {
             let mut path = vec![key.get_ref().to_string()];
-            path.extend(value_path_at(value.get_ref(), offset));
+            path.extend(inner);
             return path;
         }
     }
@@ -162,9 +167,10 @@ fn value_path_at(value: &DeValue<'_>, offset: usize) -> Vec<String> {
         DeValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let span = item.span();
-                if span.start <= offset && offset < span.end {
+                let inner = value_path_at(item.get_ref(), offset);
+                if (span.start <= offset && offset < span.end) || !inner.is_empty() {
                     let mut path = vec![i.to_string()];
-                    path.extend(value_path_at(item.get_ref(), offset));
+                    path.extend(inner);
                     return path;
                 }
             }

@@ -1,1 +1,267 @@
-//! placeholder
+//! Shared start-up code for Shoal's end-to-end tests: where the compiled
+//! example components and the `shoal` binary are, and how to run a
+//! process under a time limit and talk HTTP to it.
+//!
+//! The components come from the project's own build step
+//! (`scripts/build-examples`), never from a build script calling cargo.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The compiled example `name` (`target/wasm/<name>.wasm`).
+pub fn wasm_path(name: &str) -> anyhow::Result<PathBuf> {
+    let path = repo_root().join("target/wasm").join(format!("{name}.wasm"));
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build the example components first with scripts/build-examples",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The bytes of the compiled example `name`.
+pub fn wasm_bytes(name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = wasm_path(name)?;
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The `shoal` binary of this build (`target/<profile>/shoal`).
+pub fn shoal_bin() -> anyhow::Result<PathBuf> {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot find the target directory from {}", exe.display()))?;
+    let bin = profile_dir.join(format!("shoal{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: build it first with `cargo build -p shoal-cli`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct Output {
+    /// The exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
+}
+
+/// Runs `shoal ARGS…` to completion, killing it after `limit`.
+pub fn shoal(args: &[&str], limit: Duration) -> anyhow::Result<Output> {
+    let mut child = Command::new(shoal_bin()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting shoal")?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("shoal {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Output {
+        code: status.code(),
+        stdout: stdout.recv_timeout(limit).unwrap_or_default(),
+        stderr: stderr.recv_timeout(limit).unwrap_or_default(),
+    })
+}
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+/// A long-running `shoal` process, killed when dropped.
+pub struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts `shoal ARGS…`, collecting stdout and stderr lines.
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(shoal_bin()?)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting shoal")?;
+        let (tx, lines) = mpsc::channel();
+        forward_lines(child.stdout.take(), tx.clone());
+        forward_stderr(child.stderr.take(), tx);
+        Ok(Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Waits up to `limit` for a line containing `needle`, and returns it.
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => bail!(
+                    "no line containing {needle:?} within {limit:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every line seen so far, and any waiting.
+    pub fn output(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.clone()
+    }
+
+    /// Sends SIGTERM-like termination and waits up to `limit` for the exit code.
+    pub fn stop(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("shoal did not stop within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn forward_lines(pipe: Option<ChildStdout>, tx: mpsc::Sender<String>) {
+    if let Some(pipe) = pipe {
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+}
+
+fn forward_stderr(pipe: Option<ChildStderr>, tx: mpsc::Sender<String>) {
+    if let Some(pipe) = pipe {
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The body, decoded from chunked transfer encoding if needed.
+    pub body: String,
+}
+
+/// Sends one request and reads the whole response, within `limit`.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
+    let mut stream = TcpStream::connect_timeout(&addr, limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head:?}"))?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    Ok(HttpReply { status, body })
+}
+
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body
+            .split_once("\r\n")
+            .ok_or_else(|| anyhow!("bad chunk framing"))?;
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).ok_or_else(|| anyhow!("short chunk"))?);
+        body = rest.get(size + 2..).ok_or_else(|| anyhow!("short chunk"))?;
+    }
+}

@@ -6,6 +6,7 @@ struct Echo;
 
 impl Worker for Echo {
     fn handle(msg: Message) -> Result<Reply, HandlerError> {
+        println!("echoing {} bytes from {}", msg.payload.len(), msg.subject);
         Ok(Reply::new(msg.payload).with_header("echoed-from", msg.subject))
     }
 }
