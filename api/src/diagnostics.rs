@@ -3,8 +3,8 @@
 use std::fmt;
 use std::ops::Range;
 
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// One problem found in a spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,10 @@ pub struct SpecError {
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.diagnostics.len();
-        let file = self.diagnostics.first().map_or("the spec", |d| d.file.as_str());
+        let file = self
+            .diagnostics
+            .first()
+            .map_or("the spec", |d| d.file.as_str());
         write!(
             f,
             "{file} is not a valid app spec ({n} problem{}):",
@@ -101,7 +104,10 @@ impl<'a> Collector<'a> {
 
     /// Records a TOML or serde error, falling back to `fallback` for its position.
     pub(crate) fn toml_error(&mut self, err: &toml::de::Error, fallback: Range<usize>) {
-        let span = err.span().filter(|s| s.start != 0 || s.end != 0).unwrap_or(fallback);
+        let span = err
+            .span()
+            .filter(|s| s.start != 0 || s.end != 0)
+            .unwrap_or(fallback);
         self.at(Some(span), tidy(err.message()));
     }
 
@@ -148,8 +154,7 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
 /// Tables written as `[section]` headers do not always span their whole
 /// body, so nested tables are searched even when their span misses.
 fn key_path_at(table: &DeTable<'_>, offset: usize) -> Vec<String> {
-    let covers =
-        |span: Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
+    let covers = |span: Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
     for (key, value) in table.iter() {
         let inner = value_path_at(value.get_ref(), offset);
         if covers(key.span()) || covers(value.span()) || !inner.is_empty() {

@@ -119,6 +119,11 @@ mod tests {
             assert!(err.contains(why), "{bad:?}: {err}");
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
-        assert!(Name::new("a".repeat(64)).unwrap_err().to_string().contains("too long"));
+        assert!(
+            Name::new("a".repeat(64))
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
     }
 }

@@ -79,9 +79,14 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
         for (size, unit) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -140,7 +145,9 @@ impl DurationSpec {
             let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
             let (digits, tail) = rest.split_at(split);
             let number: u64 = digits.parse().map_err(|_| bad())?;
-            let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+            let unit_len = tail
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(unit_len);
             let part = match unit {
                 "ms" => Duration::from_millis(number),
@@ -161,11 +168,11 @@ impl DurationSpec {
 impl fmt::Display for DurationSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
-        } else if ms % 60_000 != 0 || ms == 0 {
+        } else if !ms.is_multiple_of(60_000) || ms == 0 {
             write!(f, "{}s", ms / 1000)
-        } else if ms % 3_600_000 != 0 {
+        } else if !ms.is_multiple_of(3_600_000) {
             write!(f, "{}m", ms / 60_000)
         } else {
             write!(f, "{}h", ms / 3_600_000)
@@ -250,7 +257,8 @@ impl<'de> Deserialize<'de> for Fuel {
             Units(i64),
             Text(String),
         }
-        let expected = "expected a positive whole number of fuel units, like 50_000_000, or \"off\"";
+        let expected =
+            "expected a positive whole number of fuel units, like 50_000_000, or \"off\"";
         match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(expected))? {
             Raw::Units(n) if n > 0 => Ok(Fuel::Units(n.unsigned_abs())),
             Raw::Units(_) => Err(serde::de::Error::custom(expected)),
@@ -283,9 +291,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(DurationSpec::parse("2s").unwrap().get(), Duration::from_secs(2));
-        assert_eq!(DurationSpec::parse("500ms").unwrap().get(), Duration::from_millis(500));
-        assert_eq!(DurationSpec::parse("1m30s").unwrap().get(), Duration::from_secs(90));
+        assert_eq!(
+            DurationSpec::parse("2s").unwrap().get(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            DurationSpec::parse("500ms").unwrap().get(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            DurationSpec::parse("1m30s").unwrap().get(),
+            Duration::from_secs(90)
+        );
         assert_eq!(DurationSpec::parse("1h").unwrap().to_string(), "1h");
         assert_eq!(DurationSpec::parse("1500ms").unwrap().to_string(), "1500ms");
         for bad in ["", "2", "s", "2 s", "1.5s", "2d", "-1s"] {

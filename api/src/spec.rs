@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::de::{IgnoredAny, IntoDeserializer};
 use serde::{Deserialize, Serialize};
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
-use crate::diagnostics::{span_of, Collector};
+use crate::diagnostics::{Collector, span_of};
 use crate::{ByteSize, DurationSpec, Fuel, Name, SpecError};
 
 /// The namespace an app lands in when its spec names none.
@@ -320,7 +320,10 @@ impl AppSpec {
             Err(err) => {
                 let mut problems = Collector::new(file, text);
                 problems.toml_error(&err, 0..0);
-                return Err(problems.finish().err().unwrap_or_else(|| unreachable_spec_error(file)));
+                return Err(problems
+                    .finish()
+                    .err()
+                    .unwrap_or_else(|| unreachable_spec_error(file)));
             }
         };
         let mut problems = Collector::new(file, text).with_document(&doc);
@@ -359,7 +362,10 @@ impl AppSpec {
                     .or_else(|| span_of(doc, &["components", name.as_str()]))
             };
             if c.source.trim().is_empty() {
-                problems.at(at("source"), "`source` is empty: give the path of the component's .wasm file");
+                problems.at(
+                    at("source"),
+                    "`source` is empty: give the path of the component's .wasm file",
+                );
             }
             match (c.kind, &c.route) {
                 (ComponentKind::Http, None) => problems.at(
@@ -385,18 +391,29 @@ impl AppSpec {
             if c.queue.is_some() && c.kind != ComponentKind::Worker {
                 problems.at(
                     at("queue"),
-                    format!("a {} component takes no `queue`: only workers consume queues", c.kind),
+                    format!(
+                        "a {} component takes no `queue`: only workers consume queues",
+                        c.kind
+                    ),
                 );
             }
             if c.replicas > MAX_REPLICAS {
                 problems.at(
                     at("replicas"),
-                    format!("{} replicas is more than the {MAX_REPLICAS} allowed", c.replicas),
+                    format!(
+                        "{} replicas is more than the {MAX_REPLICAS} allowed",
+                        c.replicas
+                    ),
                 );
             }
-            self.check_limits(&c.limits, &|k| {
-                span_of(doc, &["components", name.as_str(), "limits", k]).or_else(|| at("limits"))
-            }, problems);
+            self.check_limits(
+                &c.limits,
+                &|k| {
+                    span_of(doc, &["components", name.as_str(), "limits", k])
+                        .or_else(|| at("limits"))
+                },
+                problems,
+            );
             if let Some(auto) = &c.autoscale {
                 if auto.max == 0 || auto.min > auto.max {
                     problems.at(
@@ -408,7 +425,10 @@ impl AppSpec {
                     );
                 }
                 if auto.target_queue_depth == 0 {
-                    problems.at(at("autoscale"), "autoscale.target_queue_depth must be at least 1");
+                    problems.at(
+                        at("autoscale"),
+                        "autoscale.target_queue_depth must be at least 1",
+                    );
                 }
             }
             for key in c.env.keys() {
@@ -429,7 +449,10 @@ impl AppSpec {
                 if !mount.path.starts_with('/') || mount.path.split('/').any(|p| p == "..") {
                     problems.at(
                         at("volumes"),
-                        format!("mount path {:?} must be absolute and may not contain '..'", mount.path),
+                        format!(
+                            "mount path {:?} must be absolute and may not contain '..'",
+                            mount.path
+                        ),
                     );
                 }
             }
@@ -469,7 +492,10 @@ impl AppSpec {
 
     /// The component called `name`, if the app has one.
     pub fn component(&self, name: &str) -> Option<&ComponentSpec> {
-        self.components.iter().find(|(n, _)| n.as_str() == name).map(|(_, c)| c)
+        self.components
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, c)| c)
     }
 }
 
@@ -556,11 +582,16 @@ size = "1GiB"
         let billing = spec.component("billing").unwrap();
         assert_eq!(billing.limits, Limits::default());
         assert_eq!(billing.autoscale.as_ref().unwrap().max, 20);
-        assert_eq!(spec.volumes[&Name::new("data").unwrap()].size, ByteSize::mib(1024));
+        assert_eq!(
+            spec.volumes[&Name::new("data").unwrap()].size,
+            ByteSize::mib(1024)
+        );
     }
 
     fn problems(text: &str) -> Vec<Diagnostic> {
-        AppSpec::from_toml(text, "bad.toml").unwrap_err().diagnostics
+        AppSpec::from_toml(text, "bad.toml")
+            .unwrap_err()
+            .diagnostics
     }
 
     use crate::Diagnostic;
@@ -595,9 +626,18 @@ kind = "robot"
         let d = problems(text);
         let rendered: Vec<String> = d.iter().map(|d| d.to_string()).collect();
         let all = rendered.join("\n");
-        assert!(all.contains("bad.toml:2:1: colour: unknown field `colour`"), "{all}");
-        assert!(all.contains("bad.toml:8:1: components.api.replica: unknown field `replica`"), "{all}");
-        assert!(all.contains("components.worker.limits.memory: invalid size \"64XB\""), "{all}");
+        assert!(
+            all.contains("bad.toml:2:1: colour: unknown field `colour`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("bad.toml:8:1: components.api.replica: unknown field `replica`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("components.worker.limits.memory: invalid size \"64XB\""),
+            "{all}"
+        );
         assert!(all.contains("invalid name \"Bad_Name\""), "{all}");
         assert!(all.contains("unknown variant `robot`"), "{all}");
         assert!(d.len() >= 5, "{all}");
@@ -618,20 +658,44 @@ route = "/nope"
 volumes = [{ name = "missing", path = "data" }]
 limits = { memory = "16GiB", timeout = "0s" }
 "#;
-        let all = problems(text).iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
-        assert!(all.contains("bad.toml:4:8: components.api.kind: an http component needs a `route`"), "{all}");
-        assert!(all.contains("components.job.route: a job component takes no `route`"), "{all}");
+        let all = problems(text)
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            all.contains("bad.toml:4:8: components.api.kind: an http component needs a `route`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("components.job.route: a job component takes no `route`"),
+            "{all}"
+        );
         assert!(all.contains("volume missing is not declared"), "{all}");
-        assert!(all.contains("mount path \"data\" must be absolute"), "{all}");
-        assert!(all.contains("components.job.limits.memory: memory limit 16GiB"), "{all}");
+        assert!(
+            all.contains("mount path \"data\" must be absolute"),
+            "{all}"
+        );
+        assert!(
+            all.contains("components.job.limits.memory: memory limit 16GiB"),
+            "{all}"
+        );
         assert!(all.contains("timeout must be longer than 0s"), "{all}");
     }
 
     #[test]
     fn an_app_needs_a_name_and_components() {
-        let all = problems("namespace = \"x\"\n").iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+        let all = problems("namespace = \"x\"\n")
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(all.contains("missing field `name`"), "{all}");
-        let all = problems("name = \"x\"\n").iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+        let all = problems("name = \"x\"\n")
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(all.contains("no components"), "{all}");
     }
 }

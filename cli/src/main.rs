@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one component: invoke a worker once, serve an http component, or run a job.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Check app specs without applying them.
     Validate(validate::ValidateArgs),
 }
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Validate(args) => validate::validate(args),
     };
     match result {

@@ -116,13 +116,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     let data_dir = crate::data_dir::resolve(args.data_dir);
-    let runtime = Runtime::new(
-        RuntimeOptions::new(data_dir.join("cache")).log_sink(Arc::new(StderrSink)),
-    )?;
+    let runtime =
+        Runtime::new(RuntimeOptions::new(data_dir.join("cache")).log_sink(Arc::new(StderrSink)))?;
     let path = args.component.clone();
-    let component = tokio::task::spawn_blocking(move || runtime.load_file(&path, settings).map(|c| (c, runtime)))
-        .await
-        .context("loading the component panicked")?;
+    let component = tokio::task::spawn_blocking(move || {
+        runtime.load_file(&path, settings).map(|c| (c, runtime))
+    })
+    .await
+    .context("loading the component panicked")?;
     let (component, _runtime) = component?;
     tracing::info!(
         component = component.name(),
@@ -156,20 +157,33 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         }
         ComponentKind::Http => {
             if args.invoke.is_some() {
-                bail!("{} is an http component: serve it with --http ADDR", component.name());
+                bail!(
+                    "{} is an http component: serve it with --http ADDR",
+                    component.name()
+                );
             }
-            let addr = args.http.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}: pick another with --http ADDR"))?;
+            let addr = args
+                .http
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr}: pick another with --http ADDR")
+            })?;
             let local = listener.local_addr()?;
             println!("serving {} on http://{local}/", component.name());
-            serve(listener, Arc::new(SingleRoute(component)), shutdown_signal()).await?;
+            serve(
+                listener,
+                Arc::new(SingleRoute(component)),
+                shutdown_signal(),
+            )
+            .await?;
             Ok(())
         }
         ComponentKind::Job => {
             if args.invoke.is_some() || args.http.is_some() {
-                bail!("{} is a job: it takes neither --invoke nor --http", component.name());
+                bail!(
+                    "{} is a job: it takes neither --invoke nor --http",
+                    component.name()
+                );
             }
             let usage = component.run_job().await?;
             tracing::info!(fuel = ?usage.fuel, elapsed = ?usage.elapsed, "job finished");

@@ -100,31 +100,36 @@ impl LoadedComponent {
             (None, Some(kind)) => kind,
             (None, None) => return Err(LoadError::UnknownWorld { what }),
         };
-        let pre: InstancePre<InvocationState> = linker
-            .instantiate_pre(component)
-            .map_err(|e| LoadError::UnsatisfiedImport {
-                what: what.clone(),
-                reason: format!("{e:#}"),
-            })?;
+        let pre: InstancePre<InvocationState> =
+            linker
+                .instantiate_pre(component)
+                .map_err(|e| LoadError::UnsatisfiedImport {
+                    what: what.clone(),
+                    reason: format!("{e:#}"),
+                })?;
         let wrong_world = |missing: &'static str| LoadError::WrongWorld {
             what: what.clone(),
             kind,
             missing,
             hint: match detected {
                 Some(other) if other != kind => {
-                    let article = if other == ComponentKind::Http { "an" } else { "a" };
+                    let article = if other == ComponentKind::Http {
+                        "an"
+                    } else {
+                        "a"
+                    };
                     format!(" (it looks like {article} {other} component)")
                 }
                 _ => String::new(),
             },
         };
         let entry = match kind {
-            ComponentKind::Worker => Entry::Worker(
-                WorkerPre::new(pre).map_err(|_| wrong_world(exports::HANDLER))?,
-            ),
-            ComponentKind::Http => Entry::Http(
-                ProxyPre::new(pre).map_err(|_| wrong_world(exports::INCOMING_HANDLER))?,
-            ),
+            ComponentKind::Worker => {
+                Entry::Worker(WorkerPre::new(pre).map_err(|_| wrong_world(exports::HANDLER))?)
+            }
+            ComponentKind::Http => {
+                Entry::Http(ProxyPre::new(pre).map_err(|_| wrong_world(exports::INCOMING_HANDLER))?)
+            }
             ComponentKind::Job => {
                 Entry::Job(CommandPre::new(pre).map_err(|_| wrong_world(exports::CLI_RUN))?)
             }
@@ -230,7 +235,11 @@ impl LoadedComponent {
     }
 
     /// Turns a failed call into what happened, in the user's terms.
-    pub(crate) fn classify(&self, err: &wasmtime::Error, store: &Store<InvocationState>) -> InvokeError {
+    pub(crate) fn classify(
+        &self,
+        err: &wasmtime::Error,
+        store: &Store<InvocationState>,
+    ) -> InvokeError {
         if let Some(asked) = store.data().limiter.denied() {
             return InvokeError::MemoryLimit {
                 limit: self.limits.memory,
@@ -259,11 +268,12 @@ impl LoadedComponent {
 
     /// Fuel burned so far in `store`.
     pub(crate) fn usage(&self, store: &Store<InvocationState>, started: Instant) -> Usage {
-        let fuel = self
-            .limits
-            .fuel
-            .units()
-            .and_then(|budget| store.get_fuel().ok().map(|left| budget.saturating_sub(left)));
+        let fuel = self.limits.fuel.units().and_then(|budget| {
+            store
+                .get_fuel()
+                .ok()
+                .map(|left| budget.saturating_sub(left))
+        });
         Usage {
             fuel,
             elapsed: started.elapsed(),
@@ -372,8 +382,14 @@ mod tests {
 
     #[test]
     fn headers_are_told_apart() {
-        assert!(matches!(check_header("x", b"hello world"), Err(LoadError::NotWasm { .. })));
-        assert!(matches!(check_header("x", b"\0asm"), Err(LoadError::Invalid { .. })));
+        assert!(matches!(
+            check_header("x", b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header("x", b"\0asm"),
+            Err(LoadError::Invalid { .. })
+        ));
         assert!(matches!(
             check_header("x", b"\0asm\x01\0\0\0"),
             Err(LoadError::CoreModule { .. })
@@ -383,8 +399,17 @@ mod tests {
 
     #[test]
     fn interface_versions_match_on_major_and_minor() {
-        assert!(same_interface("wasi:http/incoming-handler@0.2.3", exports::INCOMING_HANDLER));
-        assert!(!same_interface("wasi:http/incoming-handler@0.3.0", exports::INCOMING_HANDLER));
-        assert!(same_interface("shoal:workload/handler@0.1.0", exports::HANDLER));
+        assert!(same_interface(
+            "wasi:http/incoming-handler@0.2.3",
+            exports::INCOMING_HANDLER
+        ));
+        assert!(!same_interface(
+            "wasi:http/incoming-handler@0.3.0",
+            exports::INCOMING_HANDLER
+        ));
+        assert!(same_interface(
+            "shoal:workload/handler@0.1.0",
+            exports::HANDLER
+        ));
     }
 }

@@ -18,7 +18,9 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The bytes are not WebAssembly at all.
-    #[error("{what} is not a WebAssembly file (it does not start with \\0asm): give the path of a .wasm component")]
+    #[error(
+        "{what} is not a WebAssembly file (it does not start with \\0asm): give the path of a .wasm component"
+    )]
     NotWasm {
         /// What was loaded.
         what: String,
@@ -40,9 +42,7 @@ pub enum LoadError {
         reason: String,
     },
     /// The component does not export what its kind needs.
-    #[error(
-        "{what} does not target the {kind} world: it lacks the export {missing}{hint}"
-    )]
+    #[error("{what} does not target the {kind} world: it lacks the export {missing}{hint}")]
     WrongWorld {
         /// What was loaded.
         what: String,
@@ -84,13 +84,17 @@ pub enum LoadError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvokeError {
     /// The guest used its whole fuel budget.
-    #[error("the guest ran out of fuel (budget {budget} units): raise limits.fuel or do less work per call")]
+    #[error(
+        "the guest ran out of fuel (budget {budget} units): raise limits.fuel or do less work per call"
+    )]
     FuelExhausted {
         /// The budget it had.
         budget: u64,
     },
     /// The guest tried to grow its memory past the cap.
-    #[error("the guest hit its memory limit of {limit} (it asked for {asked}): raise limits.memory or use less")]
+    #[error(
+        "the guest hit its memory limit of {limit} (it asked for {asked}): raise limits.memory or use less"
+    )]
     MemoryLimit {
         /// The cap.
         limit: ByteSize,

@@ -60,7 +60,9 @@ pub async fn serve(
             let routes = routes.clone();
             async move { Ok::<_, Infallible>(dispatch(routes.as_ref(), req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -68,7 +70,10 @@ pub async fn serve(
             }
         });
     }
-    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after {HTTP_DRAIN:?}; closing them");
     }
     Ok(())
@@ -88,7 +93,10 @@ async fn dispatch(routes: &dyn Routes, req: hyper::Request<Incoming>) -> HttpRes
         Ok(response) => response,
         Err(err) => {
             tracing::warn!(component = component.name(), error = %err, "request failed");
-            text_response(error_status(&err), format!("component {} failed: {err}\n", component.name()))
+            text_response(
+                error_status(&err),
+                format!("component {} failed: {err}\n", component.name()),
+            )
         }
     }
 }

@@ -74,7 +74,10 @@ impl LoadedComponent {
     /// Serves one HTTP request in a fresh instance. The response arrives as
     /// soon as the guest sets it; its body streams while the guest writes it,
     /// still under the same deadline.
-    pub async fn handle_http<B>(&self, request: hyper::Request<B>) -> Result<HttpResponse, InvokeError>
+    pub async fn handle_http<B>(
+        &self,
+        request: hyper::Request<B>,
+    ) -> Result<HttpResponse, InvokeError>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
@@ -85,7 +88,10 @@ impl LoadedComponent {
         let (mut store, _) = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
-            let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, request)?;
             let out = store.data_mut().http().new_response_outparam(sender)?;
             Ok((req, out))
         })();
@@ -107,14 +113,16 @@ impl LoadedComponent {
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(InvokeError::Trap {
-                message: format!("the guest answered with an error instead of a response: {code:?}"),
+                message: format!(
+                    "the guest answered with an error instead of a response: {code:?}"
+                ),
             }),
             Err(_) => {
                 // The guest dropped its response-outparam without setting it:
                 // find out why from the task.
-                let (result, store) = task
-                    .await
-                    .map_err(|e| InvokeError::Trap { message: format!("the request task failed: {e}") })?;
+                let (result, store) = task.await.map_err(|e| InvokeError::Trap {
+                    message: format!("the request task failed: {e}"),
+                })?;
                 Err(self.outcome_without_response(result, &store))
             }
         }
@@ -154,7 +162,8 @@ pub fn text_response(status: u16, body: String) -> HttpResponse {
             .map_err(|never| match never {})
             .boxed_unsync();
     let mut response = hyper::Response::new(body);
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),

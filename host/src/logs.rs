@@ -116,7 +116,8 @@ impl LineBuffer {
         if bytes.len() > room {
             self.cut = true;
         }
-        self.pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.pending
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn emit(&mut self) {
@@ -154,7 +155,12 @@ pub struct GuestOutput {
 
 impl GuestOutput {
     /// A stream for `stream` of invocation `invocation` of `component`.
-    pub fn new(sink: Arc<dyn LogSink>, component: Arc<str>, invocation: u64, stream: Stream) -> Self {
+    pub fn new(
+        sink: Arc<dyn LogSink>,
+        component: Arc<str>,
+        invocation: u64,
+        stream: Stream,
+    ) -> Self {
         GuestOutput {
             buffer: Arc::new(Mutex::new(LineBuffer {
                 sink,
@@ -211,7 +217,11 @@ impl OutputStream for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -237,8 +247,15 @@ mod tests {
             out.write_bytes(b"one\ntw");
             out.write_bytes(b"o\r\nthree");
         }
-        let texts: Vec<_> = sink.lines().into_iter().map(|l| (l.invocation, l.text)).collect();
-        assert_eq!(texts, vec![(7, "one".into()), (7, "two".into()), (7, "three".into())]);
+        let texts: Vec<_> = sink
+            .lines()
+            .into_iter()
+            .map(|l| (l.invocation, l.text))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![(7, "one".into()), (7, "two".into()), (7, "three".into())]
+        );
     }
 
     #[test]

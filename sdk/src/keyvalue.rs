@@ -1,7 +1,7 @@
 //! The app's private key-value bucket.
 
-pub use crate::bindings::shoal::workload::keyvalue::Error;
 use crate::bindings::shoal::workload::keyvalue as wit;
+pub use crate::bindings::shoal::workload::keyvalue::Error;
 
 /// The value stored under `key`, if any.
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {

@@ -1,8 +1,8 @@
 //! Publishing messages and calling other components of the same app.
 
-pub use crate::bindings::shoal::workload::messaging::Error;
-use crate::bindings::shoal::workload::messaging as wit;
 use crate::Message;
+use crate::bindings::shoal::workload::messaging as wit;
+pub use crate::bindings::shoal::workload::messaging::Error;
 use std::time::Duration;
 
 /// Publish `msg` on its subject. The subject must match one of the spec's

@@ -3,8 +3,8 @@
 //! A secret is a capability: it is never in the environment, and a name the
 //! spec does not list is refused.
 
-pub use crate::bindings::shoal::workload::secrets::Error;
 use crate::bindings::shoal::workload::secrets as wit;
+pub use crate::bindings::shoal::workload::secrets::Error;
 
 /// The value of the secret `name`.
 pub fn get(name: &str) -> Result<Vec<u8>, Error> {

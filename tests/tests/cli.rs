@@ -1,6 +1,8 @@
 //! The `shoal` binary as a user runs it: `shoal run` and `shoal validate`
 //! against real components compiled from `examples/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,10 +20,19 @@ fn hello_http_served_by_shoal_run_answers_http() {
     let wasm = path("hello-http");
     let data_dir = data.path().display().to_string();
     let mut server = Running::start(&[
-        "run", &wasm, "--http", "127.0.0.1:0", "--data-dir", &data_dir, "--config", "greeting=Ahoy",
+        "run",
+        &wasm,
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--config",
+        "greeting=Ahoy",
     ])
     .unwrap();
-    let line = server.wait_for_line("serving hello-http on http://", LIMIT).unwrap();
+    let line = server
+        .wait_for_line("serving hello-http on http://", LIMIT)
+        .unwrap();
     let addr: SocketAddr = line
         .rsplit("http://")
         .next()
@@ -42,7 +53,11 @@ fn hello_http_served_by_shoal_run_answers_http() {
         let reply = http_request(addr, "GET", &format!("/n/{i}"), Duration::from_secs(10)).unwrap();
         assert_eq!(reply.body, format!("Ahoy! You asked for /n/{i}\n"));
     }
-    assert_eq!(server.stop(Duration::from_secs(10)).unwrap(), Some(0), "clean exit on SIGTERM");
+    assert_eq!(
+        server.stop(Duration::from_secs(10)).unwrap(),
+        Some(0),
+        "clean exit on SIGTERM"
+    );
 }
 
 #[test]
@@ -50,7 +65,14 @@ fn echo_worker_invoked_by_shoal_run_prints_its_input() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().display().to_string();
     let out = shoal(
-        &["run", &path("echo-worker"), "--invoke", "hello, shoal", "--data-dir", &data_dir],
+        &[
+            "run",
+            &path("echo-worker"),
+            "--invoke",
+            "hello, shoal",
+            "--data-dir",
+            &data_dir,
+        ],
         LIMIT,
     )
     .unwrap();
@@ -58,7 +80,8 @@ fn echo_worker_invoked_by_shoal_run_prints_its_input() {
     assert_eq!(out.stdout, "hello, shoal\n");
     // The guest's own output is tagged with component and invocation.
     assert!(
-        out.stderr.contains("[echo-worker#0 stdout] echoing 12 bytes from shoal.run"),
+        out.stderr
+            .contains("[echo-worker#0 stdout] echoing 12 bytes from shoal.run"),
         "{}",
         out.stderr
     );
@@ -69,25 +92,71 @@ fn limits_given_as_flags_stop_hostile_guests() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().display().to_string();
     let burner = path("fuel-burner");
-    let out = shoal(&["run", &burner, "--invoke", "x", "--fuel", "1000000", "--data-dir", &data_dir], LIMIT).unwrap();
-    assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("the guest ran out of fuel (budget 1000000 units)"), "{}", out.stderr);
-
     let out = shoal(
-        &["run", &burner, "--invoke", "x", "--fuel", "off", "--timeout", "200ms", "--data-dir", &data_dir],
+        &[
+            "run",
+            &burner,
+            "--invoke",
+            "x",
+            "--fuel",
+            "1000000",
+            "--data-dir",
+            &data_dir,
+        ],
         LIMIT,
     )
     .unwrap();
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("ran past its deadline of 200ms"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the guest ran out of fuel (budget 1000000 units)"),
+        "{}",
+        out.stderr
+    );
 
     let out = shoal(
-        &["run", &path("memory-hog"), "--invoke", "x", "--memory", "8MiB", "--data-dir", &data_dir],
+        &[
+            "run",
+            &burner,
+            "--invoke",
+            "x",
+            "--fuel",
+            "off",
+            "--timeout",
+            "200ms",
+            "--data-dir",
+            &data_dir,
+        ],
         LIMIT,
     )
     .unwrap();
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("hit its memory limit of 8MiB"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ran past its deadline of 200ms"),
+        "{}",
+        out.stderr
+    );
+
+    let out = shoal(
+        &[
+            "run",
+            &path("memory-hog"),
+            "--invoke",
+            "x",
+            "--memory",
+            "8MiB",
+            "--data-dir",
+            &data_dir,
+        ],
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("hit its memory limit of 8MiB"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -102,10 +171,22 @@ fn bad_components_get_clear_errors_and_no_panic() {
     let missing = dir.path().join("missing.wasm");
 
     let cases: Vec<(String, Vec<&str>, &str)> = vec![
-        (core.display().to_string(), vec![], "is a core WebAssembly module, not a component"),
-        (truncated.display().to_string(), vec![], "is not a valid component"),
+        (
+            core.display().to_string(),
+            vec![],
+            "is a core WebAssembly module, not a component",
+        ),
+        (
+            truncated.display().to_string(),
+            vec![],
+            "is not a valid component",
+        ),
         (missing.display().to_string(), vec![], "cannot read"),
-        (path("hello-http"), vec!["--kind", "worker", "--invoke", "x"], "does not target the worker world"),
+        (
+            path("hello-http"),
+            vec!["--kind", "worker", "--invoke", "x"],
+            "does not target the worker world",
+        ),
         (path("echo-worker"), vec![], "pass --invoke DATA"),
     ];
     for (file, extra, expected) in cases {
@@ -124,7 +205,11 @@ fn bad_usage_exits_with_two() {
     assert_eq!(out.code, Some(2));
     let out = shoal(&["run", "x.wasm", "--memory", "lots"], LIMIT).unwrap();
     assert_eq!(out.code, Some(2));
-    assert!(out.stderr.contains("invalid size \"lots\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("invalid size \"lots\""),
+        "{}",
+        out.stderr
+    );
     let out = shoal(&["frobnicate"], LIMIT).unwrap();
     assert_eq!(out.code, Some(2));
 }
@@ -151,7 +236,11 @@ fn every_example_spec_is_valid() {
 fn invalid_specs_are_refused_with_every_problem_and_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("malformed.toml", "name = \"x\"\n[components.web\n", "malformed.toml:2:"),
+        (
+            "malformed.toml",
+            "name = \"x\"\n[components.web\n",
+            "malformed.toml:2:",
+        ),
         (
             "unknown.toml",
             "name = \"x\"\n[components.web]\nsource = \"a.wasm\"\nkind = \"http\"\nroute = \"/\"\nreplica = 2\n",

@@ -2,6 +2,8 @@
 //! limits stop hostile guests, the host goes on serving, nothing leaks
 //! between invocations, and the precompile cache is used on a second start.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,8 @@ fn load(rt: &Runtime, example: &str, limits: Limits) -> Arc<LoadedComponent> {
         limits,
         ..Default::default()
     };
-    rt.load(example, &wasm_bytes(example).unwrap(), settings).unwrap()
+    rt.load(example, &wasm_bytes(example).unwrap(), settings)
+        .unwrap()
 }
 
 fn msg(payload: &str) -> Message {
@@ -48,7 +51,10 @@ fn msg(payload: &str) -> Message {
 }
 
 async fn echo_works(echo: &LoadedComponent) {
-    let (reply, _) = echo.invoke(msg("still here")).await.expect("the host goes on serving");
+    let (reply, _) = echo
+        .invoke(msg("still here"))
+        .await
+        .expect("the host goes on serving");
     assert_eq!(reply.payload, b"still here");
 }
 
@@ -60,7 +66,10 @@ async fn echo_worker_returns_its_input_and_its_output_is_captured() {
     assert_eq!(echo.kind(), ComponentKind::Worker);
     let (reply, usage) = echo.invoke(msg("hello, shoal")).await.unwrap();
     assert_eq!(reply.payload, b"hello, shoal");
-    assert_eq!(reply.headers, vec![("echoed-from".to_string(), "test.subject".to_string())]);
+    assert_eq!(
+        reply.headers,
+        vec![("echoed-from".to_string(), "test.subject".to_string())]
+    );
     assert!(usage.fuel.unwrap() > 0);
 
     echo.invoke(msg("again")).await.unwrap();
@@ -68,8 +77,15 @@ async fn echo_worker_returns_its_input_and_its_output_is_captured() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0].text, "echoing 12 bytes from test.subject");
     assert_eq!(lines[1].text, "echoing 5 bytes from test.subject");
-    assert!(lines.iter().all(|l| &*l.component == "echo-worker" && l.stream == Stream::Stdout));
-    assert_ne!(lines[0].invocation, lines[1].invocation, "each line names its invocation");
+    assert!(
+        lines
+            .iter()
+            .all(|l| &*l.component == "echo-worker" && l.stream == Stream::Stdout)
+    );
+    assert_ne!(
+        lines[0].invocation, lines[1].invocation,
+        "each line names its invocation"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +95,10 @@ async fn counter_starts_from_scratch_on_every_invocation() {
     let counter = load(&rt, "counter", Limits::default());
     for _ in 0..5 {
         let (reply, _) = counter.invoke(msg("")).await.unwrap();
-        assert_eq!(reply.payload, b"1", "state leaked from an earlier invocation");
+        assert_eq!(
+            reply.payload, b"1",
+            "state leaked from an earlier invocation"
+        );
     }
     // Concurrent invocations are isolated too.
     let calls: Vec<_> = (0..8)
@@ -97,12 +116,19 @@ async fn counter_starts_from_scratch_on_every_invocation() {
 async fn fuel_burner_is_stopped_by_its_fuel_budget() {
     let dir = tempfile::tempdir().unwrap();
     let (rt, _) = runtime(&dir);
-    let burner = load(&rt, "fuel-burner", limits("16MiB", Fuel::Units(5_000_000), "10s"));
+    let burner = load(
+        &rt,
+        "fuel-burner",
+        limits("16MiB", Fuel::Units(5_000_000), "10s"),
+    );
     let echo = load(&rt, "echo-worker", Limits::default());
     let started = Instant::now();
     let err = burner.invoke(msg("x")).await.unwrap_err();
     assert_eq!(err, InvokeError::FuelExhausted { budget: 5_000_000 });
-    assert!(started.elapsed() < Duration::from_secs(5), "fuel, not the deadline, stopped it");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fuel, not the deadline, stopped it"
+    );
     assert!(err.to_string().contains("ran out of fuel"), "{err}");
     echo_works(&echo).await;
 }
@@ -116,8 +142,16 @@ async fn fuel_burner_with_fuel_off_is_stopped_by_its_deadline() {
     let started = Instant::now();
     let err = burner.invoke(msg("x")).await.unwrap_err();
     let took = started.elapsed();
-    assert_eq!(err, InvokeError::Deadline { timeout: Duration::from_millis(300) });
-    assert!(took >= Duration::from_millis(300), "stopped early: {took:?}");
+    assert_eq!(
+        err,
+        InvokeError::Deadline {
+            timeout: Duration::from_millis(300)
+        }
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "stopped early: {took:?}"
+    );
     assert!(took < Duration::from_secs(3), "stopped late: {took:?}");
     echo_works(&echo).await;
 }
@@ -139,9 +173,16 @@ async fn a_busy_guest_does_not_stall_others() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     echo_works(&echo).await;
-    assert!(started.elapsed() < Duration::from_secs(1), "echo waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "echo waited {:?}",
+        started.elapsed()
+    );
     for b in busy {
-        assert!(matches!(b.await.unwrap(), Err(InvokeError::Deadline { .. })));
+        assert!(matches!(
+            b.await.unwrap(),
+            Err(InvokeError::Deadline { .. })
+        ));
     }
 }
 
@@ -150,7 +191,11 @@ async fn memory_hog_is_stopped_at_its_memory_cap() {
     let dir = tempfile::tempdir().unwrap();
     let (rt, sink) = runtime(&dir);
     let hog = load(&rt, "memory-hog", limits("24MiB", Fuel::Off, "10s"));
-    let echo = load(&rt, "echo-worker", limits("24MiB", Fuel::Units(10_000_000), "2s"));
+    let echo = load(
+        &rt,
+        "echo-worker",
+        limits("24MiB", Fuel::Units(10_000_000), "2s"),
+    );
     match hog.invoke(msg("x")).await.unwrap_err() {
         InvokeError::MemoryLimit { limit, asked } => {
             assert_eq!(limit, ByteSize::mib(24));
@@ -160,7 +205,9 @@ async fn memory_hog_is_stopped_at_its_memory_cap() {
     }
     // The guest's own complaint is captured on stderr.
     assert!(
-        sink.lines().iter().any(|l| l.stream == Stream::Stderr && l.text.contains("memory allocation")),
+        sink.lines()
+            .iter()
+            .any(|l| l.stream == Stream::Stderr && l.text.contains("memory allocation")),
         "{:?}",
         sink.lines()
     );
@@ -174,13 +221,17 @@ async fn a_second_start_loads_from_the_precompile_cache() {
     let bytes = wasm_bytes("echo-worker").unwrap();
     {
         let (rt, _) = runtime(&dir);
-        let first = rt.load("echo-worker", &bytes, ComponentSettings::default()).unwrap();
+        let first = rt
+            .load("echo-worker", &bytes, ComponentSettings::default())
+            .unwrap();
         assert_eq!(first.cache_status(), CacheStatus::Compiled);
         assert!(rt.cache().entry_path(&first.digest()).is_file());
     }
     // A new runtime, as after a restart: nothing is compiled.
     let (rt, _) = runtime(&dir);
-    let second = rt.load("echo-worker", &bytes, ComponentSettings::default()).unwrap();
+    let second = rt
+        .load("echo-worker", &bytes, ComponentSettings::default())
+        .unwrap();
     assert_eq!(second.cache_status(), CacheStatus::Hit);
     echo_works(&second).await;
 
@@ -190,13 +241,17 @@ async fn a_second_start_loads_from_the_precompile_cache() {
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
     std::fs::write(&entry, &data).unwrap();
-    let third = rt.load("echo-worker", &bytes, ComponentSettings::default()).unwrap();
+    let third = rt
+        .load("echo-worker", &bytes, ComponentSettings::default())
+        .unwrap();
     assert_eq!(third.cache_status(), CacheStatus::Compiled);
     echo_works(&third).await;
 
     // A truncated entry too.
     std::fs::write(&entry, &data[..100]).unwrap();
-    let fourth = rt.load("echo-worker", &bytes, ComponentSettings::default()).unwrap();
+    let fourth = rt
+        .load("echo-worker", &bytes, ComponentSettings::default())
+        .unwrap();
     assert_eq!(fourth.cache_status(), CacheStatus::Compiled);
 }
 
@@ -218,7 +273,11 @@ async fn bad_components_are_refused_with_clear_errors() {
     // The smallest core module: header only.
     let err = load("core", b"\0asm\x01\0\0\0", None);
     assert!(matches!(err, LoadError::CoreModule { .. }), "{err:?}");
-    assert!(err.to_string().contains("core WebAssembly module, not a component"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
 
     let echo = wasm_bytes("echo-worker").unwrap();
     for cut in [6, 100, echo.len() / 2, echo.len() - 1] {
@@ -227,7 +286,11 @@ async fn bad_components_are_refused_with_clear_errors() {
             matches!(err, LoadError::Invalid { .. }),
             "cut at {cut}: {err:?}"
         );
-        assert!(err.to_string().contains("truncated is not a valid component"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("truncated is not a valid component"),
+            "{err}"
+        );
     }
 
     let http = wasm_bytes("hello-http").unwrap();
@@ -239,7 +302,10 @@ async fn bad_components_are_refused_with_clear_errors() {
          shoal:workload/handler@0.1.0 (it looks like an http component)"
     );
     let err = load("echo-worker", &echo, Some(ComponentKind::Job));
-    assert!(err.to_string().contains("lacks the export wasi:cli/run"), "{err}");
+    assert!(
+        err.to_string().contains("lacks the export wasi:cli/run"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,9 @@ impl Host for Config {
     }
 
     async fn get_all(&mut self) -> Vec<(String, String)> {
-        self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }

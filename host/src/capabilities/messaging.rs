@@ -28,7 +28,12 @@ impl Host for Messaging {
         )))
     }
 
-    async fn request(&mut self, target: String, _msg: Message, _timeout_ms: u32) -> Result<Message, Error> {
+    async fn request(
+        &mut self,
+        target: String,
+        _msg: Message,
+        _timeout_ms: u32,
+    ) -> Result<Message, Error> {
         Err(Error::NotAllowed(format!(
             "component {} may not call {target:?}: calls between components need a cluster (`shoal up`)",
             self.component

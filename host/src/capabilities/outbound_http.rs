@@ -21,7 +21,8 @@ impl OutboundHttp {
 
 /// The future types `WasiHttpHooks::send_request` deals in.
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
-type SendFuture = Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
 
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
