@@ -9,6 +9,10 @@
 //! - [`SpecError`]: every problem found in a spec, each a [`Diagnostic`]
 //!   with file, line, column and key.
 //! - [`Digest`]: the sha256 that names a component version.
+//! - [`wire`]: messages between hosts and the scheduler over NATS
+//!   ([`wire::Heartbeat`], [`wire::HostCommand`]); [`subjects`]: every NATS
+//!   subject and JetStream name, spelled once.
+//! - [`resources`]: what the scheduler's HTTP API takes and returns.
 //! - [`Name`], [`ByteSize`], [`DurationSpec`], [`Fuel`]: values that refuse
 //!   bad input while parsing, so the rest of Shoal never sees it.
 
@@ -16,7 +20,10 @@ mod diagnostics;
 mod digest;
 mod name;
 mod quantity;
+pub mod resources;
 mod spec;
+pub mod subjects;
+pub mod wire;
 
 pub use diagnostics::{Diagnostic, SpecError};
 pub use digest::Digest;

@@ -490,6 +490,20 @@ impl AppSpec {
         }
     }
 
+    /// The app's pods: components grouped by `pod` (a component without one
+    /// is a pod of its own), each with its replica count: the largest of
+    /// its components'.
+    pub fn pods(&self) -> BTreeMap<Name, (u32, Vec<(&Name, &ComponentSpec)>)> {
+        let mut pods: BTreeMap<Name, (u32, Vec<(&Name, &ComponentSpec)>)> = BTreeMap::new();
+        for (name, c) in &self.components {
+            let pod = c.pod.clone().unwrap_or_else(|| name.clone());
+            let entry = pods.entry(pod).or_default();
+            entry.0 = entry.0.max(c.replicas);
+            entry.1.push((name, c));
+        }
+        pods
+    }
+
     /// The component called `name`, if the app has one.
     pub fn component(&self, name: &str) -> Option<&ComponentSpec> {
         self.components

@@ -1,0 +1,197 @@
+//! What the scheduler's HTTP API takes and returns.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Capacity, HostId, ReplicaId, ReplicaState};
+use crate::{AppSpec, ComponentKind, Digest, Name};
+
+/// `POST /v1/apps`: create or update an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The file the spec came from, for error messages.
+    pub file: String,
+    /// The spec's TOML text.
+    pub spec: String,
+    /// The sha256 of each component's bytes, uploaded beforehand with
+    /// `PUT /v1/components/{digest}`.
+    pub digests: BTreeMap<Name, Digest>,
+    /// Only say what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What an apply did, or would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Replicas to create.
+    pub create: Vec<String>,
+    /// Replicas to replace with the new revision.
+    pub change: Vec<String>,
+    /// Replicas to stop.
+    pub stop: Vec<String>,
+}
+
+/// The answer to an apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    /// `namespace/name`.
+    pub app: String,
+    /// The revision stored (for a dry run: the current one, 0 if none).
+    pub revision: u64,
+    /// True when nothing was stored.
+    pub dry_run: bool,
+    /// True when the spec and components are the same as the stored revision.
+    pub unchanged: bool,
+    /// What changes.
+    pub plan: Plan,
+}
+
+/// One component of an app, in lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentSummary {
+    /// Its name.
+    pub name: Name,
+    /// Its kind.
+    pub kind: ComponentKind,
+    /// Its pod.
+    pub pod: Name,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Replicas running.
+    pub running: u32,
+}
+
+/// An app, in lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSummary {
+    /// Its namespace.
+    pub namespace: Name,
+    /// Its name.
+    pub name: Name,
+    /// The stored revision.
+    pub revision: u64,
+    /// Its components.
+    pub components: Vec<ComponentSummary>,
+    /// `running` when every replica runs, else `pending` or `degraded`.
+    pub status: String,
+}
+
+/// One replica, in lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInfo {
+    /// Which replica.
+    pub id: ReplicaId,
+    /// The components it runs.
+    pub components: Vec<Name>,
+    /// Where it runs; `None` while pending.
+    pub host: Option<HostId>,
+    /// The revision it runs.
+    pub revision: u64,
+    /// How it is doing; `pending` has the reason.
+    pub state: PodState,
+}
+
+/// A replica's state as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PodState {
+    /// Not placed.
+    Pending {
+        /// Why not.
+        reason: String,
+    },
+    /// As its host reports it.
+    #[serde(untagged)]
+    Host(ReplicaState),
+}
+
+/// A host, in lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Its id.
+    pub id: HostId,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// What it can hold.
+    pub capacity: Capacity,
+    /// Memory its replicas reserve.
+    pub used_memory: u64,
+    /// Replicas it runs.
+    pub replicas: u32,
+    /// Its HTTP ingress.
+    pub http: Option<String>,
+    /// `ready`, or `lost` once silent for longer than the host timeout.
+    pub state: String,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms: u64,
+}
+
+/// Something the scheduler did or could not do, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, in ms since the epoch.
+    pub at_ms: u64,
+    /// The app's namespace.
+    pub namespace: Name,
+    /// The app.
+    pub app: Name,
+    /// What happened: `applied`, `placed`, `pending`, `stopped`, `failed`,
+    /// `scaled`, `deleted`, `host_lost`.
+    pub reason: String,
+    /// In words.
+    pub message: String,
+}
+
+/// `GET /v1/apps/{namespace}/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppDetail {
+    /// The summary.
+    pub summary: AppSummary,
+    /// The stored spec.
+    pub spec: AppSpec,
+    /// The components' digests.
+    pub digests: BTreeMap<Name, Digest>,
+    /// Every replica, desired or running.
+    pub pods: Vec<PodInfo>,
+    /// Recent events, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// `POST /v1/apps/{namespace}/{name}/scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    /// The component.
+    pub component: Name,
+    /// Replicas wanted.
+    pub replicas: u32,
+}
+
+/// `POST /v1/apps/{namespace}/{name}/invoke/{component}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    /// The payload, as text.
+    pub data: String,
+    /// Headers to send.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// The reply to an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeResponse {
+    /// The reply payload (invalid UTF-8 replaced).
+    pub data: String,
+    /// Reply headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Every API error: what went wrong, in a class a client can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// `invalid`, `not_found`, `unavailable`, `unauthorized` or `internal`.
+    pub kind: String,
+    /// What is wrong and what to do.
+    pub error: String,
+}

@@ -1,0 +1,85 @@
+//! NATS subject names and JetStream resource names: the one place they are
+//! spelled. Everything is versioned and namespaced under `shoal.v1`.
+
+use crate::Name;
+
+/// Every subject Shoal uses starts with this.
+pub const PREFIX: &str = "shoal.v1";
+
+/// Heartbeats of every host: `shoal.v1.hosts.*.heartbeat`.
+pub const ALL_HEARTBEATS: &str = "shoal.v1.hosts.*.heartbeat";
+
+/// Events of every app: `shoal.v1.events.>`.
+pub const ALL_EVENTS: &str = "shoal.v1.events.>";
+
+/// Where host `host` publishes its heartbeat.
+pub fn heartbeat(host: &str) -> String {
+    format!("{PREFIX}.hosts.{host}.heartbeat")
+}
+
+/// Where host `host` takes commands (request/reply).
+pub fn host_commands(host: &str) -> String {
+    format!("{PREFIX}.hosts.{host}.cmd")
+}
+
+/// Where the replicas of a worker component take invocations, in a queue
+/// group: service discovery and load balancing in one.
+pub fn invoke(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{PREFIX}.invoke.{namespace}.{app}.{component}")
+}
+
+/// The queue group every replica of a component joins on its invoke subject.
+pub fn invoke_queue_group(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{namespace}.{app}.{component}")
+}
+
+/// Where events about an app are published.
+pub fn events(namespace: &Name, app: &Name) -> String {
+    format!("{PREFIX}.events.{namespace}.{app}")
+}
+
+/// Where guest logs of a component are published.
+pub fn logs(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{PREFIX}.logs.{namespace}.{app}.{component}")
+}
+
+/// JetStream key-value bucket holding desired state: one key per app.
+pub const APPS_BUCKET: &str = "shoal-apps";
+
+/// JetStream object store holding component bytes, by sha256.
+pub const COMPONENTS_BUCKET: &str = "shoal-components";
+
+/// JetStream stream holding events.
+pub const EVENTS_STREAM: &str = "SHOAL_EVENTS";
+
+/// The key of an app in [`APPS_BUCKET`].
+pub fn app_key(namespace: &Name, app: &Name) -> String {
+    format!("{namespace}.{app}")
+}
+
+/// Headers on invocation messages.
+pub mod headers {
+    /// Set on a reply when the invocation failed: the failure's label
+    /// (`fuel_exhausted`, `deadline`, …). The payload is the message.
+    pub const ERROR: &str = "Shoal-Error";
+    /// The replica that served an invocation.
+    pub const REPLICA: &str = "Shoal-Replica";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_namespaced_and_versioned() {
+        let n = |s: &str| Name::new(s).unwrap();
+        assert_eq!(heartbeat("h1"), "shoal.v1.hosts.h1.heartbeat");
+        assert_eq!(host_commands("h1"), "shoal.v1.hosts.h1.cmd");
+        assert_eq!(
+            invoke(&n("default"), &n("echo"), &n("echo")),
+            "shoal.v1.invoke.default.echo.echo"
+        );
+        assert_eq!(events(&n("default"), &n("shop")), "shoal.v1.events.default.shop");
+        assert!(events(&n("a"), &n("b")).starts_with(&ALL_EVENTS[..ALL_EVENTS.len() - 1]));
+    }
+}

@@ -1,0 +1,226 @@
+//! Messages between hosts and the scheduler over NATS.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{ComponentSpec, Digest, Name};
+
+/// A host's identity: what it is called in subjects, events and `get hosts`.
+///
+/// 1 to 64 characters of ASCII letters, digits, `-` and `_`: no dots,
+/// spaces or wildcards, so it is always one NATS subject token.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct HostId(String);
+
+impl HostId {
+    /// Checks `value` and wraps it.
+    pub fn new(value: impl Into<String>) -> Result<Self, String> {
+        let value = value.into();
+        let ok = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if ok {
+            Ok(HostId(value))
+        } else {
+            Err(format!(
+                "invalid host id {value:?}: use 1 to 64 ASCII letters, digits, '-' and '_'"
+            ))
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        HostId::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Names one replica of one pod: the pod's `index`-th copy.
+///
+/// Replicas are numbered like a StatefulSet's, so the scheduler's desired
+/// set is `0..replicas` and reconciling is a set difference: idempotent,
+/// and the same after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplicaId {
+    /// The app's namespace.
+    pub namespace: Name,
+    /// The app.
+    pub app: Name,
+    /// The pod within the app.
+    pub pod: Name,
+    /// Which copy.
+    pub index: u32,
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}-{}", self.namespace, self.app, self.pod, self.index)
+    }
+}
+
+/// What a host can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Memory for replicas, in bytes: the sum of their memory limits may not exceed it.
+    pub memory: u64,
+    /// How many replicas it runs at most.
+    pub slots: u32,
+}
+
+/// The state of one replica on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// Fetching and loading its components.
+    Starting,
+    /// Serving.
+    Running,
+    /// Could not start; the scheduler places it again.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One replica as its host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// Which replica.
+    pub id: ReplicaId,
+    /// The app revision it runs.
+    pub revision: u64,
+    /// The memory it reserves (the sum of its components' limits).
+    pub memory: u64,
+    /// How it is doing.
+    #[serde(flatten)]
+    pub state: ReplicaState,
+}
+
+/// Published by every host every heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Who.
+    pub host: HostId,
+    /// Labels placement constraints match against.
+    pub labels: BTreeMap<String, String>,
+    /// What it can hold.
+    pub capacity: Capacity,
+    /// Where its HTTP ingress listens, if it has one.
+    pub http: Option<String>,
+    /// When this host process started (ms since the epoch): a new value
+    /// means the host restarted and lost its replicas.
+    pub started_at_ms: u64,
+    /// Every replica it runs.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+impl Heartbeat {
+    /// The memory its replicas reserve.
+    pub fn used_memory(&self) -> u64 {
+        self.replicas.iter().map(|r| r.memory).sum()
+    }
+}
+
+/// One component of a replica to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodComponent {
+    /// Its name in the app.
+    pub name: Name,
+    /// Its bytes' sha256, to fetch from the component store.
+    pub digest: Digest,
+    /// Its spec.
+    pub spec: ComponentSpec,
+}
+
+/// Start one replica: every component of its pod, together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartReplica {
+    /// Which replica.
+    pub id: ReplicaId,
+    /// The app revision.
+    pub revision: u64,
+    /// The pod's components.
+    pub components: Vec<PodComponent>,
+}
+
+impl StartReplica {
+    /// The memory the replica reserves: the sum of its components' limits.
+    pub fn memory(&self) -> u64 {
+        self.components
+            .iter()
+            .map(|c| c.spec.limits.memory.as_u64())
+            .sum()
+    }
+}
+
+/// A command from the scheduler to a host, sent as a NATS request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum HostCommand {
+    /// Start a replica.
+    Start(StartReplica),
+    /// Stop a replica.
+    Stop {
+        /// Which.
+        id: ReplicaId,
+    },
+}
+
+/// A host's answer to a [`HostCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CommandReply {
+    /// Done (for a start: accepted; the replica reports `running` once loaded).
+    Ok,
+    /// Refused, with the reason.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ids_are_one_subject_token() {
+        assert!(HostId::new("host-1_a").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+            assert!(HostId::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn commands_round_trip_as_json() {
+        let id = ReplicaId {
+            namespace: Name::new("default").unwrap(),
+            app: Name::new("shop").unwrap(),
+            pod: Name::new("web").unwrap(),
+            index: 2,
+        };
+        assert_eq!(id.to_string(), "default/shop/web-2");
+        let cmd = HostCommand::Stop { id };
+        let json = serde_json::to_string(&cmd).unwrap();
+        assert_eq!(serde_json::from_str::<HostCommand>(&json).unwrap(), cmd);
+        let failed = CommandReply::Failed { reason: "no".into() };
+        let json = serde_json::to_string(&failed).unwrap();
+        assert_eq!(json, r#"{"result":"failed","reason":"no"}"#);
+    }
+}
