@@ -79,7 +79,10 @@ mod tests {
             invoke(&n("default"), &n("echo"), &n("echo")),
             "shoal.v1.invoke.default.echo.echo"
         );
-        assert_eq!(events(&n("default"), &n("shop")), "shoal.v1.events.default.shop");
+        assert_eq!(
+            events(&n("default"), &n("shop")),
+            "shoal.v1.events.default.shop"
+        );
         assert!(events(&n("a"), &n("b")).starts_with(&ALL_EVENTS[..ALL_EVENTS.len() - 1]));
     }
 }

@@ -70,7 +70,11 @@ pub struct ReplicaId {
 
 impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}-{}", self.namespace, self.app, self.pod, self.index)
+        write!(
+            f,
+            "{}/{}/{}-{}",
+            self.namespace, self.app, self.pod, self.index
+        )
     }
 }
 
@@ -219,7 +223,9 @@ mod tests {
         let cmd = HostCommand::Stop { id };
         let json = serde_json::to_string(&cmd).unwrap();
         assert_eq!(serde_json::from_str::<HostCommand>(&json).unwrap(), cmd);
-        let failed = CommandReply::Failed { reason: "no".into() };
+        let failed = CommandReply::Failed {
+            reason: "no".into(),
+        };
         let json = serde_json::to_string(&failed).unwrap();
         assert_eq!(json, r#"{"result":"failed","reason":"no"}"#);
     }
