@@ -31,5 +31,6 @@ pub use name::{Name, NameError};
 pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
 pub use spec::{
     AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, Limits,
-    MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, Placement, VolumeMount, VolumeScope, VolumeSpec,
+    MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, Placement, PodSpec, VolumeMount, VolumeScope, VolumeSpec,
+    exports,
 };

@@ -45,6 +45,27 @@ pub struct AppSpec {
     pub volumes: BTreeMap<Name, VolumeSpec>,
 }
 
+/// A pod: the components of an app placed together, as one unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSpec<'a> {
+    /// The pod's name: its `pod` key, or its one component's name.
+    pub name: Name,
+    /// Replicas wanted: the largest of its components'.
+    pub replicas: u32,
+    /// Its components, by name.
+    pub components: Vec<(&'a Name, &'a ComponentSpec)>,
+}
+
+impl PodSpec<'_> {
+    /// The memory one replica reserves: the sum of its components' limits.
+    pub fn memory(&self) -> u64 {
+        self.components
+            .iter()
+            .map(|(_, c)| c.limits.memory.as_u64())
+            .sum()
+    }
+}
+
 /// What a component exports, and so how Shoal feeds it work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +87,65 @@ impl ComponentKind {
             ComponentKind::Job => "shoal:workload/job",
         }
     }
+}
+
+/// The export names that tell a component's kind, as the component model
+/// spells them.
+pub mod exports {
+    /// Exported by `worker` components.
+    pub const HANDLER: &str = "shoal:workload/handler@0.1.0";
+    /// Optionally exported by any component.
+    pub const HEALTH: &str = "shoal:workload/health@0.1.0";
+    /// Exported by `http` components.
+    pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2.12";
+    /// Exported by `job` components.
+    pub const CLI_RUN: &str = "wasi:cli/run@0.2.12";
+}
+
+impl ComponentKind {
+    /// Tells a component's kind from the names of its exports; `None` when
+    /// it exports none of the interfaces Shoal runs.
+    pub fn from_exports<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let names: Vec<&str> = names.into_iter().collect();
+        let has = |wanted: &str| names.iter().any(|n| same_interface(n, wanted));
+        if has(exports::HANDLER) {
+            Some(ComponentKind::Worker)
+        } else if has(exports::INCOMING_HANDLER) {
+            Some(ComponentKind::Http)
+        } else if has(exports::CLI_RUN) {
+            Some(ComponentKind::Job)
+        } else {
+            None
+        }
+    }
+
+    /// The export a component of this kind must have.
+    pub fn required_export(self) -> &'static str {
+        match self {
+            ComponentKind::Http => exports::INCOMING_HANDLER,
+            ComponentKind::Worker => exports::HANDLER,
+            ComponentKind::Job => exports::CLI_RUN,
+        }
+    }
+}
+
+/// Compares interface names ignoring the patch version (`@0.2.3` matches
+/// `@0.2.12`), as the component model's semver rules do.
+fn same_interface(found: &str, wanted: &str) -> bool {
+    let base = |s: &str| -> String {
+        match s.split_once('@') {
+            Some((name, version)) => {
+                let mut parts = version.split('.');
+                format!(
+                    "{name}@{}.{}",
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or("")
+                )
+            }
+            None => s.to_string(),
+        }
+    };
+    base(found) == base(wanted)
 }
 
 impl std::fmt::Display for ComponentKind {
@@ -493,15 +573,19 @@ impl AppSpec {
     /// The app's pods: components grouped by `pod` (a component without one
     /// is a pod of its own), each with its replica count: the largest of
     /// its components'.
-    pub fn pods(&self) -> BTreeMap<Name, (u32, Vec<(&Name, &ComponentSpec)>)> {
-        let mut pods: BTreeMap<Name, (u32, Vec<(&Name, &ComponentSpec)>)> = BTreeMap::new();
+    pub fn pods(&self) -> Vec<PodSpec<'_>> {
+        let mut pods: BTreeMap<Name, PodSpec<'_>> = BTreeMap::new();
         for (name, c) in &self.components {
             let pod = c.pod.clone().unwrap_or_else(|| name.clone());
-            let entry = pods.entry(pod).or_default();
-            entry.0 = entry.0.max(c.replicas);
-            entry.1.push((name, c));
+            let entry = pods.entry(pod.clone()).or_insert_with(|| PodSpec {
+                name: pod,
+                replicas: 0,
+                components: Vec::new(),
+            });
+            entry.replicas = entry.replicas.max(c.replicas);
+            entry.components.push((name, c));
         }
-        pods
+        pods.into_values().collect()
     }
 
     /// The component called `name`, if the app has one.
@@ -582,6 +666,29 @@ autoscale = { min = 0, max = 20, target_queue_depth = 100, idle = "60s" }
 [volumes.data]
 size = "1GiB"
 "#;
+
+    #[test]
+    fn kinds_are_told_from_exports() {
+        assert_eq!(
+            ComponentKind::from_exports(["wasi:http/incoming-handler@0.2.3"]),
+            Some(ComponentKind::Http)
+        );
+        assert_eq!(
+            ComponentKind::from_exports([
+                "shoal:workload/health@0.1.0",
+                "shoal:workload/handler@0.1.0"
+            ]),
+            Some(ComponentKind::Worker)
+        );
+        assert_eq!(
+            ComponentKind::from_exports(["wasi:http/incoming-handler@0.3.0"]),
+            None
+        );
+        assert_eq!(
+            ComponentKind::from_exports(["wasi:cli/run@0.2.0"]),
+            Some(ComponentKind::Job)
+        );
+    }
 
     #[test]
     fn reads_the_design_example() {

@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::bindings::{WorkerPre, exports};
+use crate::bindings::WorkerPre;
 use crate::cache::CacheStatus;
 use crate::capabilities::{Capabilities, Grants};
 use crate::error::{InvokeError, LoadError};
@@ -125,13 +125,13 @@ impl LoadedComponent {
         };
         let entry = match kind {
             ComponentKind::Worker => {
-                Entry::Worker(WorkerPre::new(pre).map_err(|_| wrong_world(exports::HANDLER))?)
+                Entry::Worker(WorkerPre::new(pre).map_err(|_| wrong_world(kind.required_export()))?)
             }
             ComponentKind::Http => {
-                Entry::Http(ProxyPre::new(pre).map_err(|_| wrong_world(exports::INCOMING_HANDLER))?)
+                Entry::Http(ProxyPre::new(pre).map_err(|_| wrong_world(kind.required_export()))?)
             }
             ComponentKind::Job => {
-                Entry::Job(CommandPre::new(pre).map_err(|_| wrong_world(exports::CLI_RUN))?)
+                Entry::Job(CommandPre::new(pre).map_err(|_| wrong_world(kind.required_export()))?)
             }
         };
         let permits = usize::try_from(settings.limits.concurrency)
@@ -313,35 +313,7 @@ fn trap_message(err: &wasmtime::Error) -> String {
 /// Tells a component's kind from its exports.
 fn detect_kind(component: &Component, engine: &Engine) -> Option<ComponentKind> {
     let ty = component.component_type();
-    let names: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-    let has = |wanted: &str| names.iter().any(|n| same_interface(n, wanted));
-    if has(exports::HANDLER) {
-        Some(ComponentKind::Worker)
-    } else if has(exports::INCOMING_HANDLER) {
-        Some(ComponentKind::Http)
-    } else if has(exports::CLI_RUN) {
-        Some(ComponentKind::Job)
-    } else {
-        None
-    }
-}
-
-/// Compares export names ignoring the patch version (`@0.2.3` matches `@0.2.12`).
-fn same_interface(found: &str, wanted: &str) -> bool {
-    let base = |s: &str| -> String {
-        match s.split_once('@') {
-            Some((name, version)) => {
-                let mut parts = version.split('.');
-                format!(
-                    "{name}@{}.{}",
-                    parts.next().unwrap_or(""),
-                    parts.next().unwrap_or("")
-                )
-            }
-            None => s.to_string(),
-        }
-    };
-    base(found) == base(wanted)
+    ComponentKind::from_exports(ty.exports(engine).map(|(name, _)| name))
 }
 
 /// Why `bytes` failed to compile, told in the user's terms.
@@ -395,21 +367,5 @@ mod tests {
             Err(LoadError::CoreModule { .. })
         ));
         assert!(check_header("x", b"\0asm\x0d\0\x01\0").is_ok());
-    }
-
-    #[test]
-    fn interface_versions_match_on_major_and_minor() {
-        assert!(same_interface(
-            "wasi:http/incoming-handler@0.2.3",
-            exports::INCOMING_HANDLER
-        ));
-        assert!(!same_interface(
-            "wasi:http/incoming-handler@0.3.0",
-            exports::INCOMING_HANDLER
-        ));
-        assert!(same_interface(
-            "shoal:workload/handler@0.1.0",
-            exports::HANDLER
-        ));
     }
 }
