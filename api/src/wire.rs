@@ -7,6 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{ComponentSpec, Digest, Name};
 
+/// How often hosts publish a [`Heartbeat`].
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A host's identity: what it is called in subjects, events and `get hosts`.
 ///
 /// 1 to 64 characters of ASCII letters, digits, `-` and `_`: no dots,

@@ -1,0 +1,569 @@
+//! The scheduler's HTTP API (JSON). `GET /openapi.json` describes it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use shoal_api::resources::{
+    ApiError, AppDetail, AppSummary, ApplyRequest, ApplyResponse, ComponentSummary, HostInfo,
+    InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, ScaleRequest,
+};
+use shoal_api::wire::{ReplicaId, ReplicaState};
+use shoal_api::{AppSpec, ComponentKind, Digest, MAX_REPLICAS, Name, subjects};
+
+use crate::reconcile::replica_id;
+use crate::state::{App, State as SchedulerState, StoredApp, event, millis};
+use crate::tunables::{INVOKE_TIMEOUT, MAX_COMPONENT_BYTES};
+use crate::{SchedulerError, Shared, artifact};
+
+type Shared_ = Arc<Shared>;
+
+/// The API's routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/components/{digest}", put(put_component))
+        .route("/v1/apps", post(apply).get(list_apps))
+        .route("/v1/apps/{namespace}/{name}", get(describe).delete(delete))
+        .route("/v1/apps/{namespace}/{name}/scale", post(scale))
+        .route(
+            "/v1/apps/{namespace}/{name}/invoke/{component}",
+            post(invoke),
+        )
+        .route("/v1/pods", get(list_pods))
+        .route("/v1/hosts", get(list_hosts))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .with_state(shared)
+}
+
+/// An API failure as a status and a JSON body.
+struct Failure(StatusCode, ApiError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<SchedulerError> for Failure {
+    fn from(e: SchedulerError) -> Self {
+        let (status, kind) = match &e {
+            SchedulerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            SchedulerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            SchedulerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            SchedulerError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Failure(
+            status,
+            ApiError {
+                kind: kind.into(),
+                error: e.to_string(),
+            },
+        )
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    SchedulerError::Invalid(message.into()).into()
+}
+
+async fn authorize(State(shared): State<Shared_>, request: Request, next: Next) -> Response {
+    if let Some(token) = &shared.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) && request.uri().path() != "/healthz" {
+            return Failure(
+                StatusCode::UNAUTHORIZED,
+                ApiError {
+                    kind: "unauthorized".into(),
+                    error: "this scheduler needs a token: set SHOAL_TOKEN".into(),
+                },
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn put_component(
+    State(shared): State<Shared_>,
+    Path(digest): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, Failure> {
+    let digest = Digest::from_hex(&digest).ok_or_else(|| {
+        invalid(format!(
+            "{digest:?} is not a sha256 digest (64 hex characters)"
+        ))
+    })?;
+    let actual = Digest::of(&body);
+    if actual != digest {
+        return Err(invalid(format!(
+            "the uploaded bytes have digest {actual}, not {digest}: the upload was corrupted"
+        )));
+    }
+    artifact::inspect(&body).map_err(|why| invalid(format!("the uploaded component is {why}")))?;
+    shared.store.put_component(&digest, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn apply(
+    State(shared): State<Shared_>,
+    Json(req): Json<ApplyRequest>,
+) -> Result<Json<ApplyResponse>, Failure> {
+    let spec = AppSpec::from_toml(&req.spec, &req.file).map_err(|e| invalid(e.to_string()))?;
+    let mut problems = Vec::new();
+    for (name, component) in &spec.components {
+        let Some(digest) = req.digests.get(name) else {
+            problems.push(format!("component {name}: no bytes were uploaded for it"));
+            continue;
+        };
+        if !shared.store.has_component(digest).await {
+            problems.push(format!(
+                "component {name}: {digest} is not in the component store: upload it first"
+            ));
+            continue;
+        }
+        let bytes = shared.store.get_component(digest).await?;
+        match artifact::inspect(&bytes) {
+            Err(why) => problems.push(format!("component {name} ({}) is {why}", component.source)),
+            Ok(found) if found.kind != Some(component.kind) => problems.push(format!(
+                "component {name} ({}) is declared kind = \"{}\" but does not export {}{}",
+                component.source,
+                component.kind,
+                component.kind.required_export(),
+                found
+                    .kind
+                    .map(|k| format!(": it is a {k} component"))
+                    .unwrap_or_default()
+            )),
+            Ok(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(invalid(format!(
+            "{} cannot be applied:\n  {}",
+            req.file,
+            problems.join("\n  ")
+        )));
+    }
+    let key = subjects::app_key(&spec.namespace, &spec.name);
+    let app_name = format!("{}/{}", spec.namespace, spec.name);
+    let previous = shared.state().apps.get(&key).cloned();
+    let digests: BTreeMap<Name, Digest> = spec
+        .components
+        .keys()
+        .filter_map(|n| req.digests.get(n).map(|d| (n.clone(), *d)))
+        .collect();
+    let stored = StoredApp {
+        spec,
+        digests,
+        file: req.file.clone(),
+        generations: BTreeMap::new(),
+    }
+    .with_generations(previous.as_ref().map(|p| &p.stored));
+    let plan = plan(previous.as_ref(), &stored);
+    let unchanged = previous.as_ref().is_some_and(|p| p.stored == stored);
+    if req.dry_run || unchanged {
+        return Ok(Json(ApplyResponse {
+            app: app_name,
+            revision: previous.map_or(0, |p| p.revision),
+            dry_run: req.dry_run,
+            unchanged,
+            plan,
+        }));
+    }
+    let revision = shared.store.put_app(&key, &stored).await?;
+    let e = event(
+        &stored.spec.namespace,
+        &stored.spec.name,
+        "applied",
+        format!("revision {revision} applied from {}", req.file),
+    );
+    shared.state().apps.insert(key, App { stored, revision });
+    shared.record(e).await;
+    shared.wake();
+    Ok(Json(ApplyResponse {
+        app: app_name,
+        revision,
+        dry_run: false,
+        unchanged: false,
+        plan,
+    }))
+}
+
+/// What applying `next` over `previous` changes, replica by replica.
+fn plan(previous: Option<&App>, next: &StoredApp) -> Plan {
+    let replicas = |stored: &StoredApp| -> BTreeMap<ReplicaId, u64> {
+        stored
+            .spec
+            .pods()
+            .into_iter()
+            .flat_map(|pod| {
+                let generation = stored.generation(&pod.name);
+                (0..pod.replicas).map(move |i| (replica_id(&stored.spec, &pod.name, i), generation))
+            })
+            .collect()
+    };
+    let before = previous.map(|p| replicas(&p.stored)).unwrap_or_default();
+    let after = replicas(next);
+    let mut plan = Plan::default();
+    for (id, generation) in &after {
+        match before.get(id) {
+            None => plan.create.push(id.to_string()),
+            Some(old) if old != generation => plan.change.push(id.to_string()),
+            Some(_) => {}
+        }
+    }
+    for id in before.keys() {
+        if !after.contains_key(id) {
+            plan.stop.push(id.to_string());
+        }
+    }
+    plan
+}
+
+async fn list_apps(State(shared): State<Shared_>) -> Json<Vec<AppSummary>> {
+    let state = shared.state();
+    let running = running_replicas(&state);
+    Json(
+        state
+            .apps
+            .values()
+            .map(|app| summary(app, &running))
+            .collect(),
+    )
+}
+
+/// Replicas reported running by live hosts.
+fn running_replicas(
+    state: &SchedulerState,
+) -> HashMap<ReplicaId, (shoal_api::wire::HostId, ReplicaState, u64)> {
+    let now = Instant::now();
+    let mut out = HashMap::new();
+    for (host, entry) in &state.hosts {
+        if !entry.is_live(now) {
+            continue;
+        }
+        for r in &entry.heartbeat.replicas {
+            let better = match out.get(&r.id) {
+                None => true,
+                Some((_, ReplicaState::Running, _)) => false,
+                Some(_) => matches!(r.state, ReplicaState::Running),
+            };
+            if better {
+                out.insert(r.id.clone(), (host.clone(), r.state.clone(), r.revision));
+            }
+        }
+    }
+    out
+}
+
+fn summary(
+    app: &App,
+    running: &HashMap<ReplicaId, (shoal_api::wire::HostId, ReplicaState, u64)>,
+) -> AppSummary {
+    let spec = &app.stored.spec;
+    let mut components = Vec::new();
+    let mut all_running = true;
+    let mut any_running = false;
+    for pod in spec.pods() {
+        let up = (0..pod.replicas)
+            .filter(|i| {
+                running
+                    .get(&replica_id(spec, &pod.name, *i))
+                    .is_some_and(|(_, s, _)| matches!(s, ReplicaState::Running))
+            })
+            .count() as u32;
+        all_running &= up == pod.replicas;
+        any_running |= up > 0;
+        for (name, c) in &pod.components {
+            components.push(ComponentSummary {
+                name: (*name).clone(),
+                kind: c.kind,
+                pod: pod.name.clone(),
+                desired: pod.replicas,
+                running: up,
+            });
+        }
+    }
+    let status = if all_running {
+        "running"
+    } else if any_running {
+        "degraded"
+    } else {
+        "pending"
+    };
+    AppSummary {
+        namespace: spec.namespace.clone(),
+        name: spec.name.clone(),
+        revision: app.revision,
+        components,
+        status: status.into(),
+    }
+}
+
+fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
+    let running = running_replicas(state);
+    let spec = &app.stored.spec;
+    let mut pods = Vec::new();
+    for pod in spec.pods() {
+        let components: Vec<Name> = pod.components.iter().map(|(n, _)| (*n).clone()).collect();
+        for i in 0..pod.replicas {
+            let id = replica_id(spec, &pod.name, i);
+            let info = match running.get(&id) {
+                Some((host, s, revision)) => PodInfo {
+                    id: id.clone(),
+                    components: components.clone(),
+                    host: Some(host.clone()),
+                    revision: *revision,
+                    state: PodState::Host(s.clone()),
+                },
+                None => PodInfo {
+                    id: id.clone(),
+                    components: components.clone(),
+                    host: state.starting.get(&id).map(|s| s.host.clone()),
+                    revision: app.stored.generation(&pod.name),
+                    state: PodState::Pending {
+                        reason: state
+                            .pending
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| "being placed".into()),
+                    },
+                },
+            };
+            pods.push(info);
+        }
+    }
+    pods
+}
+
+async fn describe(
+    State(shared): State<Shared_>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<AppDetail>, Failure> {
+    let state = shared.state();
+    let app = find(&state, &namespace, &name)?;
+    let running = running_replicas(&state);
+    let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
+    Ok(Json(AppDetail {
+        summary: summary(app, &running),
+        spec: app.stored.spec.clone(),
+        digests: app.stored.digests.clone(),
+        pods: pods_of(&state, app),
+        events: state
+            .events
+            .get(&key)
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default(),
+    }))
+}
+
+fn find<'a>(state: &'a SchedulerState, namespace: &str, name: &str) -> Result<&'a App, Failure> {
+    state
+        .apps
+        .get(&format!("{namespace}.{name}"))
+        .ok_or_else(|| {
+            SchedulerError::NotFound(format!("no app {namespace}/{name}: see `shoal get apps`"))
+                .into()
+        })
+}
+
+async fn delete(
+    State(shared): State<Shared_>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<StatusCode, Failure> {
+    let (key, spec) = {
+        let state = shared.state();
+        let app = find(&state, &namespace, &name)?;
+        let spec = app.stored.spec.clone();
+        (subjects::app_key(&spec.namespace, &spec.name), spec)
+    };
+    shared.store.delete_app(&key).await?;
+    shared.state().apps.remove(&key);
+    shared
+        .record(event(
+            &spec.namespace,
+            &spec.name,
+            "deleted",
+            "app deleted: stopping its replicas".into(),
+        ))
+        .await;
+    shared.wake();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn scale(
+    State(shared): State<Shared_>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(req): Json<ScaleRequest>,
+) -> Result<Json<ApplyResponse>, Failure> {
+    if req.replicas > MAX_REPLICAS {
+        return Err(invalid(format!(
+            "{} replicas is more than the {MAX_REPLICAS} allowed",
+            req.replicas
+        )));
+    }
+    let (key, previous) = {
+        let state = shared.state();
+        let app = find(&state, &namespace, &name)?;
+        (
+            subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name),
+            app.clone(),
+        )
+    };
+    let mut stored = previous.stored.clone();
+    let Some(component) = stored.spec.components.get_mut(&req.component) else {
+        return Err(invalid(format!(
+            "app {namespace}/{name} has no component {}",
+            req.component
+        )));
+    };
+    let from = component.replicas;
+    component.replicas = req.replicas;
+    let stored = stored.with_generations(Some(&previous.stored));
+    let plan = plan(Some(&previous), &stored);
+    let revision = shared.store.put_app(&key, &stored).await?;
+    let e = event(
+        &stored.spec.namespace,
+        &stored.spec.name,
+        "scaled",
+        format!(
+            "{} scaled from {from} to {} replicas (revision {revision})",
+            req.component, req.replicas
+        ),
+    );
+    shared.state().apps.insert(key, App { stored, revision });
+    shared.record(e).await;
+    shared.wake();
+    Ok(Json(ApplyResponse {
+        app: format!("{namespace}/{name}"),
+        revision,
+        dry_run: false,
+        unchanged: false,
+        plan,
+    }))
+}
+
+async fn invoke(
+    State(shared): State<Shared_>,
+    Path((namespace, name, component)): Path<(String, String, String)>,
+    Json(req): Json<InvokeRequest>,
+) -> Result<Json<InvokeResponse>, Failure> {
+    let subject = {
+        let state = shared.state();
+        let app = find(&state, &namespace, &name)?;
+        let spec = &app.stored.spec;
+        let Some((cname, c)) = spec
+            .components
+            .iter()
+            .find(|(n, _)| n.as_str() == component)
+        else {
+            return Err(SchedulerError::NotFound(format!(
+                "app {namespace}/{name} has no component {component}"
+            ))
+            .into());
+        };
+        if c.kind != ComponentKind::Worker {
+            return Err(invalid(format!(
+                "{component} is a {} component: only workers take invocations (an http component answers on its route)",
+                c.kind
+            )));
+        }
+        subjects::invoke(&spec.namespace, &spec.name, cname)
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    for (k, v) in &req.headers {
+        headers.append(k.as_str(), v.as_str());
+    }
+    let request = async_nats::Request::new()
+        .payload(req.data.into_bytes().into())
+        .headers(headers)
+        .timeout(Some(INVOKE_TIMEOUT));
+    let reply = shared.nats.send_request(subject, request).await.map_err(|e| {
+        let (status, message) = match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no replica of {namespace}/{name}/{component} is running: see `shoal describe app {name}`"),
+            ),
+            async_nats::RequestErrorKind::TimedOut => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{namespace}/{name}/{component} did not answer within {INVOKE_TIMEOUT:?}"),
+            ),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, format!("invoking {component}: {e}")),
+        };
+        Failure(status, ApiError { kind: "unavailable".into(), error: message })
+    })?;
+    let headers: Vec<(String, String)> = reply
+        .headers
+        .as_ref()
+        .map(|h| {
+            h.iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let data = String::from_utf8_lossy(&reply.payload).into_owned();
+    if let Some((_, label)) = headers.iter().find(|(k, _)| k == subjects::headers::ERROR) {
+        return Err(Failure(
+            StatusCode::BAD_GATEWAY,
+            ApiError {
+                kind: format!("invoke_{label}"),
+                error: data,
+            },
+        ));
+    }
+    Ok(Json(InvokeResponse { data, headers }))
+}
+
+async fn list_pods(State(shared): State<Shared_>) -> Json<Vec<PodInfo>> {
+    let state = shared.state();
+    Json(
+        state
+            .apps
+            .values()
+            .flat_map(|app| pods_of(&state, app))
+            .collect(),
+    )
+}
+
+async fn list_hosts(State(shared): State<Shared_>) -> Json<Vec<HostInfo>> {
+    let state = shared.state();
+    let now = Instant::now();
+    let mut hosts: Vec<HostInfo> = state
+        .hosts
+        .iter()
+        .map(|(id, h)| HostInfo {
+            id: id.clone(),
+            labels: h.heartbeat.labels.clone(),
+            capacity: h.heartbeat.capacity,
+            used_memory: h.heartbeat.used_memory(),
+            replicas: h.heartbeat.replicas.len() as u32,
+            http: h.heartbeat.http.clone(),
+            state: if h.is_live(now) { "ready" } else { "lost" }.into(),
+            last_seen_ms: millis(now.duration_since(h.last_seen)),
+        })
+        .collect();
+    hosts.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(hosts)
+}
+
+async fn openapi(_headers: HeaderMap) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}

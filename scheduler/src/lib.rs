@@ -1,0 +1,351 @@
+//! `shoal-scheduler`: places pods on hosts over NATS and keeps them there.
+//!
+//! Desired state lives in JetStream ([`store::Store`]): an app per key, one
+//! revision per apply, component bytes in an object store. Observed state
+//! comes from host heartbeats. The reconciler ([`reconcile::plan`]) compares
+//! the two on every change and at least every
+//! [`tunables::RECONCILE_INTERVAL`], and sends start and stop commands to
+//! hosts by request/reply. Placement ([`placement::choose`]) bin-packs by
+//! declared memory, honours labels, spreads over a label and keeps replicas
+//! of a pod apart. Nothing is kept that cannot be rebuilt from JetStream and
+//! heartbeats, so a restarted scheduler picks up where it left off.
+//!
+//! Key types: [`Scheduler`] (start it with [`Scheduler::start`]),
+//! [`SchedulerError`].
+
+pub mod api;
+pub mod artifact;
+pub mod placement;
+pub mod reconcile;
+pub mod state;
+pub mod store;
+pub mod tunables;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use shoal_api::resources::Event;
+use shoal_api::subjects;
+use shoal_api::wire::{CommandReply, Heartbeat, HostCommand};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::reconcile::Action;
+use crate::state::{HostEntry, State, event};
+use crate::store::Store;
+use crate::tunables::{COMMAND_TIMEOUT, MAX_COMMANDS_IN_FLIGHT, RECONCILE_INTERVAL, STARTUP_GRACE};
+
+/// Why the scheduler could not do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchedulerError {
+    /// The request is wrong; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such app.
+    #[error("{0}")]
+    NotFound(String),
+    /// NATS or JetStream could not be reached; try again.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected state.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// How to run a scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Where the HTTP API listens (port 0 picks a free one).
+    pub api_addr: SocketAddr,
+    /// A bearer token every API request must carry, if set.
+    pub token: Option<String>,
+}
+
+/// What the scheduler's tasks share.
+pub struct Shared {
+    state: Mutex<State>,
+    nats: async_nats::Client,
+    store: Store,
+    wake: Notify,
+    ready_at: Instant,
+    token: Option<String>,
+}
+
+impl Shared {
+    /// The state, even if a panicking thread poisoned the lock: every
+    /// update is a whole-value write, so the data stays consistent.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the reconciler for a pass now.
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes events on their app's subject (the events stream keeps them).
+    async fn publish(&self, events: &[Event]) {
+        for e in events {
+            if let Ok(payload) = serde_json::to_vec(e) {
+                let _ = self
+                    .nats
+                    .publish(subjects::events(&e.namespace, &e.app), payload.into())
+                    .await;
+            }
+        }
+    }
+
+    /// Records and publishes one event.
+    async fn record(&self, e: Event) {
+        self.state().remember(e.clone());
+        self.publish(&[e]).await;
+    }
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    api_addr: SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Scheduler {
+    /// Opens the JetStream resources, loads desired state and events,
+    /// starts listening to heartbeats, the reconciler and the HTTP API.
+    /// Everything stops when `shutdown` completes.
+    pub async fn start(
+        nats: async_nats::Client,
+        options: SchedulerOptions,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Scheduler, SchedulerError> {
+        let store = Store::open(&nats).await?;
+        let mut state = State::default();
+        for app in store.load_apps().await? {
+            let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
+            state.apps.insert(key, app);
+        }
+        for e in store.load_events().await {
+            state.remember(e);
+        }
+        tracing::info!(apps = state.apps.len(), "desired state loaded");
+        let heartbeats = nats
+            .subscribe(subjects::ALL_HEARTBEATS)
+            .await
+            .map_err(|e| SchedulerError::Unavailable(format!("subscribing to heartbeats: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(options.api_addr)
+            .await
+            .map_err(|e| {
+                SchedulerError::Invalid(format!("cannot listen on {}: {e}", options.api_addr))
+            })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|e| SchedulerError::Internal(e.to_string()))?;
+
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            nats,
+            store,
+            wake: Notify::new(),
+            ready_at: Instant::now() + STARTUP_GRACE,
+            token: options.token,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        tasks.spawn(watch_heartbeats(
+            shared.clone(),
+            heartbeats,
+            stop_rx.clone(),
+        ));
+        tasks.spawn(run_reconciler(shared.clone(), stop_rx.clone()));
+        let router = api::router(shared.clone());
+        let mut api_stop = stop_rx;
+        tasks.spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the API server stopped");
+            }
+        });
+        tracing::info!(%api_addr, "scheduler API listening");
+        Ok(Scheduler { api_addr, tasks })
+    }
+
+    /// Where the HTTP API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Waits until every task has stopped (after shutdown).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn watch_heartbeats(
+    shared: Arc<Shared>,
+    mut heartbeats: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            msg = heartbeats.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let hb: Heartbeat = match serde_json::from_slice(&msg.payload) {
+            Ok(hb) => hb,
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "ignoring a malformed heartbeat");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let changed = {
+            let mut state = shared.state();
+            match state.hosts.get_mut(&hb.host) {
+                Some(entry) => {
+                    let changed = entry.lost
+                        || entry.heartbeat.replicas != hb.replicas
+                        || entry.heartbeat.started_at_ms != hb.started_at_ms;
+                    if entry.lost {
+                        tracing::info!(host = %hb.host, "host is back");
+                        entry.lost = false;
+                        entry.rejoined = Some(now);
+                    }
+                    entry.heartbeat = hb;
+                    entry.last_seen = now;
+                    changed
+                }
+                None => {
+                    tracing::info!(host = %hb.host, labels = ?hb.labels, "host joined");
+                    state.hosts.insert(
+                        hb.host.clone(),
+                        HostEntry {
+                            heartbeat: hb,
+                            last_seen: now,
+                            lost: false,
+                            rejoined: None,
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if changed {
+            shared.wake();
+        }
+    }
+}
+
+async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let limit = Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT));
+    loop {
+        tokio::select! {
+            () = shared.wake.notified() => {},
+            () = tokio::time::sleep(RECONCILE_INTERVAL) => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = Instant::now();
+        if now < shared.ready_at {
+            continue;
+        }
+        let pass = reconcile::plan(&mut shared.state(), now);
+        shared.publish(&pass.events).await;
+        let mut running: FuturesUnordered<_> = pass
+            .actions
+            .into_iter()
+            .map(|action| {
+                let shared = shared.clone();
+                let limit = limit.clone();
+                async move {
+                    let _permit = limit.acquire().await;
+                    execute(&shared, action).await;
+                }
+            })
+            .collect();
+        while running.next().await.is_some() {}
+    }
+}
+
+/// Sends one command and records what came of it.
+async fn execute(shared: &Shared, action: Action) {
+    let (host, command) = match &action {
+        Action::Start { host, replica } => (host.clone(), HostCommand::Start(replica.clone())),
+        Action::Stop { host, id, .. } => (host.clone(), HostCommand::Stop { id: id.clone() }),
+    };
+    let outcome = send(shared, &host, &command).await;
+    match (action, outcome) {
+        (Action::Start { host, replica }, Ok(())) => {
+            let id = &replica.id;
+            shared
+                .record(event(
+                    &id.namespace,
+                    &id.app,
+                    "placed",
+                    format!("{id} placed on {host} (revision {})", replica.revision),
+                ))
+                .await;
+        }
+        (Action::Start { host, replica }, Err(reason)) => {
+            let id = replica.id;
+            {
+                let mut state = shared.state();
+                state.starting.remove(&id);
+                state
+                    .backoff
+                    .insert(id.clone(), Instant::now() + tunables::START_RETRY_BACKOFF);
+            }
+            shared
+                .record(event(
+                    &id.namespace,
+                    &id.app,
+                    "failed",
+                    format!("starting {id} on {host} failed: {reason}"),
+                ))
+                .await;
+        }
+        (Action::Stop { host, id, reason }, Ok(())) => {
+            shared
+                .record(event(
+                    &id.namespace,
+                    &id.app,
+                    "stopped",
+                    format!("{id} stopped on {host}: {reason}"),
+                ))
+                .await;
+        }
+        (Action::Stop { host, id, .. }, Err(e)) => {
+            tracing::warn!(%host, %id, error = %e, "stop failed; the next pass tries again");
+        }
+    }
+}
+
+async fn send(
+    shared: &Shared,
+    host: &shoal_api::wire::HostId,
+    command: &HostCommand,
+) -> Result<(), String> {
+    let payload = serde_json::to_vec(command).map_err(|e| e.to_string())?;
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(COMMAND_TIMEOUT));
+    let reply = shared
+        .nats
+        .send_request(subjects::host_commands(host.as_str()), request)
+        .await
+        .map_err(|e| format!("host {host} did not answer: {e}"))?;
+    match serde_json::from_slice::<CommandReply>(&reply.payload) {
+        Ok(CommandReply::Ok) => Ok(()),
+        Ok(CommandReply::Failed { reason }) => Err(reason),
+        Err(e) => Err(format!("host {host} answered nonsense: {e}")),
+    }
+}

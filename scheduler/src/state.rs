@@ -1,0 +1,169 @@
+//! What the scheduler knows: desired state (apps, from JetStream KV) and
+//! observed state (hosts and their replicas, from heartbeats). All of it
+//! can be rebuilt after a restart: apps from KV, the rest from heartbeats.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use shoal_api::resources::Event;
+use shoal_api::wire::{Heartbeat, HostId, ReplicaId};
+use shoal_api::{AppSpec, Digest, Name};
+
+use crate::tunables::{EVENTS_PER_APP, HOST_TIMEOUT};
+
+/// An app as stored in the desired-state bucket: one KV revision per apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredApp {
+    /// The parsed spec.
+    pub spec: AppSpec,
+    /// Each component's bytes, by sha256, in the component store.
+    pub digests: BTreeMap<Name, Digest>,
+    /// The file it was applied from.
+    pub file: String,
+    /// Each pod's generation: bumped when its template (components, their
+    /// specs apart from replica counts, and their bytes) changes, so that
+    /// scaling never restarts a replica and a real change replaces them.
+    pub generations: BTreeMap<Name, u64>,
+}
+
+impl StoredApp {
+    /// The generation of `pod` (1 if never recorded).
+    pub fn generation(&self, pod: &Name) -> u64 {
+        self.generations.get(pod).copied().unwrap_or(1)
+    }
+
+    /// What a pod's replicas run: compared between applies.
+    pub fn template(&self, pod: &Name) -> Vec<(Name, shoal_api::ComponentSpec, Option<Digest>)> {
+        self.spec
+            .pods()
+            .into_iter()
+            .filter(|p| &p.name == pod)
+            .flat_map(|p| p.components)
+            .map(|(name, spec)| {
+                let mut spec = spec.clone();
+                spec.replicas = 0;
+                spec.autoscale = None;
+                (name.clone(), spec, self.digests.get(name).copied())
+            })
+            .collect()
+    }
+
+    /// Fills in generations against the previously stored version.
+    pub fn with_generations(mut self, previous: Option<&StoredApp>) -> Self {
+        let pods: Vec<Name> = self.spec.pods().into_iter().map(|p| p.name).collect();
+        self.generations = pods
+            .into_iter()
+            .map(|pod| {
+                let generation = match previous {
+                    Some(prev) if prev.spec.pods().iter().any(|p| p.name == pod) => {
+                        if prev.template(&pod) == self.template(&pod) {
+                            prev.generation(&pod)
+                        } else {
+                            prev.generation(&pod) + 1
+                        }
+                    }
+                    _ => 1,
+                };
+                (pod, generation)
+            })
+            .collect();
+        self
+    }
+}
+
+/// A stored app and its revision.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// What was applied.
+    pub stored: StoredApp,
+    /// The KV revision of that apply.
+    pub revision: u64,
+}
+
+/// A host as its heartbeats show it.
+#[derive(Debug, Clone)]
+pub struct HostEntry {
+    /// The last heartbeat.
+    pub heartbeat: Heartbeat,
+    /// When it arrived.
+    pub last_seen: Instant,
+    /// Silent for longer than [`HOST_TIMEOUT`]; its replicas were placed elsewhere.
+    pub lost: bool,
+    /// When it came back after being lost: its replicas lose ties with
+    /// copies placed while it was away.
+    pub rejoined: Option<Instant>,
+}
+
+impl HostEntry {
+    /// Whether it heartbeated recently enough to count.
+    pub fn is_live(&self, now: Instant) -> bool {
+        now.duration_since(self.last_seen) <= HOST_TIMEOUT
+    }
+}
+
+/// A start command sent but not yet confirmed by a heartbeat.
+#[derive(Debug, Clone)]
+pub struct Starting {
+    /// Where.
+    pub host: HostId,
+    /// Which revision.
+    pub revision: u64,
+    /// Memory it reserves there.
+    pub memory: u64,
+    /// When the command was sent.
+    pub since: Instant,
+}
+
+/// Everything the scheduler knows, behind one lock.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Desired state, by `namespace.name`.
+    pub apps: BTreeMap<String, App>,
+    /// Observed hosts.
+    pub hosts: HashMap<HostId, HostEntry>,
+    /// Starts sent, not yet seen in a heartbeat.
+    pub starting: HashMap<ReplicaId, Starting>,
+    /// Replicas that could not be placed, and why.
+    pub pending: HashMap<ReplicaId, String>,
+    /// Replicas whose start failed, and when they may be tried again.
+    pub backoff: HashMap<ReplicaId, Instant>,
+    /// Recent events per app key.
+    pub events: HashMap<String, VecDeque<Event>>,
+}
+
+impl State {
+    /// Records an event in memory; the caller publishes it.
+    pub fn remember(&mut self, event: Event) {
+        let key = shoal_api::subjects::app_key(&event.namespace, &event.app);
+        let ring = self.events.entry(key).or_default();
+        ring.push_back(event);
+        while ring.len() > EVENTS_PER_APP {
+            ring.pop_front();
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds between two instants, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Builds an event.
+pub fn event(namespace: &Name, app: &Name, reason: &str, message: String) -> Event {
+    Event {
+        at_ms: now_ms(),
+        namespace: namespace.clone(),
+        app: app.clone(),
+        reason: reason.to_string(),
+        message,
+    }
+}

@@ -1,0 +1,184 @@
+//! Desired state and component bytes in JetStream: a key-value bucket of
+//! apps (one revision per apply), an object store of components by sha256,
+//! and a stream of events.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use futures::StreamExt;
+use shoal_api::Digest;
+use shoal_api::resources::Event;
+use shoal_api::subjects::{ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, EVENTS_STREAM};
+use tokio::io::AsyncReadExt;
+
+use crate::SchedulerError;
+use crate::state::{App, StoredApp};
+use crate::tunables::EVENTS_PER_APP;
+
+/// The scheduler's JetStream resources.
+#[derive(Clone)]
+pub struct Store {
+    kv: kv::Store,
+    objects: object_store::ObjectStore,
+    js: jetstream::Context,
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerError {
+    SchedulerError::Unavailable(format!("{what}: {err}"))
+}
+
+impl Store {
+    /// Opens (creating where missing) the bucket, object store and stream.
+    pub async fn open(nats: &async_nats::Client) -> Result<Self, SchedulerError> {
+        let js = jetstream::new(nats.clone());
+        let kv = js
+            .create_or_update_key_value(kv::Config {
+                bucket: APPS_BUCKET.to_string(),
+                description: "Shoal desired state: one key per app".into(),
+                history: 16,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("opening the apps bucket", e))?;
+        let objects = match js.get_object_store(COMPONENTS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: COMPONENTS_BUCKET.to_string(),
+                    description: Some("Shoal component bytes by sha256".into()),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable("opening the component store", e))?,
+        };
+        js.get_or_create_stream(stream::Config {
+            name: EVENTS_STREAM.to_string(),
+            subjects: vec![ALL_EVENTS.to_string()],
+            max_messages_per_subject: EVENTS_PER_APP as i64,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable("opening the events stream", e))?;
+        Ok(Store { kv, objects, js })
+    }
+
+    /// Every stored app.
+    pub async fn load_apps(&self) -> Result<Vec<App>, SchedulerError> {
+        let mut keys = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| unavailable("listing apps", e))?;
+        let mut apps = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| unavailable("listing apps", e))?;
+            let Some(entry) = self
+                .kv
+                .entry(key.clone())
+                .await
+                .map_err(|e| unavailable("reading an app", e))?
+            else {
+                continue;
+            };
+            match serde_json::from_slice::<StoredApp>(&entry.value) {
+                Ok(stored) => apps.push(App {
+                    stored,
+                    revision: entry.revision,
+                }),
+                Err(e) => {
+                    tracing::error!(key, error = %e, "skipping an unreadable app in the desired-state bucket")
+                }
+            }
+        }
+        Ok(apps)
+    }
+
+    /// Stores an app; returns its new revision.
+    pub async fn put_app(&self, key: &str, app: &StoredApp) -> Result<u64, SchedulerError> {
+        let value = serde_json::to_vec(app).map_err(|e| SchedulerError::Internal(e.to_string()))?;
+        self.kv
+            .put(key, value.into())
+            .await
+            .map_err(|e| unavailable("storing the app", e))
+    }
+
+    /// Removes an app.
+    pub async fn delete_app(&self, key: &str) -> Result<(), SchedulerError> {
+        self.kv
+            .delete(key)
+            .await
+            .map_err(|e| unavailable("deleting the app", e))
+    }
+
+    /// Whether the component with `digest` is stored.
+    pub async fn has_component(&self, digest: &Digest) -> bool {
+        self.objects.info(digest.to_hex()).await.is_ok()
+    }
+
+    /// Stores component bytes under their digest.
+    pub async fn put_component(&self, digest: &Digest, bytes: &[u8]) -> Result<(), SchedulerError> {
+        if self.has_component(digest).await {
+            return Ok(());
+        }
+        let mut reader = bytes;
+        self.objects
+            .put(digest.to_hex().as_str(), &mut reader)
+            .await
+            .map_err(|e| unavailable("storing the component", e))?;
+        Ok(())
+    }
+
+    /// Reads component bytes.
+    pub async fn get_component(&self, digest: &Digest) -> Result<Vec<u8>, SchedulerError> {
+        let mut object = self
+            .objects
+            .get(digest.to_hex())
+            .await
+            .map_err(|e| unavailable("reading the component", e))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| unavailable("reading the component", e))?;
+        Ok(bytes)
+    }
+
+    /// Recent events of every app, oldest first.
+    pub async fn load_events(&self) -> Vec<Event> {
+        let Ok(stream) = self.js.get_stream(EVENTS_STREAM).await else {
+            return Vec::new();
+        };
+        let Ok(consumer) = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+        else {
+            return Vec::new();
+        };
+        let Ok(pending) = stream.get_info().await.map(|i| i.state.messages) else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        let Ok(mut messages) = consumer.messages().await else {
+            return events;
+        };
+        let mut read = 0;
+        while read < pending {
+            match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+                Ok(Some(Ok(msg))) => {
+                    read += 1;
+                    if let Ok(e) = serde_json::from_slice::<Event>(&msg.payload) {
+                        events.push(e);
+                    }
+                }
+                _ => break,
+            }
+        }
+        events
+    }
+}

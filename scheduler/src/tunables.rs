@@ -1,0 +1,39 @@
+//! Every timing and sizing knob of the scheduler, in one place.
+
+use std::time::Duration;
+
+/// How often hosts heartbeat (the host side uses the same value).
+pub const HEARTBEAT_INTERVAL: Duration = shoal_api::wire::HEARTBEAT_INTERVAL;
+
+/// A host silent for this long is lost: its replicas are placed elsewhere.
+pub const HOST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// After a (re)start, the scheduler listens this long before acting, so it
+/// knows every live host's replicas and neither duplicates nor stops any.
+/// Two heartbeats and a margin.
+pub const STARTUP_GRACE: Duration = Duration::from_millis(2_500);
+
+/// The reconciler runs at least this often, and at once on any change.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a start command may go unconfirmed by a heartbeat before the
+/// replica counts as missing again.
+pub const START_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a host may take to answer a command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commands in flight at once, over all hosts.
+pub const MAX_COMMANDS_IN_FLIGHT: usize = 512;
+
+/// After a failed start, wait this long before placing the replica again.
+pub const START_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Events kept per app in memory (and per app subject in the stream).
+pub const EVENTS_PER_APP: usize = 100;
+
+/// How long `invoke` through the API waits for a reply.
+pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest component the API accepts.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
