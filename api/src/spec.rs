@@ -150,7 +150,7 @@ fn same_interface(found: &str, wanted: &str) -> bool {
 
 impl std::fmt::Display for ComponentKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ComponentKind::Http => "http",
             ComponentKind::Worker => "worker",
             ComponentKind::Job => "job",

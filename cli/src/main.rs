@@ -3,9 +3,13 @@
 //! Exit codes: 0 done, 1 refused or failed (with a message on stderr),
 //! 2 bad usage.
 
+mod client;
 mod data_dir;
+mod nats;
+mod roles;
 mod run;
 mod validate;
+mod verbs;
 
 use std::process::ExitCode;
 
@@ -15,16 +19,33 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
 struct Cli {
+    /// The scheduler API: what the user verbs talk to, and where
+    /// `shoal scheduler` and `shoal up` listen.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_API",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    api: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a whole single-node cluster (nats-server, scheduler, host) and apply apps.
+    Up(Box<roles::UpArgs>),
+    /// Run the scheduler.
+    Scheduler(roles::SchedulerArgs),
+    /// Run a host.
+    Host(Box<roles::HostArgs>),
     /// Run one component: invoke a worker once, serve an http component, or run a job.
     Run(Box<run::RunArgs>),
     /// Check app specs without applying them.
     Validate(validate::ValidateArgs),
+    #[command(flatten)]
+    Verb(verbs::Verb),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +54,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Validate(args) => validate::validate(args),
+        command => block_on(async move {
+            match command {
+                Command::Up(args) => roles::up(*args, &cli.api).await,
+                Command::Scheduler(args) => roles::scheduler(args, &cli.api).await,
+                Command::Host(args) => roles::host(*args).await,
+                Command::Verb(verb) => {
+                    let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
+                    verbs::run(&client::Client::new(&cli.api, token), verb).await
+                }
+                Command::Run(_) | Command::Validate(_) => Ok(()),
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,6 +74,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+        .block_on(future)
 }
 
 /// Logs to stderr; `RUST_LOG` picks the level (default: warnings, and

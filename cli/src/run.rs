@@ -173,7 +173,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             serve(
                 listener,
                 Arc::new(SingleRoute(component)),
-                shutdown_signal(),
+                crate::roles::shutdown_signal(),
             )
             .await?;
             Ok(())
@@ -189,27 +189,5 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!(fuel = ?usage.fuel, elapsed = ?usage.elapsed, "job finished");
             Ok(())
         }
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

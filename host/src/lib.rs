@@ -18,8 +18,12 @@
 //! - [`logs`]: guest stdout/stderr captured line by line, tagged with
 //!   component and invocation, delivered to a [`LogSink`].
 //! - [`capabilities`]: what a component may touch, denied unless granted.
-//! - [`http`]: serving http components behind one listener.
+//! - [`http`]: serving http components behind one listener; [`ingress`]:
+//!   the host's routing table.
+//! - [`agent::HostAgent`]: the host's side of the cluster protocol over
+//!   NATS: heartbeats, start/stop commands, invocations.
 
+pub mod agent;
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
@@ -27,6 +31,7 @@ mod component;
 mod engine;
 mod error;
 pub mod http;
+pub mod ingress;
 mod invoke;
 mod limiter;
 pub mod logs;

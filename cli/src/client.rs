@@ -1,0 +1,127 @@
+//! The scheduler API client the user verbs share.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_api::resources::{ApiError, ApplyRequest, ApplyResponse};
+use shoal_api::{AppSpec, Digest, Name};
+
+/// Talks to one scheduler.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the API at `base` (like `http://127.0.0.1:7070`).
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = self.checked(req).await?;
+        resp.json().await.with_context(|| {
+            format!(
+                "the scheduler at {} answered something unreadable",
+                self.base
+            )
+        })
+    }
+
+    async fn checked(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the scheduler at {}: is it running? (set --api or SHOAL_API)",
+                self.base
+            )
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ApiError>(&text) {
+            Ok(e) => bail!("{}", e.error),
+            Err(_) => bail!("the scheduler answered {status}: {text}"),
+        }
+    }
+
+    /// GET `path` as JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// POST `body` to `path`, JSON both ways.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    /// DELETE `path`.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.checked(self.request(reqwest::Method::DELETE, path))
+            .await?;
+        Ok(())
+    }
+
+    /// Applies the spec in `file`: checks it here first (every problem, with
+    /// lines), uploads each component's bytes, then asks the scheduler.
+    pub async fn apply(&self, file: &Path, dry_run: bool) -> anyhow::Result<ApplyResponse> {
+        let shown = file.display().to_string();
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {shown}"))?;
+        let spec = AppSpec::from_toml(&text, &shown)?;
+        let base = file.parent().unwrap_or_else(|| Path::new("."));
+        let mut digests: BTreeMap<Name, Digest> = BTreeMap::new();
+        for (name, component) in &spec.components {
+            let source = base.join(&component.source);
+            let bytes = std::fs::read(&source).with_context(|| {
+                format!(
+                    "component {name}: cannot read its source {} (resolved from {shown})",
+                    source.display()
+                )
+            })?;
+            let digest = Digest::of(&bytes);
+            self.checked(
+                self.request(
+                    reqwest::Method::PUT,
+                    &format!("/v1/components/{}", digest.to_hex()),
+                )
+                .header("content-type", "application/wasm")
+                .body(bytes),
+            )
+            .await
+            .with_context(|| format!("component {name} ({})", source.display()))?;
+            digests.insert(name.clone(), digest);
+        }
+        self.post(
+            "/v1/apps",
+            &ApplyRequest {
+                file: shown,
+                spec: text,
+                digests,
+                dry_run,
+            },
+        )
+        .await
+    }
+}

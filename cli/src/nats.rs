@@ -1,0 +1,165 @@
+//! Connecting to NATS, and running a nats-server child for `shoal up`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The oldest nats-server whose JetStream API async-nats speaks.
+const MIN_VERSION: (u32, u32) = (2, 10);
+
+/// How long a started nats-server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connects to `url`, retrying in the background if it is not up yet, and
+/// reconnecting forever after a loss: hosts must outlive NATS outages.
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        })
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))
+}
+
+/// A nats-server process with JetStream, stopped when dropped.
+pub struct NatsServer {
+    child: Child,
+    /// The client URL.
+    pub url: String,
+}
+
+impl NatsServer {
+    /// Starts `binary` with JetStream storing under `store_dir`, on
+    /// `preferred_port` if free, else on a free port.
+    pub fn start(binary: &Path, store_dir: &Path, preferred_port: u16) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(store_dir)
+            .with_context(|| format!("cannot create {}", store_dir.display()))?;
+        let port = if port_is_free(preferred_port) {
+            preferred_port
+        } else {
+            free_port()?
+        };
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store_dir)
+            .args(["--server_name", "shoal"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut server = NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "nats-server exited at start ({status}); run it by hand to see why: {} -js -p {port}",
+                    binary.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("nats-server did not accept connections on {addr} within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after a moment).
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Finds a nats-server of a version that works: `explicit`, the project's
+/// tool folder next to this binary, then `PATH`.
+pub fn find_server(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(path) = explicit {
+        candidates.push(path);
+    } else {
+        if let Ok(exe) = std::env::current_exe() {
+            // target/<profile>/shoal → the repository's .tools/nats
+            for up in exe.ancestors().skip(1).take(4) {
+                candidates.push(up.join(".tools/nats/bin/nats-server"));
+            }
+        }
+        if let Some(paths) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&paths).map(|p| p.join("nats-server")));
+        }
+    }
+    for path in candidates {
+        if !path.is_file() {
+            continue;
+        }
+        match version(&path) {
+            Some(v) if v >= MIN_VERSION => return Ok(path),
+            Some((major, minor)) => tried.push(format!("{} is {major}.{minor}", path.display())),
+            None => tried.push(format!("{} did not say its version", path.display())),
+        }
+    }
+    let found = if tried.is_empty() {
+        "none was found".to_string()
+    } else {
+        tried.join("; ")
+    };
+    bail!(
+        "Shoal needs nats-server {}.{} or newer with JetStream, and {found}. \
+         Run scripts/setup (it installs one into .tools/nats), pass --nats-server PATH, \
+         or join a running server with --nats URL",
+        MIN_VERSION.0,
+        MIN_VERSION.1
+    )
+}
+
+fn version(binary: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "nats-server: v2.15.1"
+    let v = text.rsplit('v').next()?.trim();
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
