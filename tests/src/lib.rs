@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
+pub mod cluster;
+
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,8 +73,18 @@ pub struct Output {
 
 /// Runs `shoal ARGS…` to completion, killing it after `limit`.
 pub fn shoal(args: &[&str], limit: Duration) -> anyhow::Result<Output> {
+    shoal_with_env(args, &[], limit)
+}
+
+/// Runs `shoal ARGS…` with extra environment variables, killing it after `limit`.
+pub fn shoal_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> anyhow::Result<Output> {
     let mut child = Command::new(shoal_bin()?)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

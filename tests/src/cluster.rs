@@ -1,0 +1,264 @@
+//! A real cluster for end-to-end tests: a nats-server with JetStream on a
+//! free port, a scheduler process and host processes, each killed when the
+//! test ends.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde::de::DeserializeOwned;
+use shoal_api::resources::{AppSummary, HostInfo, PodInfo};
+
+use crate::{Output, Running, repo_root, shoal_with_env};
+
+/// How long a process may take to come up.
+pub const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// A free port on the loopback interface.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The nats-server the project's set-up installed.
+pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
+    let path = repo_root().join(".tools/nats/bin/nats-server");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run scripts/setup to install nats-server",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A nats-server process with JetStream, killed when dropped.
+pub struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+}
+
+impl Nats {
+    /// Starts one on a free port, storing JetStream data under `store`.
+    pub fn start(store: &Path) -> anyhow::Result<Self> {
+        let mut nats = Nats {
+            child: None,
+            port: free_port()?,
+            store: store.to_path_buf(),
+        };
+        nats.restart()?;
+        Ok(nats)
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let child = Command::new(nats_server_bin()?)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nats-server")?;
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + START_LIMIT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nats-server did not come up on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster: NATS, a scheduler and hosts, all real processes.
+pub struct Cluster {
+    /// The NATS server.
+    pub nats: Nats,
+    /// The scheduler process, when running.
+    pub scheduler: Option<Running>,
+    /// Host processes by name.
+    pub hosts: Vec<(String, Running)>,
+    api_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// NATS and a scheduler, no hosts yet.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let nats = Nats::start(&dir.path().join("nats"))?;
+        let mut cluster = Cluster {
+            nats,
+            scheduler: None,
+            hosts: Vec::new(),
+            api_port: free_port()?,
+            dir,
+        };
+        cluster.start_scheduler()?;
+        Ok(cluster)
+    }
+
+    /// The API URL.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// Starts (or restarts) the scheduler process.
+    pub fn start_scheduler(&mut self) -> anyhow::Result<()> {
+        self.scheduler = None;
+        let data = self.dir.path().join("scheduler").display().to_string();
+        let api = format!("127.0.0.1:{}", self.api_port);
+        let nats = self.nats.url();
+        let mut s = Running::start(&[
+            "scheduler",
+            "--nats",
+            &nats,
+            "--api",
+            &api,
+            "--data-dir",
+            &data,
+        ])?;
+        s.wait_for_line("scheduler API on", START_LIMIT)?;
+        self.scheduler = Some(s);
+        Ok(())
+    }
+
+    /// Kills the scheduler process.
+    pub fn kill_scheduler(&mut self) {
+        self.scheduler = None;
+    }
+
+    /// Starts a host called `name` with `labels` (k=v,k=v); returns its ingress address.
+    pub fn start_host(&mut self, name: &str, labels: &str) -> anyhow::Result<SocketAddr> {
+        let data = self
+            .dir
+            .path()
+            .join(format!("host-{name}"))
+            .display()
+            .to_string();
+        let nats = self.nats.url();
+        let mut h = Running::start(&[
+            "host",
+            "--nats",
+            &nats,
+            "--name",
+            name,
+            "--labels",
+            labels,
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--memory",
+            "1GiB",
+        ])?;
+        let line = h.wait_for_line("host ingress on http://", START_LIMIT)?;
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .ok_or_else(|| anyhow!("no address in {line:?}"))?
+            .trim()
+            .parse()?;
+        self.hosts.push((name.to_string(), h));
+        Ok(addr)
+    }
+
+    /// Kills the host called `name`, as a crash would.
+    pub fn kill_host(&mut self, name: &str) {
+        self.hosts.retain(|(n, _)| n != name);
+    }
+
+    /// Runs a `shoal` verb against this cluster.
+    pub fn shoal(&self, args: &[&str]) -> anyhow::Result<Output> {
+        shoal_with_env(args, &[("SHOAL_API", &self.api())], Duration::from_secs(60))
+    }
+
+    /// Runs a verb that must succeed, returning its stdout.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.shoal(args)?;
+        if out.code != Some(0) {
+            bail!("shoal {args:?} failed ({:?}): {}", out.code, out.stderr);
+        }
+        Ok(out.stdout)
+    }
+
+    /// `shoal get WHAT -o json`, parsed.
+    pub fn get<T: DeserializeOwned>(&self, what: &str) -> anyhow::Result<T> {
+        let stdout = self.ok(&["get", what, "-o", "json"])?;
+        serde_json::from_str(&stdout).with_context(|| format!("parsing {stdout}"))
+    }
+
+    /// Every replica.
+    pub fn pods(&self) -> anyhow::Result<Vec<PodInfo>> {
+        self.get("pods")
+    }
+
+    /// Every host.
+    pub fn hosts(&self) -> anyhow::Result<Vec<HostInfo>> {
+        self.get("hosts")
+    }
+
+    /// Every app.
+    pub fn apps(&self) -> anyhow::Result<Vec<AppSummary>> {
+        self.get("apps")
+    }
+
+    /// Polls `check` every 100 ms until it returns `Some`, for up to `limit`.
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut check: impl FnMut(&Cluster) -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        loop {
+            match check(self) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last = format!("{e:#}"),
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: not within {limit:?} {last}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A scratch directory for this test.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}

@@ -1,0 +1,393 @@
+//! The control plane end to end: a real nats-server, a scheduler process,
+//! several host processes and real components. Hosts die, the scheduler
+//! restarts, NATS restarts; replicas stay placed and work keeps flowing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_api::resources::{PodInfo, PodState};
+use shoal_api::wire::ReplicaState;
+use shoal_tests::cluster::{Cluster, free_port};
+use shoal_tests::{Running, http_request, wasm_path};
+
+/// Writes an app spec into the test's directory; `SOURCE(example)` in the
+/// body becomes the compiled example's absolute path.
+fn spec(cluster: &Cluster, file: &str, body: &str) -> String {
+    let mut text = body.to_string();
+    for example in [
+        "echo-worker",
+        "hello-http",
+        "counter",
+        "fuel-burner",
+        "memory-hog",
+    ] {
+        let path = wasm_path(example).unwrap().display().to_string();
+        text = text.replace(&format!("SOURCE({example})"), &path);
+    }
+    let path: PathBuf = cluster.dir().join(file);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn running(pods: &[PodInfo]) -> Vec<&PodInfo> {
+    pods.iter()
+        .filter(|p| matches!(p.state, PodState::Host(ReplicaState::Running)))
+        .collect()
+}
+
+/// Replica id → host, for pods that run.
+fn placement(pods: &[PodInfo]) -> BTreeMap<String, String> {
+    running(pods)
+        .into_iter()
+        .map(|p| (p.id.to_string(), p.host.as_ref().unwrap().to_string()))
+        .collect()
+}
+
+const ECHO_SPREAD: &str = r#"
+name = "echo"
+
+[components.echo]
+source = "SOURCE(echo-worker)"
+kind = "worker"
+replicas = 3
+limits = { memory = "16MiB" }
+placement = { spread = "zone" }
+"#;
+
+fn wait_all_running(cluster: &Cluster, n: usize, limit: Duration) -> Vec<PodInfo> {
+    cluster
+        .wait_until(&format!("{n} replicas running"), limit, |c| {
+            let pods = c.pods()?;
+            Ok((running(&pods).len() == n && pods.len() == n).then_some(pods))
+        })
+        .unwrap()
+}
+
+#[test]
+fn shoal_up_serves_http_and_invoke_reaches_a_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let api = format!("127.0.0.1:{}", free_port().unwrap());
+    let http = format!("127.0.0.1:{}", free_port().unwrap());
+    let hello = shoal_tests::repo_root().join("examples/hello-http/app.toml");
+    let mut up = Running::start(&[
+        "up",
+        &hello.display().to_string(),
+        "--api",
+        &api,
+        "--http",
+        &http,
+        "--data-dir",
+        &data,
+    ])
+    .unwrap();
+    let line = up
+        .wait_for_line("hello/web answers on http://", Duration::from_secs(60))
+        .unwrap();
+    assert!(line.contains(&http), "{line}");
+    let reply = http_request(
+        http.parse().unwrap(),
+        "GET",
+        "/from-curl",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "Hello from Shoal! You asked for /from-curl\n");
+
+    let env = [("SHOAL_API", format!("http://{api}"))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let echo = shoal_tests::repo_root().join("examples/echo-worker/app.toml");
+    let out = shoal_tests::shoal_with_env(
+        &["apply", &echo.display().to_string()],
+        &env,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // The first invocation may race the placement: retry briefly.
+    let mut last = String::new();
+    for _ in 0..100 {
+        let out = shoal_tests::shoal_with_env(
+            &["invoke", "echo/echo", "--data", "ping"],
+            &env,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        if out.code == Some(0) {
+            assert_eq!(out.stdout, "ping\n");
+            last.clear();
+            break;
+        }
+        last = out.stderr;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(last.is_empty(), "invoke never succeeded: {last}");
+    assert_eq!(
+        up.stop(Duration::from_secs(20)).unwrap(),
+        Some(0),
+        "{:?}",
+        up.output()
+    );
+}
+
+#[test]
+fn replicas_spread_over_zones_and_move_when_a_host_dies() {
+    let mut cluster = Cluster::start().unwrap();
+    for zone in ["a", "b", "c"] {
+        cluster
+            .start_host(&format!("host-{zone}"), &format!("zone={zone}"))
+            .unwrap();
+    }
+    let file = spec(&cluster, "echo.toml", ECHO_SPREAD);
+    cluster.ok(&["apply", &file]).unwrap();
+    let pods = wait_all_running(&cluster, 3, Duration::from_secs(20));
+    let hosts: BTreeSet<String> = placement(&pods).into_values().collect();
+    assert_eq!(hosts.len(), 3, "one replica per zone: {pods:?}");
+    assert_eq!(
+        cluster
+            .ok(&["invoke", "echo/echo", "--data", "before"])
+            .unwrap(),
+        "before\n"
+    );
+
+    // Host b dies; within 5 s its replica runs elsewhere.
+    let started = std::time::Instant::now();
+    cluster.kill_host("host-b");
+    let pods = cluster
+        .wait_until(
+            "the lost replica placed elsewhere",
+            Duration::from_secs(5),
+            |c| {
+                let pods = c.pods()?;
+                let places = placement(&pods);
+                Ok((places.len() == 3 && !places.values().any(|h| h == "host-b")).then_some(pods))
+            },
+        )
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let hosts: BTreeSet<String> = placement(&pods).into_values().collect();
+    assert_eq!(
+        hosts,
+        BTreeSet::from(["host-a".to_string(), "host-c".to_string()])
+    );
+    for i in 0..10 {
+        let data = format!("after-{i}");
+        assert_eq!(
+            cluster
+                .ok(&["invoke", "echo/echo", "--data", &data])
+                .unwrap(),
+            format!("{data}\n")
+        );
+    }
+    let lost = cluster.hosts().unwrap();
+    assert!(
+        lost.iter()
+            .any(|h| h.id.as_str() == "host-b" && h.state == "lost"),
+        "{lost:?}"
+    );
+    let describe = cluster.ok(&["describe", "app", "echo"]).unwrap();
+    assert!(describe.contains("host_lost"), "{describe}");
+}
+
+#[test]
+fn a_restarted_scheduler_neither_stops_nor_duplicates_replicas() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "zone=a").unwrap();
+    cluster.start_host("h2", "zone=b").unwrap();
+    let file = spec(
+        &cluster,
+        "echo.toml",
+        &ECHO_SPREAD.replace("replicas = 3", "replicas = 4"),
+    );
+    cluster.ok(&["apply", &file]).unwrap();
+    let before = wait_all_running(&cluster, 4, Duration::from_secs(20));
+
+    cluster.kill_scheduler();
+    // Work goes on while the scheduler is away.
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_scheduler().unwrap();
+    // Past the start-up grace, and a few reconcile passes more.
+    std::thread::sleep(Duration::from_secs(4));
+    let after = cluster.pods().unwrap();
+    assert_eq!(placement(&before), placement(&after));
+    assert_eq!(
+        serde_json::to_value(&before).unwrap(),
+        serde_json::to_value(&after).unwrap(),
+        "get pods -o json is the same after the restart"
+    );
+    let describe = cluster.ok(&["describe", "app", "echo"]).unwrap();
+    assert!(
+        !describe.contains("stopped"),
+        "nothing was stopped: {describe}"
+    );
+    let hosts = cluster.hosts().unwrap();
+    assert_eq!(
+        hosts.iter().map(|h| h.replicas).sum::<u32>(),
+        4,
+        "no duplicates: {hosts:?}"
+    );
+}
+
+#[test]
+fn hosts_and_scheduler_ride_out_a_nats_restart() {
+    let mut cluster = Cluster::start().unwrap();
+    let ingress = cluster.start_host("h1", "").unwrap();
+    let echo = spec(&cluster, "echo.toml", ECHO_SPREAD);
+    let hello = spec(
+        &cluster,
+        "hello.toml",
+        r#"
+name = "hello"
+[components.web]
+source = "SOURCE(hello-http)"
+kind = "http"
+route = "/"
+"#,
+    );
+    cluster.ok(&["apply", &echo]).unwrap();
+    cluster.ok(&["apply", &hello]).unwrap();
+    let before = wait_all_running(&cluster, 4, Duration::from_secs(20));
+
+    cluster.nats.kill();
+    // The host keeps serving HTTP with NATS gone.
+    let reply = http_request(ingress, "GET", "/during", Duration::from_secs(5)).unwrap();
+    assert_eq!(reply.status, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.nats.restart().unwrap();
+
+    // Everyone reconnects; both applies are still there; nothing moved.
+    let after = wait_all_running(&cluster, 4, Duration::from_secs(20));
+    assert_eq!(placement(&before), placement(&after));
+    let apps: BTreeSet<String> = cluster
+        .apps()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    assert_eq!(
+        apps,
+        BTreeSet::from(["echo".to_string(), "hello".to_string()])
+    );
+    let out = cluster
+        .wait_until(
+            "invoke after the NATS restart",
+            Duration::from_secs(10),
+            |c| {
+                let out = c.shoal(&["invoke", "echo/echo", "--data", "back"])?;
+                Ok((out.code == Some(0)).then_some(out.stdout))
+            },
+        )
+        .unwrap();
+    assert_eq!(out, "back\n");
+}
+
+#[test]
+fn an_unplaceable_app_stays_pending_with_a_reason_until_a_host_fits() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("plain", "region=us").unwrap();
+    let file = spec(
+        &cluster,
+        "eu.toml",
+        r#"
+name = "eu-only"
+[components.echo]
+source = "SOURCE(echo-worker)"
+kind = "worker"
+limits = { memory = "64MiB" }
+placement = { labels = { region = "eu" } }
+"#,
+    );
+    cluster.ok(&["apply", &file]).unwrap();
+    let describe = cluster
+        .wait_until("a pending reason", Duration::from_secs(10), |c| {
+            let d = c.ok(&["describe", "app", "eu-only"])?;
+            Ok(d.contains("pending: no host has region=eu").then_some(d))
+        })
+        .unwrap();
+    assert!(describe.contains("Status:     pending"), "{describe}");
+
+    cluster.start_host("euro", "region=eu").unwrap();
+    let pods = wait_all_running(&cluster, 1, Duration::from_secs(10));
+    assert_eq!(pods[0].host.as_ref().unwrap().as_str(), "euro");
+    assert_eq!(
+        cluster
+            .ok(&["invoke", "eu-only/echo", "--data", "bonjour"])
+            .unwrap(),
+        "bonjour\n"
+    );
+}
+
+#[test]
+fn bad_specs_and_components_are_refused_and_change_nothing() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let good = spec(&cluster, "good.toml", ECHO_SPREAD);
+    cluster.ok(&["apply", &good]).unwrap();
+    let before = cluster.ok(&["get", "apps", "-o", "json"]).unwrap();
+
+    let core = cluster.dir().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let cases = [
+        (
+            spec(
+                &cluster,
+                "unknown.toml",
+                &ECHO_SPREAD.replace("replicas = 3", "replica = 3"),
+            ),
+            "unknown field `replica`",
+        ),
+        (
+            spec(
+                &cluster,
+                "missing.toml",
+                &ECHO_SPREAD.replace("SOURCE(echo-worker)", "/nonexistent/echo.wasm"),
+            ),
+            "cannot read its source /nonexistent/echo.wasm",
+        ),
+        (
+            spec(
+                &cluster,
+                "core.toml",
+                &ECHO_SPREAD.replace("SOURCE(echo-worker)", &core.display().to_string()),
+            ),
+            "core WebAssembly module",
+        ),
+        (
+            spec(
+                &cluster,
+                "kind.toml",
+                &ECHO_SPREAD.replace("SOURCE(echo-worker)", "SOURCE(hello-http)"),
+            ),
+            "is declared kind = \"worker\" but does not export shoal:workload/handler@0.1.0: it is a http component",
+        ),
+    ];
+    for (file, expected) in cases {
+        let out = cluster.shoal(&["apply", &file]).unwrap();
+        assert_eq!(out.code, Some(1), "{file}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{file}: {}", out.stderr);
+    }
+    assert_eq!(
+        cluster.ok(&["get", "apps", "-o", "json"]).unwrap(),
+        before,
+        "nothing changed"
+    );
+
+    // A dry run prints the plan and stores nothing.
+    let scaled = spec(
+        &cluster,
+        "scaled.toml",
+        &ECHO_SPREAD.replace("replicas = 3", "replicas = 5"),
+    );
+    let plan = cluster.ok(&["apply", "--dry-run", &scaled]).unwrap();
+    assert!(plan.contains("would create default/echo/echo-3"), "{plan}");
+    assert!(plan.contains("would create default/echo/echo-4"), "{plan}");
+    assert_eq!(
+        cluster.ok(&["get", "apps", "-o", "json"]).unwrap(),
+        before,
+        "a dry run stores nothing"
+    );
+}
