@@ -32,7 +32,7 @@ impl IngressRoutes {
             component,
         });
         // Longest prefix first.
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     }
 
     /// Removes every route of `replica`.

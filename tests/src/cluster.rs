@@ -200,6 +200,15 @@ impl Cluster {
         self.hosts.retain(|(n, _)| n != name);
     }
 
+    /// The host process called `name`.
+    pub fn host(&self, name: &str) -> anyhow::Result<&Running> {
+        self.hosts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| h)
+            .ok_or_else(|| anyhow!("no host {name}"))
+    }
+
     /// Runs a `shoal` verb against this cluster.
     pub fn shoal(&self, args: &[&str]) -> anyhow::Result<Output> {
         shoal_with_env(args, &[("SHOAL_API", &self.api())], Duration::from_secs(60))

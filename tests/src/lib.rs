@@ -178,6 +178,20 @@ impl Running {
         self.seen.clone()
     }
 
+    /// Freezes the process (SIGSTOP), as a hung machine would be.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Sends SIGTERM-like termination and waits up to `limit` for the exit code.
     pub fn stop(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
         let pid = self.child.id().to_string();

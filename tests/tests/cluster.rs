@@ -194,6 +194,57 @@ fn replicas_spread_over_zones_and_move_when_a_host_dies() {
 }
 
 #[test]
+fn a_host_that_returns_is_told_to_stop_the_replicas_placed_elsewhere() {
+    let mut cluster = Cluster::start().unwrap();
+    for zone in ["a", "b", "c"] {
+        cluster
+            .start_host(&format!("host-{zone}"), &format!("zone={zone}"))
+            .unwrap();
+    }
+    let file = spec(&cluster, "echo.toml", ECHO_SPREAD);
+    cluster.ok(&["apply", &file]).unwrap();
+    wait_all_running(&cluster, 3, Duration::from_secs(20));
+
+    // host-b hangs: lost, and its replica is placed elsewhere.
+    cluster.host("host-b").unwrap().pause();
+    cluster
+        .wait_until(
+            "the replica moved off the hung host",
+            Duration::from_secs(8),
+            |c| {
+                let places = placement(&c.pods()?);
+                Ok((places.len() == 3 && !places.values().any(|h| h == "host-b")).then_some(()))
+            },
+        )
+        .unwrap();
+
+    // It comes back still running its old copy: that copy is stopped.
+    cluster.host("host-b").unwrap().resume();
+    let hosts = cluster
+        .wait_until(
+            "the returning host's copy stopped",
+            Duration::from_secs(8),
+            |c| {
+                let hosts = c.hosts()?;
+                let b = hosts.iter().find(|h| h.id.as_str() == "host-b");
+                Ok(b.filter(|b| b.state == "ready" && b.replicas == 0)
+                    .map(|_| hosts.clone()))
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        hosts.iter().map(|h| h.replicas).sum::<u32>(),
+        3,
+        "{hosts:?}"
+    );
+    let describe = cluster.ok(&["describe", "app", "echo"]).unwrap();
+    assert!(
+        describe.contains("stopped on host-b: duplicate"),
+        "{describe}"
+    );
+}
+
+#[test]
 fn a_restarted_scheduler_neither_stops_nor_duplicates_replicas() {
     let mut cluster = Cluster::start().unwrap();
     cluster.start_host("h1", "zone=a").unwrap();
