@@ -114,8 +114,10 @@ async fn put_component(
             "the uploaded bytes have digest {actual}, not {digest}: the upload was corrupted"
         )));
     }
-    artifact::inspect(&body).map_err(|why| invalid(format!("the uploaded component is {why}")))?;
+    let inspected = artifact::inspect(&body)
+        .map_err(|why| invalid(format!("the uploaded component is {why}")))?;
     shared.store.put_component(&digest, &body).await?;
+    shared.remember_kind(digest, inspected.kind);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -130,24 +132,32 @@ async fn apply(
             problems.push(format!("component {name}: no bytes were uploaded for it"));
             continue;
         };
-        if !shared.store.has_component(digest).await {
+        let known = shared
+            .kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(digest);
+        if !known && !shared.store.has_component(digest).await {
             problems.push(format!(
                 "component {name}: {digest} is not in the component store: upload it first"
             ));
             continue;
         }
-        let bytes = shared.store.get_component(digest).await?;
-        match artifact::inspect(&bytes) {
-            Err(why) => problems.push(format!("component {name} ({}) is {why}", component.source)),
-            Ok(found) if found.kind != Some(component.kind) => problems.push(format!(
+        match shared.component_kind(digest).await {
+            Err(SchedulerError::Invalid(why)) => {
+                problems.push(format!("component {name} ({}): {why}", component.source))
+            }
+            Err(other) => return Err(other.into()),
+            Ok(kind) if kind != Some(component.kind) => problems.push(format!(
                 "component {name} ({}) is declared kind = \"{}\" but does not export {}{}",
                 component.source,
                 component.kind,
                 component.kind.required_export(),
-                found
-                    .kind
-                    .map(|k| format!(": it is a {k} component"))
-                    .unwrap_or_default()
+                kind.map(|k| format!(
+                    ": it is {} {k} component",
+                    if k == ComponentKind::Http { "an" } else { "a" }
+                ))
+                .unwrap_or_default()
             )),
             Ok(_) => {}
         }

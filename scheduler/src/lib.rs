@@ -72,6 +72,9 @@ pub struct Shared {
     wake: Notify,
     ready_at: Instant,
     token: Option<String>,
+    /// What each stored component exports, learnt once per digest: a
+    /// component's bytes never change, so neither does its kind.
+    kinds: Mutex<std::collections::HashMap<shoal_api::Digest, Option<shoal_api::ComponentKind>>>,
 }
 
 impl Shared {
@@ -79,6 +82,36 @@ impl Shared {
     /// update is a whole-value write, so the data stays consistent.
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kind the stored component `digest` exports: from memory, or
+    /// read and checked once from the component store.
+    async fn component_kind(
+        &self,
+        digest: &shoal_api::Digest,
+    ) -> Result<Option<shoal_api::ComponentKind>, SchedulerError> {
+        if let Some(kind) = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+        {
+            return Ok(*kind);
+        }
+        let bytes = self.store.get_component(digest).await?;
+        let kind = artifact::inspect(&bytes)
+            .map_err(|why| SchedulerError::Invalid(format!("stored component {digest} is {why}")))?
+            .kind;
+        self.remember_kind(*digest, kind);
+        Ok(kind)
+    }
+
+    /// Records what a checked component exports.
+    fn remember_kind(&self, digest: shoal_api::Digest, kind: Option<shoal_api::ComponentKind>) {
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, kind);
     }
 
     /// Asks the reconciler for a pass now.
@@ -150,6 +183,7 @@ impl Scheduler {
             wake: Notify::new(),
             ready_at: Instant::now() + STARTUP_GRACE,
             token: options.token,
+            kinds: Mutex::default(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();

@@ -133,8 +133,14 @@ pub struct Running {
 impl Running {
     /// Starts `shoal ARGS…`, collecting stdout and stderr lines.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        Running::start_with_env(args, &[])
+    }
+
+    /// Starts `shoal ARGS…` with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = Command::new(shoal_bin()?)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -413,7 +413,7 @@ fn bad_specs_and_components_are_refused_and_change_nothing() {
                 "kind.toml",
                 &ECHO_SPREAD.replace("SOURCE(echo-worker)", "SOURCE(hello-http)"),
             ),
-            "is declared kind = \"worker\" but does not export shoal:workload/handler@0.1.0: it is a http component",
+            "is declared kind = \"worker\" but does not export shoal:workload/handler@0.1.0: it is an http component",
         ),
     ];
     for (file, expected) in cases {
@@ -426,6 +426,22 @@ fn bad_specs_and_components_are_refused_and_change_nothing() {
         before,
         "nothing changed"
     );
+
+    // The API describes itself.
+    let api: std::net::SocketAddr = cluster.api().trim_start_matches("http://").parse().unwrap();
+    let doc = http_request(api, "GET", "/openapi.json", Duration::from_secs(5)).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    for path in [
+        "/v1/apps",
+        "/v1/apps/{namespace}/{name}",
+        "/v1/pods",
+        "/v1/hosts",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from /openapi.json"
+        );
+    }
 
     // A dry run prints the plan and stores nothing.
     let scaled = spec(
@@ -441,4 +457,48 @@ fn bad_specs_and_components_are_refused_and_change_nothing() {
         before,
         "a dry run stores nothing"
     );
+}
+
+#[test]
+fn a_scheduler_with_a_token_refuses_requests_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = shoal_tests::cluster::Nats::start(&dir.path().join("nats")).unwrap();
+    let api = format!("127.0.0.1:{}", free_port().unwrap());
+    let mut scheduler = Running::start_with_env(
+        &["scheduler", "--nats", &nats.url(), "--api", &api],
+        &[("SHOAL_TOKEN", "s3cret")],
+    )
+    .unwrap();
+    scheduler
+        .wait_for_line("scheduler API on", Duration::from_secs(30))
+        .unwrap();
+    let url = format!("http://{api}");
+    let without = shoal_tests::shoal_with_env(
+        &["get", "apps"],
+        &[("SHOAL_API", &url)],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(without.code, Some(1));
+    assert!(
+        without
+            .stderr
+            .contains("this scheduler needs a token: set SHOAL_TOKEN"),
+        "{}",
+        without.stderr
+    );
+    let wrong = shoal_tests::shoal_with_env(
+        &["get", "apps"],
+        &[("SHOAL_API", &url), ("SHOAL_TOKEN", "guess")],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(wrong.code, Some(1));
+    let with = shoal_tests::shoal_with_env(
+        &["get", "apps"],
+        &[("SHOAL_API", &url), ("SHOAL_TOKEN", "s3cret")],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(with.code, Some(0), "{}", with.stderr);
 }
