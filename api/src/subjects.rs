@@ -64,6 +64,30 @@ pub mod headers {
     pub const ERROR: &str = "Shoal-Error";
     /// The replica that served an invocation.
     pub const REPLICA: &str = "Shoal-Replica";
+
+    /// Every header of a NATS message as name/value pairs, in order.
+    #[cfg(feature = "nats")]
+    pub fn to_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
+        headers
+            .map(|h| {
+                h.iter()
+                    .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A NATS header map holding `pairs`.
+    #[cfg(feature = "nats")]
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = &'a (String, String)>,
+    ) -> async_nats::HeaderMap {
+        let mut map = async_nats::HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(k.as_str(), v.as_str());
+        }
+        map
+    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ enum Command {
     /// Start a whole single-node cluster (nats-server, scheduler, host) and apply apps.
     Up(Box<roles::UpArgs>),
     /// Run the scheduler.
-    Scheduler(roles::SchedulerArgs),
+    Scheduler(roles::RoleArgs),
     /// Run a host.
     Host(Box<roles::HostArgs>),
     /// Run one component: invoke a worker once, serve an http component, or run a job.

@@ -33,9 +33,9 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// The default NATS URL.
 pub const DEFAULT_NATS: &str = "nats://127.0.0.1:4222";
 
-/// `shoal scheduler`.
+/// What every cluster role takes: `shoal scheduler` has nothing more.
 #[derive(Debug, Args)]
-pub struct SchedulerArgs {
+pub struct RoleArgs {
     /// The NATS server (or cluster) to use.
     #[arg(long, env = "SHOAL_NATS", default_value = DEFAULT_NATS)]
     nats: String,
@@ -64,15 +64,11 @@ pub struct HostSettings {
 /// `shoal host`.
 #[derive(Debug, Args)]
 pub struct HostArgs {
-    /// The NATS server (or cluster) to use.
-    #[arg(long, env = "SHOAL_NATS", default_value = DEFAULT_NATS)]
-    nats: String,
+    #[command(flatten)]
+    role: RoleArgs,
     /// Where the HTTP ingress listens.
     #[arg(long, default_value = DEFAULT_HTTP)]
     http: SocketAddr,
-    /// Where Shoal keeps its state.
-    #[arg(long, env = "SHOAL_DATA_DIR")]
-    data_dir: Option<PathBuf>,
     #[command(flatten)]
     host: HostSettings,
 }
@@ -176,7 +172,7 @@ fn stop_channel() -> (
 }
 
 /// Runs the scheduler until Ctrl-C.
-pub async fn scheduler(args: SchedulerArgs, api: &str) -> anyhow::Result<()> {
+pub async fn scheduler(args: RoleArgs, api: &str) -> anyhow::Result<()> {
     let _ = crate::data_dir::resolve(args.data_dir);
     let nats = connect(&args.nats, "shoal-scheduler").await?;
     let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
@@ -217,8 +213,8 @@ async fn start_host(
 
 /// Runs a host until Ctrl-C.
 pub async fn host(args: HostArgs) -> anyhow::Result<()> {
-    let data_dir = crate::data_dir::resolve(args.data_dir);
-    let nats = connect(&args.nats, "shoal-host").await?;
+    let data_dir = crate::data_dir::resolve(args.role.data_dir);
+    let nats = connect(&args.role.nats, "shoal-host").await?;
     let agent = start_host(nats, args.host, data_dir, args.http, shutdown_signal()).await?;
     if let Some(addr) = agent.http_addr() {
         println!("host ingress on http://{addr}");

@@ -26,12 +26,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::Message;
 use crate::capabilities::Grants;
 use crate::component::{ComponentSettings, LoadedComponent};
 use crate::http::serve;
 use crate::ingress::IngressRoutes;
 use crate::runtime::Runtime;
-use crate::{InvokeError, Message};
 
 /// How a host presents itself to the cluster.
 #[derive(Debug, Clone)]
@@ -443,34 +443,20 @@ async fn serve_invocations(
         let nats = nats.clone();
         let replica = replica.clone();
         tokio::spawn(async move {
-            let headers_in: Vec<(String, String)> = msg
-                .headers
-                .as_ref()
-                .map(|h| {
-                    h.iter()
-                        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default();
             let message = Message {
                 subject: msg.subject.to_string(),
-                headers: headers_in,
+                headers: headers::to_pairs(msg.headers.as_ref()),
                 payload: msg.payload.to_vec(),
             };
-            let mut out = async_nats::HeaderMap::new();
-            out.insert(headers::REPLICA, replica.as_str());
-            let payload = match component.invoke(message).await {
-                Ok((reply, _)) => {
-                    for (k, v) in &reply.headers {
-                        out.append(k.as_str(), v.as_str());
-                    }
-                    reply.payload
-                }
+            let (mut out, payload) = match component.invoke(message).await {
+                Ok((reply, _)) => (headers::from_pairs(&reply.headers), reply.payload),
                 Err(err) => {
-                    out.insert(headers::ERROR, error_label(&err));
-                    err.to_string().into_bytes()
+                    let mut out = async_nats::HeaderMap::new();
+                    out.insert(headers::ERROR, err.label());
+                    (out, err.to_string().into_bytes())
                 }
             };
+            out.insert(headers::REPLICA, replica.as_str());
             if let Err(e) = nats
                 .publish_with_headers(reply_to, out, payload.into())
                 .await
@@ -479,8 +465,4 @@ async fn serve_invocations(
             }
         });
     }
-}
-
-fn error_label(err: &InvokeError) -> &'static str {
-    err.label()
 }

@@ -495,13 +495,9 @@ async fn invoke(
         }
         subjects::invoke(&spec.namespace, &spec.name, cname)
     };
-    let mut headers = async_nats::HeaderMap::new();
-    for (k, v) in &req.headers {
-        headers.append(k.as_str(), v.as_str());
-    }
     let request = async_nats::Request::new()
+        .headers(subjects::headers::from_pairs(&req.headers))
         .payload(req.data.into_bytes().into())
-        .headers(headers)
         .timeout(Some(INVOKE_TIMEOUT));
     let reply = shared.nats.send_request(subject, request).await.map_err(|e| {
         let (status, message) = match e.kind() {
@@ -517,15 +513,7 @@ async fn invoke(
         };
         Failure(status, ApiError { kind: "unavailable".into(), error: message })
     })?;
-    let headers: Vec<(String, String)> = reply
-        .headers
-        .as_ref()
-        .map(|h| {
-            h.iter()
-                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = subjects::headers::to_pairs(reply.headers.as_ref());
     let data = String::from_utf8_lossy(&reply.payload).into_owned();
     if let Some((_, label)) = headers.iter().find(|(k, _)| k == subjects::headers::ERROR) {
         return Err(Failure(

@@ -67,6 +67,66 @@ impl Response {
     }
 }
 
+/// Sends a GET request to `url` (`http://host[:port]/path` or `https://…`)
+/// through `wasi:http/outgoing-handler` and reads the whole response.
+///
+/// The host must be listed in the component's `allowed_hosts`; any other
+/// is refused with `HttpRequestDenied` before a connection is made.
+pub fn get(url: &str) -> Result<Response, String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{OutgoingRequest, Scheme};
+
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Scheme::Http, rest),
+        Some(("https", rest)) => (Scheme::Https, rest),
+        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request
+        .set_scheme(Some(&scheme))
+        .and_then(|()| request.set_authority(Some(authority)))
+        .and_then(|()| request.set_path_with_query(Some(path)))
+        .map_err(|()| format!("{url:?} is not a valid request target"))?;
+    let body = request
+        .body()
+        .map_err(|()| "the request body was already taken".to_string())?;
+    let pending = outgoing_handler::handle(request, None)
+        .map_err(|code| format!("request to {authority} refused: {code:?}"))?;
+    OutgoingBody::finish(body, None)
+        .map_err(|code| format!("request to {authority} failed: {code:?}"))?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(format!("request to {authority} failed: {code:?}")),
+        Some(Err(())) | None => return Err(format!("request to {authority} got no response")),
+    };
+    let status = response.status();
+    let headers = response.headers().entries();
+    let incoming = response
+        .consume()
+        .map_err(|()| "the response body was already taken".to_string())?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| "the response body stream was already taken".to_string())?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: bytes,
+    })
+}
+
 /// A workload that serves HTTP.
 pub trait Handler {
     /// Answer one request. Each request gets a fresh instance.

@@ -60,6 +60,18 @@ pub fn shoal_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Starts `shoal ARGS…` with piped output and extra environment variables.
+fn spawn_shoal(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Child> {
+    Command::new(shoal_bin()?)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting shoal")
+}
+
 /// What a finished command left behind.
 #[derive(Debug)]
 pub struct Output {
@@ -82,14 +94,7 @@ pub fn shoal_with_env(
     env: &[(&str, &str)],
     limit: Duration,
 ) -> anyhow::Result<Output> {
-    let mut child = Command::new(shoal_bin()?)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting shoal")?;
+    let mut child = spawn_shoal(args, env)?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
@@ -138,14 +143,7 @@ impl Running {
 
     /// Starts `shoal ARGS…` with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut child = Command::new(shoal_bin()?)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting shoal")?;
+        let mut child = spawn_shoal(args, env)?;
         let (tx, lines) = mpsc::channel();
         forward_lines(child.stdout.take(), tx.clone());
         forward_stderr(child.stderr.take(), tx);
