@@ -21,6 +21,7 @@ mod digest;
 mod name;
 mod quantity;
 pub mod resources;
+mod secret;
 mod spec;
 pub mod subjects;
 pub mod wire;
@@ -29,8 +30,9 @@ pub use diagnostics::{Diagnostic, SpecError};
 pub use digest::Digest;
 pub use name::{Name, NameError};
 pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
+pub use secret::SecretValue;
 pub use spec::{
-    AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, Limits,
-    MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, Placement, PodSpec, VolumeMount, VolumeScope, VolumeSpec,
-    exports,
+    AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, KeyValueGrant,
+    Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement, PodSpec, VolumeMount,
+    VolumeScope, VolumeSpec, exports, subject_matches,
 };

@@ -203,6 +203,79 @@ pub struct ComponentSpec {
     /// Scale by queue depth instead of a fixed replica count.
     #[serde(default)]
     pub autoscale: Option<Autoscale>,
+    /// Subjects the component may publish to.
+    #[serde(default)]
+    pub messaging: Option<MessagingGrant>,
+    /// Access to the app's key-value bucket: `true`, or a table.
+    #[serde(default)]
+    pub keyvalue: Option<KeyValueGrant>,
+    /// Hosts (`name` or `name:port`) the component may send HTTP requests to.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// What a component may publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingGrant {
+    /// Subject patterns, with NATS wildcards (`orders.*`, `orders.>`).
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+impl MessagingGrant {
+    /// Whether `subject` matches one of the publish patterns.
+    pub fn allows(&self, subject: &str) -> bool {
+        self.publish.iter().any(|p| subject_matches(p, subject))
+    }
+}
+
+/// Whether the NATS subject `subject` matches `pattern` (`*` one token,
+/// `>` the rest).
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(t)) if !t.is_empty() => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+/// Access to the app's key-value bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyValueGrant {
+    /// Keep the bucket when the app is deleted.
+    pub retain: bool,
+}
+
+impl<'de> Deserialize<'de> for KeyValueGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            #[serde(default)]
+            retain: bool,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Table(Table),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected `keyvalue = true` or `keyvalue = { retain = true }`")
+        })? {
+            Raw::Flag(true) => Ok(KeyValueGrant { retain: false }),
+            Raw::Flag(false) => Err(serde::de::Error::custom(
+                "`keyvalue = false` is the default: leave the key out",
+            )),
+            Raw::Table(t) => Ok(KeyValueGrant { retain: t.retain }),
+        }
+    }
 }
 
 /// Hard limits applied to every invocation of a component.
@@ -363,6 +436,17 @@ impl Autoscale {
     }
 }
 
+fn valid_subject_pattern(pattern: &str) -> bool {
+    let tokens: Vec<&str> = pattern.split('.').collect();
+    !pattern.is_empty()
+        && tokens.iter().enumerate().all(|(i, t)| {
+            !t.is_empty()
+                && !t.contains(char::is_whitespace)
+                && (*t != ">" || i + 1 == tokens.len())
+                && (t.len() == 1 || !t.contains(['*', '>']))
+        })
+}
+
 fn default_namespace() -> Name {
     Name::trusted(DEFAULT_NAMESPACE)
 }
@@ -516,6 +600,24 @@ impl AppSpec {
                     problems.at(at("env"), format!("environment variable name {key:?} may not be empty or contain '=' or NUL"));
                 }
             }
+            if let Some(grant) = &c.messaging {
+                for pattern in &grant.publish {
+                    if !valid_subject_pattern(pattern) {
+                        problems.at(
+                            at("messaging"),
+                            format!("{pattern:?} is not a subject pattern: use dot-separated tokens with `*` for one token and a final `>` for the rest, like \"orders.>\""),
+                        );
+                    }
+                }
+            }
+            for host in &c.allowed_hosts {
+                if host.is_empty() || host.contains('/') || host.contains(' ') {
+                    problems.at(
+                        at("allowed_hosts"),
+                        format!("{host:?} is not a host: write a name or name:port, like \"api.example.com\" or \"127.0.0.1:8080\""),
+                    );
+                }
+            }
             for mount in &c.volumes {
                 if !self.volumes.contains_key(&mount.name) {
                     problems.at(
@@ -666,6 +768,43 @@ autoscale = { min = 0, max = 20, target_queue_depth = 100, idle = "60s" }
 [volumes.data]
 size = "1GiB"
 "#;
+
+    #[test]
+    fn subjects_match_nats_wildcards() {
+        assert!(subject_matches("orders.>", "orders.created"));
+        assert!(subject_matches("orders.>", "orders.eu.created"));
+        assert!(!subject_matches("orders.>", "orders"));
+        assert!(subject_matches("orders.*", "orders.created"));
+        assert!(!subject_matches("orders.*", "orders.eu.created"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.c"));
+        assert!(!subject_matches("a.b", "a.b.c"));
+        assert!(valid_subject_pattern("orders.>"));
+        assert!(!valid_subject_pattern("orders.>.x"));
+        assert!(!valid_subject_pattern("orders..x"));
+        assert!(!valid_subject_pattern("ord*ers"));
+    }
+
+    #[test]
+    fn capability_grants_parse() {
+        let text = r#"name = "t"
+[components.w]
+source = "w.wasm"
+kind = "worker"
+messaging = { publish = ["tools.>"] }
+keyvalue = true
+allowed_hosts = ["127.0.0.1:8080"]
+"#;
+        let spec = AppSpec::from_toml(text, "t.toml").unwrap();
+        let w = spec.component("w").unwrap();
+        assert!(w.messaging.as_ref().unwrap().allows("tools.x"));
+        assert_eq!(w.keyvalue, Some(KeyValueGrant { retain: false }));
+        let bad = text
+            .replace("tools.>", "tools..>")
+            .replace("keyvalue = true", "keyvalue = \"yes\"");
+        let all = AppSpec::from_toml(&bad, "t.toml").unwrap_err().to_string();
+        assert!(all.contains("keyvalue = true"), "{all}");
+    }
 
     #[test]
     fn kinds_are_told_from_exports() {

@@ -52,6 +52,15 @@ pub const COMPONENTS_BUCKET: &str = "shoal-components";
 /// JetStream stream holding events.
 pub const EVENTS_STREAM: &str = "SHOAL_EVENTS";
 
+/// JetStream key-value bucket holding secrets, encrypted: one key per
+/// `namespace.name`.
+pub const SECRETS_BUCKET: &str = "shoal-secrets";
+
+/// The key-value bucket private to an app.
+pub fn app_bucket(namespace: &Name, app: &Name) -> String {
+    format!("shoal-kv-{namespace}-{app}")
+}
+
 /// The key of an app in [`APPS_BUCKET`].
 pub fn app_key(namespace: &Name, app: &Name) -> String {
     format!("{namespace}.{app}")

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{ComponentSpec, Digest, Name};
+use crate::{ComponentSpec, Digest, Name, SecretValue, VolumeSpec};
 
 /// How often hosts publish a [`Heartbeat`].
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -153,6 +153,10 @@ pub struct PodComponent {
     pub digest: Digest,
     /// Its spec.
     pub spec: ComponentSpec,
+    /// The values of the secrets its spec lists that have been set. Sent
+    /// only to the host that runs it.
+    #[serde(default)]
+    pub secrets: BTreeMap<Name, SecretValue>,
 }
 
 /// Start one replica: every component of its pod, together.
@@ -164,6 +168,9 @@ pub struct StartReplica {
     pub revision: u64,
     /// The pod's components.
     pub components: Vec<PodComponent>,
+    /// The app's volumes that the pod's components mount.
+    #[serde(default)]
+    pub volumes: BTreeMap<Name, VolumeSpec>,
 }
 
 impl StartReplica {
@@ -186,6 +193,15 @@ pub enum HostCommand {
     Stop {
         /// Which.
         id: ReplicaId,
+    },
+    /// An app was deleted: remove its volumes on this host, but those kept.
+    Forget {
+        /// The app's namespace.
+        namespace: Name,
+        /// The app.
+        app: Name,
+        /// Volumes whose spec says `retain = true`.
+        retain: Vec<Name>,
     },
 }
 

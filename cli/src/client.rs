@@ -77,6 +77,17 @@ impl Client {
             .await
     }
 
+    /// PUT raw bytes to `path`.
+    pub async fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        self.checked(
+            self.request(reqwest::Method::PUT, path)
+                .header("content-type", "application/octet-stream")
+                .body(body),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// DELETE `path`.
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.checked(self.request(reqwest::Method::DELETE, path))

@@ -13,6 +13,7 @@ use shoal_api::wire::{Capacity, HostId};
 use shoal_api::{AppSpec, ByteSize, ComponentKind};
 use shoal_host::agent::{HostAgent, HostConfig};
 use shoal_host::{Runtime, RuntimeOptions};
+use shoal_scheduler::secrets::SecretBox;
 use shoal_scheduler::{Scheduler, SchedulerOptions};
 use tokio::sync::watch;
 
@@ -171,9 +172,63 @@ fn stop_channel() -> (
     (tx, wait)
 }
 
+/// The key that seals secrets: `SHOAL_SECRET_KEY` (base64 of 32 bytes),
+/// else `secret.key` in the data dir, created on first use (mode 0600).
+/// `SHOAL_SECRET_KEY_PREVIOUS` opens secrets sealed before a rotation.
+fn secret_box(data_dir: &std::path::Path) -> anyhow::Result<SecretBox> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let decode = |var: &str, text: &str| -> anyhow::Result<[u8; 32]> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .with_context(|| format!("{var} is not base64"))?;
+        bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{var} must be 32 bytes (44 characters of base64)"))
+    };
+    let key = match std::env::var("SHOAL_SECRET_KEY") {
+        Ok(text) if !text.is_empty() => decode("SHOAL_SECRET_KEY", &text)?,
+        _ => {
+            let path = data_dir.join("secret.key");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => decode(&path.display().to_string(), &text)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(data_dir)
+                        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+                    let key = SecretBox::generate_key();
+                    write_private(&path, &STANDARD.encode(key))?;
+                    tracing::info!(path = %path.display(), "created a new secret key");
+                    key
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            }
+        }
+    };
+    let previous = match std::env::var("SHOAL_SECRET_KEY_PREVIOUS") {
+        Ok(text) if !text.is_empty() => Some(decode("SHOAL_SECRET_KEY_PREVIOUS", &text)?),
+        _ => None,
+    };
+    Ok(SecretBox::new(&key, previous.as_ref()))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// Runs the scheduler until Ctrl-C.
 pub async fn scheduler(args: RoleArgs, api: &str) -> anyhow::Result<()> {
-    let _ = crate::data_dir::resolve(args.data_dir);
+    let data_dir = crate::data_dir::resolve(args.data_dir);
+    let secret_box = secret_box(&data_dir)?;
     let nats = connect(&args.nats, "shoal-scheduler").await?;
     let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
     let scheduler = Scheduler::start(
@@ -181,6 +236,7 @@ pub async fn scheduler(args: RoleArgs, api: &str) -> anyhow::Result<()> {
         SchedulerOptions {
             api_addr: listen_addr(api)?,
             token,
+            secret_box,
         },
         shutdown_signal(),
     )
@@ -254,6 +310,7 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
         SchedulerOptions {
             api_addr: listen_addr(api)?,
             token: token.clone(),
+            secret_box: secret_box(&data_dir)?,
         },
         stopped(),
     )

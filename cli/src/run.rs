@@ -113,6 +113,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         grants: Grants {
             config: Arc::new(args.config.into_iter().collect::<BTreeMap<_, _>>()),
             env: Arc::new(args.env),
+            ..Grants::default()
         },
     };
     let data_dir = crate::data_dir::resolve(args.data_dir);

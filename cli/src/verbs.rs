@@ -112,6 +112,26 @@ pub struct InvokeArgs {
     namespace: String,
 }
 
+/// `shoal secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretVerb {
+    /// Set a secret. The value comes from --from-file, or else stdin (one
+    /// trailing newline dropped); never from the command line, where it
+    /// would land in shell history.
+    Set {
+        /// The secret's name.
+        name: String,
+        /// Read the value from this file, byte for byte.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+        /// The namespace.
+        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// List secret names (never values).
+    List,
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Verb {
@@ -127,6 +147,9 @@ pub enum Verb {
     Scale(ScaleArgs),
     /// Call a worker component and print its reply.
     Invoke(InvokeArgs),
+    /// Set or list secrets.
+    #[command(subcommand)]
+    Secret(SecretVerb),
 }
 
 fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
@@ -197,6 +220,40 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
             print!("{}", resp.data);
             if !resp.data.ends_with('\n') {
                 println!();
+            }
+        }
+        Verb::Secret(SecretVerb::Set {
+            name,
+            from_file,
+            namespace,
+        }) => {
+            let value = match from_file {
+                Some(file) => std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+                None => {
+                    use std::io::Read;
+                    let mut value = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut value)
+                        .context("cannot read the secret from stdin")?;
+                    if value.ends_with(b"\n") {
+                        value.pop();
+                    }
+                    value
+                }
+            };
+            if value.is_empty() {
+                bail!("the secret is empty: pipe its value on stdin or pass --from-file FILE");
+            }
+            client
+                .put_bytes(&format!("/v1/secrets/{namespace}/{name}"), value)
+                .await?;
+            println!("secret {namespace}/{name} set");
+        }
+        Verb::Secret(SecretVerb::List) => {
+            let names: Vec<String> = client.get("/v1/secrets").await?;
+            for name in names {
+                println!("{name}");
             }
         }
     }

@@ -21,13 +21,16 @@ use shoal_api::wire::{
     Capacity, CommandReply, HEARTBEAT_INTERVAL, Heartbeat, HostCommand, HostId, PodComponent,
     ReplicaId, ReplicaState, ReplicaStatus, StartReplica,
 };
-use shoal_api::{ComponentKind, Digest};
+use shoal_api::{ComponentKind, Digest, Name, VolumeScope};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::Message;
-use crate::capabilities::Grants;
+use crate::capabilities::keyvalue::Bucket;
+use crate::capabilities::secrets::SecretGrant;
+use crate::capabilities::volumes::Mount;
+use crate::capabilities::{ClusterLink, Grants};
 use crate::component::{ComponentSettings, LoadedComponent};
 use crate::http::serve;
 use crate::ingress::IngressRoutes;
@@ -96,9 +99,41 @@ struct Agent {
     http: Option<String>,
     started_at_ms: u64,
     beat: Notify,
+    /// Each app's key-value bucket, opened once per host.
+    buckets: Mutex<HashMap<String, Arc<Bucket>>>,
 }
 
 impl Agent {
+    /// Where an app-scoped volume lives on this host.
+    fn app_volume(&self, namespace: &Name, app: &Name, volume: &Name) -> PathBuf {
+        self.config
+            .data_dir
+            .join("volumes")
+            .join(namespace.as_str())
+            .join(app.as_str())
+            .join(volume.as_str())
+    }
+
+    /// Where a replica's pod-scoped volumes live on this host.
+    fn pod_dir(&self, id: &ReplicaId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("pods")
+            .join(id.namespace.as_str())
+            .join(id.app.as_str())
+            .join(format!("{}-{}", id.pod, id.index))
+    }
+
+    fn bucket(&self, namespace: &Name, app: &Name) -> Arc<Bucket> {
+        let name = subjects::app_bucket(namespace, app);
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Bucket::new(self.nats.clone(), name)))
+            .clone()
+    }
+
     fn replicas(&self) -> MutexGuard<'_, HashMap<ReplicaId, Replica>> {
         self.replicas.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -185,6 +220,7 @@ impl HostAgent {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             beat: Notify::new(),
+            buckets: Mutex::default(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
@@ -270,6 +306,11 @@ async fn take_commands(
                 stop_replica(&agent, &id);
                 CommandReply::Ok
             }
+            Ok(HostCommand::Forget {
+                namespace,
+                app,
+                retain,
+            }) => forget_app(&agent, &namespace, &app, &retain),
             Err(e) => CommandReply::Failed {
                 reason: format!("malformed command: {e}"),
             },
@@ -314,7 +355,40 @@ fn stop_replica(agent: &Agent, id: &ReplicaId) {
         tracing::info!(replica = %id, "replica stopped");
     }
     agent.routes.remove(id);
+    // Pod-scoped volumes go with the pod.
+    let pod_dir = agent.pod_dir(id);
+    if pod_dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&pod_dir)
+    {
+        tracing::warn!(replica = %id, error = %e, "cannot remove the pod's scratch volumes");
+    }
     agent.beat.notify_one();
+}
+
+/// Removes a deleted app's volumes from this host, but those it retains.
+fn forget_app(agent: &Agent, namespace: &Name, app: &Name, retain: &[Name]) -> CommandReply {
+    let dir = agent
+        .config
+        .data_dir
+        .join("volumes")
+        .join(namespace.as_str())
+        .join(app.as_str());
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return CommandReply::Ok;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if retain.iter().any(|r| r.as_str() == name) {
+            continue;
+        }
+        if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            return CommandReply::Failed {
+                reason: format!("cannot remove volume {name} of {namespace}/{app}: {e}"),
+            };
+        }
+        tracing::info!(%namespace, %app, volume = name, "volume removed with its app");
+    }
+    CommandReply::Ok
 }
 
 /// Loads every component of the replica, then serves them until aborted.
@@ -322,7 +396,7 @@ async fn run_replica(agent: Arc<Agent>, start: StartReplica) {
     let id = start.id.clone();
     let mut loaded = Vec::new();
     for component in &start.components {
-        match load(&agent, component).await {
+        match load(&agent, &start, component).await {
             Ok(c) => loaded.push((component, c)),
             Err(reason) => {
                 tracing::warn!(replica = %id, component = %component.name, %reason, "replica failed to start");
@@ -373,16 +447,67 @@ async fn run_replica(agent: Arc<Agent>, start: StartReplica) {
     agent.set_state(&id, start.revision, ReplicaState::Running);
 }
 
+/// What `component` of `start` is granted on this host.
+fn grants(agent: &Agent, start: &StartReplica, component: &PodComponent) -> Result<Grants, String> {
+    let id = &start.id;
+    let spec = &component.spec;
+    let mut mounts = Vec::new();
+    for mount in &spec.volumes {
+        let scope = start
+            .volumes
+            .get(&mount.name)
+            .map(|v| v.scope)
+            .unwrap_or_default();
+        let host = match scope {
+            VolumeScope::App => agent.app_volume(&id.namespace, &id.app, &mount.name),
+            VolumeScope::Pod => agent.pod_dir(id).join(mount.name.as_str()),
+        };
+        std::fs::create_dir_all(&host).map_err(|e| {
+            format!(
+                "cannot create volume {} at {}: {e}",
+                mount.name,
+                host.display()
+            )
+        })?;
+        mounts.push(Mount {
+            host,
+            guest: mount.path.clone(),
+            read_only: mount.read_only,
+        });
+    }
+    Ok(Grants {
+        config: Arc::new(spec.config.clone()),
+        env: Arc::new(spec.env.clone().into_iter().collect()),
+        secrets: Arc::new(SecretGrant {
+            listed: spec.secrets.clone(),
+            values: component.secrets.clone(),
+        }),
+        messaging: spec.messaging.clone(),
+        keyvalue: spec
+            .keyvalue
+            .as_ref()
+            .map(|_| agent.bucket(&id.namespace, &id.app)),
+        allowed_hosts: Arc::new(spec.allowed_hosts.clone()),
+        volumes: Arc::new(mounts),
+        cluster: Some(ClusterLink {
+            nats: agent.nats.clone(),
+            namespace: id.namespace.clone(),
+            app: id.app.clone(),
+        }),
+    })
+}
+
 /// Fetches (or reuses) a component's bytes and loads it.
-async fn load(agent: &Agent, component: &PodComponent) -> Result<Arc<LoadedComponent>, String> {
+async fn load(
+    agent: &Agent,
+    start: &StartReplica,
+    component: &PodComponent,
+) -> Result<Arc<LoadedComponent>, String> {
     let bytes = fetch(agent, &component.digest).await?;
     let settings = ComponentSettings {
         kind: Some(component.spec.kind),
         limits: component.spec.limits,
-        grants: Grants {
-            config: Arc::new(component.spec.config.clone()),
-            env: Arc::new(component.spec.env.clone().into_iter().collect()),
-        },
+        grants: grants(agent, start, component)?,
     };
     let runtime = agent.runtime.clone();
     let name = component.name.to_string();

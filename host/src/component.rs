@@ -25,7 +25,7 @@ use crate::tunables::UNMETERED_FUEL;
 
 /// How one component is run: its kind (or `None` to tell from its
 /// exports), its limits and what it is granted.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ComponentSettings {
     /// The kind the spec declares; `None` tells it from the exports.
     pub kind: Option<ComponentKind>,
@@ -188,7 +188,7 @@ impl LoadedComponent {
     }
 
     /// A fresh store for one invocation, with its limits armed.
-    pub(crate) fn new_store(&self) -> (Store<InvocationState>, Instant) {
+    pub(crate) fn new_store(&self) -> Result<(Store<InvocationState>, Instant), InvokeError> {
         let invocation = self.invocations.fetch_add(1, Ordering::Relaxed);
         let mut wasi = WasiCtx::builder();
         wasi.envs(&self.grants.env)
@@ -205,6 +205,8 @@ impl LoadedComponent {
                 invocation,
                 Stream::Stderr,
             ));
+        crate::capabilities::volumes::preopen(&mut wasi, &self.grants.volumes)
+            .map_err(|e| InvokeError::Instantiate(format!("cannot mount a volume: {e:#}")))?;
         let state = InvocationState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -231,7 +233,7 @@ impl LoadedComponent {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        (store, started)
+        Ok((store, started))
     }
 
     /// Turns a failed call into what happened, in the user's terms.

@@ -27,7 +27,7 @@ impl LoadedComponent {
             return Err(self.wrong_kind("only worker components handle messages"));
         };
         let _permit = self.permit().await?;
-        let (mut store, started) = self.new_store();
+        let (mut store, started) = self.new_store()?;
         let call = async {
             let worker = pre.instantiate_async(&mut store).await?;
             worker
@@ -52,7 +52,7 @@ impl LoadedComponent {
             return Err(self.wrong_kind("only job components run to completion"));
         };
         let _permit = self.permit().await?;
-        let (mut store, started) = self.new_store();
+        let (mut store, started) = self.new_store()?;
         let call = async {
             let command = pre.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
@@ -85,7 +85,7 @@ impl LoadedComponent {
             return Err(self.wrong_kind("only http components serve HTTP"));
         };
         let permit = self.permit().await?;
-        let (mut store, _) = self.new_store();
+        let (mut store, _) = self.new_store()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
             let req = store

@@ -139,6 +139,7 @@ async fn run_sim_host(nats: async_nats::Client, host: Arc<SimHost>, running_at: 
             HostCommand::Stop { id } => {
                 host.replicas.lock().unwrap().remove(&id);
             }
+            HostCommand::Forget { .. } => {}
         }
         let reply = serde_json::to_vec(&CommandReply::Ok).unwrap();
         if let Some(to) = msg.reply {
@@ -216,6 +217,10 @@ async fn scenario(hosts: usize, replicas: usize, component: &[u8]) {
         SchedulerOptions {
             api_addr: SocketAddr::from(([127, 0, 0, 1], api_port)),
             token: None,
+            secret_box: shoal_scheduler::secrets::SecretBox::new(
+                &shoal_scheduler::secrets::SecretBox::generate_key(),
+                None,
+            ),
         },
         std::future::pending(),
     )

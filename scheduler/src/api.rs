@@ -39,6 +39,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/apps/{namespace}/{name}/invoke/{component}",
             post(invoke),
         )
+        .route("/v1/secrets", get(list_secrets))
+        .route("/v1/secrets/{namespace}/{name}", put(put_secret))
         .route("/v1/pods", get(list_pods))
         .route("/v1/hosts", get(list_hosts))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
@@ -404,6 +406,7 @@ async fn delete(
     };
     shared.store.delete_app(&key).await?;
     shared.state().apps.remove(&key);
+    forget(&shared, &spec).await;
     shared
         .record(event(
             &spec.namespace,
@@ -414,6 +417,48 @@ async fn delete(
         .await;
     shared.wake();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tells every live host to drop the deleted app's volumes (but those it
+/// retains), and removes its key-value bucket unless retained.
+async fn forget(shared: &Shared, spec: &AppSpec) {
+    let retain: Vec<Name> = spec
+        .volumes
+        .iter()
+        .filter(|(_, v)| v.retain)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let hosts: Vec<shoal_api::wire::HostId> = {
+        let state = shared.state();
+        let now = Instant::now();
+        state
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.is_live(now))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let command = shoal_api::wire::HostCommand::Forget {
+        namespace: spec.namespace.clone(),
+        app: spec.name.clone(),
+        retain,
+    };
+    for host in hosts {
+        if let Err(e) = crate::send(shared, &host, &command).await {
+            tracing::warn!(%host, error = %e, "could not remove the deleted app's volumes");
+        }
+    }
+    let uses_kv = spec.components.values().any(|c| c.keyvalue.is_some());
+    let retains_kv = spec
+        .components
+        .values()
+        .any(|c| c.keyvalue.as_ref().is_some_and(|k| k.retain));
+    if uses_kv && !retains_kv {
+        shared
+            .store
+            .delete_bucket(&subjects::app_bucket(&spec.namespace, &spec.name))
+            .await;
+    }
 }
 
 async fn scale(
@@ -525,6 +570,39 @@ async fn invoke(
         ));
     }
     Ok(Json(InvokeResponse { data, headers }))
+}
+
+async fn put_secret(
+    State(shared): State<Shared_>,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, Failure> {
+    let namespace = Name::new(namespace).map_err(|e| invalid(e.to_string()))?;
+    let name = Name::new(name).map_err(|e| invalid(e.to_string()))?;
+    if body.is_empty() {
+        return Err(invalid(format!("secret {name} is empty: give it a value")));
+    }
+    let value = shoal_api::SecretValue::new(body.to_vec());
+    let sealed = shared
+        .secret_box
+        .seal(&value)
+        .map_err(SchedulerError::Internal)?;
+    let key = subjects::app_key(&namespace, &name);
+    shared.store.put_secret(&key, sealed).await?;
+    shared.state().secrets.insert(key, value);
+    tracing::info!(%namespace, secret = %name, "secret set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_secrets(State(shared): State<Shared_>) -> Json<Vec<String>> {
+    let mut names: Vec<String> = shared
+        .state()
+        .secrets
+        .keys()
+        .map(|k| k.replacen('.', "/", 1))
+        .collect();
+    names.sort();
+    Json(names)
 }
 
 async fn list_pods(State(shared): State<Shared_>) -> Json<Vec<PodInfo>> {

@@ -17,6 +17,7 @@ pub mod api;
 pub mod artifact;
 pub mod placement;
 pub mod reconcile;
+pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod tunables;
@@ -62,6 +63,8 @@ pub struct SchedulerOptions {
     pub api_addr: SocketAddr,
     /// A bearer token every API request must carry, if set.
     pub token: Option<String>,
+    /// Seals secrets at rest.
+    pub secret_box: secrets::SecretBox,
 }
 
 /// What the scheduler's tasks share.
@@ -75,6 +78,7 @@ pub struct Shared {
     /// What each stored component exports, learnt once per digest: a
     /// component's bytes never change, so neither does its kind.
     kinds: Mutex<std::collections::HashMap<shoal_api::Digest, Option<shoal_api::ComponentKind>>>,
+    secret_box: secrets::SecretBox,
 }
 
 impl Shared {
@@ -162,6 +166,23 @@ impl Scheduler {
         for e in store.load_events().await {
             state.remember(e);
         }
+        for (key, sealed) in store.load_secrets().await? {
+            match options.secret_box.open(&sealed) {
+                Ok(secrets::Opened::Current(value)) => {
+                    state.secrets.insert(key, value);
+                }
+                Ok(secrets::Opened::Previous(value)) => {
+                    let resealed = options
+                        .secret_box
+                        .seal(&value)
+                        .map_err(SchedulerError::Internal)?;
+                    store.put_secret(&key, resealed).await?;
+                    tracing::info!(secret = key, "secret re-sealed with the new key");
+                    state.secrets.insert(key, value);
+                }
+                Err(why) => tracing::error!(secret = key, "{why}"),
+            }
+        }
         tracing::info!(apps = state.apps.len(), "desired state loaded");
         let heartbeats = nats
             .subscribe(subjects::ALL_HEARTBEATS)
@@ -184,6 +205,7 @@ impl Scheduler {
             ready_at: Instant::now() + STARTUP_GRACE,
             token: options.token,
             kinds: Mutex::default(),
+            secret_box: options.secret_box,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use shoal_api::resources::Event;
 use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
-use shoal_api::{AppSpec, Digest, Name};
+use shoal_api::{AppSpec, Digest, Name, SecretValue, subjects};
 
 use crate::placement::{Candidate, Need, choose};
 use crate::state::{App, Starting, State, event};
@@ -173,7 +173,8 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                 }
                 if let Some(old) = best(&list.iter().collect::<Vec<_>>()) {
                     // An older revision: replace it where it runs.
-                    let replica = start_replica(app, generation, &pod.components, &id);
+                    let replica =
+                        start_replica(app, generation, &pod.components, &id, &state.secrets);
                     for s in &list {
                         if s.host != old.host {
                             pass.actions.push(Action::Stop {
@@ -225,7 +226,13 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                         );
                         pass.actions.push(Action::Start {
                             host,
-                            replica: start_replica(app, generation, &pod.components, &id),
+                            replica: start_replica(
+                                app,
+                                generation,
+                                &pod.components,
+                                &id,
+                                &state.secrets,
+                            ),
                         });
                     }
                     Err(reason) => {
@@ -356,20 +363,43 @@ fn start_replica(
     generation: u64,
     components: &[(&Name, &shoal_api::ComponentSpec)],
     id: &ReplicaId,
+    secrets: &HashMap<String, SecretValue>,
 ) -> StartReplica {
+    let spec = &app.stored.spec;
     StartReplica {
         id: id.clone(),
         revision: generation,
         components: components
             .iter()
-            .filter_map(|(name, spec)| {
+            .filter_map(|(name, c)| {
                 let digest: Digest = *app.stored.digests.get(*name)?;
+                // Only the secrets this component lists, and only those set.
+                let values = c
+                    .secrets
+                    .iter()
+                    .filter_map(|s| {
+                        secrets
+                            .get(&subjects::app_key(&spec.namespace, s))
+                            .map(|v| (s.clone(), v.clone()))
+                    })
+                    .collect();
                 Some(PodComponent {
                     name: (*name).clone(),
                     digest,
-                    spec: (*spec).clone(),
+                    spec: (*c).clone(),
+                    secrets: values,
                 })
             })
+            .collect(),
+        volumes: spec
+            .volumes
+            .iter()
+            .filter(|(v, _)| {
+                components
+                    .iter()
+                    .any(|(_, c)| c.volumes.iter().any(|m| &m.name == *v))
+            })
+            .map(|(v, s)| (v.clone(), s.clone()))
             .collect(),
     }
 }

@@ -130,6 +130,10 @@ pub struct State {
     pub backoff: HashMap<ReplicaId, Instant>,
     /// Recent events per app key.
     pub events: HashMap<String, VecDeque<Event>>,
+    /// Secret values by `namespace.name`, opened from the sealed bucket.
+    /// Zeroed when dropped; sent only to hosts running a component that
+    /// lists them.
+    pub secrets: HashMap<String, shoal_api::SecretValue>,
 }
 
 impl State {

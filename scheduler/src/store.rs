@@ -8,7 +8,9 @@ use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use futures::StreamExt;
 use shoal_api::Digest;
 use shoal_api::resources::Event;
-use shoal_api::subjects::{ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, EVENTS_STREAM};
+use shoal_api::subjects::{
+    ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, EVENTS_STREAM, SECRETS_BUCKET,
+};
 use tokio::io::AsyncReadExt;
 
 use crate::SchedulerError;
@@ -19,6 +21,7 @@ use crate::tunables::EVENTS_PER_APP;
 #[derive(Clone)]
 pub struct Store {
     kv: kv::Store,
+    secrets: kv::Store,
     objects: object_store::ObjectStore,
     js: jetstream::Context,
 }
@@ -41,6 +44,16 @@ impl Store {
             })
             .await
             .map_err(|e| unavailable("opening the apps bucket", e))?;
+        let secrets = js
+            .create_or_update_key_value(kv::Config {
+                bucket: SECRETS_BUCKET.to_string(),
+                description: "Shoal secrets, sealed: one key per namespace.name".into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("opening the secrets bucket", e))?;
         let objects = match js.get_object_store(COMPONENTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
@@ -62,7 +75,12 @@ impl Store {
         })
         .await
         .map_err(|e| unavailable("opening the events stream", e))?;
-        Ok(Store { kv, objects, js })
+        Ok(Store {
+            kv,
+            secrets,
+            objects,
+            js,
+        })
     }
 
     /// Every stored app.
@@ -111,6 +129,46 @@ impl Store {
             .delete(key)
             .await
             .map_err(|e| unavailable("deleting the app", e))
+    }
+
+    /// Every sealed secret, by `namespace.name`.
+    pub async fn load_secrets(&self) -> Result<Vec<(String, Vec<u8>)>, SchedulerError> {
+        let mut keys = self
+            .secrets
+            .keys()
+            .await
+            .map_err(|e| unavailable("listing secrets", e))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| unavailable("listing secrets", e))?;
+            if let Some(sealed) = self
+                .secrets
+                .get(key.clone())
+                .await
+                .map_err(|e| unavailable("reading a secret", e))?
+            {
+                out.push((key, sealed.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a sealed secret.
+    pub async fn put_secret(&self, key: &str, sealed: Vec<u8>) -> Result<(), SchedulerError> {
+        self.secrets
+            .put(key, sealed.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("storing the secret", e))
+    }
+
+    /// Removes an app's key-value bucket, if it has one.
+    pub async fn delete_bucket(&self, bucket: &str) {
+        if self.js.get_key_value(bucket).await.is_ok()
+            && let Err(e) = self.js.delete_key_value(bucket).await
+        {
+            tracing::warn!(bucket, error = %e, "cannot delete the app's key-value bucket");
+        }
     }
 
     /// Whether the component with `digest` is stored.

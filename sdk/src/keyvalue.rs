@@ -22,3 +22,16 @@ pub fn delete(key: &str) -> Result<(), Error> {
 pub fn keys() -> Result<Vec<String>, Error> {
     wit::list_keys()
 }
+
+impl Error {
+    /// What went wrong and what to do, as the host put it, after a short
+    /// label: `"not granted: component … is not granted secret …"`.
+    pub fn describe(&self) -> String {
+        let (label, why) = match self {
+            Error::NotGranted(why) => ("not granted", why),
+            Error::InvalidKey(why) => ("invalid key", why),
+            Error::Unavailable(why) => ("unavailable", why),
+        };
+        format!("{label}: {why}")
+    }
+}

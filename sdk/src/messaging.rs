@@ -17,3 +17,17 @@ pub fn request(component: &str, msg: &Message, timeout: Duration) -> Result<Mess
     let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
     wit::request(component, msg, timeout_ms)
 }
+
+impl Error {
+    /// What went wrong and what to do, as the host put it, after a short
+    /// label: `"not granted: component … is not granted secret …"`.
+    pub fn describe(&self) -> String {
+        let (label, why) = match self {
+            Error::NotAllowed(why) => ("not allowed", why),
+            Error::Timeout(why) => ("timed out", why),
+            Error::NoResponders(why) => ("no responders", why),
+            Error::Failed(why) => ("failed", why),
+        };
+        format!("{label}: {why}")
+    }
+}

@@ -17,3 +17,16 @@ pub fn get_string(name: &str) -> Result<String, Error> {
     String::from_utf8(bytes)
         .map_err(|_| Error::Unavailable(format!("secret {name} is not valid UTF-8")))
 }
+
+impl Error {
+    /// What went wrong and what to do, as the host put it, after a short
+    /// label: `"not granted: component … is not granted secret …"`.
+    pub fn describe(&self) -> String {
+        let (label, why) = match self {
+            Error::NotGranted(why) => ("not granted", why),
+            Error::NotFound(why) => ("not found", why),
+            Error::Unavailable(why) => ("unavailable", why),
+        };
+        format!("{label}: {why}")
+    }
+}

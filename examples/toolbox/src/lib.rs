@@ -24,7 +24,7 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
     match op {
         "env" => Ok(std::env::var(a).unwrap_or_else(|_| "<unset>".into())),
         "config" => Ok(config::get(a).unwrap_or_else(|| "<unset>".into())),
-        "secret" => secrets::get_string(a).map_err(|e| err(&e)),
+        "secret" => secrets::get_string(a).map_err(|e| e.describe()),
         "read" => std::fs::read_to_string(a).map_err(|e| err(&e)),
         "write" => std::fs::write(a, b).map(|()| "ok".into()).map_err(|e| err(&e)),
         "fill" => {
@@ -41,16 +41,18 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
         }
         "publish" => messaging::publish(&Message::new(a, b))
             .map(|()| "ok".into())
-            .map_err(|e| err(&e)),
+            .map_err(|e| e.describe()),
         "call" => messaging::request(a, &Message::new("call", b), Duration::from_secs(2))
             .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-            .map_err(|e| err(&e)),
-        "kv-set" => keyvalue::set(a, b.as_bytes()).map(|()| "ok".into()).map_err(|e| err(&e)),
+            .map_err(|e| e.describe()),
+        "kv-set" => keyvalue::set(a, b.as_bytes())
+            .map(|()| "ok".into())
+            .map_err(|e| e.describe()),
         "kv-get" => keyvalue::get(a)
             .map(|v| v.map_or("<none>".into(), |v| String::from_utf8_lossy(&v).into_owned()))
-            .map_err(|e| err(&e)),
-        "kv-del" => keyvalue::delete(a).map(|()| "ok".into()).map_err(|e| err(&e)),
-        "kv-keys" => keyvalue::keys().map(|k| k.join(",")).map_err(|e| err(&e)),
+            .map_err(|e| e.describe()),
+        "kv-del" => keyvalue::delete(a).map(|()| "ok".into()).map_err(|e| e.describe()),
+        "kv-keys" => keyvalue::keys().map(|k| k.join(",")).map_err(|e| e.describe()),
         "http-get" => shoal_sdk::http::get(a)
             .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
             .map_err(|e| err(&e)),

@@ -1,44 +1,135 @@
-//! Key-value: a bucket private to the app.
-//!
-//! No bucket is granted yet, so every operation is refused as not granted.
+//! Key-value: a bucket private to the app, on NATS KV. The bucket's name
+//! is derived from the app's own namespace and name, so one app cannot
+//! name another's.
 
 use std::sync::Arc;
 
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use tokio::sync::OnceCell;
+
 use crate::bindings::keyvalue::{Error, Host};
 
-/// The key-value bucket granted to one component.
+/// An app's bucket, opened on first use and shared by its invocations.
+pub struct Bucket {
+    nats: async_nats::Client,
+    name: String,
+    store: OnceCell<kv::Store>,
+}
+
+impl Bucket {
+    /// The bucket called `name`.
+    pub fn new(nats: async_nats::Client, name: String) -> Self {
+        Bucket {
+            nats,
+            name,
+            store: OnceCell::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<&kv::Store, Error> {
+        self.store
+            .get_or_try_init(|| async {
+                async_nats::jetstream::new(self.nats.clone())
+                    .create_or_update_key_value(kv::Config {
+                        bucket: self.name.clone(),
+                        history: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("opening the app's bucket: {e}")))
+            })
+            .await
+    }
+}
+
+/// The key-value provider of one invocation.
 pub struct KeyValue {
     component: Arc<str>,
+    bucket: Option<Arc<Bucket>>,
 }
 
 impl KeyValue {
-    /// No bucket granted to `component`.
-    pub fn new(component: Arc<str>) -> Self {
-        KeyValue { component }
+    /// Access to `bucket`, if granted.
+    pub fn new(component: Arc<str>, bucket: Option<Arc<Bucket>>) -> Self {
+        KeyValue { component, bucket }
     }
 
-    fn denied(&self) -> Error {
-        Error::NotGranted(format!(
-            "component {} has no key-value bucket: key-value needs a cluster (`shoal up`)",
-            self.component
-        ))
+    async fn store(&self, key: Option<&str>) -> Result<&kv::Store, Error> {
+        let Some(bucket) = &self.bucket else {
+            return Err(Error::NotGranted(format!(
+                "component {} has no key-value access: add `keyvalue = true` to its app spec (in a cluster)",
+                self.component
+            )));
+        };
+        if let Some(key) = key
+            && !valid_key(key)
+        {
+            return Err(Error::InvalidKey(format!(
+                "{key:?}: use letters, digits, '-', '_', '/', '=' and '.', not starting or ending with '.'"
+            )));
+        }
+        bucket.store().await
     }
 }
 
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_/=.".contains(c))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
 impl Host for KeyValue {
-    async fn get(&mut self, _key: String) -> Result<Option<Vec<u8>>, Error> {
-        Err(self.denied())
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        let store = self.store(Some(&key)).await?;
+        Ok(store
+            .get(key)
+            .await
+            .map_err(unavailable)?
+            .map(|b| b.to_vec()))
     }
 
-    async fn set(&mut self, _key: String, _value: Vec<u8>) -> Result<(), Error> {
-        Err(self.denied())
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        let store = self.store(Some(&key)).await?;
+        store.put(key, value.into()).await.map_err(unavailable)?;
+        Ok(())
     }
 
-    async fn delete(&mut self, _key: String) -> Result<(), Error> {
-        Err(self.denied())
+    async fn delete(&mut self, key: String) -> Result<(), Error> {
+        let store = self.store(Some(&key)).await?;
+        store.delete(key).await.map_err(unavailable)
     }
 
     async fn list_keys(&mut self) -> Result<Vec<String>, Error> {
-        Err(self.denied())
+        let store = self.store(None).await?;
+        let mut keys = store.keys().await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            out.push(key.map_err(unavailable)?);
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_key;
+
+    #[test]
+    fn keys_follow_nats_rules() {
+        assert!(valid_key("orders/42"));
+        assert!(valid_key("a.b-c_d=e"));
+        assert!(!valid_key(""));
+        assert!(!valid_key(".a"));
+        assert!(!valid_key("a b"));
+        assert!(!valid_key("a*"));
     }
 }

@@ -1,42 +1,104 @@
-//! Messaging: publish to subjects and call other components.
-//!
-//! No subject is granted yet, so every publish and request is refused with
-//! a message that says what the spec must allow.
+//! Messaging: publish to the subjects the spec allows, and call other
+//! components of the same app by name.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use shoal_api::subjects::{self, headers};
+use shoal_api::{MessagingGrant, Name};
+
+use super::ClusterLink;
 use crate::bindings::messaging::{Error, Host};
 use crate::bindings::types::Message;
 
-/// The messaging granted to one component.
+/// The messaging provider of one invocation.
 pub struct Messaging {
     component: Arc<str>,
+    grant: Option<MessagingGrant>,
+    cluster: Option<ClusterLink>,
 }
 
 impl Messaging {
-    /// No messaging granted to `component`.
-    pub fn new(component: Arc<str>) -> Self {
-        Messaging { component }
+    /// Publishing under `grant`, calls within the app of `cluster`.
+    pub fn new(
+        component: Arc<str>,
+        grant: Option<MessagingGrant>,
+        cluster: Option<ClusterLink>,
+    ) -> Self {
+        Messaging {
+            component,
+            grant,
+            cluster,
+        }
+    }
+
+    fn cluster(&self) -> Result<&ClusterLink, Error> {
+        self.cluster.as_ref().ok_or_else(|| {
+            Error::NotAllowed(format!(
+                "component {} runs outside a cluster: messaging needs one (`shoal up`)",
+                self.component
+            ))
+        })
     }
 }
 
 impl Host for Messaging {
     async fn publish(&mut self, msg: Message) -> Result<(), Error> {
-        Err(Error::NotAllowed(format!(
-            "component {} may not publish to {:?}: allow it with `messaging = {{ publish = [...] }}` in its app spec",
-            self.component, msg.subject
-        )))
+        if !self.grant.as_ref().is_some_and(|g| g.allows(&msg.subject)) {
+            return Err(Error::NotAllowed(format!(
+                "component {} may not publish to {:?}: allow it with `messaging = {{ publish = [...] }}` in its app spec",
+                self.component, msg.subject
+            )));
+        }
+        let cluster = self.cluster()?;
+        cluster
+            .nats
+            .publish_with_headers(
+                msg.subject,
+                headers::from_pairs(&msg.headers),
+                msg.payload.into(),
+            )
+            .await
+            .map_err(|e| Error::Failed(format!("publishing failed: {e}")))
     }
 
     async fn request(
         &mut self,
         target: String,
-        _msg: Message,
-        _timeout_ms: u32,
+        msg: Message,
+        timeout_ms: u32,
     ) -> Result<Message, Error> {
-        Err(Error::NotAllowed(format!(
-            "component {} may not call {target:?}: calls between components need a cluster (`shoal up`)",
-            self.component
-        )))
+        let cluster = self.cluster()?;
+        let name = Name::new(target.clone()).map_err(|e| Error::NotAllowed(e.to_string()))?;
+        let subject = subjects::invoke(&cluster.namespace, &cluster.app, &name);
+        let request = async_nats::Request::new()
+            .headers(headers::from_pairs(&msg.headers))
+            .payload(msg.payload.into())
+            .timeout(Some(Duration::from_millis(u64::from(timeout_ms.max(1)))));
+        let reply = cluster
+            .nats
+            .send_request(subject, request)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => Error::NoResponders(format!(
+                    "no replica of {target} in app {} is running",
+                    cluster.app
+                )),
+                async_nats::RequestErrorKind::TimedOut => {
+                    Error::Timeout(format!("{target} did not answer within {timeout_ms} ms"))
+                }
+                _ => Error::Failed(format!("calling {target} failed: {e}")),
+            })?;
+        let reply_headers = headers::to_pairs(reply.headers.as_ref());
+        if reply_headers.iter().any(|(k, _)| k == headers::ERROR) {
+            return Err(Error::Failed(
+                String::from_utf8_lossy(&reply.payload).into_owned(),
+            ));
+        }
+        Ok(Message {
+            subject: reply.subject.to_string(),
+            headers: reply_headers,
+            payload: reply.payload.to_vec(),
+        })
     }
 }
