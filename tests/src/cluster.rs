@@ -195,6 +195,23 @@ impl Cluster {
         Ok(addr)
     }
 
+    /// The data directory of the host called `name`.
+    pub fn host_data(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("host-{name}"))
+    }
+
+    /// Everything every process printed so far.
+    pub fn all_output(&mut self) -> String {
+        let mut out = Vec::new();
+        if let Some(s) = &mut self.scheduler {
+            out.extend(s.output());
+        }
+        for (_, h) in &mut self.hosts {
+            out.extend(h.output());
+        }
+        out.join("\n")
+    }
+
     /// Kills the host called `name`, as a crash would.
     pub fn kill_host(&mut self, name: &str) {
         self.hosts.retain(|(n, _)| n != name);
