@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::Message;
 use crate::capabilities::keyvalue::Bucket;
 use crate::capabilities::secrets::SecretGrant;
-use crate::capabilities::volumes::Mount;
+use crate::capabilities::volumes::{Mount, VolumeQuota};
 use crate::capabilities::{ClusterLink, Grants};
 use crate::component::{ComponentSettings, LoadedComponent};
 use crate::http::serve;
@@ -101,6 +101,8 @@ struct Agent {
     beat: Notify,
     /// Each app's key-value bucket, opened once per host.
     buckets: Mutex<HashMap<String, Arc<Bucket>>>,
+    /// Each writable volume directory's size limit, shared by its users.
+    quotas: Mutex<HashMap<PathBuf, Arc<VolumeQuota>>>,
 }
 
 impl Agent {
@@ -221,6 +223,7 @@ impl HostAgent {
                 .unwrap_or(0),
             beat: Notify::new(),
             buckets: Mutex::default(),
+            quotas: Mutex::default(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
@@ -469,10 +472,25 @@ fn grants(agent: &Agent, start: &StartReplica, component: &PodComponent) -> Resu
                 host.display()
             )
         })?;
+        let quota = (!mount.read_only).then(|| {
+            let size = start
+                .volumes
+                .get(&mount.name)
+                .map(|v| v.size.as_u64())
+                .unwrap_or(u64::MAX);
+            agent
+                .quotas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(host.clone())
+                .or_insert_with(|| Arc::new(VolumeQuota::new(&host, size)))
+                .clone()
+        });
         mounts.push(Mount {
             host,
             guest: mount.path.clone(),
             read_only: mount.read_only,
+            quota,
         });
     }
     Ok(Grants {

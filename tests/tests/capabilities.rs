@@ -131,9 +131,23 @@ fn each_capability_works_when_granted_and_is_refused_when_not() {
     assert_eq!(ok(c, "tools/toolbox", "read /data/note.txt"), "hello");
     assert_eq!(ok(c, "tools/toolbox", "ls /data"), "note.txt");
     refused(c, "tools/toolbox", "write /ro/x nope", "os error");
-    assert!(!c.host_data("h1").join("volumes/default/tools/shared/x").exists());
-    refused(c, "tools/bare", "read /data/note.txt", "Capabilities insufficient");
-    refused(c, "tools/bare", "write /tmp/x y", "Capabilities insufficient");
+    assert!(
+        !c.host_data("h1")
+            .join("volumes/default/tools/shared/x")
+            .exists()
+    );
+    refused(
+        c,
+        "tools/bare",
+        "read /data/note.txt",
+        "Capabilities insufficient",
+    );
+    refused(
+        c,
+        "tools/bare",
+        "write /tmp/x y",
+        "Capabilities insufficient",
+    );
 
     // Messaging: an allowed subject arrives; others are refused.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -240,6 +254,50 @@ fn volumes_persist_across_restarts_and_cannot_be_escaped() {
         let err = run(&cluster, "tools/toolbox", &format!("read {path}")).expect_err(path);
         assert!(err.contains("the handler failed"), "{path}: {err}");
     }
+
+    // The data volume holds 16 MiB: a write past it fails in the guest,
+    // nothing of it reaches the disk, and the host goes on.
+    const LIMIT: u64 = 16 << 20;
+    let used = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    refused(
+        &cluster,
+        "tools/toolbox",
+        "fill /data/big 17000000",
+        "No space left on device",
+    );
+    assert!(
+        used(&volume) <= LIMIT,
+        "the volume holds {} bytes",
+        used(&volume)
+    );
+    // Space freed (here by an operator) can be used again.
+    std::fs::remove_file(volume.join("big")).unwrap();
+    assert_eq!(
+        ok(&cluster, "tools/toolbox", "fill /data/medium 8000000"),
+        "ok"
+    );
+    refused(
+        &cluster,
+        "tools/toolbox",
+        "fill /data/more 9000000",
+        "No space left on device",
+    );
+    assert!(
+        used(&volume) <= LIMIT,
+        "the volume holds {} bytes",
+        used(&volume)
+    );
+    assert_eq!(
+        ok(&cluster, "tools/toolbox", "read /data/kept.txt"),
+        "still-here"
+    );
 
     // A new generation replaces the replica on the same host: the data stays.
     let changed = spec(

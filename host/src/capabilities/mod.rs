@@ -62,6 +62,8 @@ pub struct Capabilities {
     pub(crate) messaging: messaging::Messaging,
     pub(crate) keyvalue: keyvalue::KeyValue,
     pub(crate) outbound_http: outbound_http::OutboundHttp,
+    /// The size limits of the writable volumes.
+    pub(crate) quotas: Vec<Arc<volumes::VolumeQuota>>,
 }
 
 impl Capabilities {
@@ -80,6 +82,7 @@ impl Capabilities {
                 component.clone(),
                 grants.allowed_hosts.clone(),
             ),
+            quotas: volumes::quotas(&grants.volumes),
         }
     }
 }
@@ -96,5 +99,5 @@ pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<(
     bindings::keyvalue::add_to_linker::<_, HasSelf<keyvalue::KeyValue>>(linker, |s| {
         &mut s.caps.keyvalue
     })?;
-    Ok(())
+    volumes::add_to_linker(linker)
 }
