@@ -195,6 +195,20 @@ fn each_capability_works_when_granted_and_is_refused_when_not() {
     assert_eq!(ok(c, "tools/toolbox", "kv-get orders/1"), "paid");
     assert_eq!(ok(c, "tools/toolbox", "kv-keys"), "orders/1");
     refused(c, "tools/toolbox", "kv-set bad*key x", "invalid key");
+    // Another app with key-value gets its own bucket and cannot see this one.
+    let other = spec(
+        c,
+        "other.toml",
+        "name = \"other\"\n[components.toolbox]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\nkeyvalue = true\n",
+    );
+    c.ok(&["apply", &other]).unwrap();
+    let seen = c
+        .wait_until("the other app running", Duration::from_secs(20), |c| {
+            Ok(run(c, "other/toolbox", "kv-get orders/1").ok())
+        })
+        .unwrap();
+    assert_eq!(seen, "<none>");
+    assert_eq!(ok(c, "other/toolbox", "kv-keys"), "");
     refused(
         c,
         "tools/bare",
