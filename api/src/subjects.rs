@@ -33,6 +33,13 @@ pub fn invoke_queue_group(namespace: &Name, app: &Name, component: &Name) -> Str
     format!("{namespace}.{app}.{component}")
 }
 
+/// Where the replicas of an http component take requests forwarded by
+/// other hosts' ingresses, in a queue group named by
+/// [`invoke_queue_group`].
+pub fn http(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{PREFIX}.http.{namespace}.{app}.{component}")
+}
+
 /// Where events about an app are published.
 pub fn events(namespace: &Name, app: &Name) -> String {
     format!("{PREFIX}.events.{namespace}.{app}")
@@ -71,8 +78,16 @@ pub mod headers {
     /// Set on a reply when the invocation failed: the failure's label
     /// (`fuel_exhausted`, `deadline`, …). The payload is the message.
     pub const ERROR: &str = "Shoal-Error";
-    /// The replica that served an invocation.
+    /// The replica that served an invocation or request.
     pub const REPLICA: &str = "Shoal-Replica";
+    /// On every HTTP response from an ingress: the host whose replica served it.
+    pub const SERVED_BY: &str = "Shoal-Served-By";
+    /// On a forwarded HTTP request: its method.
+    pub const HTTP_METHOD: &str = "Shoal-Http-Method";
+    /// On a forwarded HTTP request: its path and query.
+    pub const HTTP_PATH: &str = "Shoal-Http-Path";
+    /// On a forwarded HTTP response: its status code.
+    pub const HTTP_STATUS: &str = "Shoal-Http-Status";
 
     /// Every header of a NATS message as name/value pairs, in order.
     #[cfg(feature = "nats")]

@@ -135,6 +135,25 @@ pub struct Heartbeat {
     pub started_at_ms: u64,
     /// Every replica it runs.
     pub replicas: Vec<ReplicaStatus>,
+    /// The HTTP routes its replicas serve, so every host's ingress can
+    /// forward requests for routes it does not serve itself.
+    #[serde(default)]
+    pub routes: Vec<HttpRoute>,
+}
+
+/// An HTTP route a host serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRoute {
+    /// The path prefix.
+    pub prefix: String,
+    /// The app's namespace.
+    pub namespace: Name,
+    /// The app.
+    pub app: Name,
+    /// The http component.
+    pub component: Name,
+    /// Whether a replica behind it is running.
+    pub ready: bool,
 }
 
 impl Heartbeat {

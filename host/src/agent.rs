@@ -141,6 +141,13 @@ impl Agent {
     }
 
     fn heartbeat(&self) -> Heartbeat {
+        let running: std::collections::HashSet<ReplicaId> = self
+            .replicas()
+            .iter()
+            .filter(|(_, r)| matches!(r.state, ReplicaState::Running))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let routes = self.routes.advertised(&|id| running.contains(id));
         let mut replicas: Vec<ReplicaStatus> = self
             .replicas()
             .iter()
@@ -159,6 +166,7 @@ impl Agent {
             http: self.http.clone(),
             started_at_ms: self.started_at_ms,
             replicas,
+            routes,
         }
     }
 
@@ -210,12 +218,20 @@ impl HostAgent {
             None => None,
         };
         let http = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let routes = Arc::new(IngressRoutes::clustered(config.id.clone(), nats.clone()));
+        let peers = nats
+            .subscribe(subjects::ALL_HEARTBEATS)
+            .await
+            .map_err(|e| AgentError::Subscribe {
+                subject: subjects::ALL_HEARTBEATS.into(),
+                reason: e.to_string(),
+            })?;
         let agent = Arc::new(Agent {
             config,
             nats,
             runtime,
             replicas: Mutex::new(HashMap::new()),
-            routes: Arc::new(IngressRoutes::default()),
+            routes,
             http: http.map(|a| a.to_string()),
             started_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -233,6 +249,7 @@ impl HostAgent {
         });
         tasks.spawn(heartbeats(agent.clone(), stop_rx.clone()));
         tasks.spawn(take_commands(agent.clone(), commands, stop_rx.clone()));
+        tasks.spawn(watch_peers(agent.clone(), peers, stop_rx.clone()));
         if let Some(listener) = listener {
             let routes = agent.routes.clone();
             let mut stop = stop_rx.clone();
@@ -286,6 +303,26 @@ async fn heartbeats(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {},
             () = agent.beat.notified() => {},
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Learns from other hosts' heartbeats which routes they serve.
+async fn watch_peers(
+    agent: Arc<Agent>,
+    mut heartbeats: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            msg = heartbeats.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload) {
+            agent.routes.observe(&hb);
         }
     }
 }
@@ -430,7 +467,23 @@ async fn run_replica(agent: Arc<Agent>, start: StartReplica) {
             }
             ComponentKind::Http => {
                 let route = component.spec.route.as_deref().unwrap_or("/");
-                agent.routes.add(route, &id, c);
+                let subject = subjects::http(&id.namespace, &id.app, &component.name);
+                let group = subjects::invoke_queue_group(&id.namespace, &id.app, &component.name);
+                match agent.nats.queue_subscribe(subject.clone(), group).await {
+                    Ok(sub) => serving.push(tokio::spawn(crate::forward::serve_forwarded(
+                        agent.nats.clone(),
+                        c.clone(),
+                        sub,
+                        id.to_string(),
+                        agent.config.id.to_string(),
+                    ))),
+                    Err(e) => {
+                        let reason = format!("cannot subscribe to {subject}: {e}");
+                        agent.set_state(&id, start.revision, ReplicaState::Failed { reason });
+                        return;
+                    }
+                }
+                agent.routes.add(route, &id, &component.name, c);
             }
             ComponentKind::Job => {
                 serving.push(tokio::spawn(async move {

@@ -12,23 +12,47 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use shoal_api::subjects::headers;
+
 use crate::component::LoadedComponent;
 use crate::error::InvokeError;
 use crate::invoke::{HttpResponse, text_response};
 use crate::tunables::HTTP_DRAIN;
 
-/// Finds the component serving a request.
+/// Where a request goes.
+pub enum Target {
+    /// A replica on this host.
+    Local(Arc<LoadedComponent>),
+    /// Replicas elsewhere, reached over NATS.
+    Remote {
+        /// The connection.
+        nats: async_nats::Client,
+        /// The component's HTTP subject.
+        subject: String,
+        /// `namespace/app/component`, for messages.
+        name: String,
+    },
+    /// A route that exists, with no replica ready to serve it.
+    Unready(String),
+}
+
+/// Finds where a request goes.
 pub trait Routes: Send + Sync + 'static {
-    /// The component for `path` on `host`, if any serves it.
-    fn route(&self, host: Option<&str>, path: &str) -> Option<Arc<LoadedComponent>>;
+    /// The target for `path` on `host`, if any route matches.
+    fn route(&self, host: Option<&str>, path: &str) -> Option<Target>;
+
+    /// This host's id, stamped on the responses its replicas serve.
+    fn served_by(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Every path goes to one component: `shoal run --http`.
 pub struct SingleRoute(pub Arc<LoadedComponent>);
 
 impl Routes for SingleRoute {
-    fn route(&self, _host: Option<&str>, _path: &str) -> Option<Arc<LoadedComponent>> {
-        Some(self.0.clone())
+    fn route(&self, _host: Option<&str>, _path: &str) -> Option<Target> {
+        Some(Target::Local(self.0.clone()))
     }
 }
 
@@ -86,18 +110,32 @@ async fn dispatch(routes: &dyn Routes, req: hyper::Request<Incoming>) -> HttpRes
         .and_then(|h| h.to_str().ok())
         .map(|h| h.split(':').next().unwrap_or(h).to_string());
     let path = req.uri().path().to_string();
-    let Some(component) = routes.route(host.as_deref(), &path) else {
-        return text_response(404, format!("no component serves {path}\n"));
-    };
-    match component.handle_http(req).await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::warn!(component = component.name(), error = %err, "request failed");
-            text_response(
-                error_status(&err),
-                format!("component {} failed: {err}\n", component.name()),
-            )
-        }
+    match routes.route(host.as_deref(), &path) {
+        None => text_response(404, format!("no component serves {path}\n")),
+        Some(Target::Unready(name)) => text_response(
+            503,
+            format!("no replica of {name} is ready to serve {path}; try again shortly\n"),
+        ),
+        Some(Target::Local(component)) => match component.handle_http(req).await {
+            Ok(mut response) => {
+                if let Some(Ok(me)) = routes.served_by().map(hyper::header::HeaderValue::from_str) {
+                    response.headers_mut().insert(headers::SERVED_BY, me);
+                }
+                response
+            }
+            Err(err) => {
+                tracing::warn!(component = component.name(), error = %err, "request failed");
+                text_response(
+                    error_status(&err),
+                    format!("component {} failed: {err}\n", component.name()),
+                )
+            }
+        },
+        Some(Target::Remote {
+            nats,
+            subject,
+            name,
+        }) => crate::forward::forward(&nats, subject, &name, req).await,
     }
 }
 

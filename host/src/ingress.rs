@@ -1,34 +1,125 @@
 //! The host's HTTP ingress routing table: one listener serves every http
 //! component the host runs, chosen by the longest matching route prefix.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use shoal_api::wire::ReplicaId;
+use shoal_api::subjects;
+use shoal_api::wire::{Heartbeat, HostId, HttpRoute, ReplicaId};
 
 use crate::component::LoadedComponent;
-use crate::http::Routes;
+use crate::http::{Routes, Target};
+
+/// Routes another host advertised longer ago than this are ignored: the
+/// host is probably gone.
+const REMOTE_ROUTE_TTL: Duration = Duration::from_secs(3);
 
 struct Route {
     prefix: String,
     replica: ReplicaId,
+    component_name: shoal_api::Name,
     component: Arc<LoadedComponent>,
 }
 
-/// Routes by path prefix to the http components of local replicas.
+/// Routes by path prefix: to the http components of local replicas first,
+/// else over NATS to replicas other hosts advertise in their heartbeats.
 #[derive(Default)]
 pub struct IngressRoutes {
     routes: RwLock<Vec<Route>>,
     next: AtomicUsize,
+    remote: RwLock<HashMap<HostId, (Instant, Vec<HttpRoute>)>>,
+    cluster: Option<(HostId, async_nats::Client)>,
 }
 
 impl IngressRoutes {
-    /// Serves `prefix` with `component` of `replica`.
-    pub fn add(&self, prefix: &str, replica: &ReplicaId, component: Arc<LoadedComponent>) {
+    /// A table that can also forward to other hosts of the cluster.
+    pub fn clustered(me: HostId, nats: async_nats::Client) -> Self {
+        IngressRoutes {
+            cluster: Some((me, nats)),
+            ..Default::default()
+        }
+    }
+
+    /// Learns the routes another host serves from its heartbeat.
+    pub fn observe(&self, heartbeat: &Heartbeat) {
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|(me, _)| me == &heartbeat.host)
+        {
+            return;
+        }
+        self.remote
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                heartbeat.host.clone(),
+                (Instant::now(), heartbeat.routes.clone()),
+            );
+    }
+
+    /// The routes of the local replicas, for this host's heartbeat.
+    pub fn advertised(&self, running: &dyn Fn(&ReplicaId) -> bool) -> Vec<HttpRoute> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<HttpRoute> = Vec::new();
+        for r in routes.iter() {
+            let ready = running(&r.replica);
+            match out.iter_mut().find(|o| {
+                o.prefix == r.prefix && o.app == r.replica.app && o.namespace == r.replica.namespace
+            }) {
+                Some(o) => o.ready |= ready,
+                None => out.push(HttpRoute {
+                    prefix: if r.prefix.is_empty() {
+                        "/".into()
+                    } else {
+                        r.prefix.clone()
+                    },
+                    namespace: r.replica.namespace.clone(),
+                    app: r.replica.app.clone(),
+                    component: r.component_name.clone(),
+                    ready,
+                }),
+            }
+        }
+        out
+    }
+
+    fn remote_target(&self, path: &str) -> Option<Target> {
+        let (_, nats) = self.cluster.as_ref()?;
+        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let best = remote
+            .values()
+            .filter(|(seen, _)| now.duration_since(*seen) <= REMOTE_ROUTE_TTL)
+            .flat_map(|(_, routes)| routes.iter())
+            .filter(|r| matches(r.prefix.trim_end_matches('/'), path))
+            .max_by_key(|r| (r.prefix.len(), r.ready))?;
+        let name = format!("{}/{}/{}", best.namespace, best.app, best.component);
+        if !best.ready {
+            return Some(Target::Unready(name));
+        }
+        Some(Target::Remote {
+            nats: nats.clone(),
+            subject: subjects::http(&best.namespace, &best.app, &best.component),
+            name,
+        })
+    }
+
+    /// Serves `prefix` with `component` (called `name`) of `replica`.
+    pub fn add(
+        &self,
+        prefix: &str,
+        replica: &ReplicaId,
+        name: &shoal_api::Name,
+        component: Arc<LoadedComponent>,
+    ) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.push(Route {
             prefix: prefix.trim_end_matches('/').to_string(),
             replica: replica.clone(),
+            component_name: name.clone(),
             component,
         });
         // Longest prefix first.
@@ -51,13 +142,20 @@ fn matches(prefix: &str, path: &str) -> bool {
 }
 
 impl Routes for IngressRoutes {
-    fn route(&self, _host: Option<&str>, path: &str) -> Option<Arc<LoadedComponent>> {
+    fn served_by(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|(me, _)| me.as_str())
+    }
+
+    fn route(&self, _host: Option<&str>, path: &str) -> Option<Target> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let best = routes.iter().find(|r| matches(&r.prefix, path))?;
+        let Some(best) = routes.iter().find(|r| matches(&r.prefix, path)) else {
+            drop(routes);
+            return self.remote_target(path);
+        };
         // Spread requests over the local replicas serving the same prefix.
         let same: Vec<&Route> = routes.iter().filter(|r| r.prefix == best.prefix).collect();
         let i = self.next.fetch_add(1, Ordering::Relaxed) % same.len();
-        Some(same[i].component.clone())
+        Some(Target::Local(same[i].component.clone()))
     }
 }
 

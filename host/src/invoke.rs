@@ -79,7 +79,8 @@ impl LoadedComponent {
         request: hyper::Request<B>,
     ) -> Result<HttpResponse, InvokeError>
     where
-        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let Entry::Http(pre) = &self.entry else {
             return Err(self.wrong_kind("only http components serve HTTP"));

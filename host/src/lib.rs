@@ -30,6 +30,7 @@ pub mod capabilities;
 mod component;
 mod engine;
 mod error;
+mod forward;
 pub mod http;
 pub mod ingress;
 mod invoke;

@@ -32,8 +32,11 @@ pub const POOL_MAX_MEMORY: usize = 4 << 30;
 /// Bytes a guest may buffer in one write to stdout/stderr.
 pub const LOG_WRITE_BUDGET: usize = 64 * 1024;
 
-/// Largest HTTP request body the host reads into a guest.
+/// Largest HTTP request body an ingress forwards to another host.
 pub const MAX_HTTP_BODY: usize = 16 << 20;
+
+/// How long an ingress waits for another host to answer a forwarded request.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a graceful HTTP shutdown waits for requests in flight.
 pub const HTTP_DRAIN: Duration = Duration::from_secs(5);

@@ -97,6 +97,7 @@ impl SimHost {
             http: None,
             started_at_ms: self.started_at_ms,
             replicas: self.replicas.lock().unwrap().values().cloned().collect(),
+            routes: Vec::new(),
         }
     }
 }

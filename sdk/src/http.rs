@@ -112,14 +112,7 @@ pub fn get(url: &str) -> Result<Response, String> {
     let stream = incoming
         .stream()
         .map_err(|()| "the response body stream was already taken".to_string())?;
-    let mut bytes = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
-        }
-    }
+    let bytes = read_all(&stream)?;
     Ok(Response {
         status,
         headers,
@@ -198,17 +191,22 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
     let stream = incoming
         .stream()
         .map_err(|()| "the request body stream was already taken".to_string())?;
+    let body = read_all(&stream)?;
+    drop(stream);
+    IncomingBody::finish(incoming);
+    Ok(body)
+}
+
+/// Reads a body stream to its end.
+fn read_all(stream: &wasip2::io::streams::InputStream) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => break,
+            Err(StreamError::Closed) => return Ok(body),
             Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
         }
     }
-    drop(stream);
-    IncomingBody::finish(incoming);
-    Ok(body)
 }
 
 fn write_response(response: Response, response_out: ResponseOutparam) {

@@ -247,6 +247,18 @@ pub struct HttpReply {
     pub status: u16,
     /// The body, decoded from chunked transfer encoding if needed.
     pub body: String,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpReply {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Sends one request and reads the whole response, within `limit`.
@@ -283,7 +295,17 @@ pub fn http_request(
     } else {
         body.to_string()
     };
-    Ok(HttpReply { status, body })
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpReply {
+        status,
+        body,
+        headers,
+    })
 }
 
 fn dechunk(mut body: &str) -> anyhow::Result<String> {
