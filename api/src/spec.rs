@@ -200,6 +200,10 @@ pub struct ComponentSpec {
     /// For `worker` components: the subject of the JetStream work queue to consume.
     #[serde(default)]
     pub queue: Option<String>,
+    /// For queue workers: deliveries of one message before it goes to the
+    /// dead-letter subject.
+    #[serde(default = "ComponentSpec::default_max_deliver")]
+    pub max_deliver: u32,
     /// Scale by queue depth instead of a fixed replica count.
     #[serde(default)]
     pub autoscale: Option<Autoscale>,
@@ -275,6 +279,12 @@ impl<'de> Deserialize<'de> for KeyValueGrant {
             )),
             Raw::Table(t) => Ok(KeyValueGrant { retain: t.retain }),
         }
+    }
+}
+
+impl ComponentSpec {
+    fn default_max_deliver() -> u32 {
+        5
     }
 }
 
@@ -560,6 +570,17 @@ impl AppSpec {
                         c.kind
                     ),
                 );
+            }
+            if let Some(queue) = &c.queue
+                && (!valid_subject_pattern(queue) || queue.contains(['*', '>']))
+            {
+                problems.at(
+                    at("queue"),
+                    format!("queue {queue:?} is not a subject: use dot-separated tokens without wildcards, like \"orders.created\""),
+                );
+            }
+            if c.max_deliver == 0 || c.max_deliver > 100 {
+                problems.at(at("max_deliver"), "max_deliver must be between 1 and 100");
             }
             if c.replicas > MAX_REPLICAS {
                 problems.at(

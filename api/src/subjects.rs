@@ -40,6 +40,25 @@ pub fn http(namespace: &Name, app: &Name, component: &Name) -> String {
     format!("{PREFIX}.http.{namespace}.{app}.{component}")
 }
 
+/// The JetStream work-queue stream holding a worker's `queue` subject.
+pub fn queue_stream(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("SHOAL_Q_{namespace}_{app}_{component}")
+}
+
+/// The durable pull consumer every replica of a queue worker shares.
+pub const QUEUE_CONSUMER: &str = "shoal-workers";
+
+/// Where a worker's messages go after their last failed delivery.
+pub fn dead_letters(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{PREFIX}.dead.{namespace}.{app}.{component}")
+}
+
+/// Every dead-letter subject.
+pub const ALL_DEAD_LETTERS: &str = "shoal.v1.dead.>";
+
+/// The stream keeping dead letters until the user reads them.
+pub const DEAD_LETTER_STREAM: &str = "SHOAL_DEAD";
+
 /// Where events about an app are published.
 pub fn events(namespace: &Name, app: &Name) -> String {
     format!("{PREFIX}.events.{namespace}.{app}")
@@ -82,6 +101,12 @@ pub mod headers {
     pub const REPLICA: &str = "Shoal-Replica";
     /// On every HTTP response from an ingress: the host whose replica served it.
     pub const SERVED_BY: &str = "Shoal-Served-By";
+    /// On a dead letter: the subject it was first published on.
+    pub const DEAD_SUBJECT: &str = "Shoal-Dead-Subject";
+    /// On a dead letter: why its last delivery failed.
+    pub const DEAD_REASON: &str = "Shoal-Dead-Reason";
+    /// On a dead letter: how many times it was delivered.
+    pub const DEAD_DELIVERIES: &str = "Shoal-Dead-Deliveries";
     /// On a forwarded HTTP request: its method.
     pub const HTTP_METHOD: &str = "Shoal-Http-Method";
     /// On a forwarded HTTP request: its path and query.

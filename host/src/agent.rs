@@ -449,6 +449,15 @@ async fn run_replica(agent: Arc<Agent>, start: StartReplica) {
     for (component, c) in loaded {
         match component.spec.kind {
             ComponentKind::Worker => {
+                if component.spec.queue.is_some() {
+                    serving.push(tokio::spawn(crate::queue::consume(
+                        agent.nats.clone(),
+                        id.clone(),
+                        component.name.clone(),
+                        c.clone(),
+                        component.spec.max_deliver,
+                    )));
+                }
                 let subject = subjects::invoke(&id.namespace, &id.app, &component.name);
                 let group = subjects::invoke_queue_group(&id.namespace, &id.app, &component.name);
                 match agent.nats.queue_subscribe(subject.clone(), group).await {

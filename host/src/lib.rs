@@ -36,6 +36,7 @@ pub mod ingress;
 mod invoke;
 mod limiter;
 pub mod logs;
+mod queue;
 mod runtime;
 mod state;
 pub mod tunables;

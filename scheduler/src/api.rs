@@ -21,7 +21,7 @@ use shoal_api::{AppSpec, ComponentKind, Digest, MAX_REPLICAS, Name, subjects};
 
 use crate::reconcile::replica_id;
 use crate::state::{App, State as SchedulerState, StoredApp, event, millis};
-use crate::tunables::{INVOKE_TIMEOUT, MAX_COMPONENT_BYTES};
+use crate::tunables::{INVOKE_TIMEOUT, MAX_COMPONENT_BYTES, QUEUE_ACK_MARGIN};
 use crate::{SchedulerError, Shared, artifact};
 
 type Shared_ = Arc<Shared>;
@@ -196,6 +196,15 @@ async fn apply(
             unchanged,
             plan,
         }));
+    }
+    for (name, component) in &stored.spec.components {
+        if let Some(queue) = &component.queue {
+            let stream = subjects::queue_stream(&stored.spec.namespace, &stored.spec.name, name);
+            // A delivery not acked within the deadline and a margin is
+            // handed to another replica: the one holding it is gone.
+            let ack_wait = component.limits.timeout.get() + QUEUE_ACK_MARGIN;
+            shared.store.ensure_queue(&stream, queue, ack_wait).await?;
+        }
     }
     let revision = shared.store.put_app(&key, &stored).await?;
     let e = event(

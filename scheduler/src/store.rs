@@ -9,7 +9,8 @@ use futures::StreamExt;
 use shoal_api::Digest;
 use shoal_api::resources::Event;
 use shoal_api::subjects::{
-    ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, EVENTS_STREAM, SECRETS_BUCKET,
+    ALL_DEAD_LETTERS, ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, DEAD_LETTER_STREAM,
+    EVENTS_STREAM, QUEUE_CONSUMER, SECRETS_BUCKET,
 };
 use tokio::io::AsyncReadExt;
 
@@ -75,6 +76,14 @@ impl Store {
         })
         .await
         .map_err(|e| unavailable("opening the events stream", e))?;
+        js.get_or_create_stream(stream::Config {
+            name: DEAD_LETTER_STREAM.to_string(),
+            subjects: vec![ALL_DEAD_LETTERS.to_string()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable("opening the dead-letter stream", e))?;
         Ok(Store {
             kv,
             secrets,
@@ -160,6 +169,45 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(|e| unavailable("storing the secret", e))
+    }
+
+    /// Makes sure a queue worker's work-queue stream and shared durable
+    /// consumer exist, so messages published before any replica runs are
+    /// kept. Refuses a subject another stream already holds.
+    pub async fn ensure_queue(
+        &self,
+        stream_name: &str,
+        subject: &str,
+        ack_wait: Duration,
+    ) -> Result<(), SchedulerError> {
+        let stream = self
+            .js
+            .get_or_create_stream(stream::Config {
+                name: stream_name.to_string(),
+                subjects: vec![subject.to_string()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                SchedulerError::Invalid(format!(
+                    "cannot create the work queue for subject {subject:?}: {e} (is another app's queue using it?)"
+                ))
+            })?;
+        stream
+            .get_or_create_consumer(
+                QUEUE_CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(QUEUE_CONSUMER.to_string()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable("creating the queue consumer", e))?;
+        Ok(())
     }
 
     /// Removes an app's key-value bucket, if it has one.

@@ -37,3 +37,7 @@ pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest component the API accepts.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// Added to a queue worker's timeout to get its consumer's ack wait: how
+/// long a delivery may go unacknowledged before it is redelivered.
+pub const QUEUE_ACK_MARGIN: Duration = Duration::from_secs(4);

@@ -192,6 +192,19 @@ impl Cluster {
             .trim()
             .parse()?;
         self.hosts.push((name.to_string(), h));
+        // Ready once the scheduler has heard its heartbeat.
+        if self.scheduler.is_some() {
+            self.wait_until(
+                &format!("host {name} known to the scheduler"),
+                START_LIMIT,
+                |c| {
+                    Ok(c.hosts()?
+                        .iter()
+                        .any(|h| h.id.as_str() == name && h.state == "ready")
+                        .then_some(()))
+                },
+            )?;
+        }
         Ok(addr)
     }
 

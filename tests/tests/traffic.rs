@@ -36,6 +36,21 @@ fn any_host_ingress_reaches_replicas_anywhere() {
 
     // Two replicas, one per host: requests through either ingress succeed,
     // and each host's replica serves a share.
+    cluster
+        .wait_until("all three replicas running", Duration::from_secs(20), |c| {
+            let pods = c.pods()?;
+            Ok((pods.len() == 3
+                && pods.iter().all(|p| {
+                    matches!(
+                        p.state,
+                        shoal_api::resources::PodState::Host(
+                            shoal_api::wire::ReplicaState::Running
+                        )
+                    )
+                }))
+            .then_some(()))
+        })
+        .unwrap();
     let served = cluster
         .wait_until(
             "both ingresses serving /web",
@@ -49,14 +64,22 @@ fn any_host_ingress_reaches_replicas_anywhere() {
         .unwrap();
     assert_eq!(served.0.body, "Hello from Shoal! You asked for /web/a\n");
     let mut hosts = BTreeSet::new();
+    let mut trail = Vec::new();
     for i in 0..20 {
         for addr in [a1, a2] {
             let r = get(addr, &format!("/web/{i}"));
             assert_eq!(r.status, 200, "{r:?}");
-            hosts.insert(r.header("shoal-served-by").unwrap().to_string());
+            let by = r.header("shoal-served-by").unwrap().to_string();
+            trail.push(format!("{addr}->{by}"));
+            hosts.insert(by);
         }
     }
-    assert_eq!(hosts, BTreeSet::from(["h1".to_string(), "h2".to_string()]));
+    assert_eq!(
+        hosts,
+        BTreeSet::from(["h1".to_string(), "h2".to_string()]),
+        "{trail:?} {:?}",
+        cluster.pods().unwrap()
+    );
 
     // One replica: the ingress of the host without it forwards over NATS.
     let pods = cluster.pods().unwrap();
@@ -107,4 +130,177 @@ fn any_host_ingress_reaches_replicas_anywhere() {
     let missing = get(a1, "/nothing/here");
     assert_eq!(missing.status, 404);
     assert_eq!(missing.body, "no component serves /nothing/here\n");
+}
+
+const JOBS: &str = r#"
+name = "jobs"
+
+[components.worker]
+source = "SOURCE"
+kind = "worker"
+queue = "jobs.in"
+max_deliver = 3
+replicas = 2
+limits = { memory = "16MiB", timeout = "1s" }
+messaging = { publish = ["jobs.>"] }
+"#;
+
+fn apply_jobs(cluster: &Cluster) {
+    let text = JOBS.replace(
+        "SOURCE",
+        &wasm_path("queue-worker").unwrap().display().to_string(),
+    );
+    let path = cluster.dir().join("jobs.toml");
+    std::fs::write(&path, text).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    cluster
+        .wait_until("two workers running", Duration::from_secs(20), |c| {
+            let pods = c.pods()?;
+            Ok((pods
+                .iter()
+                .filter(|p| {
+                    matches!(
+                        p.state,
+                        shoal_api::resources::PodState::Host(
+                            shoal_api::wire::ReplicaState::Running
+                        )
+                    )
+                })
+                .count()
+                == 2)
+                .then_some(()))
+        })
+        .unwrap();
+}
+
+/// Publishes `jobs` to the work queue, each acknowledged by JetStream.
+async fn publish(js: &async_nats::jetstream::Context, jobs: impl Iterator<Item = String>) {
+    let mut acks = Vec::new();
+    for job in jobs {
+        acks.push(
+            js.publish("jobs.in", job.into_bytes().into())
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+}
+
+/// Collects unique finished jobs into `done` until it holds `n` or `limit` passes.
+async fn collect_into(
+    sub: &mut async_nats::Subscriber,
+    done: &mut BTreeSet<String>,
+    n: usize,
+    limit: Duration,
+) {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    while done.len() < n {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(msg)) => {
+                done.insert(String::from_utf8_lossy(&msg.payload).into_owned());
+            }
+            _ => break,
+        }
+    }
+}
+
+/// Collects unique finished jobs until `n` are seen or `limit` passes.
+async fn collect(sub: &mut async_nats::Subscriber, n: usize, limit: Duration) -> BTreeSet<String> {
+    let mut done = BTreeSet::new();
+    collect_into(sub, &mut done, n, limit).await;
+    done
+}
+
+#[test]
+fn a_work_queue_is_processed_whole_and_poison_is_dead_lettered() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    cluster.start_host("h2", "").unwrap();
+    apply_jobs(&cluster);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+        let mut done = nats.subscribe("jobs.done").await.unwrap();
+        let mut dead = nats
+            .subscribe("shoal.v1.dead.default.jobs.worker")
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+        let js = async_nats::jetstream::new(nats.clone());
+        let jobs: Vec<String> = (0..2000).map(|i| format!("job-{i}")).collect();
+        publish(&js, jobs.iter().take(1000).cloned()).await;
+        publish(&js, std::iter::once("trap-1".to_string())).await;
+        publish(&js, jobs.iter().skip(1000).cloned()).await;
+
+        let seen = collect(&mut done, jobs.len(), Duration::from_secs(60)).await;
+        let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} jobs never done: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+
+        // The poison job, after its three attempts, and with the reason.
+        use futures::StreamExt;
+        let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&letter.payload[..], b"trap-1");
+        let h = letter.headers.unwrap();
+        assert_eq!(h.get("Shoal-Dead-Deliveries").unwrap().as_str(), "3");
+        assert_eq!(h.get("Shoal-Dead-Subject").unwrap().as_str(), "jobs.in");
+        assert!(
+            h.get("Shoal-Dead-Reason")
+                .unwrap()
+                .as_str()
+                .contains("trapped"),
+            "{h:?}"
+        );
+        // The dead letter is kept for the user to read.
+        let stream = js.get_stream("SHOAL_DEAD").await.unwrap();
+        let kept = stream
+            .get_last_raw_message_by_subject("shoal.v1.dead.default.jobs.worker")
+            .await
+            .unwrap();
+        assert_eq!(&kept.payload[..], b"trap-1");
+    });
+}
+
+#[test]
+fn no_message_is_lost_when_a_host_dies_mid_work() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    cluster.start_host("h2", "").unwrap();
+    apply_jobs(&cluster);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (js, mut done) = rt.block_on(async {
+        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+        let done = nats.subscribe("jobs.done").await.unwrap();
+        nats.flush().await.unwrap();
+        (async_nats::jetstream::new(nats), done)
+    });
+    // Slow jobs, so both hosts hold unacknowledged ones when h1 dies.
+    let jobs: Vec<String> = (0..600).map(|i| format!("slow-{i}")).collect();
+    rt.block_on(publish(&js, jobs.iter().cloned()));
+    let mut seen = rt.block_on(collect(&mut done, 50, Duration::from_secs(30)));
+    assert!(!seen.is_empty(), "work started");
+    cluster.kill_host("h1");
+    rt.block_on(collect_into(
+        &mut done,
+        &mut seen,
+        jobs.len(),
+        Duration::from_secs(90),
+    ));
+    let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} jobs lost with the host: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
