@@ -61,6 +61,9 @@ pub struct ComponentSummary {
     pub desired: u32,
     /// Replicas running.
     pub running: u32,
+    /// The autoscaler's last decision, with the numbers it used.
+    #[serde(default)]
+    pub last_scale: Option<String>,
 }
 
 /// An app, in lists.

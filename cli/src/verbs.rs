@@ -411,6 +411,11 @@ fn print_detail(d: &AppDetail) {
                 .unwrap_or_default()
         );
     }
+    for c in &s.components {
+        if let Some(why) = &c.last_scale {
+            println!("Autoscaler: {why}");
+        }
+    }
     println!("Pods:");
     for p in &d.pods {
         println!(

@@ -263,7 +263,7 @@ async fn list_apps(State(shared): State<Shared_>) -> Json<Vec<AppSummary>> {
         state
             .apps
             .values()
-            .map(|app| summary(app, &running))
+            .map(|app| summary(&state, app, &running))
             .collect(),
     )
 }
@@ -293,30 +293,38 @@ fn running_replicas(
 }
 
 fn summary(
+    state: &SchedulerState,
     app: &App,
     running: &HashMap<ReplicaId, (shoal_api::wire::HostId, ReplicaState, u64)>,
 ) -> AppSummary {
     let spec = &app.stored.spec;
+    let key = subjects::app_key(&spec.namespace, &spec.name);
     let mut components = Vec::new();
     let mut all_running = true;
     let mut any_running = false;
     for pod in spec.pods() {
-        let up = (0..pod.replicas)
+        let desired = state.replicas_of(&key, &pod);
+        let last_scale = state
+            .scale
+            .get(&(key.clone(), pod.name.clone()))
+            .and_then(|s| s.last_decision.clone());
+        let up = (0..desired)
             .filter(|i| {
                 running
                     .get(&replica_id(spec, &pod.name, *i))
                     .is_some_and(|(_, s, _)| matches!(s, ReplicaState::Running))
             })
             .count() as u32;
-        all_running &= up == pod.replicas;
+        all_running &= up == desired;
         any_running |= up > 0;
         for (name, c) in &pod.components {
             components.push(ComponentSummary {
                 name: (*name).clone(),
                 kind: c.kind,
                 pod: pod.name.clone(),
-                desired: pod.replicas,
+                desired,
                 running: up,
+                last_scale: last_scale.clone(),
             });
         }
     }
@@ -339,10 +347,11 @@ fn summary(
 fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
     let running = running_replicas(state);
     let spec = &app.stored.spec;
+    let key = subjects::app_key(&spec.namespace, &spec.name);
     let mut pods = Vec::new();
     for pod in spec.pods() {
         let components: Vec<Name> = pod.components.iter().map(|(n, _)| (*n).clone()).collect();
-        for i in 0..pod.replicas {
+        for i in 0..state.replicas_of(&key, &pod) {
             let id = replica_id(spec, &pod.name, i);
             let info = match running.get(&id) {
                 Some((host, s, revision)) => PodInfo {
@@ -381,7 +390,7 @@ async fn describe(
     let running = running_replicas(&state);
     let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
     Ok(Json(AppDetail {
-        summary: summary(app, &running),
+        summary: summary(&state, app, &running),
         spec: app.stored.spec.clone(),
         digests: app.stored.digests.clone(),
         pods: pods_of(&state, app),

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod artifact;
+pub mod autoscale;
 pub mod placement;
 pub mod reconcile;
 pub mod secrets;
@@ -219,6 +220,7 @@ impl Scheduler {
             stop_rx.clone(),
         ));
         tasks.spawn(run_reconciler(shared.clone(), stop_rx.clone()));
+        tasks.spawn(autoscale::run(shared.clone(), stop_rx.clone()));
         let router = api::router(shared.clone());
         let mut api_stop = stop_rx;
         tasks.spawn(async move {

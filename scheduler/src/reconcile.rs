@@ -129,13 +129,18 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
 
     let mut candidates = candidates(state, now);
 
-    let apps: Vec<App> = state.apps.values().cloned().collect();
+    let apps: Vec<(String, App)> = state
+        .apps
+        .iter()
+        .map(|(k, a)| (k.clone(), a.clone()))
+        .collect();
     let mut desired: std::collections::HashSet<ReplicaId> = std::collections::HashSet::new();
-    for app in &apps {
+    for (key, app) in &apps {
         let spec = &app.stored.spec;
         for pod in spec.pods() {
+            let replicas = state.replicas_of(key, &pod);
             let mut pod_on_host: HashMap<HostId, u32> = HashMap::new();
-            for i in 0..pod.replicas {
+            for i in 0..replicas {
                 if let Some(list) = seen.get(&replica_id(spec, &pod.name, i)) {
                     for s in list {
                         *pod_on_host.entry(s.host.clone()).or_default() += 1;
@@ -151,7 +156,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                 labels.extend(c.placement.labels.clone());
                 spread = spread.or(c.placement.spread.as_deref());
             }
-            for i in 0..pod.replicas {
+            for i in 0..replicas {
                 let id = replica_id(spec, &pod.name, i);
                 desired.insert(id.clone());
                 let list = seen.get(&id).cloned().unwrap_or_default();

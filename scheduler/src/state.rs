@@ -134,6 +134,51 @@ pub struct State {
     /// Zeroed when dropped; sent only to hosts running a component that
     /// lists them.
     pub secrets: HashMap<String, shoal_api::SecretValue>,
+    /// Replicas the autoscaler wants, by app key and pod.
+    pub scale: HashMap<(String, Name), ScaleState>,
+}
+
+/// The autoscaler's view of one pod.
+#[derive(Debug, Clone)]
+pub struct ScaleState {
+    /// Replicas wanted now.
+    pub desired: u32,
+    /// When messages were last waiting or in flight.
+    pub last_active: Instant,
+    /// Since when fewer replicas have been wanted.
+    pub low_since: Option<Instant>,
+    /// The last decision, with the numbers it used.
+    pub last_decision: Option<String>,
+}
+
+impl ScaleState {
+    /// Starting at `desired`.
+    pub fn new(desired: u32, now: Instant) -> Self {
+        ScaleState {
+            desired,
+            last_active: now,
+            low_since: None,
+            last_decision: None,
+        }
+    }
+}
+
+impl State {
+    /// Replicas of `pod` of the app at `key` to run: the autoscaler's
+    /// figure for autoscaled pods (starting at `min`), else the spec's.
+    pub fn replicas_of(&self, key: &str, pod: &shoal_api::PodSpec<'_>) -> u32 {
+        let auto = pod
+            .components
+            .iter()
+            .find_map(|(_, c)| c.autoscale.as_ref());
+        match auto {
+            Some(auto) => self
+                .scale
+                .get(&(key.to_string(), pod.name.clone()))
+                .map_or(auto.min, |s| s.desired),
+            None => pod.replicas,
+        }
+    }
 }
 
 impl State {

@@ -41,3 +41,10 @@ pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// Added to a queue worker's timeout to get its consumer's ack wait: how
 /// long a delivery may go unacknowledged before it is redelivered.
 pub const QUEUE_ACK_MARGIN: Duration = Duration::from_secs(4);
+
+/// How often the autoscaler reads queue depths.
+pub const AUTOSCALE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long fewer replicas must be wanted (with work still waiting) before
+/// the autoscaler scales down: a dip in the backlog is not a trend.
+pub const SCALE_DOWN_WINDOW: Duration = Duration::from_secs(10);

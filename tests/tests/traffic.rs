@@ -304,3 +304,115 @@ fn no_message_is_lost_when_a_host_dies_mid_work() {
         &missing[..missing.len().min(5)]
     );
 }
+
+#[test]
+fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    cluster.start_host("h2", "").unwrap();
+    let text = JOBS
+        .replace(
+            "SOURCE",
+            &wasm_path("queue-worker").unwrap().display().to_string(),
+        )
+        .replace(
+            "replicas = 2",
+            "autoscale = { min = 0, max = 4, target_queue_depth = 100, idle = \"2s\" }",
+        )
+        .replace("name = \"jobs\"", "name = \"auto\"")
+        .replace("\"jobs.in\"", "\"auto.in\"");
+    let path = cluster.dir().join("auto.toml");
+    std::fs::write(&path, text).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        cluster.pods().unwrap().is_empty(),
+        "min = 0: no replica while the queue is empty"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (js, mut done) = rt.block_on(async {
+        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+        let done = nats.subscribe("jobs.done").await.unwrap();
+        nats.flush().await.unwrap();
+        (async_nats::jetstream::new(nats), done)
+    });
+    let publish_to = |jobs: Vec<String>| {
+        rt.block_on(async {
+            let mut acks = Vec::new();
+            for job in jobs {
+                acks.push(
+                    js.publish("auto.in", job.into_bytes().into())
+                        .await
+                        .unwrap(),
+                );
+            }
+            for ack in acks {
+                ack.await.unwrap();
+            }
+        })
+    };
+
+    // From zero: the first message is handled within moments (this first
+    // time the hosts also compile the component).
+    let started = std::time::Instant::now();
+    publish_to(vec!["first".to_string()]);
+    let first = rt.block_on(collect(&mut done, 1, Duration::from_secs(10)));
+    let cold = started.elapsed();
+    assert!(first.contains("first"), "{first:?}");
+    assert!(
+        cold < Duration::from_secs(5),
+        "scaled from zero (cold) in {cold:?}"
+    );
+
+    // A large backlog: up towards max, every message processed.
+    let jobs: Vec<String> = (0..5000).map(|i| format!("job-{i}")).collect();
+    publish_to(jobs.clone());
+    let peak = cluster
+        .wait_until("scaled up for the backlog", Duration::from_secs(20), |c| {
+            let apps = c.apps()?;
+            let desired = apps
+                .iter()
+                .flat_map(|a| &a.components)
+                .map(|c| c.desired)
+                .max()
+                .unwrap_or(0);
+            Ok((desired > 1).then_some(desired))
+        })
+        .unwrap();
+    assert!(peak <= 4, "never past max: {peak}");
+    let mut seen = first;
+    rt.block_on(collect_into(
+        &mut done,
+        &mut seen,
+        jobs.len() + 1,
+        Duration::from_secs(120),
+    ));
+    let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
+    assert!(missing.is_empty(), "{} jobs never done", missing.len());
+    let describe = cluster.ok(&["describe", "app", "auto"]).unwrap();
+    assert!(describe.contains("Autoscaler: worker scaled"), "{describe}");
+    assert!(describe.contains("target 100 per replica"), "{describe}");
+
+    // Idle: back to zero.
+    cluster
+        .wait_until("back to zero after idle", Duration::from_secs(20), |c| {
+            Ok(c.pods()?.is_empty().then_some(()))
+        })
+        .unwrap();
+
+    // From zero again, with the component already compiled on the hosts:
+    // within a second of the first message.
+    let started = std::time::Instant::now();
+    publish_to(vec!["again".to_string()]);
+    let again = rt.block_on(collect(&mut done, 1, Duration::from_secs(10)));
+    let warm = started.elapsed();
+    assert!(again.contains("again"), "{again:?}");
+    assert!(
+        warm < Duration::from_secs(1),
+        "scaled from zero (warm) in {warm:?}"
+    );
+    eprintln!(
+        "from zero to the first job done: cold {cold:?}, warm {warm:?}; peak {peak} replicas"
+    );
+}
