@@ -169,6 +169,10 @@ pub struct ComponentSpec {
     /// For `http` components: the path prefix it serves, such as `/orders`.
     #[serde(default)]
     pub route: Option<String>,
+    /// For `http` components: serve only requests for this host name (the
+    /// `Host` header, without port), such as `shop.example.com`.
+    #[serde(default)]
+    pub host: Option<String>,
     /// How many replicas to run (ignored when `autoscale` is set).
     #[serde(default = "one")]
     pub replicas: u32,
@@ -529,7 +533,7 @@ impl AppSpec {
                 "the app has no components: add a [components.<name>] table with at least `source` and `kind`",
             );
         }
-        let mut routes: BTreeMap<&str, &Name> = BTreeMap::new();
+        let mut routes: BTreeMap<(&str, &str), &Name> = BTreeMap::new();
         for (name, c) in &self.components {
             let at = |key: &str| {
                 span_of(doc, &["components", name.as_str(), key])
@@ -547,9 +551,10 @@ impl AppSpec {
                     "an http component needs a `route`, the path prefix it serves, such as \"/orders\"",
                 ),
                 (ComponentKind::Http, Some(route)) => {
+                    let host = c.host.as_deref().unwrap_or("");
                     if !route.starts_with('/') {
                         problems.at(at("route"), format!("route {route:?} must start with '/'"));
-                    } else if let Some(other) = routes.insert(route.as_str(), name) {
+                    } else if let Some(other) = routes.insert((host, route.as_str()), name) {
                         problems.at(
                             at("route"),
                             format!("route {route:?} is already served by component {other}"),
@@ -561,6 +566,23 @@ impl AppSpec {
                     format!("a {kind} component takes no `route`: only http components serve HTTP"),
                 ),
                 _ => {}
+            }
+            if c.host.is_some() && c.kind != ComponentKind::Http {
+                problems.at(
+                    at("host"),
+                    format!(
+                        "a {} component takes no `host`: only http components serve HTTP",
+                        c.kind
+                    ),
+                );
+            }
+            if let Some(host) = &c.host
+                && (host.is_empty() || host.contains(['/', ':', ' ']))
+            {
+                problems.at(
+                    at("host"),
+                    format!("{host:?} is not a host name: write it without scheme, port or path, like \"shop.example.com\""),
+                );
             }
             if c.queue.is_some() && c.kind != ComponentKind::Worker {
                 problems.at(

@@ -146,6 +146,9 @@ pub struct Heartbeat {
 pub struct HttpRoute {
     /// The path prefix.
     pub prefix: String,
+    /// The host name it is limited to, if any.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The app's namespace.
     pub namespace: Name,
     /// The app.

@@ -492,7 +492,13 @@ async fn run_replica(agent: Arc<Agent>, start: StartReplica) {
                         return;
                     }
                 }
-                agent.routes.add(route, &id, &component.name, c);
+                agent.routes.add(
+                    route,
+                    component.spec.host.as_deref(),
+                    &id,
+                    &component.name,
+                    c,
+                );
             }
             ComponentKind::Job => {
                 serving.push(tokio::spawn(async move {

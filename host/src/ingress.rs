@@ -18,6 +18,7 @@ const REMOTE_ROUTE_TTL: Duration = Duration::from_secs(3);
 
 struct Route {
     prefix: String,
+    host: Option<String>,
     replica: ReplicaId,
     component_name: shoal_api::Name,
     component: Arc<LoadedComponent>,
@@ -66,16 +67,21 @@ impl IngressRoutes {
         let mut out: Vec<HttpRoute> = Vec::new();
         for r in routes.iter() {
             let ready = running(&r.replica);
+            let prefix = if r.prefix.is_empty() {
+                "/".to_string()
+            } else {
+                r.prefix.clone()
+            };
             match out.iter_mut().find(|o| {
-                o.prefix == r.prefix && o.app == r.replica.app && o.namespace == r.replica.namespace
+                o.prefix == prefix
+                    && o.host == r.host
+                    && o.app == r.replica.app
+                    && o.namespace == r.replica.namespace
             }) {
                 Some(o) => o.ready |= ready,
                 None => out.push(HttpRoute {
-                    prefix: if r.prefix.is_empty() {
-                        "/".into()
-                    } else {
-                        r.prefix.clone()
-                    },
+                    prefix,
+                    host: r.host.clone(),
                     namespace: r.replica.namespace.clone(),
                     app: r.replica.app.clone(),
                     component: r.component_name.clone(),
@@ -86,7 +92,7 @@ impl IngressRoutes {
         out
     }
 
-    fn remote_target(&self, path: &str) -> Option<Target> {
+    fn remote_target(&self, host: Option<&str>, path: &str) -> Option<Target> {
         let (_, nats) = self.cluster.as_ref()?;
         let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -94,8 +100,9 @@ impl IngressRoutes {
             .values()
             .filter(|(seen, _)| now.duration_since(*seen) <= REMOTE_ROUTE_TTL)
             .flat_map(|(_, routes)| routes.iter())
+            .filter(|r| host_matches(r.host.as_deref(), host))
             .filter(|r| matches(r.prefix.trim_end_matches('/'), path))
-            .max_by_key(|r| (r.prefix.len(), r.ready))?;
+            .max_by_key(|r| (r.host.is_some(), r.prefix.len(), r.ready))?;
         let name = format!("{}/{}/{}", best.namespace, best.app, best.component);
         if !best.ready {
             return Some(Target::Unready(name));
@@ -111,6 +118,7 @@ impl IngressRoutes {
     pub fn add(
         &self,
         prefix: &str,
+        host: Option<&str>,
         replica: &ReplicaId,
         name: &shoal_api::Name,
         component: Arc<LoadedComponent>,
@@ -118,12 +126,13 @@ impl IngressRoutes {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.push(Route {
             prefix: prefix.trim_end_matches('/').to_string(),
+            host: host.map(str::to_ascii_lowercase),
             replica: replica.clone(),
             component_name: name.clone(),
             component,
         });
-        // Longest prefix first.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        // Host-specific routes first, then the longest prefix.
+        routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.prefix.len())));
     }
 
     /// Removes every route of `replica`.
@@ -132,6 +141,14 @@ impl IngressRoutes {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|r| &r.replica != replica);
+    }
+}
+
+/// Whether a route limited to `route_host` (if any) takes a request for `host`.
+fn host_matches(route_host: Option<&str>, host: Option<&str>) -> bool {
+    match route_host {
+        None => true,
+        Some(want) => host.is_some_and(|h| h.eq_ignore_ascii_case(want)),
     }
 }
 
@@ -146,14 +163,20 @@ impl Routes for IngressRoutes {
         self.cluster.as_ref().map(|(me, _)| me.as_str())
     }
 
-    fn route(&self, _host: Option<&str>, path: &str) -> Option<Target> {
+    fn route(&self, host: Option<&str>, path: &str) -> Option<Target> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let Some(best) = routes.iter().find(|r| matches(&r.prefix, path)) else {
+        let Some(best) = routes
+            .iter()
+            .find(|r| host_matches(r.host.as_deref(), host) && matches(&r.prefix, path))
+        else {
             drop(routes);
-            return self.remote_target(path);
+            return self.remote_target(host, path);
         };
-        // Spread requests over the local replicas serving the same prefix.
-        let same: Vec<&Route> = routes.iter().filter(|r| r.prefix == best.prefix).collect();
+        // Spread requests over the local replicas serving the same route.
+        let same: Vec<&Route> = routes
+            .iter()
+            .filter(|r| r.prefix == best.prefix && r.host == best.host)
+            .collect();
         let i = self.next.fetch_add(1, Ordering::Relaxed) % same.len();
         Some(Target::Local(same[i].component.clone()))
     }

@@ -268,12 +268,23 @@ pub fn http_request(
     path: &str,
     limit: Duration,
 ) -> anyhow::Result<HttpReply> {
+    http_request_to(addr, &addr.to_string(), method, path, limit)
+}
+
+/// Like [`http_request`], with `host` as the `Host` header.
+pub fn http_request_to(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
     let mut stream = TcpStream::connect_timeout(&addr, limit)?;
     stream.set_read_timeout(Some(limit))?;
     stream.set_write_timeout(Some(limit))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

@@ -132,6 +132,42 @@ fn any_host_ingress_reaches_replicas_anywhere() {
     assert_eq!(missing.body, "no component serves /nothing/here\n");
 }
 
+#[test]
+fn routes_can_be_limited_to_a_host_name() {
+    let mut cluster = Cluster::start().unwrap();
+    let a1 = cluster.start_host("h1", "").unwrap();
+    let a2 = cluster.start_host("h2", "").unwrap();
+    for (app, greeting) in [("shop-a", "Welcome to A"), ("shop-b", "Welcome to B")] {
+        let text = format!(
+            "name = \"{app}\"\n[components.web]\nsource = \"{}\"\nkind = \"http\"\nroute = \"/\"\nhost = \"{app}.example\"\nconfig = {{ greeting = \"{greeting}\" }}\n",
+            wasm_path("hello-http").unwrap().display()
+        );
+        let path = cluster.dir().join(format!("{app}.toml"));
+        std::fs::write(&path, text).unwrap();
+        cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    }
+    let ask = |addr, host: &str| {
+        shoal_tests::http_request_to(addr, host, "GET", "/x", Duration::from_secs(10)).unwrap()
+    };
+    for addr in [a1, a2] {
+        let a = cluster
+            .wait_until("shop-a answering", Duration::from_secs(20), |_| {
+                let r = ask(addr, "shop-a.example:80");
+                Ok((r.status == 200).then_some(r))
+            })
+            .unwrap();
+        assert_eq!(a.body, "Welcome to A! You asked for /x\n");
+        let b = cluster
+            .wait_until("shop-b answering", Duration::from_secs(20), |_| {
+                let r = ask(addr, "SHOP-B.example");
+                Ok((r.status == 200).then_some(r))
+            })
+            .unwrap();
+        assert_eq!(b.body, "Welcome to B! You asked for /x\n");
+        assert_eq!(ask(addr, "elsewhere.example").status, 404);
+    }
+}
+
 const JOBS: &str = r#"
 name = "jobs"
 
