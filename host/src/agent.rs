@@ -307,20 +307,24 @@ async fn heartbeats(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// The next message, or `None` once the subscription ends or `stop` is set.
+async fn next_or_stop(
+    sub: &mut async_nats::Subscriber,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        msg = sub.next() => msg,
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
 /// Learns from other hosts' heartbeats which routes they serve.
 async fn watch_peers(
     agent: Arc<Agent>,
     mut heartbeats: async_nats::Subscriber,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let msg = tokio::select! {
-            msg = heartbeats.next() => match msg {
-                Some(msg) => msg,
-                None => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
+    while let Some(msg) = next_or_stop(&mut heartbeats, &mut stop).await {
         if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload) {
             agent.routes.observe(&hb);
         }
@@ -332,14 +336,7 @@ async fn take_commands(
     mut commands: async_nats::Subscriber,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let msg = tokio::select! {
-            msg = commands.next() => match msg {
-                Some(msg) => msg,
-                None => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
+    while let Some(msg) = next_or_stop(&mut commands, &mut stop).await {
         let reply = match serde_json::from_slice::<HostCommand>(&msg.payload) {
             Ok(HostCommand::Start(start)) => start_replica(&agent, start),
             Ok(HostCommand::Stop { id }) => {
