@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -64,7 +64,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 with keep-alive is what ingress traffic speaks; skipping
+    // protocol sniffing keeps the per-connection cost down.
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -79,15 +82,14 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Responses go out in several writes: do not let Nagle hold them.
+        let _ = stream.set_nodelay(true);
         let routes = routes.clone();
         let service = service_fn(move |req| {
             let routes = routes.clone();
             async move { Ok::<_, Infallible>(dispatch(routes.as_ref(), req).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

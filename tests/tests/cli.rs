@@ -26,8 +26,8 @@ fn hello_http_served_by_shoal_run_answers_http() {
         "127.0.0.1:0",
         "--data-dir",
         &data_dir,
-        "--config",
-        "greeting=Ahoy",
+        "--env",
+        "GREETING=Ahoy",
     ])
     .unwrap();
     let line = server

@@ -139,7 +139,7 @@ fn routes_can_be_limited_to_a_host_name() {
     let a2 = cluster.start_host("h2", "").unwrap();
     for (app, greeting) in [("shop-a", "Welcome to A"), ("shop-b", "Welcome to B")] {
         let text = format!(
-            "name = \"{app}\"\n[components.web]\nsource = \"{}\"\nkind = \"http\"\nroute = \"/\"\nhost = \"{app}.example\"\nconfig = {{ greeting = \"{greeting}\" }}\n",
+            "name = \"{app}\"\n[components.web]\nsource = \"{}\"\nkind = \"http\"\nroute = \"/\"\nhost = \"{app}.example\"\nenv = {{ GREETING = \"{greeting}\" }}\n",
             wasm_path("hello-http").unwrap().display()
         );
         let path = cluster.dir().join(format!("{app}.toml"));

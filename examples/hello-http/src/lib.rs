@@ -1,6 +1,8 @@
 //! `hello-http`: answers GET with a greeting.
 //!
-//! The greeting comes from the spec's `config.greeting` when set.
+//! The greeting comes from the `GREETING` environment variable when the
+//! spec sets it. It uses no Shoal import, so the same component also runs
+//! under a plain `wasmtime serve` (the HTTP benchmark's baseline).
 
 use shoal_sdk::http::{Handler, Request, Response};
 
@@ -11,7 +13,7 @@ impl Handler for Hello {
         if req.method != "GET" && req.method != "HEAD" {
             return Response::text(405, "hello-http answers GET only\n").with_header("allow", "GET, HEAD");
         }
-        let greeting = shoal_sdk::config::get("greeting").unwrap_or_else(|| "Hello from Shoal".into());
+        let greeting = std::env::var("GREETING").unwrap_or_else(|_| "Hello from Shoal".into());
         Response::text(200, format!("{greeting}! You asked for {}\n", req.path))
     }
 }
