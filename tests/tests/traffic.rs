@@ -211,13 +211,18 @@ fn apply_jobs(cluster: &Cluster) {
 
 /// Publishes `jobs` to the work queue, each acknowledged by JetStream.
 async fn publish(js: &async_nats::jetstream::Context, jobs: impl Iterator<Item = String>) {
+    publish_on(js, "jobs.in", jobs).await;
+}
+
+/// Publishes `jobs` on `subject`, each acknowledged by JetStream.
+async fn publish_on(
+    js: &async_nats::jetstream::Context,
+    subject: &'static str,
+    jobs: impl Iterator<Item = String>,
+) {
     let mut acks = Vec::new();
     for job in jobs {
-        acks.push(
-            js.publish("jobs.in", job.into_bytes().into())
-                .await
-                .unwrap(),
-        );
+        acks.push(js.publish(subject, job.into_bytes().into()).await.unwrap());
     }
     for ack in acks {
         ack.await.unwrap();
@@ -373,21 +378,7 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
         nats.flush().await.unwrap();
         (async_nats::jetstream::new(nats), done)
     });
-    let publish_to = |jobs: Vec<String>| {
-        rt.block_on(async {
-            let mut acks = Vec::new();
-            for job in jobs {
-                acks.push(
-                    js.publish("auto.in", job.into_bytes().into())
-                        .await
-                        .unwrap(),
-                );
-            }
-            for ack in acks {
-                ack.await.unwrap();
-            }
-        })
-    };
+    let publish_to = |jobs: Vec<String>| rt.block_on(publish_on(&js, "auto.in", jobs.into_iter()));
 
     // From zero: the first message is handled within moments (this first
     // time the hosts also compile the component).
