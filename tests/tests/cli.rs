@@ -87,12 +87,20 @@ fn echo_worker_invoked_by_shoal_run_prints_its_input() {
     );
 }
 
+/// Runs `shoal ARGS…` and checks that it fails (exit 1) saying `expected`.
+fn fails_with(args: &[&str], expected: &str) {
+    let out = shoal(args, LIMIT).unwrap();
+    assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+    assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+}
+
 #[test]
 fn limits_given_as_flags_stop_hostile_guests() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().display().to_string();
     let burner = path("fuel-burner");
-    let out = shoal(
+    let hog = path("memory-hog");
+    fails_with(
         &[
             "run",
             &burner,
@@ -103,18 +111,9 @@ fn limits_given_as_flags_stop_hostile_guests() {
             "--data-dir",
             &data_dir,
         ],
-        LIMIT,
-    )
-    .unwrap();
-    assert_eq!(out.code, Some(1));
-    assert!(
-        out.stderr
-            .contains("the guest ran out of fuel (budget 1000000 units)"),
-        "{}",
-        out.stderr
+        "the guest ran out of fuel (budget 1000000 units)",
     );
-
-    let out = shoal(
+    fails_with(
         &[
             "run",
             &burner,
@@ -127,20 +126,12 @@ fn limits_given_as_flags_stop_hostile_guests() {
             "--data-dir",
             &data_dir,
         ],
-        LIMIT,
-    )
-    .unwrap();
-    assert_eq!(out.code, Some(1));
-    assert!(
-        out.stderr.contains("ran past its deadline of 200ms"),
-        "{}",
-        out.stderr
+        "ran past its deadline of 200ms",
     );
-
-    let out = shoal(
+    fails_with(
         &[
             "run",
-            &path("memory-hog"),
+            &hog,
             "--invoke",
             "x",
             "--memory",
@@ -148,14 +139,7 @@ fn limits_given_as_flags_stop_hostile_guests() {
             "--data-dir",
             &data_dir,
         ],
-        LIMIT,
-    )
-    .unwrap();
-    assert_eq!(out.code, Some(1));
-    assert!(
-        out.stderr.contains("hit its memory limit of 8MiB"),
-        "{}",
-        out.stderr
+        "hit its memory limit of 8MiB",
     );
 }
 

@@ -379,14 +379,18 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
         (async_nats::jetstream::new(nats), done)
     });
     let publish_to = |jobs: Vec<String>| rt.block_on(publish_on(&js, "auto.in", jobs.into_iter()));
+    // Publishes one job and waits for it to be done; returns how long it took.
+    let time_one = |job: &str, done: &mut async_nats::Subscriber| {
+        let started = std::time::Instant::now();
+        publish_to(vec![job.to_string()]);
+        let seen = rt.block_on(collect(done, 1, Duration::from_secs(10)));
+        assert!(seen.contains(job), "{seen:?}");
+        (started.elapsed(), seen)
+    };
 
     // From zero: the first message is handled within moments (this first
     // time the hosts also compile the component).
-    let started = std::time::Instant::now();
-    publish_to(vec!["first".to_string()]);
-    let first = rt.block_on(collect(&mut done, 1, Duration::from_secs(10)));
-    let cold = started.elapsed();
-    assert!(first.contains("first"), "{first:?}");
+    let (cold, first) = time_one("first", &mut done);
     assert!(
         cold < Duration::from_secs(5),
         "scaled from zero (cold) in {cold:?}"
@@ -430,11 +434,7 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
 
     // From zero again, with the component already compiled on the hosts:
     // within a second of the first message.
-    let started = std::time::Instant::now();
-    publish_to(vec!["again".to_string()]);
-    let again = rt.block_on(collect(&mut done, 1, Duration::from_secs(10)));
-    let warm = started.elapsed();
-    assert!(again.contains("again"), "{again:?}");
+    let (warm, _) = time_one("again", &mut done);
     assert!(
         warm < Duration::from_secs(1),
         "scaled from zero (warm) in {warm:?}"
