@@ -5,7 +5,8 @@
 //!
 //! Key types:
 //! - [`AppSpec`], parsed from TOML by [`AppSpec::from_toml`]: an app and its
-//!   [`ComponentSpec`]s, with [`Limits`], volumes, placement and scaling.
+//!   [`ComponentSpec`]s, with [`Limits`], volumes, placement, scaling,
+//!   health checks ([`HealthSpec`]), [`RestartPolicy`] and [`RolloutSpec`].
 //! - [`SpecError`]: every problem found in a spec, each a [`Diagnostic`]
 //!   with file, line, column and key.
 //! - [`Digest`]: the sha256 that names a component version.
@@ -33,6 +34,6 @@ pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
 pub use secret::SecretValue;
 pub use spec::{
     AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, KeyValueGrant,
-    Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement, PodSpec, VolumeMount,
-    VolumeScope, VolumeSpec, exports, subject_matches,
+    Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement, PodSpec, RestartPolicy,
+    RolloutSpec, VolumeMount, VolumeScope, VolumeSpec, exports, subject_matches,
 };

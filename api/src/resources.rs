@@ -94,6 +94,15 @@ pub struct PodInfo {
     pub revision: u64,
     /// How it is doing; `pending` has the reason.
     pub state: PodState,
+    /// Running and passing its readiness checks.
+    #[serde(default)]
+    pub ready: bool,
+    /// Times its host restarted it.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why it last stopped or failed a check.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// A replica's state as the API shows it.
@@ -141,7 +150,8 @@ pub struct Event {
     /// The app.
     pub app: Name,
     /// What happened: `applied`, `placed`, `pending`, `stopped`, `failed`,
-    /// `scaled`, `deleted`, `host_lost`.
+    /// `scaled`, `deleted`, `host_lost`, `restarted`, `crash_loop`,
+    /// `rollout_started`, `rollout_complete`, `rolled_back`.
     pub reason: String,
     /// In words.
     pub message: String,
@@ -197,4 +207,61 @@ pub struct ApiError {
     pub kind: String,
     /// What is wrong and what to do.
     pub error: String,
+}
+
+/// `GET /v1/apps/{namespace}/{name}/rollout`: where each pod's rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// `namespace/name`.
+    pub app: String,
+    /// The stored revision the pods are rolling towards.
+    pub revision: u64,
+    /// One entry per pod.
+    pub pods: Vec<PodRollout>,
+}
+
+/// One pod's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRollout {
+    /// The pod.
+    pub pod: Name,
+    /// The pod template's generation the replicas should run.
+    pub generation: u64,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Replicas running the wanted generation.
+    pub updated: u32,
+    /// Of those, replicas ready.
+    pub ready: u32,
+    /// Copies of older generations still running.
+    pub old: u32,
+    /// `complete`, or `progressing` while old copies remain or new ones
+    /// are not ready yet.
+    pub state: String,
+    /// In words: what the rollout waits for.
+    pub message: String,
+}
+
+/// One stored revision of an app, for `rollout history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    /// The revision.
+    pub revision: u64,
+    /// When it was stored, in ms since the epoch.
+    pub at_ms: u64,
+    /// Why: the file applied, or the rollback that wrote it.
+    pub cause: String,
+    /// Each pod's template generation in that revision.
+    pub generations: BTreeMap<Name, u64>,
+    /// True for the revision in force.
+    pub current: bool,
+}
+
+/// `POST /v1/apps/{namespace}/{name}/rollback`: store an earlier revision
+/// again, which rolls the app back to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The revision to go back to; the one before the current when `None`.
+    #[serde(default)]
+    pub to: Option<u64>,
 }

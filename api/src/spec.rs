@@ -57,6 +57,20 @@ pub struct PodSpec<'a> {
 }
 
 impl PodSpec<'_> {
+    /// How the pod restarts (see [`RestartPolicy::of_pod`]).
+    pub fn restart_policy(&self) -> RestartPolicy {
+        RestartPolicy::of_pod(self.components.iter().map(|(_, c)| *c))
+    }
+
+    /// How the pod rolls out: the first `rollout` its components set, else
+    /// the defaults.
+    pub fn rollout(&self) -> RolloutSpec {
+        self.components
+            .iter()
+            .find_map(|(_, c)| c.rollout.clone())
+            .unwrap_or_default()
+    }
+
     /// The memory one replica reserves: the sum of its components' limits.
     pub fn memory(&self) -> u64 {
         self.components
@@ -201,6 +215,13 @@ pub struct ComponentSpec {
     /// How the host checks the replicas.
     #[serde(default)]
     pub health: Option<HealthSpec>,
+    /// When a replica that stopped is started again (default: `always` for
+    /// http and worker components, `on-failure` for jobs).
+    #[serde(default)]
+    pub restart: Option<RestartPolicy>,
+    /// How a new revision replaces the running replicas.
+    #[serde(default)]
+    pub rollout: Option<RolloutSpec>,
     /// For `worker` components: the subject of the JetStream work queue to consume.
     #[serde(default)]
     pub queue: Option<String>,
@@ -421,6 +442,104 @@ impl HealthSpec {
     }
     fn default_failure_threshold() -> u32 {
         3
+    }
+}
+
+impl HealthSpec {
+    /// The checks a component gets when it exports `shoal:workload/health`
+    /// but its spec sets no `health` table.
+    pub fn defaults() -> HealthSpec {
+        HealthSpec {
+            interval: HealthSpec::default_interval(),
+            timeout: HealthSpec::default_timeout(),
+            failure_threshold: HealthSpec::default_failure_threshold(),
+            path: None,
+        }
+    }
+}
+
+/// When a stopped replica is started again, like a Kubernetes pod's
+/// `restartPolicy`. Restarts back off exponentially.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Whenever it stops, even after a job exits 0.
+    Always,
+    /// When it fails: a job exits non-zero or traps, a liveness check
+    /// fails, invocations keep trapping.
+    OnFailure,
+    /// Never: a stopped replica stays stopped and shows why.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The policy a component of `kind` gets when its spec names none.
+    pub fn default_for(kind: ComponentKind) -> RestartPolicy {
+        match kind {
+            ComponentKind::Job => RestartPolicy::OnFailure,
+            ComponentKind::Http | ComponentKind::Worker => RestartPolicy::Always,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The policy of a pod made of `components`: the first one a component
+    /// names, else the default for the first component's kind. A pod
+    /// restarts as one.
+    pub fn of_pod<'a>(components: impl IntoIterator<Item = &'a ComponentSpec>) -> RestartPolicy {
+        let mut first_kind = None;
+        for c in components {
+            if let Some(policy) = c.restart {
+                return policy;
+            }
+            first_kind.get_or_insert(c.kind);
+        }
+        first_kind.map_or(RestartPolicy::Always, RestartPolicy::default_for)
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+/// How a new revision replaces running replicas: a few at a time, each new
+/// replica ready before an old one goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// New replicas that may run beside the old ones, above `replicas`.
+    #[serde(default = "RolloutSpec::default_max_surge")]
+    pub max_surge: u32,
+    /// Replicas that may be out of service at once during the rollout.
+    #[serde(default)]
+    pub max_unavailable: u32,
+    /// A rollout that makes no progress for this long is rolled back.
+    #[serde(default = "RolloutSpec::default_progress_deadline")]
+    pub progress_deadline: DurationSpec,
+}
+
+impl RolloutSpec {
+    fn default_max_surge() -> u32 {
+        1
+    }
+    fn default_progress_deadline() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(60))
+    }
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            max_surge: RolloutSpec::default_max_surge(),
+            max_unavailable: 0,
+            progress_deadline: RolloutSpec::default_progress_deadline(),
+        }
     }
 }
 
@@ -687,6 +806,33 @@ impl AppSpec {
                 }
                 if health.interval.get().is_zero() {
                     problems.at(at("health"), "health.interval must be longer than 0s");
+                }
+                if health.timeout.get().is_zero() {
+                    problems.at(at("health"), "health.timeout must be longer than 0s");
+                }
+                if let Some(path) = &health.path {
+                    if c.kind != ComponentKind::Http {
+                        problems.at(
+                            at("health"),
+                            format!("health.path is for http components; a {} component exports shoal:workload/health instead", c.kind),
+                        );
+                    } else if !path.starts_with('/') {
+                        problems.at(
+                            at("health"),
+                            format!("health.path {path:?} must start with '/', like \"/healthz\""),
+                        );
+                    }
+                }
+            }
+            if let Some(rollout) = &c.rollout {
+                if rollout.max_surge == 0 && rollout.max_unavailable == 0 {
+                    problems.at(
+                        at("rollout"),
+                        "rollout.max_surge and rollout.max_unavailable cannot both be 0: nothing could be replaced",
+                    );
+                }
+                if rollout.progress_deadline.get().is_zero() {
+                    problems.at(at("rollout"), "rollout.progress_deadline must be longer than 0s");
                 }
             }
         }

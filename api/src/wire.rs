@@ -96,13 +96,51 @@ pub struct Capacity {
 pub enum ReplicaState {
     /// Fetching and loading its components.
     Starting,
-    /// Serving.
+    /// Serving (taking work only while also ready).
     Running,
+    /// Stopped once; starts again after `retry_in_ms` under its restart
+    /// policy.
+    Restarting {
+        /// Why it stopped.
+        reason: String,
+        /// The back-off before the next start.
+        retry_in_ms: u64,
+    },
+    /// Stopped twice or more in a row soon after starting: backing off
+    /// with growing intervals before each new start.
+    CrashLoop {
+        /// Why it stopped last.
+        reason: String,
+        /// The back-off before the next start.
+        retry_in_ms: u64,
+    },
+    /// A job that finished and is not to run again.
+    Completed,
+    /// Stopped and, under its restart policy, not started again.
+    Exited {
+        /// Why it stopped.
+        reason: String,
+    },
     /// Could not start; the scheduler places it again.
     Failed {
         /// Why.
         reason: String,
     },
+}
+
+impl ReplicaState {
+    /// The state's name, as `get pods` shows it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReplicaState::Starting => "starting",
+            ReplicaState::Running => "running",
+            ReplicaState::Restarting { .. } => "restarting",
+            ReplicaState::CrashLoop { .. } => "crash_loop",
+            ReplicaState::Completed => "completed",
+            ReplicaState::Exited { .. } => "exited",
+            ReplicaState::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// One replica as its host reports it.
@@ -117,6 +155,15 @@ pub struct ReplicaStatus {
     /// How it is doing.
     #[serde(flatten)]
     pub state: ReplicaState,
+    /// Running and passing its readiness checks: it takes work.
+    #[serde(default)]
+    pub ready: bool,
+    /// Times its host restarted it.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why it last stopped or failed a check, if it did.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Published by every host every heartbeat interval.
@@ -155,7 +202,7 @@ pub struct HttpRoute {
     pub app: Name,
     /// The http component.
     pub component: Name,
-    /// Whether a replica behind it is running.
+    /// Whether a replica behind it is running and ready.
     pub ready: bool,
 }
 
@@ -209,12 +256,18 @@ impl StartReplica {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum HostCommand {
-    /// Start a replica.
+    /// Start a copy of a replica at a revision. Copies at other revisions
+    /// keep running until stopped, so a rollout can start the new copy
+    /// before it stops the old one.
     Start(StartReplica),
-    /// Stop a replica.
+    /// Stop a replica, gracefully: it leaves load balancing and its
+    /// queues, finishes the work it holds, then goes.
     Stop {
         /// Which.
         id: ReplicaId,
+        /// Only the copy running this revision; every copy when `None`.
+        #[serde(default)]
+        revision: Option<u64>,
     },
     /// An app was deleted: remove its volumes on this host, but those kept.
     Forget {
@@ -261,7 +314,7 @@ mod tests {
             index: 2,
         };
         assert_eq!(id.to_string(), "default/shop/web-2");
-        let cmd = HostCommand::Stop { id };
+        let cmd = HostCommand::Stop { id, revision: None };
         let json = serde_json::to_string(&cmd).unwrap();
         assert_eq!(serde_json::from_str::<HostCommand>(&json).unwrap(), cmd);
         let failed = CommandReply::Failed {

@@ -1,4 +1,5 @@
-//! The user verbs: apply, get, describe, delete, scale, invoke.
+//! The user verbs: apply, get, describe, delete, scale, invoke, rollout,
+//! secret.
 
 use std::path::PathBuf;
 
@@ -6,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::resources::{
     AppDetail, AppSummary, ApplyResponse, HostInfo, InvokeRequest, InvokeResponse, PodInfo,
-    PodState, ScaleRequest,
+    PodState, RevisionInfo, RollbackRequest, RolloutStatus, ScaleRequest,
 };
 use shoal_api::wire::ReplicaState;
 use shoal_api::{ByteSize, DEFAULT_NAMESPACE};
@@ -132,6 +133,53 @@ pub enum SecretVerb {
     List,
 }
 
+/// The app a rollout verb is about.
+#[derive(Debug, Args)]
+pub struct RolloutTarget {
+    /// The app's name.
+    app: String,
+    /// The app's namespace.
+    #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+    namespace: String,
+}
+
+/// `shoal rollout …`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutVerb {
+    /// Show where each pod's rollout stands; with --wait, wait until every
+    /// pod is complete.
+    Status {
+        #[command(flatten)]
+        target: RolloutTarget,
+        /// Wait until the rollout completes (exit 1 if it is rolled back or
+        /// the timeout passes).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List the app's stored revisions and why each was stored.
+    History {
+        #[command(flatten)]
+        target: RolloutTarget,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Roll back to the previous revision, or to --to REVISION.
+    Undo {
+        #[command(flatten)]
+        target: RolloutTarget,
+        /// The revision to go back to (see `shoal rollout history`).
+        #[arg(long, value_name = "REVISION")]
+        to: Option<u64>,
+    },
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Verb {
@@ -147,6 +195,9 @@ pub enum Verb {
     Scale(ScaleArgs),
     /// Call a worker component and print its reply.
     Invoke(InvokeArgs),
+    /// Follow, list and undo rolling updates.
+    #[command(subcommand)]
+    Rollout(RolloutVerb),
     /// Set or list secrets.
     #[command(subcommand)]
     Secret(SecretVerb),
@@ -250,6 +301,7 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
                 .await?;
             println!("secret {namespace}/{name} set");
         }
+        Verb::Rollout(verb) => rollout(client, verb).await?,
         Verb::Secret(SecretVerb::List) => {
             let names: Vec<String> = client.get("/v1/secrets").await?;
             for name in names {
@@ -258,6 +310,117 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
+    match verb {
+        RolloutVerb::Status {
+            target,
+            wait,
+            timeout,
+            format,
+        } => {
+            let path = format!("/v1/apps/{}/{}/rollout", target.namespace, target.app);
+            let started = std::time::Instant::now();
+            let first: RolloutStatus = client.get(&path).await?;
+            let mut status = first.clone();
+            let mut last_printed = None;
+            loop {
+                let done = status.pods.iter().all(|p| p.state == "complete");
+                if let Format::Table = format
+                    && last_printed.as_ref() != Some(&status)
+                {
+                    print_rollout(&status);
+                    last_printed = Some(status.clone());
+                }
+                if wait && status.revision != first.revision {
+                    bail!(
+                        "{} moved from revision {} to {} while waiting (rolled back or re-applied): see `shoal describe app {}`",
+                        status.app,
+                        first.revision,
+                        status.revision,
+                        target.app
+                    );
+                }
+                if !wait || done {
+                    if let Format::Json = format {
+                        println!("{}", serde_json::to_string_pretty(&status)?);
+                    }
+                    return Ok(());
+                }
+                if started.elapsed() > std::time::Duration::from_secs(timeout) {
+                    bail!("the rollout of {} did not complete within {timeout}s", status.app);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                status = client.get(&path).await?;
+            }
+        }
+        RolloutVerb::History { target, format } => {
+            let revisions: Vec<RevisionInfo> = client
+                .get(&format!(
+                    "/v1/apps/{}/{}/revisions",
+                    target.namespace, target.app
+                ))
+                .await?;
+            if let Format::Json = format {
+                println!("{}", serde_json::to_string_pretty(&revisions)?);
+                return Ok(());
+            }
+            println!("{:<9} {:<10} {:<24} CAUSE", "REVISION", "AGE", "GENERATIONS");
+            let now = now_ms();
+            for r in revisions {
+                let generations: Vec<String> = r
+                    .generations
+                    .iter()
+                    .map(|(pod, g)| format!("{pod}={g}"))
+                    .collect();
+                println!(
+                    "{:<9} {:<10} {:<24} {}{}",
+                    r.revision,
+                    age(now.saturating_sub(r.at_ms)),
+                    generations.join(","),
+                    r.cause,
+                    if r.current { "  (current)" } else { "" }
+                );
+            }
+        }
+        RolloutVerb::Undo { target, to } => {
+            let resp: ApplyResponse = client
+                .post(
+                    &format!("/v1/apps/{}/{}/rollback", target.namespace, target.app),
+                    &RollbackRequest { to },
+                )
+                .await?;
+            println!(
+                "app {} rolled back{} (revision {})",
+                resp.app,
+                to.map(|t| format!(" to revision {t}")).unwrap_or_default(),
+                resp.revision
+            );
+            for id in &resp.plan.change {
+                println!("  will replace {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_rollout(status: &RolloutStatus) {
+    println!("app {} revision {}", status.app, status.revision);
+    for p in &status.pods {
+        println!(
+            "  pod {:<16} gen {:<3} {:<11} updated {}/{} ready {}/{} old {}: {}",
+            p.pod, p.generation, p.state, p.updated, p.desired, p.ready, p.desired, p.old, p.message
+        );
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Prints what an apply did or would do.
@@ -354,20 +517,47 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
 fn state_text(state: &PodState) -> String {
     match state {
         PodState::Pending { reason } => format!("pending: {reason}"),
-        PodState::Host(ReplicaState::Starting) => "starting".into(),
-        PodState::Host(ReplicaState::Running) => "running".into(),
-        PodState::Host(ReplicaState::Failed { reason }) => format!("failed: {reason}"),
+        PodState::Host(s @ (ReplicaState::Starting | ReplicaState::Running | ReplicaState::Completed)) => {
+            s.label().into()
+        }
+        PodState::Host(
+            s @ (ReplicaState::Restarting {
+                reason,
+                retry_in_ms,
+            }
+            | ReplicaState::CrashLoop {
+                reason,
+                retry_in_ms,
+            }),
+        ) => format!("{} (again in {retry_in_ms}ms): {reason}", s.label()),
+        PodState::Host(s @ (ReplicaState::Exited { reason } | ReplicaState::Failed { reason })) => {
+            format!("{}: {reason}", s.label())
+        }
+    }
+}
+
+/// "yes", "no", or "-" for a replica not running.
+fn ready_text(p: &PodInfo) -> &'static str {
+    match (&p.state, p.ready) {
+        (PodState::Host(ReplicaState::Running), true) => "yes",
+        (PodState::Host(ReplicaState::Running), false) => "no",
+        _ => "-",
     }
 }
 
 fn print_pods(pods: &[PodInfo]) {
-    println!("{:<36} {:<24} {:<4} STATE", "POD", "HOST", "GEN");
+    println!(
+        "{:<36} {:<24} {:<4} {:<6} {:<9} STATE",
+        "POD", "HOST", "GEN", "READY", "RESTARTS"
+    );
     for p in pods {
         println!(
-            "{:<36} {:<24} {:<4} {}",
+            "{:<36} {:<24} {:<4} {:<6} {:<9} {}",
             p.id,
             p.host.as_ref().map_or("-".to_string(), |h| h.to_string()),
             p.revision,
+            ready_text(p),
+            p.restarts,
             state_text(&p.state)
         );
     }
@@ -419,18 +609,20 @@ fn print_detail(d: &AppDetail) {
     println!("Pods:");
     for p in &d.pods {
         println!(
-            "  {:<32} {:<24} gen {:<3} {}",
+            "  {:<32} {:<24} gen {:<3} ready {:<3} restarts {:<3} {}",
             p.id.to_string(),
             p.host.as_ref().map_or("-".to_string(), |h| h.to_string()),
             p.revision,
+            ready_text(p),
+            p.restarts,
             state_text(&p.state)
         );
+        if let Some(why) = &p.last_error {
+            println!("  {:<32} last error: {why}", "");
+        }
     }
     println!("Events:");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = now_ms();
     for e in &d.events {
         println!(
             "  {:>8} {:<10} {}",

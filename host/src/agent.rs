@@ -16,17 +16,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use shoal_api::subjects::{self, COMPONENTS_BUCKET, headers};
+use shoal_api::subjects::{self, COMPONENTS_BUCKET};
 use shoal_api::wire::{
     Capacity, CommandReply, HEARTBEAT_INTERVAL, Heartbeat, HostCommand, HostId, PodComponent,
     ReplicaId, ReplicaState, ReplicaStatus, StartReplica,
 };
-use shoal_api::{ComponentKind, Digest, Name, VolumeScope};
+use shoal_api::{Digest, Name, VolumeScope};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::Message;
 use crate::capabilities::keyvalue::Bucket;
 use crate::capabilities::secrets::SecretGrant;
 use crate::capabilities::volumes::{Mount, VolumeQuota};
@@ -35,6 +34,7 @@ use crate::component::{ComponentSettings, LoadedComponent};
 use crate::http::serve;
 use crate::ingress::IngressRoutes;
 use crate::runtime::Runtime;
+use crate::supervisor::{CopyKey, supervise};
 
 /// How a host presents itself to the cluster.
 #[derive(Debug, Clone)]
@@ -80,22 +80,31 @@ pub enum AgentError {
     },
 }
 
-/// One replica on this host.
-struct Replica {
-    revision: u64,
-    memory: u64,
-    state: ReplicaState,
-    /// Loading, then serving: aborted on stop.
-    tasks: Vec<JoinHandle<()>>,
+/// One replica copy on this host, as its supervisor keeps it.
+pub(crate) struct Replica {
+    /// The memory it reserves.
+    pub memory: u64,
+    /// How it is doing.
+    pub state: ReplicaState,
+    /// Whether it takes work.
+    pub ready: bool,
+    /// Times it was restarted.
+    pub restarts: u32,
+    /// Why it last stopped or failed a check.
+    pub last_error: Option<String>,
+    /// Set (or dropped) to stop it gracefully.
+    stop: watch::Sender<bool>,
+    /// Its supervisor: aborted when the host shuts down.
+    task: JoinHandle<()>,
 }
 
 /// What the agent's tasks share.
-struct Agent {
-    config: HostConfig,
-    nats: async_nats::Client,
+pub(crate) struct Agent {
+    pub(crate) config: HostConfig,
+    pub(crate) nats: async_nats::Client,
     runtime: Arc<Runtime>,
-    replicas: Mutex<HashMap<ReplicaId, Replica>>,
-    routes: Arc<IngressRoutes>,
+    replicas: Mutex<HashMap<CopyKey, Replica>>,
+    pub(crate) routes: Arc<IngressRoutes>,
     http: Option<String>,
     started_at_ms: u64,
     beat: Notify,
@@ -136,29 +145,34 @@ impl Agent {
             .clone()
     }
 
-    fn replicas(&self) -> MutexGuard<'_, HashMap<ReplicaId, Replica>> {
+    fn replicas(&self) -> MutexGuard<'_, HashMap<CopyKey, Replica>> {
         self.replicas.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Changes one copy's bookkeeping, if it is still here, and reports in.
+    pub(crate) fn update(&self, key: &CopyKey, change: impl FnOnce(&mut Replica)) {
+        if let Some(r) = self.replicas().get_mut(key) {
+            change(r);
+        }
+        self.beat.notify_one();
+    }
+
     fn heartbeat(&self) -> Heartbeat {
-        let running: std::collections::HashSet<ReplicaId> = self
-            .replicas()
-            .iter()
-            .filter(|(_, r)| matches!(r.state, ReplicaState::Running))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let routes = self.routes.advertised(&|id| running.contains(id));
+        let routes = self.routes.advertised();
         let mut replicas: Vec<ReplicaStatus> = self
             .replicas()
             .iter()
-            .map(|(id, r)| ReplicaStatus {
+            .map(|((id, revision), r)| ReplicaStatus {
                 id: id.clone(),
-                revision: r.revision,
+                revision: *revision,
                 memory: r.memory,
                 state: r.state.clone(),
+                ready: r.ready,
+                restarts: r.restarts,
+                last_error: r.last_error.clone(),
             })
             .collect();
-        replicas.sort_by(|a, b| a.id.cmp(&b.id));
+        replicas.sort_by(|a, b| (&a.id, a.revision).cmp(&(&b.id, b.revision)));
         Heartbeat {
             host: self.config.id.clone(),
             labels: self.config.labels.clone(),
@@ -168,15 +182,6 @@ impl Agent {
             replicas,
             routes,
         }
-    }
-
-    fn set_state(&self, id: &ReplicaId, revision: u64, state: ReplicaState) {
-        if let Some(r) = self.replicas().get_mut(id)
-            && r.revision == revision
-        {
-            r.state = state;
-        }
-        self.beat.notify_one();
     }
 }
 
@@ -267,7 +272,7 @@ impl HostAgent {
         tasks.spawn(async move {
             let _ = stop.wait_for(|s| *s).await;
             for (_, r) in cleanup.replicas().drain() {
-                r.tasks.iter().for_each(JoinHandle::abort);
+                r.task.abort();
             }
         });
         tracing::info!(host = %agent.config.id, http = ?http, "host agent started");
@@ -339,8 +344,8 @@ async fn take_commands(
     while let Some(msg) = next_or_stop(&mut commands, &mut stop).await {
         let reply = match serde_json::from_slice::<HostCommand>(&msg.payload) {
             Ok(HostCommand::Start(start)) => start_replica(&agent, start),
-            Ok(HostCommand::Stop { id }) => {
-                stop_replica(&agent, &id);
+            Ok(HostCommand::Stop { id, revision }) => {
+                stop_replica(&agent, &id, revision);
                 CommandReply::Ok
             }
             Ok(HostCommand::Forget {
@@ -359,47 +364,75 @@ async fn take_commands(
 }
 
 fn start_replica(agent: &Arc<Agent>, start: StartReplica) -> CommandReply {
+    let key: CopyKey = (start.id.clone(), start.revision);
     {
         let replicas = agent.replicas();
-        if let Some(existing) = replicas.get(&start.id)
-            && existing.revision == start.revision
+        if let Some(existing) = replicas.get(&key)
             && !matches!(existing.state, ReplicaState::Failed { .. })
         {
             return CommandReply::Ok;
         }
     }
-    // A new revision replaces the old one in place.
-    stop_replica(agent, &start.id);
-    let id = start.id.clone();
-    let revision = start.revision;
-    let task = tokio::spawn(run_replica(agent.clone(), start.clone()));
+    // A failed copy at the same revision is replaced; copies at other
+    // revisions keep running until the scheduler stops them.
+    stop_copy(agent, &key);
+    let (stop, stopped) = watch::channel(false);
+    let memory = start.memory();
+    let task = tokio::spawn(supervise(agent.clone(), start, stopped));
     agent.replicas().insert(
-        id,
+        key,
         Replica {
-            revision,
-            memory: start.memory(),
+            memory,
             state: ReplicaState::Starting,
-            tasks: vec![task],
+            ready: false,
+            restarts: 0,
+            last_error: None,
+            stop,
+            task,
         },
     );
     agent.beat.notify_one();
     CommandReply::Ok
 }
 
-fn stop_replica(agent: &Agent, id: &ReplicaId) {
-    if let Some(r) = agent.replicas().remove(id) {
-        r.tasks.iter().for_each(JoinHandle::abort);
-        tracing::info!(replica = %id, "replica stopped");
+/// Stops the copies of `id` at `revision`, or every copy.
+fn stop_replica(agent: &Arc<Agent>, id: &ReplicaId, revision: Option<u64>) {
+    let keys: Vec<CopyKey> = agent
+        .replicas()
+        .keys()
+        .filter(|(i, r)| i == id && revision.is_none_or(|want| *r == want))
+        .cloned()
+        .collect();
+    for key in keys {
+        stop_copy(agent, &key);
     }
-    agent.routes.remove(id);
-    // Pod-scoped volumes go with the pod.
-    let pod_dir = agent.pod_dir(id);
-    if pod_dir.exists()
-        && let Err(e) = std::fs::remove_dir_all(&pod_dir)
-    {
-        tracing::warn!(replica = %id, error = %e, "cannot remove the pod's scratch volumes");
-    }
+}
+
+/// Stops one copy gracefully: its supervisor takes it out of rotation and
+/// lets its work finish in the background, while this host already stops
+/// reporting it. Pod-scoped volumes go with the last copy of the pod.
+fn stop_copy(agent: &Arc<Agent>, key: &CopyKey) {
+    let Some(r) = agent.replicas().remove(key) else {
+        return;
+    };
+    agent.routes.remove(&key.0, key.1);
+    let _ = r.stop.send(true);
+    tracing::info!(replica = %key.0, revision = key.1, "replica stopping");
     agent.beat.notify_one();
+    let agent = agent.clone();
+    let id = key.0.clone();
+    tokio::spawn(async move {
+        let _ = r.task.await;
+        let still_here = agent.replicas().keys().any(|(i, _)| i == &id);
+        let pod_dir = agent.pod_dir(&id);
+        if !still_here
+            && pod_dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&pod_dir)
+        {
+            tracing::warn!(replica = %id, error = %e, "cannot remove the pod's scratch volumes");
+        }
+        tracing::info!(replica = %id, "replica stopped");
+    });
 }
 
 /// Removes a deleted app's volumes from this host, but those it retains.
@@ -426,93 +459,6 @@ fn forget_app(agent: &Agent, namespace: &Name, app: &Name, retain: &[Name]) -> C
         tracing::info!(%namespace, %app, volume = name, "volume removed with its app");
     }
     CommandReply::Ok
-}
-
-/// Loads every component of the replica, then serves them until aborted.
-async fn run_replica(agent: Arc<Agent>, start: StartReplica) {
-    let id = start.id.clone();
-    let mut loaded = Vec::new();
-    for component in &start.components {
-        match load(&agent, &start, component).await {
-            Ok(c) => loaded.push((component, c)),
-            Err(reason) => {
-                tracing::warn!(replica = %id, component = %component.name, %reason, "replica failed to start");
-                agent.set_state(&id, start.revision, ReplicaState::Failed { reason });
-                return;
-            }
-        }
-    }
-    let mut serving = Vec::new();
-    for (component, c) in loaded {
-        match component.spec.kind {
-            ComponentKind::Worker => {
-                if component.spec.queue.is_some() {
-                    serving.push(tokio::spawn(crate::queue::consume(
-                        agent.nats.clone(),
-                        id.clone(),
-                        component.name.clone(),
-                        c.clone(),
-                        component.spec.max_deliver,
-                    )));
-                }
-                let subject = subjects::invoke(&id.namespace, &id.app, &component.name);
-                let group = subjects::invoke_queue_group(&id.namespace, &id.app, &component.name);
-                match agent.nats.queue_subscribe(subject.clone(), group).await {
-                    Ok(sub) => serving.push(tokio::spawn(serve_invocations(
-                        agent.nats.clone(),
-                        c,
-                        sub,
-                        id.to_string(),
-                    ))),
-                    Err(e) => {
-                        let reason = format!("cannot subscribe to {subject}: {e}");
-                        agent.set_state(&id, start.revision, ReplicaState::Failed { reason });
-                        return;
-                    }
-                }
-            }
-            ComponentKind::Http => {
-                let route = component.spec.route.as_deref().unwrap_or("/");
-                let subject = subjects::http(&id.namespace, &id.app, &component.name);
-                let group = subjects::invoke_queue_group(&id.namespace, &id.app, &component.name);
-                match agent.nats.queue_subscribe(subject.clone(), group).await {
-                    Ok(sub) => serving.push(tokio::spawn(crate::forward::serve_forwarded(
-                        agent.nats.clone(),
-                        c.clone(),
-                        sub,
-                        id.to_string(),
-                        agent.config.id.to_string(),
-                    ))),
-                    Err(e) => {
-                        let reason = format!("cannot subscribe to {subject}: {e}");
-                        agent.set_state(&id, start.revision, ReplicaState::Failed { reason });
-                        return;
-                    }
-                }
-                agent.routes.add(
-                    route,
-                    component.spec.host.as_deref(),
-                    &id,
-                    &component.name,
-                    c,
-                );
-            }
-            ComponentKind::Job => {
-                serving.push(tokio::spawn(async move {
-                    if let Err(e) = c.run_job().await {
-                        tracing::warn!(component = c.name(), error = %e, "job failed");
-                    }
-                }));
-            }
-        }
-    }
-    if let Some(r) = agent.replicas().get_mut(&id)
-        && r.revision == start.revision
-    {
-        r.tasks.extend(serving);
-    }
-    tracing::info!(replica = %id, revision = start.revision, "replica running");
-    agent.set_state(&id, start.revision, ReplicaState::Running);
 }
 
 /// What `component` of `start` is granted on this host.
@@ -560,7 +506,17 @@ fn grants(agent: &Agent, start: &StartReplica, component: &PodComponent) -> Resu
     }
     Ok(Grants {
         config: Arc::new(spec.config.clone()),
-        env: Arc::new(spec.env.clone().into_iter().collect()),
+        env: Arc::new(
+            spec.env
+                .clone()
+                .into_iter()
+                .chain([
+                    // Like a pod's hostname: which replica and host this is.
+                    ("SHOAL_REPLICA".to_string(), id.to_string()),
+                    ("SHOAL_HOST".to_string(), agent.config.id.to_string()),
+                ])
+                .collect(),
+        ),
         secrets: Arc::new(SecretGrant {
             listed: spec.secrets.clone(),
             values: component.secrets.clone(),
@@ -580,24 +536,26 @@ fn grants(agent: &Agent, start: &StartReplica, component: &PodComponent) -> Resu
     })
 }
 
-/// Fetches (or reuses) a component's bytes and loads it.
-async fn load(
-    agent: &Agent,
-    start: &StartReplica,
-    component: &PodComponent,
-) -> Result<Arc<LoadedComponent>, String> {
-    let bytes = fetch(agent, &component.digest).await?;
-    let settings = ComponentSettings {
-        kind: Some(component.spec.kind),
-        limits: component.spec.limits,
-        grants: grants(agent, start, component)?,
-    };
-    let runtime = agent.runtime.clone();
-    let name = component.name.to_string();
-    tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, settings))
-        .await
-        .map_err(|e| format!("loading panicked: {e}"))?
-        .map_err(|e| e.to_string())
+impl Agent {
+    /// Fetches (or reuses) a component's bytes and loads it.
+    pub(crate) async fn load(
+        &self,
+        start: &StartReplica,
+        component: &PodComponent,
+    ) -> Result<Arc<LoadedComponent>, String> {
+        let bytes = fetch(self, &component.digest).await?;
+        let settings = ComponentSettings {
+            kind: Some(component.spec.kind),
+            limits: component.spec.limits,
+            grants: grants(self, start, component)?,
+        };
+        let runtime = self.runtime.clone();
+        let name = component.name.to_string();
+        tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, settings))
+            .await
+            .map_err(|e| format!("loading panicked: {e}"))?
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The component's bytes: from the local cache, else the object store.
@@ -634,43 +592,4 @@ async fn fetch(agent: &Agent, digest: &Digest) -> Result<Vec<u8>, String> {
         let _ = tokio::fs::rename(&tmp, &path).await;
     }
     Ok(bytes)
-}
-
-/// Serves invocations of one worker replica until aborted.
-async fn serve_invocations(
-    nats: async_nats::Client,
-    component: Arc<LoadedComponent>,
-    mut sub: async_nats::Subscriber,
-    replica: String,
-) {
-    while let Some(msg) = sub.next().await {
-        let Some(reply_to) = msg.reply.clone() else {
-            continue;
-        };
-        let component = component.clone();
-        let nats = nats.clone();
-        let replica = replica.clone();
-        tokio::spawn(async move {
-            let message = Message {
-                subject: msg.subject.to_string(),
-                headers: headers::to_pairs(msg.headers.as_ref()),
-                payload: msg.payload.to_vec(),
-            };
-            let (mut out, payload) = match component.invoke(message).await {
-                Ok((reply, _)) => (headers::from_pairs(&reply.headers), reply.payload),
-                Err(err) => {
-                    let mut out = async_nats::HeaderMap::new();
-                    out.insert(headers::ERROR, err.label());
-                    (out, err.to_string().into_bytes())
-                }
-            };
-            out.insert(headers::REPLICA, replica.as_str());
-            if let Err(e) = nats
-                .publish_with_headers(reply_to, out, payload.into())
-                .await
-            {
-                tracing::debug!(error = %e, "reply not sent");
-            }
-        });
-    }
 }

@@ -2,7 +2,7 @@
 //! and invoked in a fresh store and instance every time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_api::{ByteSize, ComponentKind, Digest, Limits};
@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::bindings::WorkerPre;
+use crate::bindings::{HealthCheckPre, WorkerPre};
 use crate::cache::CacheStatus;
 use crate::capabilities::{Capabilities, Grants};
 use crate::error::{InvokeError, LoadError};
@@ -57,6 +57,12 @@ pub struct LoadedComponent {
     sink: Arc<dyn LogSink>,
     invocations: Arc<AtomicU64>,
     concurrency: Arc<Semaphore>,
+    /// The `shoal:workload/health` export, when the component has one.
+    pub(crate) health: Option<HealthCheckPre<InvocationState>>,
+    /// Invocations in a row that trapped; reset by any that did not.
+    trap_streak: AtomicU32,
+    /// The last trap, for the reason a restart gives.
+    last_trap: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -123,6 +129,7 @@ impl LoadedComponent {
                 _ => String::new(),
             },
         };
+        let health = HealthCheckPre::new(pre.clone()).ok();
         let entry = match kind {
             ComponentKind::Worker => {
                 Entry::Worker(WorkerPre::new(pre).map_err(|_| wrong_world(kind.required_export()))?)
@@ -149,6 +156,9 @@ impl LoadedComponent {
             sink,
             invocations,
             concurrency: Arc::new(Semaphore::new(permits)),
+            health,
+            trap_streak: AtomicU32::new(0),
+            last_trap: std::sync::Mutex::new(None),
         })
     }
 
@@ -170,6 +180,33 @@ impl LoadedComponent {
     /// Its limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Whether it exports `shoal:workload/health`.
+    pub fn exports_health(&self) -> bool {
+        self.health.is_some()
+    }
+
+    /// Counts an invocation's outcome towards the run of traps in a row.
+    pub(crate) fn note<T>(&self, outcome: &Result<T, InvokeError>) {
+        match outcome {
+            Err(err) if err.is_trap() => {
+                self.trap_streak.fetch_add(1, Ordering::Relaxed);
+                *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+            }
+            _ => self.trap_streak.store(0, Ordering::Relaxed),
+        }
+    }
+
+    /// Invocations in a row that trapped, and the last trap.
+    pub fn trap_streak(&self) -> (u32, Option<String>) {
+        let streak = self.trap_streak.load(Ordering::Relaxed);
+        let last = self
+            .last_trap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (streak, last)
     }
 
     /// Whether it came from the precompile cache or was compiled.

@@ -141,6 +141,18 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
+    /// Whether the guest was stopped by a fault or a limit, rather than
+    /// answering: what a run of failures that restarts a replica counts.
+    pub fn is_trap(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::FuelExhausted { .. }
+                | InvokeError::MemoryLimit { .. }
+                | InvokeError::Deadline { .. }
+                | InvokeError::Trap { .. }
+        )
+    }
+
     /// A short, stable label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {

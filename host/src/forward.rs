@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use shoal_api::subjects::headers;
@@ -100,33 +99,23 @@ pub async fn forward(
     response
 }
 
-/// Serves forwarded requests for one local http replica until aborted.
-pub async fn serve_forwarded(
+/// Answers one request another host forwarded to a local http replica.
+pub(crate) async fn answer_forwarded(
     nats: async_nats::Client,
     component: Arc<LoadedComponent>,
-    mut sub: async_nats::Subscriber,
-    replica: String,
-    host: String,
+    msg: async_nats::Message,
+    replica: Arc<str>,
+    host: Arc<str>,
 ) {
-    while let Some(msg) = sub.next().await {
-        let Some(reply_to) = msg.reply.clone() else {
-            continue;
-        };
-        let (nats, component, replica, host) = (
-            nats.clone(),
-            component.clone(),
-            replica.clone(),
-            host.clone(),
-        );
-        tokio::spawn(async move {
-            let (status, mut out, body) = answer(&component, msg).await;
-            out.insert(headers::HTTP_STATUS, status.to_string().as_str());
-            out.insert(headers::REPLICA, replica.as_str());
-            out.insert(headers::SERVED_BY, host.as_str());
-            if let Err(e) = nats.publish_with_headers(reply_to, out, body).await {
-                tracing::debug!(error = %e, "forwarded response not sent");
-            }
-        });
+    let Some(reply_to) = msg.reply.clone() else {
+        return;
+    };
+    let (status, mut out, body) = answer(&component, msg).await;
+    out.insert(headers::HTTP_STATUS, status.to_string().as_str());
+    out.insert(headers::REPLICA, replica.as_ref());
+    out.insert(headers::SERVED_BY, host.as_ref());
+    if let Err(e) = nats.publish_with_headers(reply_to, out, body).await {
+        tracing::debug!(error = %e, "forwarded response not sent");
     }
 }
 

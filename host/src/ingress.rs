@@ -20,8 +20,11 @@ struct Route {
     prefix: String,
     host: Option<String>,
     replica: ReplicaId,
+    revision: u64,
     component_name: shoal_api::Name,
     component: Arc<LoadedComponent>,
+    /// Passing its readiness checks: only ready routes take requests.
+    ready: bool,
 }
 
 /// Routes by path prefix: to the http components of local replicas first,
@@ -61,12 +64,13 @@ impl IngressRoutes {
             );
     }
 
-    /// The routes of the local replicas, for this host's heartbeat.
-    pub fn advertised(&self, running: &dyn Fn(&ReplicaId) -> bool) -> Vec<HttpRoute> {
+    /// The routes of the local replicas, for this host's heartbeat: ready
+    /// when a ready replica is behind them.
+    pub fn advertised(&self) -> Vec<HttpRoute> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<HttpRoute> = Vec::new();
         for r in routes.iter() {
-            let ready = running(&r.replica);
+            let ready = r.ready;
             let prefix = if r.prefix.is_empty() {
                 "/".to_string()
             } else {
@@ -114,33 +118,50 @@ impl IngressRoutes {
         })
     }
 
-    /// Serves `prefix` with `component` (called `name`) of `replica`.
+    /// Serves `prefix` with `component` (called `name`) of the copy of
+    /// `replica` at `revision`, once it is [`set_ready`](Self::set_ready).
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &self,
         prefix: &str,
         host: Option<&str>,
         replica: &ReplicaId,
+        revision: u64,
         name: &shoal_api::Name,
         component: Arc<LoadedComponent>,
+        ready: bool,
     ) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.push(Route {
             prefix: prefix.trim_end_matches('/').to_string(),
             host: host.map(str::to_ascii_lowercase),
             replica: replica.clone(),
+            revision,
             component_name: name.clone(),
             component,
+            ready,
         });
         // Host-specific routes first, then the longest prefix.
         routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.prefix.len())));
     }
 
-    /// Removes every route of `replica`.
-    pub fn remove(&self, replica: &ReplicaId) {
+    /// Takes the routes of one copy of `replica` in or out of rotation.
+    pub fn set_ready(&self, replica: &ReplicaId, revision: u64, ready: bool) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        for r in routes
+            .iter_mut()
+            .filter(|r| &r.replica == replica && r.revision == revision)
+        {
+            r.ready = ready;
+        }
+    }
+
+    /// Removes the routes of the copy of `replica` at `revision`.
+    pub fn remove(&self, replica: &ReplicaId, revision: u64) {
         self.routes
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|r| &r.replica != replica);
+            .retain(|r| !(&r.replica == replica && r.revision == revision));
     }
 }
 
@@ -172,11 +193,23 @@ impl Routes for IngressRoutes {
             drop(routes);
             return self.remote_target(host, path);
         };
-        // Spread requests over the local replicas serving the same route.
+        // Spread requests over the ready local replicas serving the same route.
         let same: Vec<&Route> = routes
             .iter()
-            .filter(|r| r.prefix == best.prefix && r.host == best.host)
+            .filter(|r| r.ready && r.prefix == best.prefix && r.host == best.host)
             .collect();
+        if same.is_empty() {
+            // Local replicas exist but none is ready: another host's may be.
+            let name = format!(
+                "{}/{}/{}",
+                best.replica.namespace, best.replica.app, best.component_name
+            );
+            drop(routes);
+            return match self.remote_target(host, path) {
+                Some(remote @ Target::Remote { .. }) => Some(remote),
+                _ => Some(Target::Unready(name)),
+            };
+        }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % same.len();
         Some(Target::Local(same[i].component.clone()))
     }

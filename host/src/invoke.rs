@@ -23,6 +23,12 @@ pub type HttpResponse = hyper::Response<HyperOutgoingBody>;
 impl LoadedComponent {
     /// Calls a worker's handler with `msg` in a fresh instance.
     pub async fn invoke(&self, msg: Message) -> Result<(Reply, Usage), InvokeError> {
+        let outcome = self.invoke_once(msg).await;
+        self.note(&outcome);
+        outcome
+    }
+
+    async fn invoke_once(&self, msg: Message) -> Result<(Reply, Usage), InvokeError> {
         let Entry::Worker(pre) = &self.entry else {
             return Err(self.wrong_kind("only worker components handle messages"));
         };
@@ -75,6 +81,19 @@ impl LoadedComponent {
     /// soon as the guest sets it; its body streams while the guest writes it,
     /// still under the same deadline.
     pub async fn handle_http<B>(
+        &self,
+        request: hyper::Request<B>,
+    ) -> Result<HttpResponse, InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let outcome = self.handle_http_once(request).await;
+        self.note(&outcome);
+        outcome
+    }
+
+    async fn handle_http_once<B>(
         &self,
         request: hyper::Request<B>,
     ) -> Result<HttpResponse, InvokeError>

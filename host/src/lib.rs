@@ -21,7 +21,9 @@
 //! - [`http`]: serving http components behind one listener; [`ingress`]:
 //!   the host's routing table.
 //! - [`agent::HostAgent`]: the host's side of the cluster protocol over
-//!   NATS: heartbeats, start/stop commands, invocations.
+//!   NATS: heartbeats, start/stop commands, invocations. Each replica has a
+//!   supervisor that serves it behind its readiness, runs its [`health`]
+//!   checks and restarts it under its restart policy with back-off.
 
 pub mod agent;
 pub mod bindings;
@@ -31,6 +33,7 @@ mod component;
 mod engine;
 mod error;
 mod forward;
+pub mod health;
 pub mod http;
 pub mod ingress;
 mod invoke;
@@ -38,7 +41,9 @@ mod limiter;
 pub mod logs;
 mod queue;
 mod runtime;
+mod serving;
 mod state;
+mod supervisor;
 pub mod tunables;
 
 pub use bindings::types::{HandlerError, Message, Reply};

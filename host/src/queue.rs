@@ -16,8 +16,10 @@ use futures::StreamExt;
 use shoal_api::Name;
 use shoal_api::subjects::{self, headers};
 use shoal_api::wire::ReplicaId;
+use tokio_util::task::TaskTracker;
 
 use crate::component::LoadedComponent;
+use crate::serving::Gate;
 use crate::{InvokeError, Message};
 
 /// The first redelivery delay; it doubles per attempt up to [`MAX_BACKOFF`].
@@ -27,13 +29,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Wait between attempts to reach a queue that is not there yet.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Consumes `component`'s queue until aborted.
-pub async fn consume(
+/// Consumes `component`'s queue while `gate` is open, each message a task
+/// of `tracker`. Returns once the gate's sender is gone. Messages pulled
+/// but not yet handed out when the gate closes are redelivered by
+/// JetStream after the consumer's ack wait.
+pub(crate) async fn consume(
     nats: async_nats::Client,
     replica: ReplicaId,
     name: Name,
     component: Arc<LoadedComponent>,
     max_deliver: u32,
+    mut gate: Gate,
+    tracker: TaskTracker,
 ) {
     let js = jetstream::new(nats);
     let stream_name = subjects::queue_stream(&replica.namespace, &replica.app, &name);
@@ -42,6 +49,9 @@ pub async fn consume(
         .unwrap_or(64)
         .clamp(1, 256);
     loop {
+        if gate.wait_for(|open| *open).await.is_err() {
+            return;
+        }
         let messages = async {
             let stream = js
                 .get_stream(&stream_name)
@@ -67,20 +77,32 @@ pub async fn consume(
                 continue;
             }
         };
-        while let Some(next) = messages.next().await {
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                closed = gate.wait_for(|open| !*open) => {
+                    if closed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            };
             let msg = match next {
-                Ok(msg) => msg,
-                Err(e) => {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
                     tracing::debug!(error = %e, "queue stream hiccup");
                     continue;
                 }
+                None => {
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
             };
             let (js, component, dead) = (js.clone(), component.clone(), dead.clone());
-            tokio::spawn(async move {
+            tracker.spawn(async move {
                 handle(&js, &component, &dead, msg, max_deliver).await;
             });
         }
-        tokio::time::sleep(RETRY).await;
     }
 }
 

@@ -40,3 +40,27 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a graceful HTTP shutdown waits for requests in flight.
 pub const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+/// The wait before a stopped replica's first restart. Starting a component
+/// takes milliseconds, so Shoal can retry far sooner than the 10 s a
+/// container orchestrator waits.
+pub const RESTART_BACKOFF_FIRST: Duration = Duration::from_millis(500);
+
+/// The longest wait between restarts of a crash-looping replica.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A run this long resets the back-off: the replica was healthy.
+pub const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(30);
+
+/// Invocations in a row that trap before the replica counts as failed and
+/// restarts under its policy. High enough that one poison message, tried
+/// `max_deliver` times, never causes it.
+pub const TRAPS_BEFORE_RESTART: u32 = 10;
+
+/// How often a replica without health checks is looked at for trapping
+/// invocations (a health-checked one is looked at every check).
+pub const TRAP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a stopping replica waits, beyond its components' timeout, for its
+/// subscriptions to drain and its work in flight to finish.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);

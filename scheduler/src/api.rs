@@ -14,9 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use shoal_api::resources::{
     ApiError, AppDetail, AppSummary, ApplyRequest, ApplyResponse, ComponentSummary, HostInfo,
-    InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, ScaleRequest,
+    InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, RevisionInfo, RollbackRequest,
+    RolloutStatus, ScaleRequest,
 };
-use shoal_api::wire::{ReplicaId, ReplicaState};
+use shoal_api::wire::{HostId, ReplicaId, ReplicaState, ReplicaStatus};
 use shoal_api::{AppSpec, ComponentKind, Digest, MAX_REPLICAS, Name, subjects};
 
 use crate::reconcile::replica_id;
@@ -35,6 +36,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/apps", post(apply).get(list_apps))
         .route("/v1/apps/{namespace}/{name}", get(describe).delete(delete))
         .route("/v1/apps/{namespace}/{name}/scale", post(scale))
+        .route("/v1/apps/{namespace}/{name}/rollout", get(rollout_status))
+        .route("/v1/apps/{namespace}/{name}/revisions", get(revisions))
+        .route("/v1/apps/{namespace}/{name}/rollback", post(rollback))
         .route(
             "/v1/apps/{namespace}/{name}/invoke/{component}",
             post(invoke),
@@ -184,10 +188,16 @@ async fn apply(
         digests,
         file: req.file.clone(),
         generations: BTreeMap::new(),
+        templates: BTreeMap::new(),
+        cause: format!("applied from {}", req.file),
     }
     .with_generations(previous.as_ref().map(|p| &p.stored));
     let plan = plan(previous.as_ref(), &stored);
-    let unchanged = previous.as_ref().is_some_and(|p| p.stored == stored);
+    let unchanged = previous.as_ref().is_some_and(|p| {
+        p.stored.spec == stored.spec
+            && p.stored.digests == stored.digests
+            && p.stored.file == stored.file
+    });
     if req.dry_run || unchanged {
         return Ok(Json(ApplyResponse {
             app: app_name,
@@ -197,15 +207,7 @@ async fn apply(
             plan,
         }));
     }
-    for (name, component) in &stored.spec.components {
-        if let Some(queue) = &component.queue {
-            let stream = subjects::queue_stream(&stored.spec.namespace, &stored.spec.name, name);
-            // A delivery not acked within the deadline and a margin is
-            // handed to another replica: the one holding it is gone.
-            let ack_wait = component.limits.timeout.get() + QUEUE_ACK_MARGIN;
-            shared.store.ensure_queue(&stream, queue, ack_wait).await?;
-        }
-    }
+    ensure_queues(&shared, &stored).await?;
     let revision = shared.store.put_app(&key, &stored).await?;
     let e = event(
         &stored.spec.namespace,
@@ -223,6 +225,20 @@ async fn apply(
         unchanged: false,
         plan,
     }))
+}
+
+/// Creates (or updates) the work-queue streams `stored` consumes.
+pub(crate) async fn ensure_queues(shared: &Shared, stored: &StoredApp) -> Result<(), SchedulerError> {
+    for (name, component) in &stored.spec.components {
+        if let Some(queue) = &component.queue {
+            let stream = subjects::queue_stream(&stored.spec.namespace, &stored.spec.name, name);
+            // A delivery not acked within the deadline and a margin is
+            // handed to another replica: the one holding it is gone.
+            let ack_wait = component.limits.timeout.get() + QUEUE_ACK_MARGIN;
+            shared.store.ensure_queue(&stream, queue, ack_wait).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What applying `next` over `previous` changes, replica by replica.
@@ -258,36 +274,40 @@ fn plan(previous: Option<&App>, next: &StoredApp) -> Plan {
 
 async fn list_apps(State(shared): State<Shared_>) -> Json<Vec<AppSummary>> {
     let state = shared.state();
-    let running = running_replicas(&state);
+    let copies = copies(&state);
     Json(
         state
             .apps
             .values()
-            .map(|app| summary(&state, app, &running))
+            .map(|app| summary(&state, app, &copies))
             .collect(),
     )
 }
 
-/// Replicas reported running by live hosts.
-fn running_replicas(
-    state: &SchedulerState,
-) -> HashMap<ReplicaId, (shoal_api::wire::HostId, ReplicaState, u64)> {
+/// Every copy of every replica that live hosts report, by replica: the
+/// copy to show first (running and ready, then the newest) leads.
+fn copies(state: &SchedulerState) -> HashMap<ReplicaId, Vec<(HostId, ReplicaStatus)>> {
     let now = Instant::now();
-    let mut out = HashMap::new();
+    let mut out: HashMap<ReplicaId, Vec<(HostId, ReplicaStatus)>> = HashMap::new();
     for (host, entry) in &state.hosts {
         if !entry.is_live(now) {
             continue;
         }
         for r in &entry.heartbeat.replicas {
-            let better = match out.get(&r.id) {
-                None => true,
-                Some((_, ReplicaState::Running, _)) => false,
-                Some(_) => matches!(r.state, ReplicaState::Running),
-            };
-            if better {
-                out.insert(r.id.clone(), (host.clone(), r.state.clone(), r.revision));
-            }
+            out.entry(r.id.clone())
+                .or_default()
+                .push((host.clone(), r.clone()));
         }
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|(host, r)| {
+            (
+                !matches!(r.state, ReplicaState::Running),
+                !r.ready,
+                std::cmp::Reverse(r.revision),
+                host.clone(),
+            )
+        });
     }
     out
 }
@@ -295,7 +315,7 @@ fn running_replicas(
 fn summary(
     state: &SchedulerState,
     app: &App,
-    running: &HashMap<ReplicaId, (shoal_api::wire::HostId, ReplicaState, u64)>,
+    copies: &HashMap<ReplicaId, Vec<(HostId, ReplicaStatus)>>,
 ) -> AppSummary {
     let spec = &app.stored.spec;
     let key = subjects::app_key(&spec.namespace, &spec.name);
@@ -310,9 +330,10 @@ fn summary(
             .and_then(|s| s.last_decision.clone());
         let up = (0..desired)
             .filter(|i| {
-                running
+                copies
                     .get(&replica_id(spec, &pod.name, *i))
-                    .is_some_and(|(_, s, _)| matches!(s, ReplicaState::Running))
+                    .and_then(|list| list.first())
+                    .is_some_and(|(_, r)| matches!(r.state, ReplicaState::Running))
             })
             .count() as u32;
         all_running &= up == desired;
@@ -344,8 +365,9 @@ fn summary(
     }
 }
 
+/// Every replica of `app`: each copy hosts report, or a pending entry.
 fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
-    let running = running_replicas(state);
+    let copies = copies(state);
     let spec = &app.stored.spec;
     let key = subjects::app_key(&spec.namespace, &spec.name);
     let mut pods = Vec::new();
@@ -353,15 +375,18 @@ fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
         let components: Vec<Name> = pod.components.iter().map(|(n, _)| (*n).clone()).collect();
         for i in 0..state.replicas_of(&key, &pod) {
             let id = replica_id(spec, &pod.name, i);
-            let info = match running.get(&id) {
-                Some((host, s, revision)) => PodInfo {
+            match copies.get(&id) {
+                Some(list) => pods.extend(list.iter().map(|(host, r)| PodInfo {
                     id: id.clone(),
                     components: components.clone(),
                     host: Some(host.clone()),
-                    revision: *revision,
-                    state: PodState::Host(s.clone()),
-                },
-                None => PodInfo {
+                    revision: r.revision,
+                    state: PodState::Host(r.state.clone()),
+                    ready: r.ready,
+                    restarts: r.restarts,
+                    last_error: r.last_error.clone(),
+                })),
+                None => pods.push(PodInfo {
                     id: id.clone(),
                     components: components.clone(),
                     host: state.starting.get(&id).map(|s| s.host.clone()),
@@ -373,9 +398,11 @@ fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
                             .cloned()
                             .unwrap_or_else(|| "being placed".into()),
                     },
-                },
-            };
-            pods.push(info);
+                    ready: false,
+                    restarts: 0,
+                    last_error: None,
+                }),
+            }
         }
     }
     pods
@@ -387,10 +414,10 @@ async fn describe(
 ) -> Result<Json<AppDetail>, Failure> {
     let state = shared.state();
     let app = find(&state, &namespace, &name)?;
-    let running = running_replicas(&state);
+    let copies = copies(&state);
     let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
     Ok(Json(AppDetail {
-        summary: summary(&state, app, &running),
+        summary: summary(&state, app, &copies),
         spec: app.stored.spec.clone(),
         digests: app.stored.digests.clone(),
         pods: pods_of(&state, app),
@@ -507,6 +534,7 @@ async fn scale(
     };
     let from = component.replicas;
     component.replicas = req.replicas;
+    stored.cause = format!("{} scaled from {from} to {}", req.component, req.replicas);
     let stored = stored.with_generations(Some(&previous.stored));
     let plan = plan(Some(&previous), &stored);
     let revision = shared.store.put_app(&key, &stored).await?;
@@ -522,6 +550,59 @@ async fn scale(
     shared.state().apps.insert(key, App { stored, revision });
     shared.record(e).await;
     shared.wake();
+    Ok(Json(ApplyResponse {
+        app: format!("{namespace}/{name}"),
+        revision,
+        dry_run: false,
+        unchanged: false,
+        plan,
+    }))
+}
+
+async fn rollout_status(
+    State(shared): State<Shared_>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<RolloutStatus>, Failure> {
+    let state = shared.state();
+    let app = find(&state, &namespace, &name)?;
+    Ok(Json(crate::rollout::status(&state, app, Instant::now())))
+}
+
+async fn revisions(
+    State(shared): State<Shared_>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Vec<RevisionInfo>>, Failure> {
+    let key = {
+        let state = shared.state();
+        let app = find(&state, &namespace, &name)?;
+        subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name)
+    };
+    Ok(Json(crate::rollout::history(&shared, &key).await?))
+}
+
+async fn rollback(
+    State(shared): State<Shared_>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(req): Json<RollbackRequest>,
+) -> Result<Json<ApplyResponse>, Failure> {
+    let (key, previous) = {
+        let state = shared.state();
+        let app = find(&state, &namespace, &name)?;
+        (
+            subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name),
+            app.clone(),
+        )
+    };
+    let (revision, _) =
+        crate::rollout::roll_back(&shared, &key, req.to, None, "rollout undo").await?;
+    let plan = {
+        let state = shared.state();
+        state
+            .apps
+            .get(&key)
+            .map(|now| plan(Some(&previous), &now.stored))
+            .unwrap_or_default()
+    };
     Ok(Json(ApplyResponse {
         app: format!("{namespace}/{name}"),
         revision,

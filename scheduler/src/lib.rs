@@ -18,6 +18,7 @@ pub mod artifact;
 pub mod autoscale;
 pub mod placement;
 pub mod reconcile;
+pub mod rollout;
 pub mod secrets;
 pub mod state;
 pub mod store;
@@ -267,9 +268,10 @@ async fn watch_heartbeats(
             }
         };
         let now = Instant::now();
-        let changed = {
+        let (changed, news) = {
             let mut state = shared.state();
-            match state.hosts.get_mut(&hb.host) {
+            let news = replica_news(state.hosts.get(&hb.host).map(|e| &e.heartbeat), &hb);
+            let changed = match state.hosts.get_mut(&hb.host) {
                 Some(entry) => {
                     let changed = entry.lost
                         || entry.heartbeat.replicas != hb.replicas
@@ -296,12 +298,85 @@ async fn watch_heartbeats(
                     );
                     true
                 }
-            }
+            };
+            (changed, news)
         };
+        for e in news {
+            shared.record(e).await;
+        }
         if changed {
             shared.wake();
         }
     }
+}
+
+/// Events for what a host's replicas did since its previous heartbeat:
+/// restarts, crash loops, readiness lost and regained.
+fn replica_news(previous: Option<&Heartbeat>, now: &Heartbeat) -> Vec<Event> {
+    use shoal_api::wire::ReplicaState;
+    let mut out = Vec::new();
+    for r in &now.replicas {
+        let before = previous.and_then(|p| {
+            p.replicas
+                .iter()
+                .find(|b| b.id == r.id && b.revision == r.revision)
+        });
+        let id = &r.id;
+        let why = r.last_error.as_deref().unwrap_or("no reason given");
+        let (restarts_before, was_ready, was_crash_loop) = before.map_or((0, false, false), |b| {
+            (
+                b.restarts,
+                b.ready,
+                matches!(b.state, ReplicaState::CrashLoop { .. }),
+            )
+        });
+        if r.restarts > restarts_before {
+            let retry = match &r.state {
+                ReplicaState::Restarting { retry_in_ms, .. }
+                | ReplicaState::CrashLoop { retry_in_ms, .. } => {
+                    format!(", starting again in {retry_in_ms}ms")
+                }
+                _ => String::new(),
+            };
+            out.push(event(
+                &id.namespace,
+                &id.app,
+                "restarted",
+                format!(
+                    "{id} restarted on {} (restart {}{retry}): {why}",
+                    now.host, r.restarts
+                ),
+            ));
+        }
+        if matches!(r.state, ReplicaState::CrashLoop { .. }) && !was_crash_loop {
+            out.push(event(
+                &id.namespace,
+                &id.app,
+                "crash_loop",
+                format!("{id} is crash-looping on {}: {why}", now.host),
+            ));
+        }
+        if r.state == ReplicaState::Running && was_ready && !r.ready {
+            out.push(event(
+                &id.namespace,
+                &id.app,
+                "unready",
+                format!("{id} on {} is not ready, out of rotation: {why}", now.host),
+            ));
+        }
+        if r.state == ReplicaState::Running
+            && r.ready
+            && before.is_some_and(|b| b.state == ReplicaState::Running && !b.ready)
+        {
+            out.push(event(
+                &id.namespace,
+                &id.app,
+                "ready",
+                format!("{id} on {} is ready and in rotation", now.host),
+            ));
+        }
+    }
+    out
 }
 
 async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -318,6 +393,13 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         let pass = reconcile::plan(&mut shared.state(), now);
         shared.publish(&pass.events).await;
+        for stalled in pass.rollbacks {
+            let cause = format!("automatic rollback: {}", stalled.reason);
+            match rollout::roll_back(&shared, &stalled.app, None, Some(stalled.revision), &cause).await {
+                Ok((revision, to)) => tracing::warn!(app = stalled.app, revision, to, "{cause}"),
+                Err(e) => tracing::warn!(app = stalled.app, error = %e, "cannot roll back"),
+            }
+        }
         let mut running: FuturesUnordered<_> = pass
             .actions
             .into_iter()
@@ -338,7 +420,15 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn execute(shared: &Shared, action: Action) {
     let (host, command) = match &action {
         Action::Start { host, replica } => (host.clone(), HostCommand::Start(replica.clone())),
-        Action::Stop { host, id, .. } => (host.clone(), HostCommand::Stop { id: id.clone() }),
+        Action::Stop {
+            host, id, revision, ..
+        } => (
+            host.clone(),
+            HostCommand::Stop {
+                id: id.clone(),
+                revision: Some(*revision),
+            },
+        ),
     };
     let outcome = send(shared, &host, &command).await;
     match (action, outcome) {
@@ -371,13 +461,21 @@ async fn execute(shared: &Shared, action: Action) {
                 ))
                 .await;
         }
-        (Action::Stop { host, id, reason }, Ok(())) => {
+        (
+            Action::Stop {
+                host,
+                id,
+                revision,
+                reason,
+            },
+            Ok(()),
+        ) => {
             shared
                 .record(event(
                     &id.namespace,
                     &id.app,
                     "stopped",
-                    format!("{id} stopped on {host}: {reason}"),
+                    format!("{id} (revision {revision}) stopped on {host}: {reason}"),
                 ))
                 .await;
         }

@@ -14,7 +14,7 @@ use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplic
 use shoal_api::{AppSpec, Digest, Name, SecretValue, subjects};
 
 use crate::placement::{Candidate, Need, choose};
-use crate::state::{App, Starting, State, event};
+use crate::state::{App, Rollout, Starting, State, event};
 use crate::tunables::START_CONFIRM_TIMEOUT;
 
 /// Something to tell a host.
@@ -27,15 +27,29 @@ pub enum Action {
         /// What.
         replica: StartReplica,
     },
-    /// Stop a replica.
+    /// Stop a replica's copy at one revision.
     Stop {
         /// Where.
         host: HostId,
         /// Which.
         id: ReplicaId,
+        /// The copy's revision.
+        revision: u64,
         /// Why, for the event.
         reason: String,
     },
+}
+
+/// A rollout that made no progress for its deadline: go back to the
+/// revision before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// The app's key.
+    pub app: String,
+    /// The stored revision that stalled.
+    pub revision: u64,
+    /// What stalled, in words.
+    pub reason: String,
 }
 
 /// One pass's decisions.
@@ -45,14 +59,18 @@ pub struct Pass {
     pub actions: Vec<Action>,
     /// Events to publish (already remembered in the state).
     pub events: Vec<Event>,
+    /// Rollouts to undo.
+    pub rollbacks: Vec<Rollback>,
 }
 
-/// A replica seen on a host (or being started there).
+/// A replica copy seen on a host (or being started there).
 #[derive(Debug, Clone)]
 struct Seen {
     host: HostId,
     revision: u64,
     running: bool,
+    /// Takes work, or (a job) completed: what a rollout waits for.
+    ready: bool,
     rejoined: bool,
 }
 
@@ -65,7 +83,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
     // Observed replicas on live hosts. Failed ones are cleaned up and count
     // as missing.
     let mut seen: HashMap<ReplicaId, Vec<Seen>> = HashMap::new();
-    let mut failed: Vec<(HostId, ReplicaId, String)> = Vec::new();
+    let mut failed: Vec<(HostId, ReplicaId, u64, String)> = Vec::new();
     for (id, host) in &state.hosts {
         if !host.is_live(now) {
             continue;
@@ -73,18 +91,20 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         for r in &host.heartbeat.replicas {
             match &r.state {
                 ReplicaState::Failed { reason } => {
-                    failed.push((id.clone(), r.id.clone(), reason.clone()));
+                    failed.push((id.clone(), r.id.clone(), r.revision, reason.clone()));
                 }
                 state => seen.entry(r.id.clone()).or_default().push(Seen {
                     host: id.clone(),
                     revision: r.revision,
                     running: matches!(state, ReplicaState::Running),
+                    ready: (r.ready && matches!(state, ReplicaState::Running))
+                        || matches!(state, ReplicaState::Completed),
                     rejoined: host.rejoined.is_some(),
                 }),
             }
         }
     }
-    for (host, id, reason) in failed {
+    for (host, id, revision, reason) in failed {
         if app_of(state, &id).is_some() {
             let e = event(
                 &id.namespace,
@@ -100,6 +120,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         pass.actions.push(Action::Stop {
             host,
             id,
+            revision,
             reason: "failed".into(),
         });
     }
@@ -116,11 +137,15 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
     });
     for (id, s) in &state.starting {
         let list = seen.entry(id.clone()).or_default();
-        if !list.iter().any(|x| x.host == s.host) {
+        if !list
+            .iter()
+            .any(|x| x.host == s.host && x.revision == s.revision)
+        {
             list.push(Seen {
                 host: s.host.clone(),
                 revision: s.revision,
                 running: false,
+                ready: false,
                 rejoined: false,
             });
         }
@@ -156,51 +181,127 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                 labels.extend(c.placement.labels.clone());
                 spread = spread.or(c.placement.spread.as_deref());
             }
-            for i in 0..replicas {
-                let id = replica_id(spec, &pod.name, i);
+            let rollout = pod.rollout();
+            let slots: Vec<(ReplicaId, Vec<Seen>)> = (0..replicas)
+                .map(|i| {
+                    let id = replica_id(spec, &pod.name, i);
+                    let list = seen.get(&id).cloned().unwrap_or_default();
+                    (id, list)
+                })
+                .collect();
+            // What the rollout budget allows: new copies beside old ones,
+            // and slots with no ready copy at all.
+            let mut surging = slots
+                .iter()
+                .filter(|(_, l)| {
+                    l.iter().any(|s| s.revision == generation)
+                        && l.iter().any(|s| s.revision != generation)
+                })
+                .count() as u32;
+            let mut unavailable = slots
+                .iter()
+                .filter(|(_, l)| !l.iter().any(|s| s.ready))
+                .count() as u32;
+            let mut rolling = 0u32;
+            let mut updated_ready = 0u32;
+            for (id, list) in slots {
                 desired.insert(id.clone());
-                let list = seen.get(&id).cloned().unwrap_or_default();
                 let current: Vec<&Seen> =
                     list.iter().filter(|s| s.revision == generation).collect();
+                let old: Vec<&Seen> = list.iter().filter(|s| s.revision != generation).collect();
                 if let Some(keep) = best(&current) {
-                    // Keep one copy of the current revision; stop the rest.
-                    for s in &list {
+                    // Keep one copy of the current revision; stop other
+                    // copies of it, and old ones once it is ready.
+                    for s in &current {
                         if s.host != keep.host {
                             pass.actions.push(Action::Stop {
                                 host: s.host.clone(),
                                 id: id.clone(),
+                                revision: s.revision,
                                 reason: format!("duplicate of the copy on {}", keep.host),
                             });
                         }
                     }
-                    state.pending.remove(&id);
-                    continue;
-                }
-                if let Some(old) = best(&list.iter().collect::<Vec<_>>()) {
-                    // An older revision: replace it where it runs.
-                    let replica =
-                        start_replica(app, generation, &pod.components, &id, &state.secrets);
-                    for s in &list {
-                        if s.host != old.host {
+                    if keep.ready {
+                        updated_ready += 1;
+                        for s in &old {
                             pass.actions.push(Action::Stop {
                                 host: s.host.clone(),
                                 id: id.clone(),
-                                reason: "superseded".into(),
+                                revision: s.revision,
+                                reason: format!("replaced by revision {generation}"),
                             });
                         }
+                    } else if !old.is_empty() {
+                        rolling += 1;
+                    }
+                    state.pending.remove(&id);
+                    continue;
+                }
+                if let Some(old_copy) = best(&old) {
+                    // An older revision runs here: replace it within the
+                    // rollout's budget.
+                    rolling += 1;
+                    let replace_in_place = if !old_copy.ready {
+                        true
+                    } else if surging < rollout.max_surge {
+                        surging += 1;
+                        false
+                    } else if unavailable < rollout.max_unavailable {
+                        unavailable += 1;
+                        true
+                    } else {
+                        continue;
+                    };
+                    let host = if replace_in_place {
+                        for s in &old {
+                            pass.actions.push(Action::Stop {
+                                host: s.host.clone(),
+                                id: id.clone(),
+                                revision: s.revision,
+                                reason: format!("replaced by revision {generation}"),
+                            });
+                        }
+                        Some(old_copy.host.clone())
+                    } else {
+                        // A surge copy: beside the old one if it fits there.
+                        let need = Need {
+                            memory,
+                            labels: &labels,
+                            spread,
+                            pod_on_host: &pod_on_host,
+                        };
+                        let here = candidates.iter().position(|c| c.id == old_copy.host);
+                        let fits_here = here.is_some_and(|i| {
+                            choose(std::slice::from_ref(&candidates[i]), &need).is_ok()
+                        });
+                        match (here, fits_here) {
+                            (Some(i), true) => Some(candidates[i].id.clone()),
+                            _ => choose(&candidates, &need)
+                                .ok()
+                                .map(|i| candidates[i].id.clone()),
+                        }
+                    };
+                    let Some(host) = host else {
+                        surging = surging.saturating_sub(1);
+                        continue;
+                    };
+                    if let Some(c) = candidates.iter_mut().find(|c| c.id == host) {
+                        c.used_memory += memory;
+                        c.used_slots += 1;
                     }
                     state.starting.insert(
                         id.clone(),
                         Starting {
-                            host: old.host.clone(),
+                            host: host.clone(),
                             revision: generation,
                             memory,
                             since: now,
                         },
                     );
                     pass.actions.push(Action::Start {
-                        host: old.host.clone(),
-                        replica,
+                        host,
+                        replica: start_replica(app, generation, &pod.components, &id, &state.secrets),
                     });
                     continue;
                 }
@@ -254,6 +355,16 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                     }
                 }
             }
+            track_rollout(
+                state,
+                &mut pass,
+                (key, app),
+                &pod.name,
+                generation,
+                &rollout,
+                (rolling, updated_ready),
+                now,
+            );
         }
     }
 
@@ -269,12 +380,95 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
             pass.actions.push(Action::Stop {
                 host: s.host.clone(),
                 id: id.clone(),
+                revision: s.revision,
                 reason: "no longer wanted".into(),
             });
         }
     }
     state.pending.retain(|id, _| desired.contains(id));
+    state
+        .rollouts
+        .retain(|(key, pod), _| state.apps.get(key).is_some_and(|a| a.stored.spec.pods().iter().any(|p| &p.name == pod)));
     pass
+}
+
+/// Follows a pod's rollout: announces it, notices progress, and asks for a
+/// rollback when none was made for the progress deadline. `rolling` counts
+/// slots still running an old copy; `updated_ready` slots whose current
+/// copy is ready.
+#[allow(clippy::too_many_arguments)]
+fn track_rollout(
+    state: &mut State,
+    pass: &mut Pass,
+    (key, app): (&String, &App),
+    pod: &Name,
+    generation: u64,
+    rollout: &shoal_api::RolloutSpec,
+    (rolling, updated_ready): (u32, u32),
+    now: Instant,
+) {
+    let spec = &app.stored.spec;
+    let slot = (key.clone(), pod.clone());
+    if rolling == 0 {
+        if let Some(done) = state.rollouts.remove(&slot)
+            && !done.rolled_back
+            && done.generation == generation
+        {
+            let e = event(
+                &spec.namespace,
+                &spec.name,
+                "rollout_complete",
+                format!("pod {pod} rolled out to generation {generation} (revision {})", app.revision),
+            );
+            remember(state, pass, e);
+        }
+        return;
+    }
+    let fresh = state
+        .rollouts
+        .get(&slot)
+        .is_none_or(|r| r.generation != generation);
+    if fresh {
+        state.rollouts.insert(
+            slot.clone(),
+            Rollout {
+                generation,
+                done: updated_ready,
+                last_progress: now,
+                rolled_back: false,
+            },
+        );
+        let e = event(
+            &spec.namespace,
+            &spec.name,
+            "rollout_started",
+            format!(
+                "rolling pod {pod} to generation {generation} (revision {}): max_surge {}, max_unavailable {}, progress_deadline {}",
+                app.revision, rollout.max_surge, rollout.max_unavailable, rollout.progress_deadline
+            ),
+        );
+        remember(state, pass, e);
+        return;
+    }
+    let Some(r) = state.rollouts.get_mut(&slot) else {
+        return;
+    };
+    if updated_ready > r.done {
+        r.done = updated_ready;
+        r.last_progress = now;
+    }
+    let deadline = rollout.progress_deadline.get();
+    if !r.rolled_back && now.duration_since(r.last_progress) > deadline {
+        r.rolled_back = true;
+        pass.rollbacks.push(Rollback {
+            app: key.clone(),
+            revision: app.revision,
+            reason: format!(
+                "pod {pod} made no progress for {} ({} of its replicas at generation {generation} ready)",
+                rollout.progress_deadline, r.done
+            ),
+        });
+    }
 }
 
 fn remember(state: &mut State, pass: &mut Pass, e: Event) {

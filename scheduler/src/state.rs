@@ -25,7 +25,19 @@ pub struct StoredApp {
     /// specs apart from replica counts, and their bytes) changes, so that
     /// scaling never restarts a replica and a real change replaces them.
     pub generations: BTreeMap<Name, u64>,
+    /// Each pod's templates seen so far, by digest, with their generation:
+    /// going back to an earlier template (a rollback) goes back to its
+    /// generation, so the replicas still running it are kept.
+    #[serde(default)]
+    pub templates: BTreeMap<Name, BTreeMap<String, u64>>,
+    /// Why this revision was stored: the file applied, or the rollback.
+    #[serde(default)]
+    pub cause: String,
 }
+
+/// Template generations remembered per pod: enough for `rollout undo` to
+/// find every revision the apps bucket keeps.
+const TEMPLATES_KEPT: usize = 32;
 
 impl StoredApp {
     /// The generation of `pod` (1 if never recorded).
@@ -49,25 +61,46 @@ impl StoredApp {
             .collect()
     }
 
-    /// Fills in generations against the previously stored version.
+    /// The digest of a pod's template, to recognise it again.
+    fn template_digest(&self, pod: &Name) -> String {
+        let bytes = serde_json::to_vec(&self.template(pod)).unwrap_or_default();
+        Digest::of(&bytes).to_hex()
+    }
+
+    /// Fills in generations against the previously stored version: the
+    /// same template keeps its generation, a template seen before gets its
+    /// generation back, a new one gets the next number.
     pub fn with_generations(mut self, previous: Option<&StoredApp>) -> Self {
         let pods: Vec<Name> = self.spec.pods().into_iter().map(|p| p.name).collect();
-        self.generations = pods
-            .into_iter()
-            .map(|pod| {
-                let generation = match previous {
-                    Some(prev) if prev.spec.pods().iter().any(|p| p.name == pod) => {
-                        if prev.template(&pod) == self.template(&pod) {
-                            prev.generation(&pod)
-                        } else {
-                            prev.generation(&pod) + 1
-                        }
-                    }
-                    _ => 1,
+        self.generations.clear();
+        self.templates.clear();
+        for pod in pods {
+            let digest = self.template_digest(&pod);
+            let prev = previous.filter(|p| p.spec.pods().iter().any(|x| x.name == pod));
+            let mut known = prev
+                .and_then(|p| p.templates.get(&pod).cloned())
+                .unwrap_or_default();
+            let generation = match (known.get(&digest), prev) {
+                (Some(generation), _) => *generation,
+                (None, Some(p)) if p.template(&pod) == self.template(&pod) => p.generation(&pod),
+                (None, Some(p)) => known.values().copied().max().unwrap_or(0).max(p.generation(&pod)) + 1,
+                (None, None) => 1,
+            };
+            known.insert(digest, generation);
+            while known.len() > TEMPLATES_KEPT {
+                let oldest = known
+                    .iter()
+                    .filter(|(_, g)| **g != generation)
+                    .min_by_key(|(_, g)| **g)
+                    .map(|(d, _)| d.clone());
+                match oldest {
+                    Some(d) => known.remove(&d),
+                    None => break,
                 };
-                (pod, generation)
-            })
-            .collect();
+            }
+            self.generations.insert(pod.clone(), generation);
+            self.templates.insert(pod, known);
+        }
         self
     }
 }
@@ -136,6 +169,22 @@ pub struct State {
     pub secrets: HashMap<String, shoal_api::SecretValue>,
     /// Replicas the autoscaler wants, by app key and pod.
     pub scale: HashMap<(String, Name), ScaleState>,
+    /// Rollouts in progress, by app key and pod.
+    pub rollouts: HashMap<(String, Name), Rollout>,
+}
+
+/// A pod's rollout in progress: old copies are still running.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    /// The generation it rolls to.
+    pub generation: u64,
+    /// Replicas of that generation ready at the last progress.
+    pub done: u32,
+    /// When a replica of that generation last became ready (or the
+    /// rollout began).
+    pub last_progress: Instant,
+    /// Rolled back already: do it once.
+    pub rolled_back: bool,
 }
 
 /// The autoscaler's view of one pod.

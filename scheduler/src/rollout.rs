@@ -1,0 +1,171 @@
+//! Rollouts seen from the API: where each pod stands, the revisions an app
+//! went through, and going back to one of them.
+//!
+//! The rollout itself happens in the reconciler ([`crate::reconcile`]):
+//! applying a revision whose pod template changed gives the pod a new
+//! generation, and each pass replaces old copies within the pod's
+//! `max_surge` and `max_unavailable`, stopping an old copy only once the new
+//! one beside it is ready. Going back is storing an earlier revision again:
+//! its templates keep their generations, so replicas still running them
+//! are kept as they are.
+
+use shoal_api::resources::{PodRollout, RevisionInfo, RolloutStatus};
+use shoal_api::subjects;
+use shoal_api::wire::ReplicaState;
+
+use crate::reconcile::replica_id;
+use crate::state::{App, State, event};
+use crate::{SchedulerError, Shared};
+
+/// Where each pod of `app` stands.
+pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatus {
+    let spec = &app.stored.spec;
+    let key = subjects::app_key(&spec.namespace, &spec.name);
+    let mut pods = Vec::new();
+    for pod in spec.pods() {
+        let generation = app.stored.generation(&pod.name);
+        let desired = state.replicas_of(&key, &pod);
+        let (mut updated, mut ready, mut old) = (0, 0, 0);
+        for i in 0..desired {
+            let id = replica_id(spec, &pod.name, i);
+            let copies: Vec<_> = state
+                .hosts
+                .values()
+                .filter(|h| h.is_live(now))
+                .flat_map(|h| h.heartbeat.replicas.iter())
+                .filter(|r| r.id == id)
+                .collect();
+            let current: Vec<_> = copies.iter().filter(|r| r.revision == generation).collect();
+            if !current.is_empty() {
+                updated += 1;
+            }
+            if current.iter().any(|r| {
+                (r.ready && r.state == ReplicaState::Running) || r.state == ReplicaState::Completed
+            }) {
+                ready += 1;
+            }
+            old += copies.iter().filter(|r| r.revision != generation).count() as u32;
+        }
+        let complete = ready == desired && old == 0;
+        let message = if complete {
+            format!("{desired} of {desired} replicas at generation {generation} ready")
+        } else if old > 0 {
+            format!(
+                "{ready} of {desired} replicas at generation {generation} ready; {old} old {} still running",
+                if old == 1 { "copy" } else { "copies" }
+            )
+        } else {
+            format!("{ready} of {desired} replicas at generation {generation} ready")
+        };
+        pods.push(PodRollout {
+            pod: pod.name.clone(),
+            generation,
+            desired,
+            updated,
+            ready,
+            old,
+            state: if complete { "complete" } else { "progressing" }.into(),
+            message,
+        });
+    }
+    RolloutStatus {
+        app: format!("{}/{}", spec.namespace, spec.name),
+        revision: app.revision,
+        pods,
+    }
+}
+
+/// The revisions of the app at `key` the bucket keeps, oldest first.
+pub async fn history(shared: &Shared, key: &str) -> Result<Vec<RevisionInfo>, SchedulerError> {
+    let current = shared.state().apps.get(key).map(|a| a.revision);
+    Ok(shared
+        .store
+        .app_history(key)
+        .await?
+        .into_iter()
+        .map(|(revision, at_ms, stored)| RevisionInfo {
+            revision,
+            at_ms,
+            cause: stored.cause,
+            generations: stored.generations,
+            current: Some(revision) == current,
+        })
+        .collect())
+}
+
+/// Stores revision `to` of the app at `key` again (by default the one
+/// before the current), which rolls the app back to it. Returns the new
+/// revision and the one it went back to. `expect`, when given, is the
+/// revision the caller saw: if the app moved on since, nothing happens.
+pub async fn roll_back(
+    shared: &Shared,
+    key: &str,
+    to: Option<u64>,
+    expect: Option<u64>,
+    cause: &str,
+) -> Result<(u64, u64), SchedulerError> {
+    let current = shared
+        .state()
+        .apps
+        .get(key)
+        .cloned()
+        .ok_or_else(|| SchedulerError::NotFound(format!("no app {key}")))?;
+    if expect.is_some_and(|r| r != current.revision) {
+        return Err(SchedulerError::Invalid(format!(
+            "{key} moved on to revision {} meanwhile; not rolling back",
+            current.revision
+        )));
+    }
+    let history = shared.store.app_history(key).await?;
+    let target = match to {
+        Some(to) => history.iter().find(|(r, _, _)| *r == to).ok_or_else(|| {
+            SchedulerError::Invalid(format!(
+                "revision {to} of {key} is not kept (the bucket keeps the last {}): see `shoal rollout history`",
+                history.len()
+            ))
+        })?,
+        None => history
+            .iter()
+            .rev()
+            .find(|(r, _, _)| *r < current.revision)
+            .ok_or_else(|| {
+                SchedulerError::Invalid(format!(
+                    "{key} has no revision before {} to go back to",
+                    current.revision
+                ))
+            })?,
+    };
+    let (target_revision, _, target_app) = target;
+    if *target_revision == current.revision {
+        return Err(SchedulerError::Invalid(format!(
+            "{key} is at revision {target_revision} already"
+        )));
+    }
+    let mut stored = target_app.clone();
+    stored.cause = format!("{cause} (back to revision {target_revision})");
+    // Scaling since then is kept: a rollback changes what runs, not how many.
+    for (name, c) in stored.spec.components.iter_mut() {
+        if let Some(now) = current.stored.spec.components.get(name) {
+            c.replicas = now.replicas;
+        }
+    }
+    let stored = stored.with_generations(Some(&current.stored));
+    crate::api::ensure_queues(shared, &stored).await?;
+    let revision = shared.store.put_app(key, &stored).await?;
+    let e = event(
+        &stored.spec.namespace,
+        &stored.spec.name,
+        "rolled_back",
+        format!("revision {revision} stored: {}", stored.cause),
+    );
+    shared.state().apps.insert(
+        key.to_string(),
+        App {
+            stored,
+            revision,
+        },
+    );
+    shared.record(e).await;
+    shared.wake();
+    Ok((revision, *target_revision))
+}
