@@ -130,6 +130,9 @@ async fn run_sim_host(nats: async_nats::Client, host: Arc<SimHost>, running_at: 
                     revision: start.revision,
                     memory: start.memory(),
                     state: ReplicaState::Running,
+                    ready: true,
+                    restarts: 0,
+                    last_error: None,
                 };
                 host.replicas
                     .lock()
@@ -137,7 +140,7 @@ async fn run_sim_host(nats: async_nats::Client, host: Arc<SimHost>, running_at: 
                     .insert(start.id.clone(), status);
                 running_at.lock().unwrap().insert(start.id, Instant::now());
             }
-            HostCommand::Stop { id } => {
+            HostCommand::Stop { id, .. } => {
                 host.replicas.lock().unwrap().remove(&id);
             }
             HostCommand::Forget { .. } => {}

@@ -1,0 +1,378 @@
+//! A replica's life end to end: health checks take it out of rotation and
+//! restart it, restart policies back off, and rolling updates replace
+//! replicas under load without a failed request, rolling back a version
+//! that never gets ready.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shoal_api::resources::{AppDetail, Event, PodInfo, PodState, RevisionInfo};
+use shoal_api::wire::ReplicaState;
+use shoal_api::{Name, subjects};
+use shoal_tests::cluster::Cluster;
+use shoal_tests::{http_request, repo_root, wasm_path};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Sets (`Some`) or deletes (`None`) `key` in the app's key-value bucket,
+/// as an operator would from outside.
+fn kv(cluster: &Cluster, app: &str, key: &str, value: Option<&str>) {
+    let url = cluster.nats.url();
+    let bucket = subjects::app_bucket(&Name::new("default").unwrap(), &Name::new(app).unwrap());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let nats = async_nats::connect(url).await.unwrap();
+        let store = async_nats::jetstream::new(nats)
+            .create_or_update_key_value(async_nats::jetstream::kv::Config {
+                bucket,
+                history: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        match value {
+            Some(v) => {
+                store.put(key, v.to_string().into()).await.unwrap();
+            }
+            None => store.delete(key).await.unwrap(),
+        }
+    });
+}
+
+fn describe(cluster: &Cluster, app: &str) -> AppDetail {
+    let out = cluster.ok(&["describe", "app", app, "-o", "json"]).unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+fn events(cluster: &Cluster, app: &str, reason: &str) -> Vec<Event> {
+    describe(cluster, app)
+        .events
+        .into_iter()
+        .filter(|e| e.reason == reason)
+        .collect()
+}
+
+fn pods_of(cluster: &Cluster, app: &str) -> Vec<PodInfo> {
+    cluster
+        .pods()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.id.app.as_str() == app)
+        .collect()
+}
+
+fn running_and_ready(p: &PodInfo) -> bool {
+    p.ready && matches!(p.state, PodState::Host(ReplicaState::Running))
+}
+
+/// Which replicas answered `n` requests for `path`.
+fn served_by(addr: SocketAddr, path: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let r = http_request(addr, "GET", path, Duration::from_secs(5)).unwrap();
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body.trim().trim_start_matches("served by ").to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
+    let mut cluster = Cluster::start().unwrap();
+    let addr = cluster.start_host("h1", "").unwrap();
+    let spec = repo_root().join("examples/health-probe/app.toml");
+    cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
+    let both = BTreeSet::from([
+        "default/probe/web-0".to_string(),
+        "default/probe/web-1".to_string(),
+    ]);
+    cluster
+        .wait_until("both replicas ready", LIMIT, |c| {
+            let pods = pods_of(c, "probe");
+            Ok((pods.len() == 2 && pods.iter().all(running_and_ready)).then_some(()))
+        })
+        .unwrap();
+    assert_eq!(served_by(addr, "/probe", 20), both);
+
+    // Readiness flips to false: out of rotation, not restarted.
+    kv(&cluster, "probe", "unready/default/probe/web-0", Some("1"));
+    cluster
+        .wait_until("web-0 out of rotation", LIMIT, |c| {
+            let pods = pods_of(c, "probe");
+            Ok(pods
+                .iter()
+                .any(|p| p.id.index == 0 && !p.ready && matches!(p.state, PodState::Host(ReplicaState::Running)))
+                .then_some(()))
+        })
+        .unwrap();
+    assert_eq!(
+        served_by(addr, "/probe", 20),
+        BTreeSet::from(["default/probe/web-1".to_string()]),
+        "a replica that is not ready gets no requests"
+    );
+    let table = cluster.ok(&["get", "pods"]).unwrap();
+    assert!(
+        table.lines().any(|l| l.contains("probe/web-0") && l.contains(" no ")),
+        "{table}"
+    );
+    // ... and back when it flips back.
+    kv(&cluster, "probe", "unready/default/probe/web-0", None);
+    cluster
+        .wait_until("web-0 back in rotation", LIMIT, |c| {
+            Ok(pods_of(c, "probe").iter().all(running_and_ready).then_some(()))
+        })
+        .unwrap();
+    assert_eq!(served_by(addr, "/probe", 20), both);
+    assert!(pods_of(&cluster, "probe").iter().all(|p| p.restarts == 0));
+
+    // Liveness fails: the replica is restarted, and the restart counted.
+    kv(&cluster, "probe", "dead/default/probe/web-1", Some("1"));
+    let restarted = cluster
+        .wait_until("web-1 restarted", LIMIT, |c| {
+            Ok(pods_of(c, "probe")
+                .into_iter()
+                .find(|p| p.id.index == 1 && p.restarts >= 1))
+        })
+        .unwrap();
+    assert!(
+        restarted
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("liveness failed")),
+        "{restarted:?}"
+    );
+    kv(&cluster, "probe", "dead/default/probe/web-1", None);
+    cluster
+        .wait_until("web-1 serving again", LIMIT, |c| {
+            Ok(pods_of(c, "probe").iter().all(running_and_ready).then_some(()))
+        })
+        .unwrap();
+    let pods = pods_of(&cluster, "probe");
+    let web1 = pods.iter().find(|p| p.id.index == 1).unwrap();
+    assert!(web1.restarts >= 1, "{web1:?}");
+    assert_eq!(pods.iter().find(|p| p.id.index == 0).unwrap().restarts, 0);
+    let table = cluster.ok(&["get", "pods"]).unwrap();
+    let line = table.lines().find(|l| l.contains("probe/web-1")).unwrap();
+    assert!(
+        line.split_whitespace().nth(4) == Some(&web1.restarts.to_string()),
+        "the RESTARTS column shows the count: {table}"
+    );
+    let restarts = events(&cluster, "probe", "restarted");
+    assert!(
+        restarts
+            .iter()
+            .any(|e| e.message.contains("web-1") && e.message.contains("liveness failed")),
+        "{restarts:?}"
+    );
+    assert_eq!(served_by(addr, "/probe", 20), both);
+}
+
+/// Writes a hello-http app spec: version `greeting`, ready or not.
+fn web_spec(cluster: &Cluster, greeting: &str, ready: bool, deadline: &str) -> String {
+    let text = format!(
+        r#"name = "web"
+
+[components.web]
+source = "{}"
+kind = "http"
+route = "/"
+replicas = 2
+env = {{ GREETING = "{greeting}", READY = "{ready}" }}
+health = {{ path = "/healthz", interval = "200ms", failure_threshold = 1 }}
+rollout = {{ max_surge = 1, max_unavailable = 0, progress_deadline = "{deadline}" }}
+"#,
+        wasm_path("hello-http").unwrap().display()
+    );
+    let path = cluster.dir().join(format!("web-{greeting}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Sends requests through every ingress in turn until stopped; returns
+/// each answer's status and greeting.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(u16, String)>>,
+}
+
+impl Load {
+    fn start(ingresses: Vec<SocketAddr>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut i = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                let addr = ingresses[i % ingresses.len()];
+                i += 1;
+                match http_request(addr, "GET", "/load", Duration::from_secs(5)) {
+                    Ok(r) => seen.push((r.status, r.body.split('!').next().unwrap_or("").to_string())),
+                    Err(e) => seen.push((0, e.to_string())),
+                }
+            }
+            seen
+        });
+        Load { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn assert_no_failures(seen: &[(u16, String)]) {
+    let failed: Vec<&(u16, String)> = seen.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+fn greetings(addrs: &[SocketAddr], n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|i| {
+            let r = http_request(addrs[i % addrs.len()], "GET", "/x", Duration::from_secs(5)).unwrap();
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body.split('!').next().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+fn wait_rolled_out(cluster: &Cluster, generation_pods: usize) {
+    cluster.ok(&["rollout", "status", "web", "--wait", "--timeout", "60"]).unwrap();
+    cluster
+        .wait_until("old copies gone", LIMIT, |c| {
+            let pods = pods_of(c, "web");
+            Ok((pods.len() == generation_pods && pods.iter().all(running_and_ready)).then_some(()))
+        })
+        .unwrap();
+}
+
+#[test]
+fn rolling_updates_fail_no_request_and_undo_goes_back() {
+    let mut cluster = Cluster::start().unwrap();
+    let a1 = cluster.start_host("h1", "").unwrap();
+    let a2 = cluster.start_host("h2", "").unwrap();
+    let ingresses = vec![a1, a2];
+    cluster.ok(&["apply", &web_spec(&cluster, "v1", true, "30s")]).unwrap();
+    wait_rolled_out(&cluster, 2);
+    assert_eq!(greetings(&ingresses, 10), BTreeSet::from(["v1".to_string()]));
+
+    // v1 -> v2 under continuous load.
+    let load = Load::start(ingresses.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.ok(&["apply", &web_spec(&cluster, "v2", true, "30s")]).unwrap();
+    wait_rolled_out(&cluster, 2);
+    let seen = load.finish();
+    assert_no_failures(&seen);
+    let versions: BTreeSet<&str> = seen.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(versions, BTreeSet::from(["v1", "v2"]), "both answered during the rollout");
+    assert_eq!(greetings(&ingresses, 20), BTreeSet::from(["v2".to_string()]));
+    assert!(!events(&cluster, "web", "rollout_complete").is_empty());
+
+    // `rollout undo` goes back to v1 the same way.
+    let load = Load::start(ingresses.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = cluster.ok(&["rollout", "undo", "web"]).unwrap();
+    assert!(out.contains("rolled back"), "{out}");
+    wait_rolled_out(&cluster, 2);
+    let seen = load.finish();
+    assert_no_failures(&seen);
+    assert_eq!(greetings(&ingresses, 20), BTreeSet::from(["v1".to_string()]));
+
+    // The history tells the story, and --to picks a revision.
+    let history: Vec<RevisionInfo> =
+        serde_json::from_str(&cluster.ok(&["rollout", "history", "web", "-o", "json"]).unwrap()).unwrap();
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert!(history[2].current && history[2].cause.contains("rollout undo"), "{history:?}");
+    assert_eq!(history[2].generations, history[0].generations, "v1's generation again");
+    let v2 = history[1].revision.to_string();
+    cluster.ok(&["rollout", "undo", "web", "--to", &v2]).unwrap();
+    wait_rolled_out(&cluster, 2);
+    assert_eq!(greetings(&ingresses, 20), BTreeSet::from(["v2".to_string()]));
+    let table = cluster.ok(&["rollout", "history", "web"]).unwrap();
+    assert!(table.contains("(current)") && table.contains("applied from"), "{table}");
+}
+
+#[test]
+fn a_version_that_never_gets_ready_is_rolled_back_at_its_deadline() {
+    let mut cluster = Cluster::start().unwrap();
+    let a1 = cluster.start_host("h1", "").unwrap();
+    cluster.ok(&["apply", &web_spec(&cluster, "v2", true, "2s")]).unwrap();
+    wait_rolled_out(&cluster, 2);
+    let before = describe(&cluster, "web").summary.revision;
+
+    let load = Load::start(vec![a1]);
+    cluster.ok(&["apply", &web_spec(&cluster, "v3", false, "2s")]).unwrap();
+    let rolled_back = cluster
+        .wait_until("the automatic rollback", LIMIT, |c| {
+            Ok(events(c, "web", "rolled_back").into_iter().next())
+        })
+        .unwrap();
+    assert!(
+        rolled_back.message.contains("automatic rollback")
+            && rolled_back.message.contains("no progress"),
+        "{rolled_back:?}"
+    );
+    wait_rolled_out(&cluster, 2);
+    let seen = load.finish();
+    assert_no_failures(&seen);
+    assert!(
+        seen.iter().all(|(_, v)| v == "v2"),
+        "v3 never served: {:?}",
+        seen.iter().find(|(_, v)| v != "v2")
+    );
+    let detail = describe(&cluster, "web");
+    assert_eq!(detail.summary.revision, before + 2, "v3, then the rollback");
+    assert_eq!(detail.spec.components.values().next().unwrap().env["GREETING"], "v2");
+    // `rollout status --wait` on a rollout that gets rolled back says so.
+    cluster.ok(&["apply", &web_spec(&cluster, "v3", false, "2s")]).unwrap();
+    let out = cluster
+        .shoal(&["rollout", "status", "web", "--wait", "--timeout", "60"])
+        .unwrap();
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("rolled back"), "{}", out.stderr);
+}
+
+#[test]
+fn a_crash_looping_job_backs_off_with_growing_intervals() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let spec = repo_root().join("examples/crash-job/app.toml");
+    cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
+    let restarts = cluster
+        .wait_until("five restarts", LIMIT, |c| {
+            let restarts = events(c, "crashy", "restarted");
+            Ok((restarts.len() >= 5).then_some(restarts))
+        })
+        .unwrap();
+    let gaps: Vec<u64> = restarts
+        .windows(2)
+        .map(|w| w[1].at_ms - w[0].at_ms)
+        .collect();
+    for pair in gaps.windows(2) {
+        assert!(
+            pair[1] as f64 > pair[0] as f64 * 1.5,
+            "each wait longer than the last: {gaps:?}"
+        );
+    }
+    assert!(restarts[0].message.contains("exited with status 1"), "{restarts:?}");
+    let pods = pods_of(&cluster, "crashy");
+    assert_eq!(pods.len(), 1, "restarted in place, not re-placed: {pods:?}");
+    assert!(
+        matches!(pods[0].state, PodState::Host(ReplicaState::CrashLoop { .. })),
+        "{pods:?}"
+    );
+    assert!(pods[0].restarts >= 5);
+    let table = cluster.ok(&["get", "pods"]).unwrap();
+    assert!(table.contains("crash_loop"), "{table}");
+    assert!(!events(&cluster, "crashy", "crash_loop").is_empty());
+}
