@@ -34,6 +34,6 @@ pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
 pub use secret::SecretValue;
 pub use spec::{
     AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, KeyValueGrant,
-    Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement, PodSpec, RestartPolicy,
-    RolloutSpec, VolumeMount, VolumeScope, VolumeSpec, exports, subject_matches,
+    Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement, PodSpec,
+    RestartPolicy, RolloutSpec, VolumeMount, VolumeScope, VolumeSpec, exports, subject_matches,
 };

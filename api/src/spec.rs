@@ -832,7 +832,10 @@ impl AppSpec {
                     );
                 }
                 if rollout.progress_deadline.get().is_zero() {
-                    problems.at(at("rollout"), "rollout.progress_deadline must be longer than 0s");
+                    problems.at(
+                        at("rollout"),
+                        "rollout.progress_deadline must be longer than 0s",
+                    );
                 }
             }
         }

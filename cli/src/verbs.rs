@@ -349,7 +349,10 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 if started.elapsed() > std::time::Duration::from_secs(timeout) {
-                    bail!("the rollout of {} did not complete within {timeout}s", status.app);
+                    bail!(
+                        "the rollout of {} did not complete within {timeout}s",
+                        status.app
+                    );
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 status = client.get(&path).await?;
@@ -366,7 +369,10 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&revisions)?);
                 return Ok(());
             }
-            println!("{:<9} {:<10} {:<24} CAUSE", "REVISION", "AGE", "GENERATIONS");
+            println!(
+                "{:<9} {:<10} {:<24} CAUSE",
+                "REVISION", "AGE", "GENERATIONS"
+            );
             let now = now_ms();
             for r in revisions {
                 let generations: Vec<String> = r
@@ -410,7 +416,15 @@ fn print_rollout(status: &RolloutStatus) {
     for p in &status.pods {
         println!(
             "  pod {:<16} gen {:<3} {:<11} updated {}/{} ready {}/{} old {}: {}",
-            p.pod, p.generation, p.state, p.updated, p.desired, p.ready, p.desired, p.old, p.message
+            p.pod,
+            p.generation,
+            p.state,
+            p.updated,
+            p.desired,
+            p.ready,
+            p.desired,
+            p.old,
+            p.message
         );
     }
 }
@@ -517,9 +531,9 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
 fn state_text(state: &PodState) -> String {
     match state {
         PodState::Pending { reason } => format!("pending: {reason}"),
-        PodState::Host(s @ (ReplicaState::Starting | ReplicaState::Running | ReplicaState::Completed)) => {
-            s.label().into()
-        }
+        PodState::Host(
+            s @ (ReplicaState::Starting | ReplicaState::Running | ReplicaState::Completed),
+        ) => s.label().into(),
         PodState::Host(
             s @ (ReplicaState::Restarting {
                 reason,

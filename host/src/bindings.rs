@@ -20,8 +20,8 @@ mod health_check {
     });
 }
 
-pub use health_check::exports::shoal::workload::health;
 pub use health_check::HealthCheckPre;
+pub use health_check::exports::shoal::workload::health;
 pub use worker::exports::shoal::workload::handler;
 pub use worker::shoal::workload::{config, keyvalue, messaging, secrets, types};
 pub use worker::{Worker, WorkerPre};

@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(checks.record(Err("trap".into())), Verdict::Healthy);
         assert_eq!(checks.record(OK), Verdict::Healthy);
         assert_eq!(checks.record(Err("trap".into())), Verdict::Healthy);
-        assert!(matches!(checks.record(Err("trap".into())), Verdict::Healthy));
+        assert!(matches!(
+            checks.record(Err("trap".into())),
+            Verdict::Healthy
+        ));
         match checks.record(Err("trap".into())) {
             Verdict::Dead(why) => assert!(why.contains("3 checks in a row: trap"), "{why}"),
             other => panic!("expected dead, got {other:?}"),

@@ -33,7 +33,11 @@ use crate::tunables::{
 pub(crate) type CopyKey = (ReplicaId, u64);
 
 /// Runs one replica copy until `stop` is set or its sender dropped.
-pub(crate) async fn supervise(agent: Arc<Agent>, start: StartReplica, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn supervise(
+    agent: Arc<Agent>,
+    start: StartReplica,
+    mut stop: watch::Receiver<bool>,
+) {
     let key: CopyKey = (start.id.clone(), start.revision);
     let policy = RestartPolicy::of_pod(start.components.iter().map(|c| &c.spec));
     let mut backoff = Backoff::default();
@@ -64,11 +68,10 @@ pub(crate) async fn supervise(agent: Arc<Agent>, start: StartReplica, mut stop: 
         let Some(ended) = ended else {
             return;
         };
-        let restart = match (policy, &ended) {
-            (RestartPolicy::Never, _) => false,
-            (RestartPolicy::OnFailure, Ended::Succeeded) => false,
-            _ => true,
-        };
+        let restart = !matches!(
+            (policy, &ended),
+            (RestartPolicy::Never, _) | (RestartPolicy::OnFailure, Ended::Succeeded)
+        );
         if !restart {
             tracing::info!(replica = %key.0, "replica stopped for good: {ended}");
             agent.update(&key, |r| {
@@ -334,16 +337,17 @@ impl Run {
                 }
                 *due = Instant::now() + spec.interval.get();
                 let outcome = c.component.check_health(probe, spec.timeout.get()).await;
-                match checks.record(outcome) {
-                    Verdict::Healthy => {}
-                    Verdict::Readiness(_) => {}
-                    Verdict::Dead(why) => return Ended::Failed(format!("{}: {why}", c.name)),
+                if let Verdict::Dead(why) = checks.record(outcome) {
+                    return Ended::Failed(format!("{}: {why}", c.name));
                 }
             }
             let ready = checks
                 .iter()
                 .all(|s| s.as_ref().is_none_or(|(c, _)| c.ready()));
-            if self.gate.send_if_modified(|open| std::mem::replace(open, ready) != ready) {
+            if self
+                .gate
+                .send_if_modified(|open| std::mem::replace(open, ready) != ready)
+            {
                 tracing::info!(replica = %key.0, ready, "readiness changed");
                 agent.routes.set_ready(&key.0, key.1, ready);
                 let why = checks

@@ -228,7 +228,10 @@ async fn apply(
 }
 
 /// Creates (or updates) the work-queue streams `stored` consumes.
-pub(crate) async fn ensure_queues(shared: &Shared, stored: &StoredApp) -> Result<(), SchedulerError> {
+pub(crate) async fn ensure_queues(
+    shared: &Shared,
+    stored: &StoredApp,
+) -> Result<(), SchedulerError> {
     for (name, component) in &stored.spec.components {
         if let Some(queue) = &component.queue {
             let stream = subjects::queue_stream(&stored.spec.namespace, &stored.spec.name, name);
@@ -333,7 +336,9 @@ fn summary(
                 copies
                     .get(&replica_id(spec, &pod.name, *i))
                     .and_then(|list| list.first())
-                    .is_some_and(|(_, r)| matches!(r.state, ReplicaState::Running))
+                    .is_some_and(|(_, r)| {
+                        matches!(r.state, ReplicaState::Running | ReplicaState::Completed)
+                    })
             })
             .count() as u32;
         all_running &= up == desired;

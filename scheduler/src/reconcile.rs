@@ -301,7 +301,13 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                     );
                     pass.actions.push(Action::Start {
                         host,
-                        replica: start_replica(app, generation, &pod.components, &id, &state.secrets),
+                        replica: start_replica(
+                            app,
+                            generation,
+                            &pod.components,
+                            &id,
+                            &state.secrets,
+                        ),
                     });
                     continue;
                 }
@@ -386,9 +392,12 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         }
     }
     state.pending.retain(|id, _| desired.contains(id));
-    state
-        .rollouts
-        .retain(|(key, pod), _| state.apps.get(key).is_some_and(|a| a.stored.spec.pods().iter().any(|p| &p.name == pod)));
+    state.rollouts.retain(|(key, pod), _| {
+        state
+            .apps
+            .get(key)
+            .is_some_and(|a| a.stored.spec.pods().iter().any(|p| &p.name == pod))
+    });
     pass
 }
 
@@ -418,7 +427,10 @@ fn track_rollout(
                 &spec.namespace,
                 &spec.name,
                 "rollout_complete",
-                format!("pod {pod} rolled out to generation {generation} (revision {})", app.revision),
+                format!(
+                    "pod {pod} rolled out to generation {generation} (revision {})",
+                    app.revision
+                ),
             );
             remember(state, pass, e);
         }
@@ -505,11 +517,11 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
     }
 }
 
-/// The copy to keep: running before starting, a host that never left
-/// before one that rejoined, then by host id for a stable choice.
+/// The copy to keep: ready before running before starting, a host that
+/// never left before one that rejoined, then by host id for a stable choice.
 fn best<'a>(list: &[&'a Seen]) -> Option<&'a Seen> {
     list.iter()
-        .min_by_key(|s| (!s.running, s.rejoined, s.host.clone()))
+        .min_by_key(|s| (!s.ready, !s.running, s.rejoined, s.host.clone()))
         .copied()
 }
 
@@ -517,10 +529,12 @@ fn best<'a>(list: &[&'a Seen]) -> Option<&'a Seen> {
 fn candidates(state: &State, now: Instant) -> Vec<Candidate> {
     let mut extra: HashMap<&HostId, (u64, u32)> = HashMap::new();
     for (id, s) in &state.starting {
-        let in_heartbeat = state
-            .hosts
-            .get(&s.host)
-            .is_some_and(|h| h.heartbeat.replicas.iter().any(|r| &r.id == id));
+        let in_heartbeat = state.hosts.get(&s.host).is_some_and(|h| {
+            h.heartbeat
+                .replicas
+                .iter()
+                .any(|r| &r.id == id && r.revision == s.revision)
+        });
         if !in_heartbeat {
             let e = extra.entry(&s.host).or_default();
             e.0 += s.memory;

@@ -158,13 +158,10 @@ pub async fn roll_back(
         "rolled_back",
         format!("revision {revision} stored: {}", stored.cause),
     );
-    shared.state().apps.insert(
-        key.to_string(),
-        App {
-            stored,
-            revision,
-        },
-    );
+    shared
+        .state()
+        .apps
+        .insert(key.to_string(), App { stored, revision });
     shared.record(e).await;
     shared.wake();
     Ok((revision, *target_revision))

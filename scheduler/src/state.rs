@@ -83,7 +83,15 @@ impl StoredApp {
             let generation = match (known.get(&digest), prev) {
                 (Some(generation), _) => *generation,
                 (None, Some(p)) if p.template(&pod) == self.template(&pod) => p.generation(&pod),
-                (None, Some(p)) => known.values().copied().max().unwrap_or(0).max(p.generation(&pod)) + 1,
+                (None, Some(p)) => {
+                    known
+                        .values()
+                        .copied()
+                        .max()
+                        .unwrap_or(0)
+                        .max(p.generation(&pod))
+                        + 1
+                }
                 (None, None) => 1,
             };
             known.insert(digest, generation);

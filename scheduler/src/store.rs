@@ -135,7 +135,10 @@ impl Store {
     /// The revisions of the app at `key` the bucket still keeps, oldest
     /// first, each with when it was stored (ms since the epoch). Only those
     /// since the app was last deleted.
-    pub async fn app_history(&self, key: &str) -> Result<Vec<(u64, u64, StoredApp)>, SchedulerError> {
+    pub async fn app_history(
+        &self,
+        key: &str,
+    ) -> Result<Vec<(u64, u64, StoredApp)>, SchedulerError> {
         let mut entries = self
             .kv
             .history(key)
@@ -148,10 +151,13 @@ impl Store {
                 out.clear();
                 continue;
             }
-            let at_ms = u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            let at_ms =
+                u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             match serde_json::from_slice::<StoredApp>(&entry.value) {
                 Ok(stored) => out.push((entry.revision, at_ms, stored)),
-                Err(e) => tracing::warn!(key, revision = entry.revision, error = %e, "skipping an unreadable revision"),
+                Err(e) => {
+                    tracing::warn!(key, revision = entry.revision, error = %e, "skipping an unreadable revision")
+                }
             }
         }
         Ok(out)

@@ -105,7 +105,11 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
             let pods = pods_of(c, "probe");
             Ok(pods
                 .iter()
-                .any(|p| p.id.index == 0 && !p.ready && matches!(p.state, PodState::Host(ReplicaState::Running)))
+                .any(|p| {
+                    p.id.index == 0
+                        && !p.ready
+                        && matches!(p.state, PodState::Host(ReplicaState::Running))
+                })
                 .then_some(()))
         })
         .unwrap();
@@ -116,14 +120,19 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
     );
     let table = cluster.ok(&["get", "pods"]).unwrap();
     assert!(
-        table.lines().any(|l| l.contains("probe/web-0") && l.contains(" no ")),
+        table
+            .lines()
+            .any(|l| l.contains("probe/web-0") && l.contains(" no ")),
         "{table}"
     );
     // ... and back when it flips back.
     kv(&cluster, "probe", "unready/default/probe/web-0", None);
     cluster
         .wait_until("web-0 back in rotation", LIMIT, |c| {
-            Ok(pods_of(c, "probe").iter().all(running_and_ready).then_some(()))
+            Ok(pods_of(c, "probe")
+                .iter()
+                .all(running_and_ready)
+                .then_some(()))
         })
         .unwrap();
     assert_eq!(served_by(addr, "/probe", 20), both);
@@ -148,7 +157,10 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
     kv(&cluster, "probe", "dead/default/probe/web-1", None);
     cluster
         .wait_until("web-1 serving again", LIMIT, |c| {
-            Ok(pods_of(c, "probe").iter().all(running_and_ready).then_some(()))
+            Ok(pods_of(c, "probe")
+                .iter()
+                .all(running_and_ready)
+                .then_some(()))
         })
         .unwrap();
     let pods = pods_of(&cluster, "probe");
@@ -210,7 +222,9 @@ impl Load {
                 let addr = ingresses[i % ingresses.len()];
                 i += 1;
                 match http_request(addr, "GET", "/load", Duration::from_secs(5)) {
-                    Ok(r) => seen.push((r.status, r.body.split('!').next().unwrap_or("").to_string())),
+                    Ok(r) => {
+                        seen.push((r.status, r.body.split('!').next().unwrap_or("").to_string()))
+                    }
                     Err(e) => seen.push((0, e.to_string())),
                 }
             }
@@ -239,7 +253,8 @@ fn assert_no_failures(seen: &[(u16, String)]) {
 fn greetings(addrs: &[SocketAddr], n: usize) -> BTreeSet<String> {
     (0..n)
         .map(|i| {
-            let r = http_request(addrs[i % addrs.len()], "GET", "/x", Duration::from_secs(5)).unwrap();
+            let r =
+                http_request(addrs[i % addrs.len()], "GET", "/x", Duration::from_secs(5)).unwrap();
             assert_eq!(r.status, 200, "{r:?}");
             r.body.split('!').next().unwrap_or("").to_string()
         })
@@ -247,7 +262,9 @@ fn greetings(addrs: &[SocketAddr], n: usize) -> BTreeSet<String> {
 }
 
 fn wait_rolled_out(cluster: &Cluster, generation_pods: usize) {
-    cluster.ok(&["rollout", "status", "web", "--wait", "--timeout", "60"]).unwrap();
+    cluster
+        .ok(&["rollout", "status", "web", "--wait", "--timeout", "60"])
+        .unwrap();
     cluster
         .wait_until("old copies gone", LIMIT, |c| {
             let pods = pods_of(c, "web");
@@ -262,20 +279,34 @@ fn rolling_updates_fail_no_request_and_undo_goes_back() {
     let a1 = cluster.start_host("h1", "").unwrap();
     let a2 = cluster.start_host("h2", "").unwrap();
     let ingresses = vec![a1, a2];
-    cluster.ok(&["apply", &web_spec(&cluster, "v1", true, "30s")]).unwrap();
+    cluster
+        .ok(&["apply", &web_spec(&cluster, "v1", true, "30s")])
+        .unwrap();
     wait_rolled_out(&cluster, 2);
-    assert_eq!(greetings(&ingresses, 10), BTreeSet::from(["v1".to_string()]));
+    assert_eq!(
+        greetings(&ingresses, 10),
+        BTreeSet::from(["v1".to_string()])
+    );
 
     // v1 -> v2 under continuous load.
     let load = Load::start(ingresses.clone());
     std::thread::sleep(Duration::from_millis(300));
-    cluster.ok(&["apply", &web_spec(&cluster, "v2", true, "30s")]).unwrap();
+    cluster
+        .ok(&["apply", &web_spec(&cluster, "v2", true, "30s")])
+        .unwrap();
     wait_rolled_out(&cluster, 2);
     let seen = load.finish();
     assert_no_failures(&seen);
     let versions: BTreeSet<&str> = seen.iter().map(|(_, v)| v.as_str()).collect();
-    assert_eq!(versions, BTreeSet::from(["v1", "v2"]), "both answered during the rollout");
-    assert_eq!(greetings(&ingresses, 20), BTreeSet::from(["v2".to_string()]));
+    assert_eq!(
+        versions,
+        BTreeSet::from(["v1", "v2"]),
+        "both answered during the rollout"
+    );
+    assert_eq!(
+        greetings(&ingresses, 20),
+        BTreeSet::from(["v2".to_string()])
+    );
     assert!(!events(&cluster, "web", "rollout_complete").is_empty());
 
     // `rollout undo` goes back to v1 the same way.
@@ -286,32 +317,57 @@ fn rolling_updates_fail_no_request_and_undo_goes_back() {
     wait_rolled_out(&cluster, 2);
     let seen = load.finish();
     assert_no_failures(&seen);
-    assert_eq!(greetings(&ingresses, 20), BTreeSet::from(["v1".to_string()]));
+    assert_eq!(
+        greetings(&ingresses, 20),
+        BTreeSet::from(["v1".to_string()])
+    );
 
     // The history tells the story, and --to picks a revision.
-    let history: Vec<RevisionInfo> =
-        serde_json::from_str(&cluster.ok(&["rollout", "history", "web", "-o", "json"]).unwrap()).unwrap();
+    let history: Vec<RevisionInfo> = serde_json::from_str(
+        &cluster
+            .ok(&["rollout", "history", "web", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(history.len(), 3, "{history:?}");
-    assert!(history[2].current && history[2].cause.contains("rollout undo"), "{history:?}");
-    assert_eq!(history[2].generations, history[0].generations, "v1's generation again");
+    assert!(
+        history[2].current && history[2].cause.contains("rollout undo"),
+        "{history:?}"
+    );
+    assert_eq!(
+        history[2].generations, history[0].generations,
+        "v1's generation again"
+    );
     let v2 = history[1].revision.to_string();
-    cluster.ok(&["rollout", "undo", "web", "--to", &v2]).unwrap();
+    cluster
+        .ok(&["rollout", "undo", "web", "--to", &v2])
+        .unwrap();
     wait_rolled_out(&cluster, 2);
-    assert_eq!(greetings(&ingresses, 20), BTreeSet::from(["v2".to_string()]));
+    assert_eq!(
+        greetings(&ingresses, 20),
+        BTreeSet::from(["v2".to_string()])
+    );
     let table = cluster.ok(&["rollout", "history", "web"]).unwrap();
-    assert!(table.contains("(current)") && table.contains("applied from"), "{table}");
+    assert!(
+        table.contains("(current)") && table.contains("applied from"),
+        "{table}"
+    );
 }
 
 #[test]
 fn a_version_that_never_gets_ready_is_rolled_back_at_its_deadline() {
     let mut cluster = Cluster::start().unwrap();
     let a1 = cluster.start_host("h1", "").unwrap();
-    cluster.ok(&["apply", &web_spec(&cluster, "v2", true, "2s")]).unwrap();
+    cluster
+        .ok(&["apply", &web_spec(&cluster, "v2", true, "2s")])
+        .unwrap();
     wait_rolled_out(&cluster, 2);
     let before = describe(&cluster, "web").summary.revision;
 
     let load = Load::start(vec![a1]);
-    cluster.ok(&["apply", &web_spec(&cluster, "v3", false, "2s")]).unwrap();
+    cluster
+        .ok(&["apply", &web_spec(&cluster, "v3", false, "2s")])
+        .unwrap();
     let rolled_back = cluster
         .wait_until("the automatic rollback", LIMIT, |c| {
             Ok(events(c, "web", "rolled_back").into_iter().next())
@@ -332,9 +388,14 @@ fn a_version_that_never_gets_ready_is_rolled_back_at_its_deadline() {
     );
     let detail = describe(&cluster, "web");
     assert_eq!(detail.summary.revision, before + 2, "v3, then the rollback");
-    assert_eq!(detail.spec.components.values().next().unwrap().env["GREETING"], "v2");
+    assert_eq!(
+        detail.spec.components.values().next().unwrap().env["GREETING"],
+        "v2"
+    );
     // `rollout status --wait` on a rollout that gets rolled back says so.
-    cluster.ok(&["apply", &web_spec(&cluster, "v3", false, "2s")]).unwrap();
+    cluster
+        .ok(&["apply", &web_spec(&cluster, "v3", false, "2s")])
+        .unwrap();
     let out = cluster
         .shoal(&["rollout", "status", "web", "--wait", "--timeout", "60"])
         .unwrap();
@@ -364,11 +425,17 @@ fn a_crash_looping_job_backs_off_with_growing_intervals() {
             "each wait longer than the last: {gaps:?}"
         );
     }
-    assert!(restarts[0].message.contains("exited with status 1"), "{restarts:?}");
+    assert!(
+        restarts[0].message.contains("exited with status 1"),
+        "{restarts:?}"
+    );
     let pods = pods_of(&cluster, "crashy");
     assert_eq!(pods.len(), 1, "restarted in place, not re-placed: {pods:?}");
     assert!(
-        matches!(pods[0].state, PodState::Host(ReplicaState::CrashLoop { .. })),
+        matches!(
+            pods[0].state,
+            PodState::Host(ReplicaState::CrashLoop { .. })
+        ),
         "{pods:?}"
     );
     assert!(pods[0].restarts >= 5);
