@@ -1136,6 +1136,67 @@ limits = { memory = "16GiB", timeout = "0s" }
     }
 
     #[test]
+    fn restart_and_rollout_parse_with_defaults() {
+        let text = r#"name = "t"
+[components.web]
+source = "w.wasm"
+kind = "http"
+route = "/"
+rollout = { max_surge = 2, progress_deadline = "10s" }
+health = { path = "/healthz" }
+[components.job]
+source = "j.wasm"
+kind = "job"
+restart = "never"
+"#;
+        let spec = AppSpec::from_toml(text, "t.toml").unwrap();
+        let pods = spec.pods();
+        let web = pods.iter().find(|p| p.name.as_str() == "web").unwrap();
+        let job = pods.iter().find(|p| p.name.as_str() == "job").unwrap();
+        assert_eq!(web.restart_policy(), RestartPolicy::Always);
+        assert_eq!(job.restart_policy(), RestartPolicy::Never);
+        let rollout = web.rollout();
+        assert_eq!((rollout.max_surge, rollout.max_unavailable), (2, 0));
+        assert_eq!(rollout.progress_deadline.get(), Duration::from_secs(10));
+        assert_eq!(job.rollout(), RolloutSpec::default());
+        assert_eq!(
+            RestartPolicy::default_for(ComponentKind::Job),
+            RestartPolicy::OnFailure
+        );
+    }
+
+    #[test]
+    fn bad_health_and_rollout_settings_are_refused() {
+        let unknown = problems(
+            "name = \"t\"\n[components.w]\nsource = \"w.wasm\"\nkind = \"worker\"\nrestart = \"sometimes\"\n",
+        );
+        assert!(
+            unknown[0]
+                .to_string()
+                .contains("components.w.restart: unknown variant `sometimes`, expected one of `always`, `on-failure`, `never`"),
+            "{unknown:?}"
+        );
+        let text = r#"name = "t"
+[components.x]
+source = "x.wasm"
+kind = "worker"
+health = { path = "/healthz", failure_threshold = 0 }
+rollout = { max_surge = 0, max_unavailable = 0 }
+"#;
+        let all = problems(text)
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(all.contains("health.path is for http components"), "{all}");
+        assert!(
+            all.contains("failure_threshold must be at least 1"),
+            "{all}"
+        );
+        assert!(all.contains("cannot both be 0"), "{all}");
+    }
+
+    #[test]
     fn an_app_needs_a_name_and_components() {
         let all = problems("namespace = \"x\"\n")
             .iter()
