@@ -45,7 +45,13 @@ rollout = {{ max_surge = {surge}, progress_deadline = "60s" }}
 
 /// Applies `file` and returns how long until `app`'s rollout is complete at
 /// a revision newer than `after`.
-fn apply_and_wait(cluster: &Cluster, api: SocketAddr, app: &str, file: &str, after: u64) -> (Duration, u64) {
+fn apply_and_wait(
+    cluster: &Cluster,
+    api: SocketAddr,
+    app: &str,
+    file: &str,
+    after: u64,
+) -> (Duration, u64) {
     let started = Instant::now();
     cluster.ok(&["apply", file]).unwrap();
     let path = format!("/v1/apps/default/{app}/rollout");
@@ -57,7 +63,10 @@ fn apply_and_wait(cluster: &Cluster, api: SocketAddr, app: &str, file: &str, aft
                 return (started.elapsed(), status.revision);
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "{app} never completed");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{app} never completed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
