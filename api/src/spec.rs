@@ -543,7 +543,8 @@ impl Default for RolloutSpec {
     }
 }
 
-/// Scaling by queue depth.
+/// Scaling by load: queue depth for queue workers, requests in flight for
+/// http components.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Autoscale {
@@ -552,10 +553,14 @@ pub struct Autoscale {
     pub min: u32,
     /// Most replicas.
     pub max: u32,
-    /// Pending messages one replica should have at most.
+    /// Queue workers: pending messages one replica should have at most.
     #[serde(default = "Autoscale::default_target")]
     pub target_queue_depth: u32,
-    /// Scale to `min` after this long without messages.
+    /// Http components: requests in flight one replica should have at
+    /// most, on average.
+    #[serde(default = "Autoscale::default_in_flight")]
+    pub target_in_flight: u32,
+    /// Scale to `min` after this long without messages or requests.
     #[serde(default = "Autoscale::default_idle")]
     pub idle: DurationSpec,
 }
@@ -563,6 +568,9 @@ pub struct Autoscale {
 impl Autoscale {
     fn default_target() -> u32 {
         100
+    }
+    fn default_in_flight() -> u32 {
+        10
     }
     fn default_idle() -> DurationSpec {
         DurationSpec::new(Duration::from_secs(60))
@@ -750,10 +758,21 @@ impl AppSpec {
                         ),
                     );
                 }
-                if auto.target_queue_depth == 0 {
+                if auto.target_queue_depth == 0 || auto.target_in_flight == 0 {
                     problems.at(
                         at("autoscale"),
-                        "autoscale.target_queue_depth must be at least 1",
+                        "autoscale.target_queue_depth and autoscale.target_in_flight must be at least 1",
+                    );
+                }
+                let scalable = c.kind == ComponentKind::Http
+                    || (c.kind == ComponentKind::Worker && c.queue.is_some());
+                if !scalable {
+                    problems.at(
+                        at("autoscale"),
+                        format!(
+                            "autoscale follows queue depth or requests in flight: give this {} component a `queue`, or set `replicas` instead",
+                            c.kind
+                        ),
                     );
                 }
             }

@@ -17,6 +17,14 @@ pub fn heartbeat(host: &str) -> String {
     format!("{PREFIX}.hosts.{host}.heartbeat")
 }
 
+/// Where the scheduler publishes the routes of http components scaled to
+/// zero ([`crate::wire::DormantRoutes`]).
+pub const DORMANT_ROUTES: &str = "shoal.v1.routes.dormant";
+
+/// Where an ingress asks the scheduler to wake a component scaled to zero
+/// ([`crate::wire::Activate`], request/reply).
+pub const ACTIVATE: &str = "shoal.v1.activate";
+
 /// Where host `host` takes commands (request/reply).
 pub fn host_commands(host: &str) -> String {
     format!("{PREFIX}.hosts.{host}.cmd")

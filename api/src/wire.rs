@@ -164,6 +164,10 @@ pub struct ReplicaStatus {
     /// Why it last stopped or failed a check, if it did.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Requests it had in flight on average since the previous heartbeat,
+    /// in thousandths: what http autoscaling follows.
+    #[serde(default)]
+    pub load_milli: u32,
 }
 
 /// Published by every host every heartbeat interval.
@@ -211,6 +215,29 @@ impl Heartbeat {
     pub fn used_memory(&self) -> u64 {
         self.replicas.iter().map(|r| r.memory).sum()
     }
+}
+
+/// Published by the scheduler every [`HEARTBEAT_INTERVAL`]: the routes of
+/// http components scaled to zero, so that an ingress can hold a request
+/// for one of them and ask for a replica instead of answering 404.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DormantRoutes {
+    /// The routes; `ready` is false in each.
+    pub routes: Vec<HttpRoute>,
+}
+
+/// An ingress asks the scheduler (by request/reply) for a replica of a
+/// component scaled to zero, because a request for it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activate {
+    /// The app's namespace.
+    pub namespace: Name,
+    /// The app.
+    pub app: Name,
+    /// The http component.
+    pub component: Name,
+    /// The path asked for, for the event.
+    pub path: String,
 }
 
 /// One component of a replica to start.

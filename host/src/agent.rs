@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use shoal_api::subjects::{self, COMPONENTS_BUCKET};
 use shoal_api::wire::{
-    Capacity, CommandReply, HEARTBEAT_INTERVAL, Heartbeat, HostCommand, HostId, PodComponent,
-    ReplicaId, ReplicaState, ReplicaStatus, StartReplica,
+    Capacity, CommandReply, DormantRoutes, HEARTBEAT_INTERVAL, Heartbeat, HostCommand, HostId,
+    PodComponent, ReplicaId, ReplicaState, ReplicaStatus, StartReplica,
 };
 use shoal_api::{Digest, Name, VolumeScope};
 use tokio::io::AsyncReadExt;
@@ -92,10 +92,29 @@ pub(crate) struct Replica {
     pub restarts: u32,
     /// Why it last stopped or failed a check.
     pub last_error: Option<String>,
+    /// Its components while it runs: their busy time is its load.
+    pub components: Vec<Arc<LoadedComponent>>,
+    /// Busy time and when, at the previous heartbeat.
+    pub(crate) busy_at_beat: (u64, std::time::Instant),
     /// Set (or dropped) to stop it gracefully.
     stop: watch::Sender<bool>,
     /// Its supervisor: aborted when the host shuts down.
     task: JoinHandle<()>,
+}
+
+impl Replica {
+    /// Invocations in flight on average since the previous call, in
+    /// thousandths: busy time over wall time.
+    fn load_milli(&mut self, now: std::time::Instant) -> u32 {
+        let busy: u64 = self.components.iter().map(|c| c.busy_ns()).sum();
+        let (before, then) = std::mem::replace(&mut self.busy_at_beat, (busy, now));
+        let wall = now.duration_since(then).as_nanos();
+        if wall == 0 {
+            return 0;
+        }
+        let load = u128::from(busy.saturating_sub(before)) * 1000 / wall;
+        u32::try_from(load).unwrap_or(u32::MAX)
+    }
 }
 
 /// What the agent's tasks share.
@@ -159,9 +178,10 @@ impl Agent {
 
     fn heartbeat(&self) -> Heartbeat {
         let routes = self.routes.advertised();
+        let now = std::time::Instant::now();
         let mut replicas: Vec<ReplicaStatus> = self
             .replicas()
-            .iter()
+            .iter_mut()
             .map(|((id, revision), r)| ReplicaStatus {
                 id: id.clone(),
                 revision: *revision,
@@ -170,6 +190,7 @@ impl Agent {
                 ready: r.ready,
                 restarts: r.restarts,
                 last_error: r.last_error.clone(),
+                load_milli: r.load_milli(now),
             })
             .collect();
         replicas.sort_by(|a, b| (&a.id, a.revision).cmp(&(&b.id, b.revision)));
@@ -231,6 +252,13 @@ impl HostAgent {
                 subject: subjects::ALL_HEARTBEATS.into(),
                 reason: e.to_string(),
             })?;
+        let dormant = nats
+            .subscribe(subjects::DORMANT_ROUTES)
+            .await
+            .map_err(|e| AgentError::Subscribe {
+                subject: subjects::DORMANT_ROUTES.into(),
+                reason: e.to_string(),
+            })?;
         let agent = Arc::new(Agent {
             config,
             nats,
@@ -255,6 +283,7 @@ impl HostAgent {
         tasks.spawn(heartbeats(agent.clone(), stop_rx.clone()));
         tasks.spawn(take_commands(agent.clone(), commands, stop_rx.clone()));
         tasks.spawn(watch_peers(agent.clone(), peers, stop_rx.clone()));
+        tasks.spawn(watch_dormant(agent.clone(), dormant, stop_rx.clone()));
         if let Some(listener) = listener {
             let routes = agent.routes.clone();
             let mut stop = stop_rx.clone();
@@ -323,6 +352,19 @@ async fn next_or_stop(
     }
 }
 
+/// Learns from the scheduler which routes belong to components scaled to zero.
+async fn watch_dormant(
+    agent: Arc<Agent>,
+    mut announcements: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Some(msg) = next_or_stop(&mut announcements, &mut stop).await {
+        if let Ok(dormant) = serde_json::from_slice::<DormantRoutes>(&msg.payload) {
+            agent.routes.observe_dormant(dormant);
+        }
+    }
+}
+
 /// Learns from other hosts' heartbeats which routes they serve.
 async fn watch_peers(
     agent: Arc<Agent>,
@@ -387,6 +429,8 @@ fn start_replica(agent: &Arc<Agent>, start: StartReplica) -> CommandReply {
             ready: false,
             restarts: 0,
             last_error: None,
+            components: Vec::new(),
+            busy_at_beat: (0, std::time::Instant::now()),
             stop,
             task,
         },

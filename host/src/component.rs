@@ -63,6 +63,9 @@ pub struct LoadedComponent {
     trap_streak: AtomicU32,
     /// The last trap, for the reason a restart gives.
     last_trap: std::sync::Mutex<Option<String>>,
+    /// Nanoseconds spent in invocations, summed: its derivative is the
+    /// average number of invocations in flight (Little's law).
+    busy_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -159,6 +162,7 @@ impl LoadedComponent {
             health,
             trap_streak: AtomicU32::new(0),
             last_trap: std::sync::Mutex::new(None),
+            busy_ns: AtomicU64::new(0),
         })
     }
 
@@ -187,8 +191,16 @@ impl LoadedComponent {
         self.health.is_some()
     }
 
-    /// Counts an invocation's outcome towards the run of traps in a row.
-    pub(crate) fn note<T>(&self, outcome: &Result<T, InvokeError>) {
+    /// Nanoseconds spent in invocations since the component was loaded.
+    pub fn busy_ns(&self) -> u64 {
+        self.busy_ns.load(Ordering::Relaxed)
+    }
+
+    /// Counts an invocation that started at `started`, and its outcome
+    /// towards the run of traps in a row.
+    pub(crate) fn note<T>(&self, started: Instant, outcome: &Result<T, InvokeError>) {
+        let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy_ns.fetch_add(spent, Ordering::Relaxed);
         match outcome {
             Err(err) if err.is_trap() => {
                 self.trap_streak.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use shoal_api::subjects::headers;
 use crate::component::LoadedComponent;
 use crate::error::InvokeError;
 use crate::invoke::{HttpResponse, text_response};
-use crate::tunables::HTTP_DRAIN;
+use crate::tunables::{ACTIVATION_POLL, ACTIVATION_WAIT, HTTP_DRAIN};
 
 /// Where a request goes.
 pub enum Target {
@@ -34,6 +34,14 @@ pub enum Target {
     },
     /// A route that exists, with no replica ready to serve it.
     Unready(String),
+    /// A component scaled to zero: ask the scheduler for a replica, then
+    /// wait for it.
+    Dormant {
+        /// The connection.
+        nats: async_nats::Client,
+        /// What to ask for.
+        activate: shoal_api::wire::Activate,
+    },
 }
 
 /// Finds where a request goes.
@@ -112,7 +120,13 @@ async fn dispatch(routes: &dyn Routes, req: hyper::Request<Incoming>) -> HttpRes
         .and_then(|h| h.to_str().ok())
         .map(|h| h.split(':').next().unwrap_or(h).to_string());
     let path = req.uri().path().to_string();
-    match routes.route(host.as_deref(), &path) {
+    let target = match routes.route(host.as_deref(), &path) {
+        Some(Target::Dormant { nats, activate }) => {
+            Some(wake(routes, &nats, &activate, host.as_deref(), &path).await)
+        }
+        other => other,
+    };
+    match target {
         None => text_response(404, format!("no component serves {path}\n")),
         Some(Target::Unready(name)) => text_response(
             503,
@@ -138,7 +152,53 @@ async fn dispatch(routes: &dyn Routes, req: hyper::Request<Incoming>) -> HttpRes
             subject,
             name,
         }) => crate::forward::forward(&nats, subject, &name, req).await,
+        Some(Target::Dormant { activate, .. }) => text_response(
+            503,
+            format!(
+                "{}/{}/{} is scaled to zero and did not wake; try again shortly\n",
+                activate.namespace, activate.app, activate.component
+            ),
+        ),
     }
+}
+
+/// Asks the scheduler to wake a component scaled to zero, then waits (up
+/// to [`ACTIVATION_WAIT`]) until a replica of it is ready somewhere: the
+/// request that woke it is held, not refused.
+async fn wake(
+    routes: &dyn Routes,
+    nats: &async_nats::Client,
+    activate: &shoal_api::wire::Activate,
+    host: Option<&str>,
+    path: &str,
+) -> Target {
+    let name = format!(
+        "{}/{}/{}",
+        activate.namespace, activate.app, activate.component
+    );
+    let asked = match serde_json::to_vec(activate) {
+        Ok(payload) => {
+            let request = async_nats::Request::new()
+                .payload(payload.into())
+                .timeout(Some(ACTIVATION_WAIT));
+            nats.send_request(shoal_api::subjects::ACTIVATE, request)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(why) = asked {
+        tracing::warn!(component = name, error = %why, "cannot wake a component scaled to zero");
+        return Target::Unready(name);
+    }
+    let deadline = tokio::time::Instant::now() + ACTIVATION_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match routes.route(host, path) {
+            Some(found @ (Target::Local(_) | Target::Remote { .. })) => return found,
+            _ => tokio::time::sleep(ACTIVATION_POLL).await,
+        }
+    }
+    Target::Unready(name)
 }
 
 /// The status a failed invocation answers with.

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use shoal_api::subjects;
-use shoal_api::wire::{Heartbeat, HostId, HttpRoute, ReplicaId};
+use shoal_api::wire::{Activate, DormantRoutes, Heartbeat, HostId, HttpRoute, ReplicaId};
 
 use crate::component::LoadedComponent;
 use crate::http::{Routes, Target};
@@ -34,6 +34,8 @@ pub struct IngressRoutes {
     routes: RwLock<Vec<Route>>,
     next: AtomicUsize,
     remote: RwLock<HashMap<HostId, (Instant, Vec<HttpRoute>)>>,
+    /// Routes of components scaled to zero, as the scheduler last said.
+    dormant: RwLock<Option<(Instant, Vec<HttpRoute>)>>,
     cluster: Option<(HostId, async_nats::Client)>,
 }
 
@@ -62,6 +64,37 @@ impl IngressRoutes {
                 heartbeat.host.clone(),
                 (Instant::now(), heartbeat.routes.clone()),
             );
+    }
+
+    /// Learns which routes belong to components scaled to zero.
+    pub fn observe_dormant(&self, dormant: DormantRoutes) {
+        *self.dormant.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), dormant.routes));
+    }
+
+    /// A component scaled to zero that serves `path`, if the scheduler
+    /// said so recently.
+    fn dormant_target(&self, host: Option<&str>, path: &str) -> Option<Target> {
+        let (_, nats) = self.cluster.as_ref()?;
+        let dormant = self.dormant.read().unwrap_or_else(|p| p.into_inner());
+        let (seen, routes) = dormant.as_ref()?;
+        if seen.elapsed() > REMOTE_ROUTE_TTL {
+            return None;
+        }
+        let best = routes
+            .iter()
+            .filter(|r| host_matches(r.host.as_deref(), host))
+            .filter(|r| matches(r.prefix.trim_end_matches('/'), path))
+            .max_by_key(|r| (r.host.is_some(), r.prefix.len()))?;
+        Some(Target::Dormant {
+            nats: nats.clone(),
+            activate: Activate {
+                namespace: best.namespace.clone(),
+                app: best.app.clone(),
+                component: best.component.clone(),
+                path: path.to_string(),
+            },
+        })
     }
 
     /// The routes of the local replicas, for this host's heartbeat: ready
@@ -191,7 +224,9 @@ impl Routes for IngressRoutes {
             .find(|r| host_matches(r.host.as_deref(), host) && matches(&r.prefix, path))
         else {
             drop(routes);
-            return self.remote_target(host, path);
+            return self
+                .remote_target(host, path)
+                .or_else(|| self.dormant_target(host, path));
         };
         // Spread requests over the ready local replicas serving the same route.
         let same: Vec<&Route> = routes

@@ -23,8 +23,9 @@ pub type HttpResponse = hyper::Response<HyperOutgoingBody>;
 impl LoadedComponent {
     /// Calls a worker's handler with `msg` in a fresh instance.
     pub async fn invoke(&self, msg: Message) -> Result<(Reply, Usage), InvokeError> {
+        let started = std::time::Instant::now();
         let outcome = self.invoke_once(msg).await;
-        self.note(&outcome);
+        self.note(started, &outcome);
         outcome
     }
 
@@ -88,8 +89,9 @@ impl LoadedComponent {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let started = std::time::Instant::now();
         let outcome = self.handle_http_once(request).await;
-        self.note(&outcome);
+        self.note(started, &outcome);
         outcome
     }
 

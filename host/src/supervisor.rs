@@ -54,9 +54,12 @@ pub(crate) async fn supervise(
             _ = stop.wait_for(|s| *s) => return,
         };
         let ready = run.ready();
+        let components: Vec<_> = run.components.iter().map(|c| c.component.clone()).collect();
         agent.update(&key, |r| {
             r.state = ReplicaState::Running;
             r.ready = ready;
+            r.busy_at_beat = (0, Instant::now());
+            r.components = components;
         });
         tracing::info!(replica = %key.0, revision = key.1, "replica running");
         let began = Instant::now();

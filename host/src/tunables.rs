@@ -64,3 +64,10 @@ pub const TRAP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// What a stopping replica waits, beyond its components' timeout, for its
 /// subscriptions to drain and its work in flight to finish.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long an ingress holds a request for a component scaled to zero
+/// while a replica starts.
+pub const ACTIVATION_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a held request looks for the woken replica.
+pub const ACTIVATION_POLL: Duration = Duration::from_millis(5);

@@ -1,25 +1,43 @@
-//! Autoscaling by queue depth, inside the scheduler.
+//! Autoscaling by load, inside the scheduler.
 //!
 //! For every queue worker with `autoscale`, the depth of its work queue
 //! (messages waiting plus messages delivered and not yet acked, read from
 //! the shared consumer's info through the JetStream API) sets the replicas
 //! it wants: `ceil(depth / target_queue_depth)`, clamped to `[min, max]`.
-//! Up at once; down only after [`SCALE_DOWN_WINDOW`] of wanting fewer; to
-//! zero (or `min`) after `idle` without any messages. Each change is an
-//! event with the numbers it used. A missing stream or consumer changes
-//! nothing.
+//! For every http component with `autoscale`, the requests its replicas
+//! had in flight on average (reported in host heartbeats) set it the same
+//! way: `ceil(in_flight / target_in_flight)`. Up at once; down only after
+//! [`SCALE_DOWN_WINDOW`] of wanting fewer; to zero (or `min`) after `idle`
+//! without any work. Each change is an event with the numbers it used. A
+//! missing stream or consumer changes nothing.
+//!
+//! An http component at zero has no route for an ingress to find, so the
+//! scheduler announces such routes ([`DormantRoutes`]); an ingress that
+//! gets a request for one holds it and asks ([`Activate`]) for a replica,
+//! which this module grants at once.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use shoal_api::{Name, subjects};
+use futures::StreamExt;
+use shoal_api::wire::{Activate, CommandReply, DormantRoutes, HttpRoute, ReplicaState};
+use shoal_api::{ComponentKind, Name, subjects};
 use tokio::sync::watch;
 
 use crate::Shared;
 use crate::state::{ScaleState, event};
-use crate::tunables::{AUTOSCALE_INTERVAL, SCALE_DOWN_WINDOW};
+use crate::tunables::{AUTOSCALE_INTERVAL, HEARTBEAT_INTERVAL, SCALE_DOWN_WINDOW};
 
-/// One autoscaled queue worker, as the loop sees it.
+/// What an autoscaled component follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    /// A queue worker: messages waiting or in flight, per replica.
+    QueueDepth(u32),
+    /// An http component: requests in flight on average, per replica.
+    InFlight(u32),
+}
+
+/// One autoscaled component, as the loop sees it.
 struct Target {
     key: String,
     namespace: Name,
@@ -28,34 +46,197 @@ struct Target {
     component: Name,
     min: u32,
     max: u32,
-    per_replica: u32,
+    metric: Metric,
     idle: std::time::Duration,
+    /// Its route, for an http component.
+    route: Option<HttpRoute>,
 }
 
-/// Runs until `stop`.
+/// How much work there is, in units one replica should have at most
+/// `per_replica` of, and the same in words for the decision's event.
+struct Demand {
+    amount: u64,
+    per_replica: u64,
+    words: String,
+}
+
+/// Runs until `stop`: scales, and announces dormant routes every
+/// heartbeat interval.
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let js = async_nats::jetstream::new(shared.nats.clone());
+    let mut last_announced = Instant::now() - HEARTBEAT_INTERVAL;
     loop {
         tokio::select! {
             () = tokio::time::sleep(AUTOSCALE_INTERVAL) => {},
             _ = stop.wait_for(|s| *s) => return,
         }
         let targets = targets(&shared);
-        for t in targets {
-            let stream = subjects::queue_stream(&t.namespace, &t.app, &t.component);
-            let info = match js.get_stream(&stream).await {
-                Ok(s) => s.consumer_info(subjects::QUEUE_CONSUMER).await.ok(),
-                Err(_) => None,
+        let mut changed = false;
+        for t in &targets {
+            let demand = match t.metric {
+                Metric::QueueDepth(per_replica) => {
+                    let stream = subjects::queue_stream(&t.namespace, &t.app, &t.component);
+                    let info = match js.get_stream(&stream).await {
+                        Ok(s) => s.consumer_info(subjects::QUEUE_CONSUMER).await.ok(),
+                        Err(_) => None,
+                    };
+                    let Some(info) = info else {
+                        tracing::debug!(stream, "no queue consumer yet; not scaling");
+                        continue;
+                    };
+                    let (pending, in_flight) = (info.num_pending, info.num_ack_pending as u64);
+                    Demand {
+                        amount: pending + in_flight,
+                        per_replica: u64::from(per_replica),
+                        words: format!(
+                            "{} messages ({pending} waiting, {in_flight} in flight), target {per_replica} per replica",
+                            pending + in_flight
+                        ),
+                    }
+                }
+                Metric::InFlight(per_replica) => {
+                    let load = load_milli(&shared, t);
+                    Demand {
+                        amount: load,
+                        per_replica: u64::from(per_replica) * 1000,
+                        words: format!(
+                            "{:.2} requests in flight on average, target {per_replica} per replica",
+                            load as f64 / 1000.0
+                        ),
+                    }
+                }
             };
-            let Some(info) = info else {
-                tracing::debug!(stream, "no queue consumer yet; not scaling");
-                continue;
-            };
-            let pending = info.num_pending;
-            let in_flight = info.num_ack_pending as u64;
-            decide(&shared, &t, pending, in_flight).await;
+            changed |= decide(&shared, t, demand).await;
+        }
+        // Announced before the reconciler stops the last replica, so that
+        // no request finds neither a replica nor a dormant route.
+        if changed || last_announced.elapsed() >= HEARTBEAT_INTERVAL {
+            last_announced = Instant::now();
+            announce_dormant(&shared, &targets).await;
+        }
+        if changed {
+            shared.wake();
         }
     }
+}
+
+/// The requests in flight on average over the running replicas of `t`'s
+/// pod, in thousandths, as their hosts last reported.
+fn load_milli(shared: &Shared, t: &Target) -> u64 {
+    let state = shared.state();
+    let now = Instant::now();
+    state
+        .hosts
+        .values()
+        .filter(|h| h.is_live(now))
+        .flat_map(|h| h.heartbeat.replicas.iter())
+        .filter(|r| {
+            r.id.namespace == t.namespace
+                && r.id.app == t.app
+                && r.id.pod == t.pod
+                && r.state == ReplicaState::Running
+        })
+        .map(|r| u64::from(r.load_milli))
+        .sum()
+}
+
+/// Tells every ingress which routes belong to http components at zero.
+async fn announce_dormant(shared: &Shared, targets: &[Target]) {
+    let dormant = {
+        let state = shared.state();
+        DormantRoutes {
+            routes: targets
+                .iter()
+                .filter(|t| {
+                    state
+                        .scale
+                        .get(&(t.key.clone(), t.pod.clone()))
+                        .map_or(t.min, |s| s.desired)
+                        == 0
+                })
+                .filter_map(|t| t.route.clone())
+                .collect(),
+        }
+    };
+    if let Ok(payload) = serde_json::to_vec(&dormant) {
+        let _ = shared
+            .nats
+            .publish(subjects::DORMANT_ROUTES, payload.into())
+            .await;
+    }
+}
+
+/// Answers ingresses asking for a replica of a component at zero: it is
+/// scaled to one at once.
+pub async fn serve_activations(
+    shared: Arc<Shared>,
+    mut requests: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            msg = requests.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let reply = match serde_json::from_slice::<Activate>(&msg.payload) {
+            Ok(activate) => activate_one(&shared, &activate).await,
+            Err(e) => CommandReply::Failed {
+                reason: format!("malformed activation: {e}"),
+            },
+        };
+        if let (Some(to), Ok(payload)) = (msg.reply, serde_json::to_vec(&reply)) {
+            let _ = shared.nats.publish(to, payload.into()).await;
+        }
+    }
+}
+
+async fn activate_one(shared: &Shared, a: &Activate) -> CommandReply {
+    let now = Instant::now();
+    let key = subjects::app_key(&a.namespace, &a.app);
+    let woke = {
+        let mut state = shared.state();
+        let Some(app) = state.apps.get(&key) else {
+            return CommandReply::Failed {
+                reason: format!("no app {}/{}", a.namespace, a.app),
+            };
+        };
+        let Some(c) = app.stored.spec.components.get(&a.component) else {
+            return CommandReply::Failed {
+                reason: format!(
+                    "app {}/{} has no component {}",
+                    a.namespace, a.app, a.component
+                ),
+            };
+        };
+        let pod = c.pod.clone().unwrap_or_else(|| a.component.clone());
+        let min = c.autoscale.as_ref().map_or(1, |auto| auto.min);
+        let entry = state
+            .scale
+            .entry((key.clone(), pod))
+            .or_insert_with(|| ScaleState::new(min, now));
+        entry.last_active = now;
+        (entry.desired == 0).then(|| {
+            entry.desired = 1;
+            entry.low_since = None;
+            let why = format!(
+                "{} scaled from 0 to 1 replica: a request arrived for {}",
+                a.component, a.path
+            );
+            entry.last_decision = Some(why.clone());
+            why
+        })
+    };
+    if let Some(why) = woke {
+        tracing::info!(app = %a.app, "{why}");
+        shared
+            .record(event(&a.namespace, &a.app, "scaled", why))
+            .await;
+        shared.wake();
+    }
+    CommandReply::Ok
 }
 
 fn targets(shared: &Shared) -> Vec<Target> {
@@ -65,29 +246,46 @@ fn targets(shared: &Shared) -> Vec<Target> {
         let spec = &app.stored.spec;
         for pod in spec.pods() {
             for (name, c) in &pod.components {
-                if let (Some(auto), Some(_)) = (&c.autoscale, &c.queue) {
-                    out.push(Target {
-                        key: key.clone(),
-                        namespace: spec.namespace.clone(),
-                        app: spec.name.clone(),
-                        pod: pod.name.clone(),
-                        component: (*name).clone(),
-                        min: auto.min,
-                        max: auto.max,
-                        per_replica: auto.target_queue_depth.max(1),
-                        idle: auto.idle.get(),
-                    });
-                }
+                let Some(auto) = &c.autoscale else {
+                    continue;
+                };
+                let metric = match (c.kind, &c.queue) {
+                    (ComponentKind::Http, _) => Metric::InFlight(auto.target_in_flight.max(1)),
+                    (_, Some(_)) => Metric::QueueDepth(auto.target_queue_depth.max(1)),
+                    _ => continue,
+                };
+                let route = (c.kind == ComponentKind::Http).then(|| HttpRoute {
+                    prefix: c.route.clone().unwrap_or_else(|| "/".into()),
+                    host: c.host.as_deref().map(str::to_ascii_lowercase),
+                    namespace: spec.namespace.clone(),
+                    app: spec.name.clone(),
+                    component: (*name).clone(),
+                    ready: false,
+                });
+                out.push(Target {
+                    key: key.clone(),
+                    namespace: spec.namespace.clone(),
+                    app: spec.name.clone(),
+                    pod: pod.name.clone(),
+                    component: (*name).clone(),
+                    min: auto.min,
+                    max: auto.max,
+                    metric,
+                    idle: auto.idle.get(),
+                    route,
+                });
             }
         }
     }
     out
 }
 
-async fn decide(shared: &Shared, t: &Target, pending: u64, in_flight: u64) {
+/// Decides `t`'s replicas from `demand`; true when they changed (the
+/// caller wakes the reconciler).
+async fn decide(shared: &Shared, t: &Target, demand: Demand) -> bool {
     let now = Instant::now();
-    let depth = pending + in_flight;
-    let wanted = u32::try_from(depth.div_ceil(u64::from(t.per_replica)))
+    let depth = demand.amount;
+    let wanted = u32::try_from(depth.div_ceil(demand.per_replica.max(1)))
         .unwrap_or(u32::MAX)
         .clamp(t.min, t.max);
     let change = {
@@ -120,18 +318,21 @@ async fn decide(shared: &Shared, t: &Target, pending: u64, in_flight: u64) {
             entry.desired = n;
             entry.low_since = None;
             let why = format!(
-                "{} scaled from {current} to {n} replicas: {depth} messages ({pending} waiting, {in_flight} in flight), target {} per replica, bounds {}..={}",
-                t.component, t.per_replica, t.min, t.max
+                "{} scaled from {current} to {n} replicas: {}, bounds {}..={}",
+                t.component, demand.words, t.min, t.max
             );
             entry.last_decision = Some(why.clone());
             why
         })
     };
-    if let Some(why) = change {
-        tracing::info!(app = %t.app, "{why}");
-        shared
-            .record(event(&t.namespace, &t.app, "scaled", why))
-            .await;
-        shared.wake();
+    match change {
+        Some(why) => {
+            tracing::info!(app = %t.app, "{why}");
+            shared
+                .record(event(&t.namespace, &t.app, "scaled", why))
+                .await;
+            true
+        }
+        None => false,
     }
 }

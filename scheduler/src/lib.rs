@@ -190,6 +190,10 @@ impl Scheduler {
             .subscribe(subjects::ALL_HEARTBEATS)
             .await
             .map_err(|e| SchedulerError::Unavailable(format!("subscribing to heartbeats: {e}")))?;
+        let activations = nats
+            .subscribe(subjects::ACTIVATE)
+            .await
+            .map_err(|e| SchedulerError::Unavailable(format!("subscribing to activations: {e}")))?;
         let listener = tokio::net::TcpListener::bind(options.api_addr)
             .await
             .map_err(|e| {
@@ -222,6 +226,11 @@ impl Scheduler {
         ));
         tasks.spawn(run_reconciler(shared.clone(), stop_rx.clone()));
         tasks.spawn(autoscale::run(shared.clone(), stop_rx.clone()));
+        tasks.spawn(autoscale::serve_activations(
+            shared.clone(),
+            activations,
+            stop_rx.clone(),
+        ));
         let router = api::router(shared.clone());
         let mut api_stop = stop_rx;
         tasks.spawn(async move {

@@ -443,3 +443,68 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
         "from zero to the first job done: cold {cold:?}, warm {warm:?}; peak {peak} replicas"
     );
 }
+
+#[test]
+fn an_http_component_scales_from_zero_on_requests_and_back() {
+    let mut cluster = Cluster::start().unwrap();
+    let addr = cluster.start_host("h1", "").unwrap();
+    let text = format!(
+        r#"name = "auto"
+[components.web]
+source = "{}"
+kind = "http"
+route = "/auto"
+limits = {{ memory = "16MiB", timeout = "2s" }}
+autoscale = {{ min = 0, max = 3, target_in_flight = 1, idle = "2s" }}
+"#,
+        wasm_path("hello-http").unwrap().display()
+    );
+    let path = cluster.dir().join("auto.toml");
+    std::fs::write(&path, text).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+
+    // At zero, nothing runs; the first request wakes a replica and is
+    // held until it serves, not refused.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(cluster.pods().unwrap().is_empty());
+    let first = get(addr, "/auto/first");
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.body, "Hello from Shoal! You asked for /auto/first\n");
+    assert_eq!(cluster.pods().unwrap().len(), 1);
+
+    // Six clients keeping slow requests in flight: more replicas.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    statuses.push(get(addr, "/auto/load?sleep_ms=100").status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let scaled = cluster.wait_until("scaled up under load", Duration::from_secs(20), |c| {
+        let n = c.pods()?.len();
+        Ok((n >= 2).then_some(n))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses: Vec<u16> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(scaled.unwrap() >= 2);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let detail = cluster.ok(&["describe", "app", "auto"]).unwrap();
+    assert!(detail.contains("requests in flight on average"), "{detail}");
+
+    // Idle: back to zero, and a new request wakes it again.
+    cluster
+        .wait_until("back to zero", Duration::from_secs(30), |c| {
+            Ok(c.pods()?.is_empty().then_some(()))
+        })
+        .unwrap();
+    assert_eq!(get(addr, "/auto/again").status, 200);
+}
