@@ -133,6 +133,7 @@ async fn run_sim_host(nats: async_nats::Client, host: Arc<SimHost>, running_at: 
                     ready: true,
                     restarts: 0,
                     last_error: None,
+                    load_milli: 0,
                 };
                 host.replicas
                     .lock()
