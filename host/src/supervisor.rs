@@ -172,7 +172,8 @@ struct Running {
 /// One run of a replica: its components loaded and serving.
 struct Run {
     components: Vec<Running>,
-    gate: watch::Sender<bool>,
+    /// Open while the replica is ready; dropped to stop its serving loops.
+    gate: Option<watch::Sender<bool>>,
     tracker: TaskTracker,
     /// The loops taking work while the gate is open.
     serving: Vec<JoinHandle<()>>,
@@ -286,7 +287,7 @@ impl Run {
                     probe,
                 })
                 .collect(),
-            gate,
+            gate: Some(gate),
             tracker,
             serving: tasks,
             job_task,
@@ -297,7 +298,7 @@ impl Run {
 
     /// Whether the replica takes work now.
     fn ready(&self) -> bool {
-        *self.gate.borrow()
+        self.gate.as_ref().is_some_and(|g| *g.borrow())
     }
 
     /// Checks the replica until it must stop: a job ended, a liveness
@@ -347,10 +348,10 @@ impl Run {
             let ready = checks
                 .iter()
                 .all(|s| s.as_ref().is_none_or(|(c, _)| c.ready()));
-            if self
-                .gate
-                .send_if_modified(|open| std::mem::replace(open, ready) != ready)
-            {
+            let flipped = self.gate.as_ref().is_some_and(|g| {
+                g.send_if_modified(|open| std::mem::replace(open, ready) != ready)
+            });
+            if flipped {
                 tracing::info!(replica = %key.0, ready, "readiness changed");
                 agent.routes.set_ready(&key.0, key.1, ready);
                 let why = checks
@@ -392,8 +393,9 @@ impl Run {
         if let Some(job) = &self.job_task {
             job.abort();
         }
-        let _ = self.gate.send(false);
-        drop(self.gate);
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.send(false);
+        }
         // The serving loops drain their subscriptions and return.
         let serving = futures::future::join_all(self.serving.iter_mut());
         let _ = tokio::time::timeout(STOP_GRACE, serving).await;
@@ -404,8 +406,18 @@ impl Run {
         {
             tracing::warn!(replica = %key.0, "work still in flight after the grace period; stopping it");
         }
+    }
+}
+
+impl Drop for Run {
+    /// Whatever way the run ends (a shutdown, its supervisor aborted), its
+    /// tasks end with it.
+    fn drop(&mut self) {
         for task in &self.serving {
             task.abort();
+        }
+        if let Some(job) = &self.job_task {
+            job.abort();
         }
     }
 }
