@@ -62,7 +62,12 @@ fn bare_pre(bytes: &[u8]) -> WorkerPre<BareState> {
         .total_core_instances(8000)
         .total_memories(2000)
         .total_tables(4000)
-        .total_stacks(1000);
+        .total_stacks(1000)
+        // The same memory reset as Shoal's engine, so the ratio measures
+        // what Shoal adds, not a pool setting.
+        .linear_memory_keep_resident(shoal_host::tunables::POOL_KEEP_RESIDENT)
+        .table_keep_resident(shoal_host::tunables::POOL_TABLE_KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).unwrap();

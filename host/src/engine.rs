@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use crate::tunables::{EPOCH_TICK, POOL_INSTANCES, POOL_MAX_MEMORY};
+use crate::tunables::{
+    EPOCH_TICK, POOL_INSTANCES, POOL_KEEP_RESIDENT, POOL_MAX_MEMORY, POOL_TABLE_KEEP_RESIDENT,
+};
 
 /// Builds the host's engine: fuel metering and epoch interruption on,
 /// the pooling allocator with copy-on-write memory images.
@@ -22,7 +24,10 @@ pub fn build_engine() -> wasmtime::Result<Engine> {
         .total_memories(POOL_INSTANCES * 2)
         .total_tables(POOL_INSTANCES * 4)
         .total_stacks(POOL_INSTANCES)
-        .max_memory_size(POOL_MAX_MEMORY);
+        .max_memory_size(POOL_MAX_MEMORY)
+        .linear_memory_keep_resident(POOL_KEEP_RESIDENT)
+        .table_keep_resident(POOL_TABLE_KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let mut config = Config::new();
     config
