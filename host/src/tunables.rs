@@ -33,7 +33,10 @@ pub const POOL_MAX_MEMORY: usize = 4 << 30;
 /// guest touched, where the kernel's `PAGEMAP_SCAN` tells which) rather
 /// than returned to the kernel. Returning them costs a `madvise`, a TLB
 /// shootdown on every core and a page fault per page on the next use: the
-/// largest per-request cost under load before this was set.
+/// largest per-request cost under load before this was set. The price is
+/// memory: a slot keeps up to this much resident between uses, and the
+/// pool keeps at most 100 unused slots warm (wasmtime's default), so about
+/// 200 MiB at most is held for reuse beyond the slots in use.
 pub const POOL_KEEP_RESIDENT: usize = 2 << 20;
 
 /// The same for each pooled table.

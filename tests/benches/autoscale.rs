@@ -1,5 +1,6 @@
 //! Autoscale reaction at min = 0: the time from the first message of a
-//! burst to its processing, and to the autoscaler reaching max.
+//! burst to its processing, and to the autoscaler reaching max; and for an
+//! http component at zero, the time to answer the request that wakes it.
 //!
 //! A real cluster (nats-server, scheduler and two hosts as processes), a
 //! queue worker with `autoscale = { min = 0, max = 4, target_queue_depth =
@@ -26,7 +27,7 @@ fn main() {
         return;
     }
     let mut cluster = Cluster::start().unwrap();
-    cluster.start_host("h1", "").unwrap();
+    let ingress = cluster.start_host("h1", "").unwrap();
     cluster.start_host("h2", "").unwrap();
     let spec = format!(
         r#"name = "autobench"
@@ -123,5 +124,55 @@ autoscale = {{ min = 0, max = {MAX}, target_queue_depth = 100, idle = "1s" }}
         "  max ({MAX}) replicas wanted: {:>7.1} ms  (rounds: {:?})",
         ms(to_max[ROUNDS / 2]),
         to_max.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
+    );
+
+    http_from_zero(&cluster, ingress);
+}
+
+/// The first request to an http component at zero: held by the ingress
+/// while a replica starts, then answered.
+fn http_from_zero(cluster: &Cluster, ingress: std::net::SocketAddr) {
+    let spec = format!(
+        r#"name = "webzero"
+[components.web]
+source = "{}"
+kind = "http"
+route = "/zero"
+limits = {{ memory = "16MiB" }}
+autoscale = {{ min = 0, max = 2, idle = "1s" }}
+"#,
+        wasm_path("hello-http").unwrap().display()
+    );
+    let path = cluster.dir().join("webzero.toml");
+    std::fs::write(&path, spec).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    let at_zero = |cluster: &Cluster| {
+        cluster
+            .wait_until("webzero at zero", Duration::from_secs(60), |c| {
+                Ok(c.pods()?.is_empty().then_some(()))
+            })
+            .unwrap();
+        // Let the dormant route be announced.
+        std::thread::sleep(Duration::from_millis(1200));
+    };
+    // Warm-up: the host compiles the component once.
+    at_zero(cluster);
+    let warm = shoal_tests::http_request(ingress, "GET", "/zero", Duration::from_secs(15)).unwrap();
+    assert_eq!(warm.status, 200, "{warm:?}");
+    let mut times = Vec::new();
+    for _ in 0..ROUNDS {
+        at_zero(cluster);
+        let started = Instant::now();
+        let reply =
+            shoal_tests::http_request(ingress, "GET", "/zero", Duration::from_secs(15)).unwrap();
+        times.push(started.elapsed());
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "http component at zero, first request answered: {:>7.1} ms  (rounds: {:?})",
+        ms(times[ROUNDS / 2]),
+        times.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
     );
 }
