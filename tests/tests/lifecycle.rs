@@ -83,30 +83,38 @@ fn served_by(addr: SocketAddr, path: &str, n: usize) -> BTreeSet<String> {
 #[test]
 fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
     let mut cluster = Cluster::start().unwrap();
-    let addr = cluster.start_host("h1", "").unwrap();
+    let a1 = cluster.start_host("h1", "").unwrap();
+    let a2 = cluster.start_host("h2", "").unwrap();
     let spec = repo_root().join("examples/health-probe/app.toml");
     cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
-    let both = BTreeSet::from([
-        "default/probe/web-0".to_string(),
-        "default/probe/web-1".to_string(),
-    ]);
-    cluster
+    let pods = cluster
         .wait_until("both replicas ready", LIMIT, |c| {
             let pods = pods_of(c, "probe");
-            Ok((pods.len() == 2 && pods.iter().all(running_and_ready)).then_some(()))
+            Ok((pods.len() == 2 && pods.iter().all(running_and_ready)).then_some(pods))
         })
         .unwrap();
-    assert_eq!(served_by(addr, "/probe", 20), both);
+    // One replica per host; each ingress prefers its local one.
+    let on = |host: &str| {
+        let p = pods
+            .iter()
+            .find(|p| p.host.as_ref().is_some_and(|h| h.as_str() == host))
+            .unwrap();
+        (p.id.index, p.id.to_string())
+    };
+    let ((i1, r1), (i2, r2)) = (on("h1"), on("h2"));
+    let only = |r: &str| BTreeSet::from([r.to_string()]);
+    assert_eq!(served_by(a1, "/probe", 10), only(&r1));
+    assert_eq!(served_by(a2, "/probe", 10), only(&r2));
 
-    // Readiness flips to false: out of rotation, not restarted.
-    kv(&cluster, "probe", "unready/default/probe/web-0", Some("1"));
+    // Readiness flips to false: out of rotation, not restarted. h1's
+    // ingress forwards to h2's replica, the only one left in the group.
+    kv(&cluster, "probe", &format!("unready/{r1}"), Some("1"));
     cluster
-        .wait_until("web-0 out of rotation", LIMIT, |c| {
-            let pods = pods_of(c, "probe");
-            Ok(pods
+        .wait_until("h1's replica out of rotation", LIMIT, |c| {
+            Ok(pods_of(c, "probe")
                 .iter()
                 .any(|p| {
-                    p.id.index == 0
+                    p.id.index == i1
                         && !p.ready
                         && matches!(p.state, PodState::Host(ReplicaState::Running))
                 })
@@ -114,37 +122,35 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
         })
         .unwrap();
     assert_eq!(
-        served_by(addr, "/probe", 20),
-        BTreeSet::from(["default/probe/web-1".to_string()]),
+        served_by(a1, "/probe", 20),
+        only(&r2),
         "a replica that is not ready gets no requests"
     );
+    assert_eq!(served_by(a2, "/probe", 10), only(&r2));
     let table = cluster.ok(&["get", "pods"]).unwrap();
-    assert!(
-        table
-            .lines()
-            .any(|l| l.contains("probe/web-0") && l.contains(" no ")),
-        "{table}"
-    );
+    let line = table.lines().find(|l| l.contains(&r1)).unwrap();
+    assert_eq!(line.split_whitespace().nth(3), Some("no"), "{table}");
+    assert!(!events(&cluster, "probe", "unready").is_empty());
     // ... and back when it flips back.
-    kv(&cluster, "probe", "unready/default/probe/web-0", None);
+    kv(&cluster, "probe", &format!("unready/{r1}"), None);
     cluster
-        .wait_until("web-0 back in rotation", LIMIT, |c| {
+        .wait_until("h1's replica back in rotation", LIMIT, |c| {
             Ok(pods_of(c, "probe")
                 .iter()
                 .all(running_and_ready)
                 .then_some(()))
         })
         .unwrap();
-    assert_eq!(served_by(addr, "/probe", 20), both);
+    assert_eq!(served_by(a1, "/probe", 10), only(&r1));
     assert!(pods_of(&cluster, "probe").iter().all(|p| p.restarts == 0));
 
     // Liveness fails: the replica is restarted, and the restart counted.
-    kv(&cluster, "probe", "dead/default/probe/web-1", Some("1"));
+    kv(&cluster, "probe", &format!("dead/{r2}"), Some("1"));
     let restarted = cluster
-        .wait_until("web-1 restarted", LIMIT, |c| {
+        .wait_until("h2's replica restarted", LIMIT, |c| {
             Ok(pods_of(c, "probe")
                 .into_iter()
-                .find(|p| p.id.index == 1 && p.restarts >= 1))
+                .find(|p| p.id.index == i2 && p.restarts >= 1))
         })
         .unwrap();
     assert!(
@@ -154,9 +160,9 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
             .is_some_and(|e| e.contains("liveness failed")),
         "{restarted:?}"
     );
-    kv(&cluster, "probe", "dead/default/probe/web-1", None);
+    kv(&cluster, "probe", &format!("dead/{r2}"), None);
     cluster
-        .wait_until("web-1 serving again", LIMIT, |c| {
+        .wait_until("h2's replica serving again", LIMIT, |c| {
             Ok(pods_of(c, "probe")
                 .iter()
                 .all(running_and_ready)
@@ -164,23 +170,29 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
         })
         .unwrap();
     let pods = pods_of(&cluster, "probe");
-    let web1 = pods.iter().find(|p| p.id.index == 1).unwrap();
-    assert!(web1.restarts >= 1, "{web1:?}");
-    assert_eq!(pods.iter().find(|p| p.id.index == 0).unwrap().restarts, 0);
+    let again = pods.iter().find(|p| p.id.index == i2).unwrap();
+    assert!(again.restarts >= 1, "{again:?}");
+    assert_eq!(
+        again.host.as_ref().map(|h| h.as_str()),
+        Some("h2"),
+        "restarted in place"
+    );
+    assert_eq!(pods.iter().find(|p| p.id.index == i1).unwrap().restarts, 0);
     let table = cluster.ok(&["get", "pods"]).unwrap();
-    let line = table.lines().find(|l| l.contains("probe/web-1")).unwrap();
-    assert!(
-        line.split_whitespace().nth(4) == Some(&web1.restarts.to_string()),
+    let line = table.lines().find(|l| l.contains(&r2)).unwrap();
+    assert_eq!(
+        line.split_whitespace().nth(4),
+        Some(again.restarts.to_string().as_str()),
         "the RESTARTS column shows the count: {table}"
     );
     let restarts = events(&cluster, "probe", "restarted");
     assert!(
         restarts
             .iter()
-            .any(|e| e.message.contains("web-1") && e.message.contains("liveness failed")),
+            .any(|e| e.message.contains(&r2) && e.message.contains("liveness failed")),
         "{restarts:?}"
     );
-    assert_eq!(served_by(addr, "/probe", 20), both);
+    assert_eq!(served_by(a2, "/probe", 10), only(&r2));
 }
 
 /// Writes a hello-http app spec: version `greeting`, ready or not.
