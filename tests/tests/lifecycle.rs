@@ -455,3 +455,113 @@ fn a_crash_looping_job_backs_off_with_growing_intervals() {
     assert!(table.contains("crash_loop"), "{table}");
     assert!(!events(&cluster, "crashy", "crash_loop").is_empty());
 }
+
+#[test]
+fn a_pod_is_ready_restarted_and_taken_out_of_its_queues_as_one() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let text = format!(
+        r#"name = "duo"
+
+[components.web]
+source = "{}"
+kind = "http"
+route = "/duo"
+pod = "both"
+keyvalue = true
+health = {{ interval = "200ms", failure_threshold = 2 }}
+
+[components.echo]
+source = "{}"
+kind = "worker"
+pod = "both"
+"#,
+        wasm_path("health-probe").unwrap().display(),
+        wasm_path("echo-worker").unwrap().display()
+    );
+    let path = cluster.dir().join("duo.toml");
+    std::fs::write(&path, text).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    let replica = "default/duo/both-0";
+    cluster
+        .wait_until("the pod ready", LIMIT, |c| {
+            Ok(pods_of(c, "duo")
+                .iter()
+                .all(running_and_ready)
+                .then_some(()))
+        })
+        .unwrap();
+    let pods = pods_of(&cluster, "duo");
+    assert_eq!(pods.len(), 1);
+    assert_eq!(
+        pods[0].components.len(),
+        2,
+        "one replica runs both components"
+    );
+    assert_eq!(
+        cluster.ok(&["invoke", "duo/echo", "--data", "hi"]).unwrap(),
+        "hi\n"
+    );
+
+    // The web component's readiness is the pod's: the worker leaves its
+    // queue group too.
+    kv(&cluster, "duo", &format!("unready/{replica}"), Some("1"));
+    cluster
+        .wait_until("the pod out of rotation", LIMIT, |c| {
+            Ok(pods_of(c, "duo").iter().all(|p| !p.ready).then_some(()))
+        })
+        .unwrap();
+    let refused = cluster
+        .shoal(&["invoke", "duo/echo", "--data", "hi"])
+        .unwrap();
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("no replica"), "{}", refused.stderr);
+    kv(&cluster, "duo", &format!("unready/{replica}"), None);
+    cluster
+        .wait_until("the pod back", LIMIT, |c| {
+            Ok(pods_of(c, "duo")
+                .iter()
+                .all(running_and_ready)
+                .then_some(()))
+        })
+        .unwrap();
+    assert_eq!(
+        cluster
+            .ok(&["invoke", "duo/echo", "--data", "back"])
+            .unwrap(),
+        "back\n"
+    );
+
+    // One component failing liveness restarts the whole pod.
+    kv(&cluster, "duo", &format!("dead/{replica}"), Some("1"));
+    cluster
+        .wait_until("the pod restarted", LIMIT, |c| {
+            Ok(pods_of(c, "duo")
+                .iter()
+                .any(|p| p.restarts >= 1)
+                .then_some(()))
+        })
+        .unwrap();
+    kv(&cluster, "duo", &format!("dead/{replica}"), None);
+    cluster
+        .wait_until("the pod serving again", LIMIT, |c| {
+            Ok(pods_of(c, "duo")
+                .iter()
+                .all(running_and_ready)
+                .then_some(()))
+        })
+        .unwrap();
+    assert_eq!(
+        cluster
+            .ok(&["invoke", "duo/echo", "--data", "again"])
+            .unwrap(),
+        "again\n"
+    );
+    let restarted = events(&cluster, "duo", "restarted");
+    assert!(
+        restarted
+            .iter()
+            .any(|e| e.message.contains("web: liveness failed")),
+        "the pod restarted for its web component: {restarted:?}"
+    );
+}
