@@ -453,7 +453,41 @@ fn a_crash_looping_job_backs_off_with_growing_intervals() {
     assert!(pods[0].restarts >= 5);
     let table = cluster.ok(&["get", "pods"]).unwrap();
     assert!(table.contains("crash_loop"), "{table}");
+    let detail = cluster.ok(&["describe", "app", "crashy"]).unwrap();
+    assert!(
+        detail.contains("crash_loop")
+            && detail.contains("last error: the job exited with status 1"),
+        "{detail}"
+    );
     assert!(!events(&cluster, "crashy", "crash_loop").is_empty());
+
+    // With `restart = "never"` the same job stops for good and says why.
+    let never = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("name = \"crashy\"", "name = \"once\"")
+        .replace("restart = \"on-failure\"", "restart = \"never\"")
+        .replace(
+            "../../target",
+            &repo_root().join("target").display().to_string(),
+        );
+    let path = cluster.dir().join("once.toml");
+    std::fs::write(&path, never).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    let exited = cluster
+        .wait_until("the job exited", LIMIT, |c| {
+            Ok(pods_of(c, "once")
+                .into_iter()
+                .find(|p| matches!(p.state, PodState::Host(ReplicaState::Exited { .. }))))
+        })
+        .unwrap();
+    assert_eq!(exited.restarts, 0, "{exited:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let still = pods_of(&cluster, "once");
+    assert_eq!(still.len(), 1);
+    assert!(
+        matches!(&still[0].state, PodState::Host(ReplicaState::Exited { reason }) if reason.contains("status 1")),
+        "neither restarted nor placed again: {still:?}"
+    );
 }
 
 #[test]
