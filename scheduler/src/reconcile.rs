@@ -6,12 +6,12 @@
 //! next pass. Replicas are numbered `0..replicas` per pod, so "what is
 //! missing" and "what is extra" are set differences.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use shoal_api::resources::Event;
 use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
-use shoal_api::{AppSpec, Digest, Name, SecretValue, subjects};
+use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SecretValue, subjects};
 
 use crate::placement::{Candidate, Need, choose};
 use crate::state::{App, Rollout, Starting, State, event};
@@ -75,13 +75,56 @@ struct Seen {
 }
 
 /// Decides one pass. Mutates `state` only for bookkeeping: starts sent are
-/// reserved, pending reasons and lost hosts recorded.
+/// reserved, pending reasons and lost hosts recorded, rollouts followed.
 pub fn plan(state: &mut State, now: Instant) -> Pass {
     let mut pass = Pass::default();
     mark_lost_hosts(state, now, &mut pass);
+    let seen = observe(state, now, &mut pass);
+    state.backoff.retain(|_, until| *until > now);
+    let mut candidates = candidates(state, now);
+    let apps: Vec<(String, App)> = state
+        .apps
+        .iter()
+        .map(|(k, a)| (k.clone(), a.clone()))
+        .collect();
+    let mut desired: HashSet<ReplicaId> = HashSet::new();
+    for (key, app) in &apps {
+        for pod in app.stored.spec.pods() {
+            let plan = PodPlan::new(key, app, &pod);
+            plan.decide(state, &mut pass, &mut candidates, &seen, &mut desired, now);
+        }
+    }
+    // Copies nobody wants any more.
+    for (id, list) in &seen {
+        if desired.contains(id) {
+            continue;
+        }
+        for s in list {
+            if state.starting.get(id).is_some_and(|st| st.host == s.host) {
+                state.starting.remove(id);
+            }
+            pass.actions.push(Action::Stop {
+                host: s.host.clone(),
+                id: id.clone(),
+                revision: s.revision,
+                reason: "no longer wanted".into(),
+            });
+        }
+    }
+    state.pending.retain(|id, _| desired.contains(id));
+    state.rollouts.retain(|(key, pod), _| {
+        state
+            .apps
+            .get(key)
+            .is_some_and(|a| a.stored.spec.pods().iter().any(|p| &p.name == pod))
+    });
+    pass
+}
 
-    // Observed replicas on live hosts. Failed ones are cleaned up and count
-    // as missing.
+/// Every copy live hosts report, by replica, with the starts still in
+/// flight. Failed copies are stopped (and their replica backs off) rather
+/// than counted: their replica is missing.
+fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> HashMap<ReplicaId, Vec<Seen>> {
     let mut seen: HashMap<ReplicaId, Vec<Seen>> = HashMap::new();
     let mut failed: Vec<(HostId, ReplicaId, u64, String)> = Vec::new();
     for (id, host) in &state.hosts {
@@ -93,12 +136,12 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                 ReplicaState::Failed { reason } => {
                     failed.push((id.clone(), r.id.clone(), r.revision, reason.clone()));
                 }
-                state => seen.entry(r.id.clone()).or_default().push(Seen {
+                replica_state => seen.entry(r.id.clone()).or_default().push(Seen {
                     host: id.clone(),
                     revision: r.revision,
-                    running: matches!(state, ReplicaState::Running),
-                    ready: (r.ready && matches!(state, ReplicaState::Running))
-                        || matches!(state, ReplicaState::Completed),
+                    running: matches!(replica_state, ReplicaState::Running),
+                    ready: (r.ready && matches!(replica_state, ReplicaState::Running))
+                        || matches!(replica_state, ReplicaState::Completed),
                     rejoined: host.rejoined.is_some(),
                 }),
             }
@@ -112,7 +155,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
                 "failed",
                 format!("{id} failed on {host}: {reason}"),
             );
-            remember(state, &mut pass, e);
+            remember(state, pass, e);
         }
         state
             .backoff
@@ -124,7 +167,6 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
             reason: "failed".into(),
         });
     }
-
     // Starts in flight count as seen until a heartbeat confirms them or
     // they time out.
     state.starting.retain(|id, s| {
@@ -150,255 +192,268 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
             });
         }
     }
-    state.backoff.retain(|_, until| *until > now);
+    seen
+}
 
-    let mut candidates = candidates(state, now);
+/// One pod of one app, as a pass plans it.
+struct PodPlan<'a> {
+    key: &'a String,
+    app: &'a App,
+    pod: &'a PodSpec<'a>,
+    /// The generation its replicas should run.
+    generation: u64,
+    /// What one replica reserves.
+    memory: u64,
+    /// Labels a host must have: the union over the pod's components.
+    labels: BTreeMap<String, String>,
+    /// The label to spread replicas over, from the first component naming one.
+    spread: Option<&'a str>,
+    rollout: RolloutSpec,
+}
 
-    let apps: Vec<(String, App)> = state
-        .apps
-        .iter()
-        .map(|(k, a)| (k.clone(), a.clone()))
-        .collect();
-    let mut desired: std::collections::HashSet<ReplicaId> = std::collections::HashSet::new();
-    for (key, app) in &apps {
-        let spec = &app.stored.spec;
-        for pod in spec.pods() {
-            let replicas = state.replicas_of(key, &pod);
-            let mut pod_on_host: HashMap<HostId, u32> = HashMap::new();
-            for i in 0..replicas {
-                if let Some(list) = seen.get(&replica_id(spec, &pod.name, i)) {
-                    for s in list {
-                        *pod_on_host.entry(s.host.clone()).or_default() += 1;
-                    }
-                }
-            }
-            let memory = pod.memory();
-            let generation = app.stored.generation(&pod.name);
-            // Labels and spread: the union over the pod's components.
-            let mut labels = BTreeMap::new();
-            let mut spread = None;
-            for (_, c) in &pod.components {
-                labels.extend(c.placement.labels.clone());
-                spread = spread.or(c.placement.spread.as_deref());
-            }
-            let rollout = pod.rollout();
-            let slots: Vec<(ReplicaId, Vec<Seen>)> = (0..replicas)
-                .map(|i| {
-                    let id = replica_id(spec, &pod.name, i);
-                    let list = seen.get(&id).cloned().unwrap_or_default();
-                    (id, list)
-                })
-                .collect();
-            // What the rollout budget allows: new copies beside old ones,
-            // and slots with no ready copy at all.
-            let mut surging = slots
-                .iter()
-                .filter(|(_, l)| {
-                    l.iter().any(|s| s.revision == generation)
-                        && l.iter().any(|s| s.revision != generation)
-                })
-                .count() as u32;
-            let mut unavailable = slots
-                .iter()
-                .filter(|(_, l)| !l.iter().any(|s| s.ready))
-                .count() as u32;
-            let mut rolling = 0u32;
-            let mut updated_ready = 0u32;
-            for (id, list) in slots {
-                desired.insert(id.clone());
-                let current: Vec<&Seen> =
-                    list.iter().filter(|s| s.revision == generation).collect();
-                let old: Vec<&Seen> = list.iter().filter(|s| s.revision != generation).collect();
-                if let Some(keep) = best(&current) {
-                    // Keep one copy of the current revision; stop other
-                    // copies of it, and old ones once it is ready.
-                    for s in &current {
-                        if s.host != keep.host {
-                            pass.actions.push(Action::Stop {
-                                host: s.host.clone(),
-                                id: id.clone(),
-                                revision: s.revision,
-                                reason: format!("duplicate of the copy on {}", keep.host),
-                            });
-                        }
-                    }
-                    if keep.ready {
-                        updated_ready += 1;
-                        for s in &old {
-                            pass.actions.push(Action::Stop {
-                                host: s.host.clone(),
-                                id: id.clone(),
-                                revision: s.revision,
-                                reason: format!("replaced by revision {generation}"),
-                            });
-                        }
-                    } else if !old.is_empty() {
-                        rolling += 1;
-                    }
-                    state.pending.remove(&id);
-                    continue;
-                }
-                if let Some(old_copy) = best(&old) {
-                    // An older revision runs here: replace it within the
-                    // rollout's budget.
-                    rolling += 1;
-                    let replace_in_place = if !old_copy.ready {
-                        true
-                    } else if surging < rollout.max_surge {
-                        surging += 1;
-                        false
-                    } else if unavailable < rollout.max_unavailable {
-                        unavailable += 1;
-                        true
-                    } else {
-                        continue;
-                    };
-                    let host = if replace_in_place {
-                        for s in &old {
-                            pass.actions.push(Action::Stop {
-                                host: s.host.clone(),
-                                id: id.clone(),
-                                revision: s.revision,
-                                reason: format!("replaced by revision {generation}"),
-                            });
-                        }
-                        Some(old_copy.host.clone())
-                    } else {
-                        // A surge copy: beside the old one if it fits there.
-                        let need = Need {
-                            memory,
-                            labels: &labels,
-                            spread,
-                            pod_on_host: &pod_on_host,
-                        };
-                        let here = candidates.iter().position(|c| c.id == old_copy.host);
-                        let fits_here = here.is_some_and(|i| {
-                            choose(std::slice::from_ref(&candidates[i]), &need).is_ok()
-                        });
-                        match (here, fits_here) {
-                            (Some(i), true) => Some(candidates[i].id.clone()),
-                            _ => choose(&candidates, &need)
-                                .ok()
-                                .map(|i| candidates[i].id.clone()),
-                        }
-                    };
-                    let Some(host) = host else {
-                        surging = surging.saturating_sub(1);
-                        continue;
-                    };
-                    if let Some(c) = candidates.iter_mut().find(|c| c.id == host) {
-                        c.used_memory += memory;
-                        c.used_slots += 1;
-                    }
-                    state.starting.insert(
-                        id.clone(),
-                        Starting {
-                            host: host.clone(),
-                            revision: generation,
-                            memory,
-                            since: now,
-                        },
+impl<'a> PodPlan<'a> {
+    fn new(key: &'a String, app: &'a App, pod: &'a PodSpec<'a>) -> Self {
+        let mut labels = BTreeMap::new();
+        let mut spread = None;
+        for (_, c) in &pod.components {
+            labels.extend(c.placement.labels.clone());
+            spread = spread.or(c.placement.spread.as_deref());
+        }
+        PodPlan {
+            key,
+            app,
+            pod,
+            generation: app.stored.generation(&pod.name),
+            memory: pod.memory(),
+            labels,
+            spread,
+            rollout: pod.rollout(),
+        }
+    }
+
+    /// Decides every replica of the pod. A replica ("slot") runs one copy,
+    /// or two while a rollout replaces it: the new copy starts beside the
+    /// old one (within `max_surge`) or in its place (within
+    /// `max_unavailable`, or at once when the old copy is not ready
+    /// anyway), and the old copy stops once the new one is ready.
+    fn decide(
+        &self,
+        state: &mut State,
+        pass: &mut Pass,
+        candidates: &mut [Candidate],
+        seen: &HashMap<ReplicaId, Vec<Seen>>,
+        desired: &mut HashSet<ReplicaId>,
+        now: Instant,
+    ) {
+        let spec = &self.app.stored.spec;
+        let generation = self.generation;
+        let slots: Vec<(ReplicaId, Vec<Seen>)> = (0..state.replicas_of(self.key, self.pod))
+            .map(|i| {
+                let id = replica_id(spec, &self.pod.name, i);
+                let list = seen.get(&id).cloned().unwrap_or_default();
+                (id, list)
+            })
+            .collect();
+        let mut pod_on_host: HashMap<HostId, u32> = HashMap::new();
+        for s in slots.iter().flat_map(|(_, l)| l) {
+            *pod_on_host.entry(s.host.clone()).or_default() += 1;
+        }
+        // The rollout's budget: slots running a new copy, not ready yet,
+        // beside an old one (once the new copy is ready the old one stops
+        // in this pass), and slots with no ready copy at all.
+        let mut surging = slots
+            .iter()
+            .filter(|(_, l)| {
+                l.iter().any(|s| s.revision == generation && !s.ready)
+                    && l.iter().any(|s| s.revision != generation)
+            })
+            .count() as u32;
+        let mut unavailable = slots
+            .iter()
+            .filter(|(_, l)| !l.iter().any(|s| s.ready))
+            .count() as u32;
+        let (mut rolling, mut updated_ready) = (0u32, 0u32);
+        for (id, list) in slots {
+            desired.insert(id.clone());
+            let current: Vec<&Seen> = list.iter().filter(|s| s.revision == generation).collect();
+            let old: Vec<&Seen> = list.iter().filter(|s| s.revision != generation).collect();
+            if let Some(keep) = best(&current) {
+                // Keep one copy of the current generation; stop other copies
+                // of it, and old ones once it is ready.
+                for s in current.iter().filter(|s| s.host != keep.host) {
+                    stop(
+                        pass,
+                        s,
+                        &id,
+                        format!("duplicate of the copy on {}", keep.host),
                     );
-                    pass.actions.push(Action::Start {
-                        host,
-                        replica: start_replica(
-                            app,
-                            generation,
-                            &pod.components,
-                            &id,
-                            &state.secrets,
-                        ),
-                    });
-                    continue;
                 }
-                if state.backoff.contains_key(&id) {
-                    continue;
+                if keep.ready {
+                    updated_ready += 1;
+                    for s in &old {
+                        stop(pass, s, &id, format!("replaced by revision {generation}"));
+                    }
+                } else if !old.is_empty() {
+                    rolling += 1;
                 }
-                let need = Need {
-                    memory,
-                    labels: &labels,
-                    spread,
-                    pod_on_host: &pod_on_host,
+                state.pending.remove(&id);
+            } else if let Some(old_copy) = best(&old) {
+                rolling += 1;
+                let in_place = if !old_copy.ready {
+                    true
+                } else if surging < self.rollout.max_surge {
+                    false
+                } else if unavailable < self.rollout.max_unavailable {
+                    true
+                } else {
+                    continue;
                 };
-                match choose(&candidates, &need) {
-                    Ok(chosen) => {
-                        let host = candidates[chosen].id.clone();
-                        candidates[chosen].used_memory += memory;
-                        candidates[chosen].used_slots += 1;
-                        *pod_on_host.entry(host.clone()).or_default() += 1;
-                        state.pending.remove(&id);
-                        state.starting.insert(
-                            id.clone(),
-                            Starting {
-                                host: host.clone(),
-                                revision: generation,
-                                memory,
-                                since: now,
-                            },
-                        );
-                        pass.actions.push(Action::Start {
-                            host,
-                            replica: start_replica(
-                                app,
-                                generation,
-                                &pod.components,
-                                &id,
-                                &state.secrets,
-                            ),
-                        });
+                let host = if in_place {
+                    Some(old_copy.host.clone())
+                } else {
+                    self.surge_host(candidates, &old_copy.host, &pod_on_host)
+                };
+                let Some(host) = host else {
+                    continue;
+                };
+                if in_place {
+                    if old_copy.ready {
+                        unavailable += 1;
                     }
-                    Err(reason) => {
-                        if state.pending.get(&id) != Some(&reason) {
-                            let e = event(
-                                &id.namespace,
-                                &id.app,
-                                "pending",
-                                format!("{id} pending: {reason}"),
-                            );
-                            remember(state, &mut pass, e);
-                            state.pending.insert(id.clone(), reason);
-                        }
+                    for s in &old {
+                        stop(pass, s, &id, format!("replaced by revision {generation}"));
                     }
+                } else {
+                    surging += 1;
+                    reserve(candidates, &host, self.memory);
+                }
+                self.start(state, pass, host, &id, now);
+            } else if !state.backoff.contains_key(&id) {
+                self.place(state, pass, candidates, &mut pod_on_host, &id, now);
+            }
+        }
+        track_rollout(
+            state,
+            pass,
+            (self.key, self.app),
+            &self.pod.name,
+            generation,
+            &self.rollout,
+            (rolling, updated_ready),
+            now,
+        );
+    }
+
+    /// Where a surge copy goes: beside the old copy when that host has
+    /// room, else wherever placement says.
+    fn surge_host(
+        &self,
+        candidates: &[Candidate],
+        old_host: &HostId,
+        pod_on_host: &HashMap<HostId, u32>,
+    ) -> Option<HostId> {
+        let need = self.need(pod_on_host);
+        let here = candidates.iter().find(|c| &c.id == old_host);
+        if let Some(c) = here
+            && choose(std::slice::from_ref(c), &need).is_ok()
+        {
+            return Some(c.id.clone());
+        }
+        choose(candidates, &need)
+            .ok()
+            .map(|i| candidates[i].id.clone())
+    }
+
+    /// Places a missing replica, or records why it cannot be placed.
+    fn place(
+        &self,
+        state: &mut State,
+        pass: &mut Pass,
+        candidates: &mut [Candidate],
+        pod_on_host: &mut HashMap<HostId, u32>,
+        id: &ReplicaId,
+        now: Instant,
+    ) {
+        match choose(candidates, &self.need(pod_on_host)) {
+            Ok(chosen) => {
+                let host = candidates[chosen].id.clone();
+                reserve(candidates, &host, self.memory);
+                *pod_on_host.entry(host.clone()).or_default() += 1;
+                state.pending.remove(id);
+                self.start(state, pass, host, id, now);
+            }
+            Err(reason) => {
+                if state.pending.get(id) != Some(&reason) {
+                    let e = event(
+                        &id.namespace,
+                        &id.app,
+                        "pending",
+                        format!("{id} pending: {reason}"),
+                    );
+                    remember(state, pass, e);
+                    state.pending.insert(id.clone(), reason);
                 }
             }
-            track_rollout(
-                state,
-                &mut pass,
-                (key, app),
-                &pod.name,
-                generation,
-                &rollout,
-                (rolling, updated_ready),
-                now,
-            );
         }
     }
 
-    // Replicas nobody wants any more.
-    for (id, list) in &seen {
-        if desired.contains(id) {
-            continue;
-        }
-        for s in list {
-            if state.starting.get(id).is_some_and(|st| st.host == s.host) {
-                state.starting.remove(id);
-            }
-            pass.actions.push(Action::Stop {
-                host: s.host.clone(),
-                id: id.clone(),
-                revision: s.revision,
-                reason: "no longer wanted".into(),
-            });
+    fn need<'b>(&'b self, pod_on_host: &'b HashMap<HostId, u32>) -> Need<'b> {
+        Need {
+            memory: self.memory,
+            labels: &self.labels,
+            spread: self.spread,
+            pod_on_host,
         }
     }
-    state.pending.retain(|id, _| desired.contains(id));
-    state.rollouts.retain(|(key, pod), _| {
-        state
-            .apps
-            .get(key)
-            .is_some_and(|a| a.stored.spec.pods().iter().any(|p| &p.name == pod))
+
+    /// Sends a start of `id` at the pod's generation to `host`, and
+    /// remembers it until a heartbeat confirms it.
+    fn start(
+        &self,
+        state: &mut State,
+        pass: &mut Pass,
+        host: HostId,
+        id: &ReplicaId,
+        now: Instant,
+    ) {
+        state.starting.insert(
+            id.clone(),
+            Starting {
+                host: host.clone(),
+                revision: self.generation,
+                memory: self.memory,
+                since: now,
+            },
+        );
+        pass.actions.push(Action::Start {
+            host,
+            replica: start_replica(
+                self.app,
+                self.generation,
+                &self.pod.components,
+                id,
+                &state.secrets,
+            ),
+        });
+    }
+}
+
+/// Stops the copy `s` of `id`.
+fn stop(pass: &mut Pass, s: &Seen, id: &ReplicaId, reason: String) {
+    pass.actions.push(Action::Stop {
+        host: s.host.clone(),
+        id: id.clone(),
+        revision: s.revision,
+        reason,
     });
-    pass
+}
+
+/// Counts a start on `host` against its capacity for the rest of the pass.
+fn reserve(candidates: &mut [Candidate], host: &HostId, memory: u64) {
+    if let Some(c) = candidates.iter_mut().find(|c| &c.id == host) {
+        c.used_memory += memory;
+        c.used_slots += 1;
+    }
 }
 
 /// Follows a pod's rollout: announces it, notices progress, and asks for a
@@ -614,5 +669,220 @@ fn start_replica(
             })
             .map(|(v, s)| (v.clone(), s.clone()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use shoal_api::wire::{Capacity, Heartbeat, ReplicaStatus};
+
+    use super::*;
+    use crate::state::{HostEntry, StoredApp};
+
+    fn stored(greeting: &str, rollout: &str, previous: Option<&StoredApp>) -> StoredApp {
+        let text = format!(
+            "name = \"web\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nreplicas = 2\nenv = {{ GREETING = \"{greeting}\" }}\nrollout = {rollout}\n"
+        );
+        let spec = AppSpec::from_toml(&text, "web.toml").unwrap();
+        StoredApp {
+            spec,
+            digests: BTreeMap::from([(Name::new("web").unwrap(), Digest::of(b"web"))]),
+            file: "web.toml".into(),
+            generations: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            cause: String::new(),
+        }
+        .with_generations(previous)
+    }
+
+    fn id(index: u32) -> ReplicaId {
+        ReplicaId {
+            namespace: Name::new("default").unwrap(),
+            app: Name::new("web").unwrap(),
+            pod: Name::new("web").unwrap(),
+            index,
+        }
+    }
+
+    fn copy(index: u32, revision: u64, ready: bool) -> ReplicaStatus {
+        ReplicaStatus {
+            id: id(index),
+            revision,
+            memory: 64 << 20,
+            state: ReplicaState::Running,
+            ready,
+            restarts: 0,
+            last_error: None,
+            load_milli: 0,
+        }
+    }
+
+    /// A state with the app and one host reporting `copies`.
+    fn state(app: StoredApp, copies: Vec<ReplicaStatus>, now: Instant) -> State {
+        let mut state = State::default();
+        state.apps.insert(
+            "default.web".into(),
+            App {
+                stored: app,
+                revision: 1,
+            },
+        );
+        report(&mut state, copies, now);
+        state
+    }
+
+    fn report(state: &mut State, copies: Vec<ReplicaStatus>, now: Instant) {
+        let host = HostId::new("h1").unwrap();
+        state.hosts.insert(
+            host.clone(),
+            HostEntry {
+                heartbeat: Heartbeat {
+                    host,
+                    labels: BTreeMap::new(),
+                    capacity: Capacity {
+                        memory: 1 << 30,
+                        slots: 100,
+                    },
+                    http: None,
+                    started_at_ms: 0,
+                    replicas: copies,
+                    routes: Vec::new(),
+                },
+                last_seen: now,
+                lost: false,
+                rejoined: None,
+            },
+        );
+    }
+
+    /// Copies as (replica index, revision).
+    type Copies = Vec<(u32, u64)>;
+
+    /// The pass's starts and stops.
+    fn actions(pass: &Pass) -> (Copies, Copies) {
+        let mut starts = Vec::new();
+        let mut stops = Vec::new();
+        for a in &pass.actions {
+            match a {
+                Action::Start { replica, .. } => starts.push((replica.id.index, replica.revision)),
+                Action::Stop { id, revision, .. } => stops.push((id.index, *revision)),
+            }
+        }
+        starts.sort();
+        stops.sort();
+        (starts, stops)
+    }
+
+    #[test]
+    fn a_new_app_is_placed() {
+        let now = Instant::now();
+        let mut state = state(stored("v1", "{}", None), Vec::new(), now);
+        let pass = plan(&mut state, now);
+        assert_eq!(actions(&pass), (vec![(0, 1), (1, 1)], vec![]));
+        // Starts in flight are not sent twice.
+        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_rollout_surges_one_at_a_time_and_stops_old_copies_once_new_ones_are_ready() {
+        let now = Instant::now();
+        let v1 = stored("v1", "{ max_surge = 1 }", None);
+        let v2 = stored("v2", "{ max_surge = 1 }", Some(&v1));
+        assert_eq!(v2.generation(&Name::new("web").unwrap()), 2);
+        let mut state = state(v2, vec![copy(0, 1, true), copy(1, 1, true)], now);
+
+        // One new copy beside its old one; nothing stops yet.
+        assert_eq!(actions(&plan(&mut state, now)), (vec![(0, 2)], vec![]));
+        // Started but not ready: the surge budget is spent.
+        report(
+            &mut state,
+            vec![copy(0, 1, true), copy(0, 2, false), copy(1, 1, true)],
+            now,
+        );
+        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        // Ready: its old copy stops, and the next replica's new copy starts.
+        report(
+            &mut state,
+            vec![copy(0, 1, true), copy(0, 2, true), copy(1, 1, true)],
+            now,
+        );
+        assert_eq!(
+            actions(&plan(&mut state, now)),
+            (vec![(1, 2)], vec![(0, 1)])
+        );
+        // Every new copy ready: the last old one stops, and that is the end.
+        report(
+            &mut state,
+            vec![copy(0, 2, true), copy(1, 1, true), copy(1, 2, true)],
+            now,
+        );
+        let done = plan(&mut state, now);
+        assert_eq!(actions(&done), (vec![], vec![(1, 1)]));
+        assert!(done.events.iter().any(|e| e.reason == "rollout_complete"));
+        report(&mut state, vec![copy(0, 2, true), copy(1, 2, true)], now);
+        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+    }
+
+    #[test]
+    fn max_unavailable_replaces_copies_in_place() {
+        let now = Instant::now();
+        let rollout = "{ max_surge = 0, max_unavailable = 1 }";
+        let v1 = stored("v1", rollout, None);
+        let v2 = stored("v2", rollout, Some(&v1));
+        let mut state = state(v2, vec![copy(0, 1, true), copy(1, 1, true)], now);
+        assert_eq!(
+            actions(&plan(&mut state, now)),
+            (vec![(0, 2)], vec![(0, 1)])
+        );
+    }
+
+    #[test]
+    fn a_rollout_without_progress_past_its_deadline_is_rolled_back() {
+        let now = Instant::now();
+        let rollout = "{ progress_deadline = \"2s\" }";
+        let v1 = stored("v1", rollout, None);
+        let v2 = stored("v2", rollout, Some(&v1));
+        let mut state = state(v2, vec![copy(0, 1, true), copy(1, 1, true)], now);
+        let first = plan(&mut state, now);
+        assert!(first.events.iter().any(|e| e.reason == "rollout_started"));
+        assert!(first.rollbacks.is_empty());
+        let later = now + Duration::from_secs(1);
+        report(
+            &mut state,
+            vec![copy(0, 1, true), copy(0, 2, false), copy(1, 1, true)],
+            later,
+        );
+        assert!(plan(&mut state, later).rollbacks.is_empty());
+        let past = now + Duration::from_secs(3);
+        report(
+            &mut state,
+            vec![copy(0, 1, true), copy(0, 2, false), copy(1, 1, true)],
+            past,
+        );
+        let stalled = plan(&mut state, past);
+        assert_eq!(stalled.rollbacks.len(), 1, "{:?}", stalled.rollbacks);
+        assert!(stalled.rollbacks[0].reason.contains("no progress"));
+        assert!(plan(&mut state, past).rollbacks.is_empty(), "asked once");
+    }
+
+    #[test]
+    fn going_back_to_a_template_keeps_its_generation() {
+        let v1 = stored("v1", "{}", None);
+        let v2 = stored("v2", "{}", Some(&v1));
+        let back = stored("v1", "{}", Some(&v2));
+        let web = Name::new("web").unwrap();
+        assert_eq!(
+            (
+                v1.generation(&web),
+                v2.generation(&web),
+                back.generation(&web)
+            ),
+            (1, 2, 1)
+        );
+        let v3 = stored("v3", "{}", Some(&back));
+        assert_eq!(v3.generation(&web), 3, "a new template gets a new number");
     }
 }
