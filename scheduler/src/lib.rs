@@ -7,8 +7,12 @@
 //! [`tunables::RECONCILE_INTERVAL`], and sends start and stop commands to
 //! hosts by request/reply. Placement ([`placement::choose`]) bin-packs by
 //! declared memory, honours labels, spreads over a label and keeps replicas
-//! of a pod apart. Nothing is kept that cannot be rebuilt from JetStream and
-//! heartbeats, so a restarted scheduler picks up where it left off.
+//! of a pod apart. A changed pod template rolls out replica by replica
+//! within the pod's surge and unavailability budget, and is rolled back by
+//! itself when it stalls ([`rollout`]). [`autoscale`] sizes queue workers
+//! by queue depth and http components by requests in flight, from zero.
+//! Nothing is kept that cannot be rebuilt from JetStream and heartbeats, so
+//! a restarted scheduler picks up where it left off.
 //!
 //! Key types: [`Scheduler`] (start it with [`Scheduler::start`]),
 //! [`SchedulerError`].
