@@ -133,7 +133,7 @@ async fn put_component(
     let inspected = artifact::inspect(&body)
         .map_err(|why| invalid(format!("the uploaded component is {why}")))?;
     shared.store.put_component(&digest, &body).await?;
-    shared.remember_kind(digest, inspected.kind);
+    shared.remember_exports(digest, inspected);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,23 +159,40 @@ async fn apply(
             ));
             continue;
         }
-        match shared.component_kind(digest).await {
+        let inspected = match shared.exports_of(digest).await {
             Err(SchedulerError::Invalid(why)) => {
-                problems.push(format!("component {name} ({}): {why}", component.source))
+                problems.push(format!("component {name} ({}): {why}", component.source));
+                continue;
             }
             Err(other) => return Err(other.into()),
-            Ok(kind) if kind != Some(component.kind) => problems.push(format!(
+            Ok(inspected) => inspected,
+        };
+        if inspected.kind != Some(component.kind) {
+            problems.push(format!(
                 "component {name} ({}) is declared kind = \"{}\" but does not export {}{}",
                 component.source,
                 component.kind,
                 component.kind.required_export(),
-                kind.map(|k| format!(
-                    ": it is {} {k} component",
-                    if k == ComponentKind::Http { "an" } else { "a" }
-                ))
-                .unwrap_or_default()
-            )),
-            Ok(_) => {}
+                inspected
+                    .kind
+                    .map(|k| format!(
+                        ": it is {} {k} component",
+                        if k == ComponentKind::Http { "an" } else { "a" }
+                    ))
+                    .unwrap_or_default()
+            ));
+        }
+        if component.health.as_ref().is_some_and(|h| h.path.is_none()) && !inspected.health {
+            problems.push(format!(
+                "component {name} ({}) sets `health` but exports no {}: export one with shoal_sdk::export_health!{}",
+                component.source,
+                shoal_api::exports::HEALTH,
+                if component.kind == ComponentKind::Http {
+                    ", or name a health.path to GET"
+                } else {
+                    ""
+                }
+            ));
         }
     }
     if !problems.is_empty() {

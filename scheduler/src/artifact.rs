@@ -5,10 +5,12 @@ use shoal_api::ComponentKind;
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 
 /// What the check found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inspected {
     /// The kind its exports say it is, if any.
     pub kind: Option<ComponentKind>,
+    /// Whether it exports `shoal:workload/health`.
+    pub health: bool,
 }
 
 /// Validates `bytes` as a component and reads its top-level exports.
@@ -41,6 +43,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspected, String> {
     }
     Ok(Inspected {
         kind: ComponentKind::from_exports(names.iter().map(String::as_str)),
+        health: names.iter().any(|n| n == shoal_api::exports::HEALTH),
     })
 }
 

@@ -82,8 +82,8 @@ pub struct Shared {
     ready_at: Instant,
     token: Option<String>,
     /// What each stored component exports, learnt once per digest: a
-    /// component's bytes never change, so neither does its kind.
-    kinds: Mutex<std::collections::HashMap<shoal_api::Digest, Option<shoal_api::ComponentKind>>>,
+    /// component's bytes never change, so neither do its exports.
+    kinds: Mutex<std::collections::HashMap<shoal_api::Digest, artifact::Inspected>>,
     secret_box: secrets::SecretBox,
 }
 
@@ -94,34 +94,34 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The kind the stored component `digest` exports: from memory, or
-    /// read and checked once from the component store.
-    async fn component_kind(
+    /// What the stored component `digest` exports: from memory, or read
+    /// and checked once from the component store.
+    async fn exports_of(
         &self,
         digest: &shoal_api::Digest,
-    ) -> Result<Option<shoal_api::ComponentKind>, SchedulerError> {
-        if let Some(kind) = self
+    ) -> Result<artifact::Inspected, SchedulerError> {
+        if let Some(inspected) = self
             .kinds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(digest)
         {
-            return Ok(*kind);
+            return Ok(*inspected);
         }
         let bytes = self.store.get_component(digest).await?;
-        let kind = artifact::inspect(&bytes)
-            .map_err(|why| SchedulerError::Invalid(format!("stored component {digest} is {why}")))?
-            .kind;
-        self.remember_kind(*digest, kind);
-        Ok(kind)
+        let inspected = artifact::inspect(&bytes).map_err(|why| {
+            SchedulerError::Invalid(format!("stored component {digest} is {why}"))
+        })?;
+        self.remember_exports(*digest, inspected);
+        Ok(inspected)
     }
 
     /// Records what a checked component exports.
-    fn remember_kind(&self, digest: shoal_api::Digest, kind: Option<shoal_api::ComponentKind>) {
+    fn remember_exports(&self, digest: shoal_api::Digest, inspected: artifact::Inspected) {
         self.kinds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(digest, kind);
+            .insert(digest, inspected);
     }
 
     /// Asks the reconciler for a pass now.

@@ -57,7 +57,54 @@ pub fn shoal_bin() -> anyhow::Result<PathBuf> {
             bin.display()
         );
     }
+    // `cargo test -p shoal-tests` does not rebuild the binary: refuse to
+    // test an old one rather than pass or fail on stale code.
+    static FRESH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    FRESH
+        .get_or_init(|| {
+            let built = std::fs::metadata(&bin)
+                .and_then(|m| m.modified())
+                .map_err(|e| e.to_string())?;
+            let root = repo_root();
+            let newest = ["api", "host", "scheduler", "cli"]
+                .iter()
+                .filter_map(|c| newest_file(&root.join(c).join("src")))
+                .max_by_key(|(t, _)| *t);
+            match newest {
+                Some((changed, file)) if changed > built => Err(format!(
+                    "{} is older than {}: rebuild it with `cargo build -p shoal-cli` (or run scripts/test)",
+                    bin.display(),
+                    file.display()
+                )),
+                _ => Ok(()),
+            }
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))?;
     Ok(bin)
+}
+
+/// The most recently modified file under `dir`, and when.
+fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let found = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        };
+        if let Some(found) = found
+            && newest.as_ref().is_none_or(|(t, _)| found.0 > *t)
+        {
+            newest = Some(found);
+        }
+    }
+    newest
 }
 
 /// Starts `shoal ARGS…` with piped output and extra environment variables.

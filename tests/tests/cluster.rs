@@ -415,6 +415,17 @@ fn bad_specs_and_components_are_refused_and_change_nothing() {
             ),
             "is declared kind = \"worker\" but does not export shoal:workload/handler@0.1.0: it is an http component",
         ),
+        (
+            spec(
+                &cluster,
+                "health.toml",
+                &ECHO_SPREAD.replace(
+                    "placement = { spread = \"zone\" }",
+                    "health = { interval = \"1s\" }",
+                ),
+            ),
+            "sets `health` but exports no shoal:workload/health@0.1.0: export one with shoal_sdk::export_health!",
+        ),
     ];
     for (file, expected) in cases {
         let out = cluster.shoal(&["apply", &file]).unwrap();
