@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use shoal_api::subjects::headers;
+use shoal_api::wire::CommandReply;
 
 use crate::component::LoadedComponent;
 use crate::error::InvokeError;
@@ -176,18 +177,22 @@ async fn wake(
         "{}/{}/{}",
         activate.namespace, activate.app, activate.component
     );
-    let asked = match serde_json::to_vec(activate) {
-        Ok(payload) => {
-            let request = async_nats::Request::new()
-                .payload(payload.into())
-                .timeout(Some(ACTIVATION_WAIT));
-            nats.send_request(shoal_api::subjects::ACTIVATE, request)
-                .await
-                .map_err(|e| e.to_string())
+    let asked = async {
+        let payload = serde_json::to_vec(activate).map_err(|e| e.to_string())?;
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(ACTIVATION_WAIT));
+        let reply = nats
+            .send_request(shoal_api::subjects::ACTIVATE, request)
+            .await
+            .map_err(|e| format!("the scheduler did not answer: {e}"))?;
+        match serde_json::from_slice::<CommandReply>(&reply.payload) {
+            Ok(CommandReply::Ok) => Ok(()),
+            Ok(CommandReply::Failed { reason }) => Err(reason),
+            Err(e) => Err(format!("the scheduler answered nonsense: {e}")),
         }
-        Err(e) => Err(e.to_string()),
     };
-    if let Err(why) = asked {
+    if let Err(why) = asked.await {
         tracing::warn!(component = name, error = %why, "cannot wake a component scaled to zero");
         return Target::Unready(name);
     }
