@@ -599,3 +599,41 @@ pod = "both"
         "the pod restarted for its web component: {restarted:?}"
     );
 }
+
+#[test]
+fn a_stuck_rollout_survives_a_scheduler_restart_and_is_undone() {
+    let mut cluster = Cluster::start().unwrap();
+    let a1 = cluster.start_host("h1", "").unwrap();
+    cluster
+        .ok(&["apply", &web_spec(&cluster, "v1", true, "120s")])
+        .unwrap();
+    wait_rolled_out(&cluster, 2);
+    let load = Load::start(vec![a1]);
+    cluster
+        .ok(&["apply", &web_spec(&cluster, "v2", false, "120s")])
+        .unwrap();
+    cluster
+        .wait_until("a v2 copy started beside v1", LIMIT, |c| {
+            Ok((pods_of(c, "web").len() == 3).then_some(()))
+        })
+        .unwrap();
+
+    // The scheduler goes away and comes back mid-rollout: nothing that
+    // serves is touched, and the rollout picks up where it was.
+    cluster.kill_scheduler();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_scheduler().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let pods = pods_of(&cluster, "web");
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert_eq!(pods.iter().filter(|p| p.ready).count(), 2, "{pods:?}");
+    let status = cluster.ok(&["rollout", "status", "web"]).unwrap();
+    assert!(status.contains("progressing"), "{status}");
+
+    let out = cluster.ok(&["rollout", "undo", "web"]).unwrap();
+    assert!(out.contains("rolled back"), "{out}");
+    wait_rolled_out(&cluster, 2);
+    let seen = load.finish();
+    assert_no_failures(&seen);
+    assert!(seen.iter().all(|(_, v)| v == "v1"), "only v1 ever answered");
+}
