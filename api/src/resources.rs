@@ -134,7 +134,8 @@ pub struct HostInfo {
     pub replicas: u32,
     /// Its HTTP ingress.
     pub http: Option<String>,
-    /// `ready`, or `lost` once silent for longer than the host timeout.
+    /// `ready`; `draining` while shutting down; `lost` once silent for
+    /// longer than the host timeout.
     pub state: String,
     /// Milliseconds since its last heartbeat.
     pub last_seen_ms: u64,

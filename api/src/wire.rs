@@ -190,6 +190,11 @@ pub struct Heartbeat {
     /// forward requests for routes it does not serve itself.
     #[serde(default)]
     pub routes: Vec<HttpRoute>,
+    /// Shutting down: place nothing here, and place its replicas elsewhere
+    /// now. They keep serving until their replacements are up, then stop
+    /// gracefully.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// An HTTP route a host serves.

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,7 @@ use crate::http::serve;
 use crate::ingress::IngressRoutes;
 use crate::runtime::Runtime;
 use crate::supervisor::{CopyKey, supervise};
+use crate::tunables::{DRAIN_HANDOFF, DRAIN_LIMIT};
 
 /// How a host presents itself to the cluster.
 #[derive(Debug, Clone)]
@@ -127,6 +129,8 @@ pub(crate) struct Agent {
     http: Option<String>,
     started_at_ms: u64,
     beat: Notify,
+    /// Shutting down: announced in heartbeats, and no new replica starts.
+    draining: AtomicBool,
     /// Each app's key-value bucket, opened once per host.
     buckets: Mutex<HashMap<String, Arc<Bucket>>>,
     /// Each writable volume directory's size limit, shared by its users.
@@ -202,6 +206,7 @@ impl Agent {
             started_at_ms: self.started_at_ms,
             replicas,
             routes,
+            draining: self.draining.load(Ordering::Relaxed),
         }
     }
 }
@@ -271,13 +276,16 @@ impl HostAgent {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             beat: Notify::new(),
+            draining: AtomicBool::new(false),
             buckets: Mutex::default(),
             quotas: Mutex::default(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
+        let leaving = agent.clone();
         tasks.spawn(async move {
             shutdown.await;
+            drain(&leaving).await;
             let _ = stop_tx.send(true);
         });
         tasks.spawn(heartbeats(agent.clone(), stop_rx.clone()));
@@ -319,20 +327,50 @@ impl HostAgent {
     }
 }
 
-async fn heartbeats(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+/// Leaves the cluster without dropping work: says so (the scheduler
+/// places this host's replicas elsewhere at once), keeps serving for
+/// [`DRAIN_HANDOFF`] while the replacements start, then stops every replica
+/// gracefully (out of its queue groups, its work in flight finished, up to
+/// [`DRAIN_LIMIT`]) and reports itself empty.
+async fn drain(agent: &Arc<Agent>) {
+    tracing::info!(host = %agent.config.id, "draining: replicas move elsewhere, then stop");
+    agent.draining.store(true, Ordering::Relaxed);
+    publish_heartbeat(agent).await;
+    tokio::time::sleep(DRAIN_HANDOFF).await;
+    let copies: Vec<(CopyKey, Replica)> = agent.replicas().drain().collect();
+    let mut supervisors = Vec::new();
+    for ((id, revision), r) in copies {
+        agent.routes.remove(&id, revision);
+        let _ = r.stop.send(true);
+        supervisors.push(r.task);
+    }
+    if tokio::time::timeout(DRAIN_LIMIT, futures::future::join_all(supervisors))
+        .await
+        .is_err()
+    {
+        tracing::warn!("replicas still busy after {DRAIN_LIMIT:?}; leaving anyway");
+    }
+    publish_heartbeat(agent).await;
+    let _ = agent.nats.flush().await;
+}
+
+/// Publishes one heartbeat now. While NATS is away this fails; replicas
+/// keep running and the next beat after reconnecting reports in.
+async fn publish_heartbeat(agent: &Agent) {
     let subject = subjects::heartbeat(agent.config.id.as_str());
-    loop {
-        let hb = agent.heartbeat();
-        match serde_json::to_vec(&hb) {
-            Ok(payload) => {
-                // While NATS is away this fails; replicas keep running and
-                // the next beat after reconnecting reports in.
-                if let Err(e) = agent.nats.publish(subject.clone(), payload.into()).await {
-                    tracing::debug!(error = %e, "heartbeat not sent");
-                }
+    match serde_json::to_vec(&agent.heartbeat()) {
+        Ok(payload) => {
+            if let Err(e) = agent.nats.publish(subject, payload.into()).await {
+                tracing::debug!(error = %e, "heartbeat not sent");
             }
-            Err(e) => tracing::error!(error = %e, "cannot encode the heartbeat"),
         }
+        Err(e) => tracing::error!(error = %e, "cannot encode the heartbeat"),
+    }
+}
+
+async fn heartbeats(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    loop {
+        publish_heartbeat(&agent).await;
         tokio::select! {
             () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {},
             () = agent.beat.notified() => {},
@@ -406,6 +444,11 @@ async fn take_commands(
 }
 
 fn start_replica(agent: &Arc<Agent>, start: StartReplica) -> CommandReply {
+    if agent.draining.load(Ordering::Relaxed) {
+        return CommandReply::Failed {
+            reason: format!("host {} is shutting down", agent.config.id),
+        };
+    }
     let key: CopyKey = (start.id.clone(), start.revision);
     {
         let replicas = agent.replicas();

@@ -84,3 +84,12 @@ pub const ACTIVATION_WAIT: Duration = Duration::from_secs(10);
 
 /// How often a held request looks for the woken replica.
 pub const ACTIVATION_POLL: Duration = Duration::from_millis(5);
+
+/// How long a host that is shutting down keeps serving after announcing
+/// it, so that the scheduler's replacements elsewhere are up before its
+/// own replicas leave their queue groups.
+pub const DRAIN_HANDOFF: Duration = Duration::from_secs(1);
+
+/// The longest a host that is shutting down waits for its replicas to
+/// finish the work they hold.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);

@@ -98,6 +98,7 @@ impl SimHost {
             started_at_ms: self.started_at_ms,
             replicas: self.replicas.lock().unwrap().values().cloned().collect(),
             routes: Vec::new(),
+            draining: false,
         }
     }
 }

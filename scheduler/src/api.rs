@@ -760,7 +760,12 @@ async fn list_hosts(State(shared): State<Shared_>) -> Json<Vec<HostInfo>> {
             used_memory: h.heartbeat.used_memory(),
             replicas: h.heartbeat.replicas.len() as u32,
             http: h.heartbeat.http.clone(),
-            state: if h.is_live(now) { "ready" } else { "lost" }.into(),
+            state: match (h.is_live(now), h.heartbeat.draining) {
+                (false, _) => "lost",
+                (true, true) => "draining",
+                (true, false) => "ready",
+            }
+            .into(),
             last_seen_ms: millis(now.duration_since(h.last_seen)),
         })
         .collect();

@@ -288,7 +288,11 @@ async fn watch_heartbeats(
                 Some(entry) => {
                     let changed = entry.lost
                         || entry.heartbeat.replicas != hb.replicas
+                        || entry.heartbeat.draining != hb.draining
                         || entry.heartbeat.started_at_ms != hb.started_at_ms;
+                    if hb.draining && !entry.heartbeat.draining {
+                        tracing::info!(host = %hb.host, "host draining: placing its replicas elsewhere");
+                    }
                     if entry.lost {
                         tracing::info!(host = %hb.host, "host is back");
                         entry.lost = false;

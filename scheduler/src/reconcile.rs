@@ -128,7 +128,9 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> HashMap<ReplicaI
     let mut seen: HashMap<ReplicaId, Vec<Seen>> = HashMap::new();
     let mut failed: Vec<(HostId, ReplicaId, u64, String)> = Vec::new();
     for (id, host) in &state.hosts {
-        if !host.is_live(now) {
+        // A draining host's copies are on their way out: their replicas
+        // are placed elsewhere, and the host stops them itself.
+        if !host.is_live(now) || host.heartbeat.draining {
             continue;
         }
         for r in &host.heartbeat.replicas {
@@ -599,7 +601,7 @@ fn candidates(state: &State, now: Instant) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = state
         .hosts
         .iter()
-        .filter(|(_, h)| h.is_live(now))
+        .filter(|(_, h)| h.is_live(now) && !h.heartbeat.draining)
         .map(|(id, h)| {
             let (mem, slots) = extra.get(id).copied().unwrap_or_default();
             Candidate {
@@ -750,6 +752,7 @@ mod tests {
                     started_at_ms: 0,
                     replicas: copies,
                     routes: Vec::new(),
+                    draining: false,
                 },
                 last_seen: now,
                 lost: false,

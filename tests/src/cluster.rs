@@ -225,6 +225,19 @@ impl Cluster {
         out.join("\n")
     }
 
+    /// Stops the host called `name` as an operator would (SIGTERM), and
+    /// returns its exit code.
+    pub fn stop_host(&mut self, name: &str, limit: Duration) -> anyhow::Result<Option<i32>> {
+        let (_, host) = self
+            .hosts
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| anyhow!("no host {name}"))?;
+        let code = host.stop(limit)?;
+        self.hosts.retain(|(n, _)| n != name);
+        Ok(code)
+    }
+
     /// Kills the host called `name`, as a crash would.
     pub fn kill_host(&mut self, name: &str) {
         self.hosts.retain(|(n, _)| n != name);

@@ -508,3 +508,62 @@ autoscale = {{ min = 0, max = 3, target_in_flight = 1, idle = "2s" }}
         .unwrap();
     assert_eq!(get(addr, "/auto/again").status, 200);
 }
+
+#[test]
+fn a_host_that_shuts_down_hands_its_replicas_over_without_a_failed_request() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h2", "").unwrap();
+    let spec = app(&cluster, "moving", "/moving", 1);
+    cluster.ok(&["apply", &spec]).unwrap();
+    cluster
+        .wait_until("the replica running on h2", Duration::from_secs(20), |c| {
+            Ok(c.pods()?
+                .iter()
+                .any(|p| p.host.as_ref().is_some_and(|h| h.as_str() == "h2") && p.ready)
+                .then_some(()))
+        })
+        .unwrap();
+    // h1 has no replica: its ingress forwards to h2's.
+    let a1 = cluster.start_host("h1", "").unwrap();
+    cluster
+        .wait_until("h1 forwarding to h2", Duration::from_secs(20), |_| {
+            Ok((get(a1, "/moving").status == 200).then_some(()))
+        })
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = get(a1, "/moving/x");
+            seen.push((
+                r.status,
+                r.header("shoal-served-by").unwrap_or("").to_string(),
+            ));
+        }
+        seen
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(
+        cluster.stop_host("h2", Duration::from_secs(20)).unwrap(),
+        Some(0),
+        "a clean exit"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let by: BTreeSet<&str> = seen.iter().map(|(_, h)| h.as_str()).collect();
+    assert_eq!(by, BTreeSet::from(["h1", "h2"]), "served by h2, then by h1");
+    let pods = cluster.pods().unwrap();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].host.as_ref().map(|h| h.as_str()), Some("h1"));
+}
