@@ -396,8 +396,10 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
         "scaled from zero (cold) in {cold:?}"
     );
 
-    // A large backlog: up towards max, every message processed.
-    let jobs: Vec<String> = (0..5000).map(|i| format!("job-{i}")).collect();
+    // A large backlog: up towards max, every message processed. Each job
+    // takes 50 ms ("slow-"), so that one replica cannot keep the queue
+    // short by itself however fast instantiation gets.
+    let jobs: Vec<String> = (0..5000).map(|i| format!("slow-{i}")).collect();
     publish_to(jobs.clone());
     let peak = cluster
         .wait_until("scaled up for the backlog", Duration::from_secs(20), |c| {
