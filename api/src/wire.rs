@@ -170,6 +170,29 @@ pub struct ReplicaStatus {
     pub load_milli: u32,
 }
 
+impl ReplicaStatus {
+    /// Equal in everything but the load figure, which changes every beat.
+    pub fn same_apart_from_load(&self, other: &ReplicaStatus) -> bool {
+        let ReplicaStatus {
+            id,
+            revision,
+            memory,
+            state,
+            ready,
+            restarts,
+            last_error,
+            load_milli: _,
+        } = self;
+        *id == other.id
+            && *revision == other.revision
+            && *memory == other.memory
+            && *state == other.state
+            && *ready == other.ready
+            && *restarts == other.restarts
+            && *last_error == other.last_error
+    }
+}
+
 /// Published by every host every heartbeat interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {

@@ -37,7 +37,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use shoal_api::resources::Event;
 use shoal_api::subjects;
-use shoal_api::wire::{CommandReply, Heartbeat, HostCommand};
+use shoal_api::wire::{CommandReply, Heartbeat, HostCommand, ReplicaStatus};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::reconcile::Action;
@@ -286,8 +286,10 @@ async fn watch_heartbeats(
             let news = replica_news(state.hosts.get(&hb.host).map(|e| &e.heartbeat), &hb);
             let changed = match state.hosts.get_mut(&hb.host) {
                 Some(entry) => {
+                    // Load figures change every beat and only the autoscaler
+                    // reads them: they do not wake the reconciler.
                     let changed = entry.lost
-                        || entry.heartbeat.replicas != hb.replicas
+                        || !same_replicas(&entry.heartbeat.replicas, &hb.replicas)
                         || entry.heartbeat.draining != hb.draining
                         || entry.heartbeat.started_at_ms != hb.started_at_ms;
                     if hb.draining && !entry.heartbeat.draining {
@@ -325,6 +327,11 @@ async fn watch_heartbeats(
             shared.wake();
         }
     }
+}
+
+/// Whether two heartbeats report the same replicas, load figures aside.
+fn same_replicas(a: &[ReplicaStatus], b: &[ReplicaStatus]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_apart_from_load(y))
 }
 
 /// Events for what a host's replicas did since its previous heartbeat:

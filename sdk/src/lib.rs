@@ -15,6 +15,10 @@
 //! A job is a plain `fn main()` binary: nothing from the SDK is needed to run
 //! to completion, though the capabilities are there to use.
 //!
+//! Besides the `env` its spec sets, every workload sees `SHOAL_REPLICA`
+//! (`namespace/app/pod-index`, like a pod's hostname) and `SHOAL_HOST` (the
+//! host running it) through `std::env`.
+//!
 //! # Example: a worker
 //!
 //! ```ignore
