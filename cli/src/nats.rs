@@ -1,6 +1,7 @@
 //! Connecting to NATS, and running a nats-server child for `shoal up`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,6 +54,9 @@ impl NatsServer {
         } else {
             free_port()?
         };
+        // A process group of its own: Ctrl-C in the terminal reaches
+        // `shoal up`, which drains its host and scheduler over NATS first
+        // and stops this server last.
         let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store_dir)
@@ -60,6 +64,7 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let mut server = NatsServer {

@@ -336,7 +336,10 @@ async fn drain(agent: &Arc<Agent>) {
     tracing::info!(host = %agent.config.id, "draining: replicas move elsewhere, then stop");
     agent.draining.store(true, Ordering::Relaxed);
     publish_heartbeat(agent).await;
-    tokio::time::sleep(DRAIN_HANDOFF).await;
+    // Alone in the cluster, there is nowhere to hand over to.
+    if agent.routes.has_live_peers() {
+        tokio::time::sleep(DRAIN_HANDOFF).await;
+    }
     let copies: Vec<(CopyKey, Replica)> = agent.replicas().drain().collect();
     let mut supervisors = Vec::new();
     for ((id, revision), r) in copies {

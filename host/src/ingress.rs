@@ -66,6 +66,16 @@ impl IngressRoutes {
             );
     }
 
+    /// Whether another host of the cluster heartbeated recently: somewhere
+    /// for this host's replicas to go.
+    pub fn has_live_peers(&self) -> bool {
+        self.remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|(seen, _)| seen.elapsed() <= REMOTE_ROUTE_TTL)
+    }
+
     /// Learns which routes belong to components scaled to zero.
     pub fn observe_dormant(&self, dormant: DormantRoutes) {
         *self.dormant.write().unwrap_or_else(|p| p.into_inner()) =
