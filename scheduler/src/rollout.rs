@@ -9,9 +9,11 @@
 //! its templates keep their generations, so replicas still running them
 //! are kept as they are.
 
+use std::collections::HashMap;
+
 use shoal_api::resources::{PodRollout, RevisionInfo, RolloutStatus};
 use shoal_api::subjects;
-use shoal_api::wire::ReplicaState;
+use shoal_api::wire::{ReplicaId, ReplicaState, ReplicaStatus};
 
 use crate::reconcile::replica_id;
 use crate::state::{App, State, event};
@@ -21,6 +23,17 @@ use crate::{SchedulerError, Shared};
 pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatus {
     let spec = &app.stored.spec;
     let key = subjects::app_key(&spec.namespace, &spec.name);
+    // This app's copies on live hosts, by replica.
+    let mut by_replica: HashMap<&ReplicaId, Vec<&ReplicaStatus>> = HashMap::new();
+    for r in state
+        .hosts
+        .values()
+        .filter(|h| h.is_live(now))
+        .flat_map(|h| h.heartbeat.replicas.iter())
+        .filter(|r| r.id.namespace == spec.namespace && r.id.app == spec.name)
+    {
+        by_replica.entry(&r.id).or_default().push(r);
+    }
     let mut pods = Vec::new();
     for pod in spec.pods() {
         let generation = app.stored.generation(&pod.name);
@@ -28,13 +41,7 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
         let (mut updated, mut ready, mut old) = (0, 0, 0);
         for i in 0..desired {
             let id = replica_id(spec, &pod.name, i);
-            let copies: Vec<_> = state
-                .hosts
-                .values()
-                .filter(|h| h.is_live(now))
-                .flat_map(|h| h.heartbeat.replicas.iter())
-                .filter(|r| r.id == id)
-                .collect();
+            let copies = by_replica.get(&id).map(Vec::as_slice).unwrap_or_default();
             let current: Vec<_> = copies.iter().filter(|r| r.revision == generation).collect();
             if !current.is_empty() {
                 updated += 1;
