@@ -637,3 +637,37 @@ fn a_stuck_rollout_survives_a_scheduler_restart_and_is_undone() {
     assert_no_failures(&seen);
     assert!(seen.iter().all(|(_, v)| v == "v1"), "only v1 ever answered");
 }
+
+#[test]
+fn a_replica_whose_invocations_keep_trapping_is_restarted() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let spec = repo_root().join("examples/fuel-burner/app.toml");
+    cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
+    cluster
+        .wait_until("the burner ready", LIMIT, |c| {
+            Ok(pods_of(c, "burner")
+                .iter()
+                .all(running_and_ready)
+                .then_some(()))
+        })
+        .unwrap();
+    // Every call runs out of fuel; ten in a row count as a failed replica.
+    for _ in 0..10 {
+        let out = cluster
+            .shoal(&["invoke", "burner/burner", "--data", "x"])
+            .unwrap();
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains("ran out of fuel"), "{}", out.stderr);
+    }
+    let restarted = cluster
+        .wait_until("the burner restarted", LIMIT, |c| {
+            Ok(pods_of(c, "burner").into_iter().find(|p| p.restarts >= 1))
+        })
+        .unwrap();
+    let why = restarted.last_error.unwrap_or_default();
+    assert!(
+        why.contains("10 invocations in a row trapped") && why.contains("ran out of fuel"),
+        "{why}"
+    );
+}
