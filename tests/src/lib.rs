@@ -380,3 +380,52 @@ fn dechunk(mut body: &str) -> anyhow::Result<String> {
         body = rest.get(size + 2..).ok_or_else(|| anyhow!("short chunk"))?;
     }
 }
+
+/// Clients sending `GET path` in a loop, over the given ingresses in turn,
+/// until [`finish`](Load::finish)ed: the continuous load of rollout and
+/// hand-over tests.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<Vec<HttpReply>>>,
+}
+
+impl Load {
+    /// Starts `clients` threads sending requests for `path`.
+    pub fn start(ingresses: Vec<SocketAddr>, path: &str, clients: usize) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, ingresses, path) = (stop.clone(), ingresses.clone(), path.to_string());
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let addr = ingresses[i % ingresses.len()];
+                        i += 1;
+                        seen.push(
+                            http_request(addr, "GET", &path, Duration::from_secs(5))
+                                .unwrap_or_else(|e| HttpReply {
+                                    status: 0,
+                                    body: format!("{e:#}"),
+                                    headers: Vec::new(),
+                                }),
+                        );
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients; every answer they had, a failed connection as
+    /// status 0 with the error as its body.
+    pub fn finish(self) -> Vec<HttpReply> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap_or_default())
+            .collect()
+    }
+}

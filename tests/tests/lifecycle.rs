@@ -7,15 +7,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shoal_api::resources::{AppDetail, Event, PodInfo, PodState, RevisionInfo};
 use shoal_api::wire::ReplicaState;
 use shoal_api::{Name, subjects};
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{http_request, repo_root, wasm_path};
+use shoal_tests::{Load, http_request, repo_root, wasm_path};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -67,6 +65,15 @@ fn pods_of(cluster: &Cluster, app: &str) -> Vec<PodInfo> {
 
 fn running_and_ready(p: &PodInfo) -> bool {
     p.ready && matches!(p.state, PodState::Host(ReplicaState::Running))
+}
+
+/// Waits until every replica of `app` is running and ready.
+fn wait_all_ready(cluster: &Cluster, app: &str, what: &str) {
+    cluster
+        .wait_until(what, LIMIT, |c| {
+            Ok(pods_of(c, app).iter().all(running_and_ready).then_some(()))
+        })
+        .unwrap();
 }
 
 /// Which replicas answered `n` requests for `path`.
@@ -133,14 +140,7 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
     assert!(!events(&cluster, "probe", "unready").is_empty());
     // ... and back when it flips back.
     kv(&cluster, "probe", &format!("unready/{r1}"), None);
-    cluster
-        .wait_until("h1's replica back in rotation", LIMIT, |c| {
-            Ok(pods_of(c, "probe")
-                .iter()
-                .all(running_and_ready)
-                .then_some(()))
-        })
-        .unwrap();
+    wait_all_ready(&cluster, "probe", "h1's replica back in rotation");
     assert_eq!(served_by(a1, "/probe", 10), only(&r1));
     assert!(pods_of(&cluster, "probe").iter().all(|p| p.restarts == 0));
 
@@ -161,14 +161,7 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
         "{restarted:?}"
     );
     kv(&cluster, "probe", &format!("dead/{r2}"), None);
-    cluster
-        .wait_until("h2's replica serving again", LIMIT, |c| {
-            Ok(pods_of(c, "probe")
-                .iter()
-                .all(running_and_ready)
-                .then_some(()))
-        })
-        .unwrap();
+    wait_all_ready(&cluster, "probe", "h2's replica serving again");
     let pods = pods_of(&cluster, "probe");
     let again = pods.iter().find(|p| p.id.index == i2).unwrap();
     assert!(again.restarts >= 1, "{again:?}");
@@ -216,39 +209,17 @@ rollout = {{ max_surge = 1, max_unavailable = 0, progress_deadline = "{deadline}
     path.display().to_string()
 }
 
-/// Sends requests through every ingress in turn until stopped; returns
-/// each answer's status and greeting.
-struct Load {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(u16, String)>>,
+/// Continuous load through `ingresses`.
+fn load(ingresses: Vec<SocketAddr>) -> Load {
+    Load::start(ingresses, "/load", 1)
 }
 
-impl Load {
-    fn start(ingresses: Vec<SocketAddr>) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            let mut i = 0usize;
-            while !flag.load(Ordering::Relaxed) {
-                let addr = ingresses[i % ingresses.len()];
-                i += 1;
-                match http_request(addr, "GET", "/load", Duration::from_secs(5)) {
-                    Ok(r) => {
-                        seen.push((r.status, r.body.split('!').next().unwrap_or("").to_string()))
-                    }
-                    Err(e) => seen.push((0, e.to_string())),
-                }
-            }
-            seen
-        });
-        Load { stop, thread }
-    }
-
-    fn finish(self) -> Vec<(u16, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
+/// Each answer's status and greeting.
+fn finish(load: Load) -> Vec<(u16, String)> {
+    load.finish()
+        .into_iter()
+        .map(|r| (r.status, r.body.split('!').next().unwrap_or("").to_string()))
+        .collect()
 }
 
 fn assert_no_failures(seen: &[(u16, String)]) {
@@ -301,13 +272,13 @@ fn rolling_updates_fail_no_request_and_undo_goes_back() {
     );
 
     // v1 -> v2 under continuous load.
-    let load = Load::start(ingresses.clone());
+    let running = load(ingresses.clone());
     std::thread::sleep(Duration::from_millis(300));
     cluster
         .ok(&["apply", &web_spec(&cluster, "v2", true, "30s")])
         .unwrap();
     wait_rolled_out(&cluster, 2);
-    let seen = load.finish();
+    let seen = finish(running);
     assert_no_failures(&seen);
     let versions: BTreeSet<&str> = seen.iter().map(|(_, v)| v.as_str()).collect();
     assert_eq!(
@@ -322,12 +293,12 @@ fn rolling_updates_fail_no_request_and_undo_goes_back() {
     assert!(!events(&cluster, "web", "rollout_complete").is_empty());
 
     // `rollout undo` goes back to v1 the same way.
-    let load = Load::start(ingresses.clone());
+    let running = load(ingresses.clone());
     std::thread::sleep(Duration::from_millis(300));
     let out = cluster.ok(&["rollout", "undo", "web"]).unwrap();
     assert!(out.contains("rolled back"), "{out}");
     wait_rolled_out(&cluster, 2);
-    let seen = load.finish();
+    let seen = finish(running);
     assert_no_failures(&seen);
     assert_eq!(
         greetings(&ingresses, 20),
@@ -376,7 +347,7 @@ fn a_version_that_never_gets_ready_is_rolled_back_at_its_deadline() {
     wait_rolled_out(&cluster, 2);
     let before = describe(&cluster, "web").summary.revision;
 
-    let load = Load::start(vec![a1]);
+    let running = load(vec![a1]);
     cluster
         .ok(&["apply", &web_spec(&cluster, "v3", false, "2s")])
         .unwrap();
@@ -391,7 +362,7 @@ fn a_version_that_never_gets_ready_is_rolled_back_at_its_deadline() {
         "{rolled_back:?}"
     );
     wait_rolled_out(&cluster, 2);
-    let seen = load.finish();
+    let seen = finish(running);
     assert_no_failures(&seen);
     assert!(
         seen.iter().all(|(_, v)| v == "v2"),
@@ -517,14 +488,7 @@ pod = "both"
     std::fs::write(&path, text).unwrap();
     cluster.ok(&["apply", &path.display().to_string()]).unwrap();
     let replica = "default/duo/both-0";
-    cluster
-        .wait_until("the pod ready", LIMIT, |c| {
-            Ok(pods_of(c, "duo")
-                .iter()
-                .all(running_and_ready)
-                .then_some(()))
-        })
-        .unwrap();
+    wait_all_ready(&cluster, "duo", "the pod ready");
     let pods = pods_of(&cluster, "duo");
     assert_eq!(pods.len(), 1);
     assert_eq!(
@@ -551,14 +515,7 @@ pod = "both"
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(refused.stderr.contains("no replica"), "{}", refused.stderr);
     kv(&cluster, "duo", &format!("unready/{replica}"), None);
-    cluster
-        .wait_until("the pod back", LIMIT, |c| {
-            Ok(pods_of(c, "duo")
-                .iter()
-                .all(running_and_ready)
-                .then_some(()))
-        })
-        .unwrap();
+    wait_all_ready(&cluster, "duo", "the pod back");
     assert_eq!(
         cluster
             .ok(&["invoke", "duo/echo", "--data", "back"])
@@ -577,14 +534,7 @@ pod = "both"
         })
         .unwrap();
     kv(&cluster, "duo", &format!("dead/{replica}"), None);
-    cluster
-        .wait_until("the pod serving again", LIMIT, |c| {
-            Ok(pods_of(c, "duo")
-                .iter()
-                .all(running_and_ready)
-                .then_some(()))
-        })
-        .unwrap();
+    wait_all_ready(&cluster, "duo", "the pod serving again");
     assert_eq!(
         cluster
             .ok(&["invoke", "duo/echo", "--data", "again"])
@@ -608,7 +558,7 @@ fn a_stuck_rollout_survives_a_scheduler_restart_and_is_undone() {
         .ok(&["apply", &web_spec(&cluster, "v1", true, "120s")])
         .unwrap();
     wait_rolled_out(&cluster, 2);
-    let load = Load::start(vec![a1]);
+    let running = load(vec![a1]);
     cluster
         .ok(&["apply", &web_spec(&cluster, "v2", false, "120s")])
         .unwrap();
@@ -633,7 +583,7 @@ fn a_stuck_rollout_survives_a_scheduler_restart_and_is_undone() {
     let out = cluster.ok(&["rollout", "undo", "web"]).unwrap();
     assert!(out.contains("rolled back"), "{out}");
     wait_rolled_out(&cluster, 2);
-    let seen = load.finish();
+    let seen = finish(running);
     assert_no_failures(&seen);
     assert!(seen.iter().all(|(_, v)| v == "v1"), "only v1 ever answered");
 }
@@ -644,14 +594,7 @@ fn a_replica_whose_invocations_keep_trapping_is_restarted() {
     cluster.start_host("h1", "").unwrap();
     let spec = repo_root().join("examples/fuel-burner/app.toml");
     cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
-    cluster
-        .wait_until("the burner ready", LIMIT, |c| {
-            Ok(pods_of(c, "burner")
-                .iter()
-                .all(running_and_ready)
-                .then_some(()))
-        })
-        .unwrap();
+    wait_all_ready(&cluster, "burner", "the burner ready");
     // Every call runs out of fuel; ten in a row count as a failed replica.
     for _ in 0..10 {
         let out = cluster

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{HttpReply, http_request, wasm_path};
+use shoal_tests::{HttpReply, Load, http_request, wasm_path};
 
 fn get(addr: SocketAddr, path: &str) -> HttpReply {
     http_request(addr, "GET", path, Duration::from_secs(10)).unwrap()
@@ -475,28 +475,12 @@ autoscale = {{ min = 0, max = 3, target_in_flight = 1, idle = "2s" }}
     assert_eq!(cluster.pods().unwrap().len(), 1);
 
     // Six clients keeping slow requests in flight: more replicas.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut statuses = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    statuses.push(get(addr, "/auto/load?sleep_ms=100").status);
-                }
-                statuses
-            })
-        })
-        .collect();
+    let load = Load::start(vec![addr], "/auto/load?sleep_ms=100", 6);
     let scaled = cluster.wait_until("scaled up under load", Duration::from_secs(20), |c| {
         let n = c.pods()?.len();
         Ok((n >= 2).then_some(n))
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let statuses: Vec<u16> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let statuses: Vec<u16> = load.finish().iter().map(|r| r.status).collect();
     assert!(scaled.unwrap() >= 2);
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let detail = cluster.ok(&["describe", "app", "auto"]).unwrap();
@@ -532,19 +516,7 @@ fn a_host_that_shuts_down_hands_its_replicas_over_without_a_failed_request() {
             Ok((get(a1, "/moving").status == 200).then_some(()))
         })
         .unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let load = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            let r = get(a1, "/moving/x");
-            seen.push((
-                r.status,
-                r.header("shoal-served-by").unwrap_or("").to_string(),
-            ));
-        }
-        seen
-    });
+    let load = Load::start(vec![a1], "/moving/x", 1);
     std::thread::sleep(Duration::from_millis(300));
 
     assert_eq!(
@@ -553,8 +525,16 @@ fn a_host_that_shuts_down_hands_its_replicas_over_without_a_failed_request() {
         "a clean exit"
     );
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = load.join().unwrap();
+    let seen: Vec<(u16, String)> = load
+        .finish()
+        .iter()
+        .map(|r| {
+            (
+                r.status,
+                r.header("shoal-served-by").unwrap_or("").to_string(),
+            )
+        })
+        .collect();
     let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).collect();
     assert!(
         failed.is_empty(),
