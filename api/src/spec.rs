@@ -229,7 +229,8 @@ pub struct ComponentSpec {
     /// dead-letter subject.
     #[serde(default = "ComponentSpec::default_max_deliver")]
     pub max_deliver: u32,
-    /// Scale by queue depth instead of a fixed replica count.
+    /// Scale by load (queue depth, or requests in flight for http
+    /// components) instead of a fixed replica count.
     #[serde(default)]
     pub autoscale: Option<Autoscale>,
     /// Subjects the component may publish to.
@@ -480,9 +481,7 @@ impl RestartPolicy {
             ComponentKind::Http | ComponentKind::Worker => RestartPolicy::Always,
         }
     }
-}
 
-impl RestartPolicy {
     /// The policy of a pod made of `components`: the first one a component
     /// names, else the default for the first component's kind. A pod
     /// restarts as one.

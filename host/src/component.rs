@@ -206,7 +206,13 @@ impl LoadedComponent {
                 self.trap_streak.fetch_add(1, Ordering::Relaxed);
                 *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
             }
-            _ => self.trap_streak.store(0, Ordering::Relaxed),
+            // Read before writing: most calls find it at zero already, and
+            // a read leaves the cache line shared between cores.
+            _ => {
+                if self.trap_streak.load(Ordering::Relaxed) != 0 {
+                    self.trap_streak.store(0, Ordering::Relaxed);
+                }
+            }
         }
     }
 
