@@ -17,11 +17,14 @@
 //! - [`Name`], [`ByteSize`], [`DurationSpec`], [`Fuel`]: values that refuse
 //!   bad input while parsing, so the rest of Shoal never sees it.
 
+pub mod bounds;
 mod diagnostics;
 mod digest;
+pub mod identity;
 mod name;
 mod quantity;
 pub mod resources;
+mod sealed;
 mod secret;
 mod spec;
 pub mod subjects;
@@ -31,9 +34,11 @@ pub use diagnostics::{Diagnostic, SpecError};
 pub use digest::Digest;
 pub use name::{Name, NameError};
 pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
+pub use sealed::{SealError, SealedSecret, SealingKey};
 pub use secret::SecretValue;
 pub use spec::{
     AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, KeyValueGrant,
     Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement, PodSpec,
     RestartPolicy, RolloutSpec, VolumeMount, VolumeScope, VolumeSpec, exports, subject_matches,
 };
+pub use spec::{SubjectError, check_user_subject};

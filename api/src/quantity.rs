@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::bounds::{MAX_DURATION, MAX_FUEL, MAX_SIZE};
+
 /// Why a size, duration or fuel value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
@@ -19,9 +21,15 @@ pub enum QuantityError {
         "invalid duration {0:?}: write whole numbers with units ms, s, m or h, like \"500ms\", \"2s\" or \"1m30s\""
     )]
     Duration(String),
-    /// Too large to represent.
-    #[error("{0:?} is too large")]
-    Overflow(String),
+    /// A size above [`MAX_SIZE`].
+    #[error("size {0:?} is too large: the most Shoal reads is {max}", max = MAX_SIZE)]
+    SizeTooLarge(String),
+    /// A duration above [`MAX_DURATION`].
+    #[error(
+        "duration {0:?} is too long: the most Shoal reads is {max}",
+        max = DurationSpec::new(MAX_DURATION)
+    )]
+    DurationTooLarge(String),
 }
 
 /// A number of bytes, written in specs as `"64MiB"`, `"1GiB"`, `"512KiB"`,
@@ -35,9 +43,9 @@ impl ByteSize {
         ByteSize(n)
     }
 
-    /// `n` mebibytes.
+    /// `n` mebibytes (saturating at `u64::MAX` bytes).
     pub const fn mib(n: u64) -> Self {
-        ByteSize(n * 1024 * 1024)
+        ByteSize(n.saturating_mul(1 << 20))
     }
 
     /// The size in bytes.
@@ -45,9 +53,10 @@ impl ByteSize {
         self.0
     }
 
-    /// Parses `"64MiB"` and friends.
+    /// Parses `"64MiB"` and friends, up to [`MAX_SIZE`].
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
         let bad = || QuantityError::Size(text.to_string());
+        let too_large = || QuantityError::SizeTooLarge(text.to_string());
         let trimmed = text.trim();
         let split = trimmed
             .find(|c: char| !c.is_ascii_digit() && c != '_')
@@ -57,7 +66,8 @@ impl ByteSize {
         if digits.is_empty() {
             return Err(bad());
         }
-        let number: u64 = digits.parse().map_err(|_| bad())?;
+        // Only digits are left, so parsing fails only past `u64::MAX`.
+        let number: u64 = digits.parse().map_err(|_| too_large())?;
         let multiplier: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "Ki" => 1 << 10,
@@ -73,7 +83,8 @@ impl ByteSize {
         number
             .checked_mul(multiplier)
             .map(ByteSize)
-            .ok_or_else(|| QuantityError::Overflow(text.to_string()))
+            .filter(|size| *size <= MAX_SIZE)
+            .ok_or_else(too_large)
     }
 }
 
@@ -111,7 +122,10 @@ impl<'de> Deserialize<'de> for ByteSize {
         match Raw::deserialize(d).map_err(|_| {
             serde::de::Error::custom("expected a size like \"64MiB\" or a whole number of bytes")
         })? {
-            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Bytes(n) if ByteSize(n) <= MAX_SIZE => Ok(ByteSize(n)),
+            Raw::Bytes(n) => Err(serde::de::Error::custom(QuantityError::SizeTooLarge(
+                n.to_string(),
+            ))),
             Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
         }
     }
@@ -133,33 +147,45 @@ impl DurationSpec {
         self.0
     }
 
-    /// Parses `"1m30s"` and friends.
+    /// Parses `"1m30s"` and friends, up to [`MAX_DURATION`].
+    ///
+    /// Parts are added up in milliseconds with checked arithmetic, so no
+    /// input overflows: a number too large for any clock is refused with
+    /// the maximum named.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
         let bad = || QuantityError::Duration(text.to_string());
+        let too_large = || QuantityError::DurationTooLarge(text.to_string());
         let mut rest = text.trim();
         if rest.is_empty() {
             return Err(bad());
         }
-        let mut total = Duration::ZERO;
+        let mut total_ms: u64 = 0;
         while !rest.is_empty() {
             let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
             let (digits, tail) = rest.split_at(split);
-            let number: u64 = digits.parse().map_err(|_| bad())?;
+            if digits.is_empty() {
+                return Err(bad());
+            }
             let unit_len = tail
                 .find(|c: char| c.is_ascii_digit())
                 .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(unit_len);
-            let part = match unit {
-                "ms" => Duration::from_millis(number),
-                "s" => Duration::from_secs(number),
-                "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(bad)?),
-                "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(bad)?),
+            let unit_ms: u64 = match unit {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
                 _ => return Err(bad()),
             };
-            total = total
-                .checked_add(part)
-                .ok_or_else(|| QuantityError::Overflow(text.to_string()))?;
+            // Only digits, so parsing fails only past `u64::MAX`.
+            let number: u64 = digits.parse().map_err(|_| too_large())?;
+            let part = number.checked_mul(unit_ms).ok_or_else(too_large)?;
+            total_ms = total_ms.checked_add(part).ok_or_else(too_large)?;
             rest = tail;
+        }
+        let total = Duration::from_millis(total_ms);
+        if total > MAX_DURATION {
+            return Err(too_large());
         }
         Ok(DurationSpec(total))
     }
@@ -233,7 +259,7 @@ impl std::str::FromStr for Fuel {
         let digits: String = s.chars().filter(|c| *c != '_').collect();
         match digits.parse::<u64>() {
             Ok(0) | Err(_) => Err(format!(
-                "invalid fuel {s:?}: write a positive whole number of units, like 50_000_000, or \"off\""
+                "invalid fuel {s:?}: write a whole number of units from 1 to {MAX_FUEL}, like 50_000_000, or \"off\""
             )),
             Ok(n) => Ok(Fuel::Units(n)),
         }
@@ -269,6 +295,8 @@ impl<'de> Deserialize<'de> for Fuel {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -283,10 +311,59 @@ mod tests {
             let err = ByteSize::parse(bad).unwrap_err().to_string();
             assert!(err.contains("invalid size"), "{bad}: {err}");
         }
-        assert!(matches!(
-            ByteSize::parse("99999999999TiB"),
-            Err(QuantityError::Overflow(_))
-        ));
+    }
+
+    #[test]
+    fn huge_sizes_are_refused_naming_the_maximum() {
+        assert_eq!(ByteSize::parse("1024TiB").unwrap(), MAX_SIZE);
+        assert_eq!(
+            ByteSize::parse(&MAX_SIZE.as_u64().to_string()).unwrap(),
+            MAX_SIZE
+        );
+        for huge in [
+            "99999999999999GiB",
+            "99999999999TiB",
+            "1025TiB",
+            "1125899906842625",
+            "18446744073709551615",
+            "99999999999999999999999999",
+        ] {
+            let err = ByteSize::parse(huge).unwrap_err();
+            assert_eq!(err, QuantityError::SizeTooLarge(huge.to_string()));
+            assert!(
+                err.to_string().contains("the most Shoal reads is 1024TiB"),
+                "{err}"
+            );
+        }
+        let err = toml::from_str::<BTreeMap<String, ByteSize>>("size = 9223372036854775807")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too large"), "{err}");
+        assert_eq!(ByteSize::mib(u64::MAX).as_u64(), u64::MAX);
+    }
+
+    #[test]
+    fn huge_durations_are_refused_naming_the_maximum() {
+        assert_eq!(DurationSpec::parse("168h").unwrap().get(), MAX_DURATION);
+        assert_eq!(
+            DurationSpec::parse("167h59m59s1000ms").unwrap().get(),
+            MAX_DURATION
+        );
+        for huge in [
+            "18446744073709551615s",
+            "18446744073709551615ms",
+            "99999999999999999999999h",
+            "168h1ms",
+            "9223372036854775807m",
+            "18446744073709551615ms18446744073709551615ms",
+        ] {
+            let err = DurationSpec::parse(huge).unwrap_err();
+            assert_eq!(err, QuantityError::DurationTooLarge(huge.to_string()));
+            assert!(
+                err.to_string().contains("the most Shoal reads is 168h"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -316,5 +393,7 @@ mod tests {
         assert_eq!("50_000".parse::<Fuel>().unwrap(), Fuel::Units(50_000));
         assert!("0".parse::<Fuel>().is_err());
         assert!("lots".parse::<Fuel>().is_err());
+        let err = "99999999999999999999999".parse::<Fuel>().unwrap_err();
+        assert!(err.contains("from 1 to 100000000000000"), "{err}");
     }
 }

@@ -13,20 +13,21 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::bounds::{
+    MAX_ALLOWED_HOSTS, MAX_COMPONENTS, MAX_CONCURRENCY, MAX_CONFIG_VALUE_LEN, MAX_DELIVER,
+    MAX_ENTRIES, MAX_ENV_VALUE_LEN, MAX_FAILURE_THRESHOLD, MAX_FUEL, MAX_HEALTH_INTERVAL,
+    MAX_HEALTH_TIMEOUT, MAX_HOST_LEN, MAX_IDLE, MAX_KEY_LEN, MAX_PATH_LEN, MAX_PROGRESS_DEADLINE,
+    MAX_PUBLISH_PATTERNS, MAX_SCALE_TARGET, MAX_SECRETS, MAX_SPEC_BYTES, MAX_SUBJECT_LEN,
+    MAX_TIMEOUT, MAX_VOLUME_SIZE, MAX_VOLUMES,
+};
 use crate::diagnostics::{Collector, span_of};
+use crate::subjects::USER_PREFIX;
 use crate::{ByteSize, DurationSpec, Fuel, Name, SpecError};
 
 /// The namespace an app lands in when its spec names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// The most replicas one component may ask for.
-pub const MAX_REPLICAS: u32 = 10_000;
-
-/// The largest memory cap a component may ask for: all a 32-bit Wasm memory can address.
-pub const MAX_MEMORY: ByteSize = ByteSize::bytes(4 << 30);
-
-/// The smallest memory cap: a Rust guest needs a few pages to start at all.
-pub const MIN_MEMORY: ByteSize = ByteSize::mib(1);
+pub use crate::bounds::{MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY};
 
 /// An application: named components deployed, scaled and updated together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,10 +74,17 @@ impl PodSpec<'_> {
 
     /// The memory one replica reserves: the sum of its components' limits.
     pub fn memory(&self) -> u64 {
+        self.components.iter().fold(0, |sum, (_, c)| {
+            sum.saturating_add(c.limits.memory.as_u64())
+        })
+    }
+
+    /// The memory one replica may hold at its busiest: the sum of its
+    /// components' [`ComponentSpec::reserved_memory`].
+    pub fn reserved_memory(&self) -> u64 {
         self.components
             .iter()
-            .map(|(_, c)| c.limits.memory.as_u64())
-            .sum()
+            .fold(0, |sum, (_, c)| sum.saturating_add(c.reserved_memory()))
     }
 }
 
@@ -275,6 +283,162 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
     subject_tokens.next().is_none()
 }
 
+/// Why a subject or subject pattern from a spec or a guest is refused
+/// (see [`check_user_subject`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// Nothing was given.
+    #[error("subject is empty: write dot-separated tokens, like \"orders.created\"")]
+    Empty,
+    /// Longer than [`MAX_SUBJECT_LEN`](crate::bounds::MAX_SUBJECT_LEN).
+    #[error(
+        "subject {subject:?} is {len} bytes long, more than the {max} allowed: use fewer or shorter tokens",
+        len = subject.len(),
+        max = MAX_SUBJECT_LEN
+    )]
+    TooLong {
+        /// The subject.
+        subject: String,
+    },
+    /// Two dots in a row, or a dot at either end.
+    #[error(
+        "subject {subject:?} has an empty token: separate tokens with single dots, with none at either end, like \"orders.created\""
+    )]
+    EmptyToken {
+        /// The subject.
+        subject: String,
+    },
+    /// A wildcard where none is allowed, or `>` before the last token.
+    #[error("subject {subject:?} {why}")]
+    Wildcard {
+        /// The subject.
+        subject: String,
+        /// What is wrong with the wildcard and what to write instead.
+        why: &'static str,
+    },
+    /// A token with a character outside the safe set.
+    #[error(
+        "subject {subject:?} has the token {token:?}: tokens may hold only ASCII letters, digits, '-' and '_', and a pattern may use `*` or `>` as a whole token"
+    )]
+    BadToken {
+        /// The subject.
+        subject: String,
+        /// The offending token.
+        token: String,
+    },
+    /// A subject in a space that belongs to Shoal or to NATS.
+    #[error("subject {subject:?} is refused: {why}")]
+    Reserved {
+        /// The subject.
+        subject: String,
+        /// Whose space it is and what to write instead.
+        why: &'static str,
+    },
+    /// A subject that starts with the token namespaces are put under
+    /// ([`subjects::USER_PREFIX`](crate::subjects::USER_PREFIX)), as if to
+    /// name a namespace.
+    #[error(
+        "subject {subject:?} is refused: {prefix:?} is the token Shoal puts namespaces under; subjects in a spec are already relative to the app's namespace, so leave the namespace out",
+        prefix = USER_PREFIX
+    )]
+    NamespacePrefix {
+        /// The subject.
+        subject: String,
+    },
+}
+
+/// Checks a subject (or, with `wildcards`, a subject pattern) that a spec
+/// or a guest names. Such subjects are relative to the app's namespace: on
+/// the wire Shoal puts them under the namespace's own prefix.
+///
+/// Refused, whatever the prefix, so that no spec can even name them:
+/// - a first token `shoal` (any case): Shoal's control space;
+/// - a first token starting with `$` (`$JS`, `$KV`, `$SYS`, `$O`, …): the
+///   NATS server's and JetStream's own subjects;
+/// - any token starting with `_INBOX` (any case): NATS reply inboxes;
+/// - a first token `ns` (any case, [`USER_PREFIX`](crate::subjects::USER_PREFIX)):
+///   the token namespaces are put under; subjects are already relative to
+///   the namespace;
+/// - tokens that are empty or hold anything but ASCII letters, digits, `-`
+///   and `_`, and subjects longer than
+///   [`MAX_SUBJECT_LEN`](crate::bounds::MAX_SUBJECT_LEN) bytes.
+///
+/// With `wildcards`, `*` may stand for one token and a final `>` for the
+/// rest, so a bare `>` means "everything within the namespace". Without,
+/// neither may appear: that is how a queue subject, or a subject a guest
+/// publishes to, is checked.
+pub fn check_user_subject(subject: &str, wildcards: bool) -> Result<(), SubjectError> {
+    let owned = || subject.to_string();
+    if subject.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Err(SubjectError::TooLong { subject: owned() });
+    }
+    let reserved = |why| {
+        Err(SubjectError::Reserved {
+            subject: owned(),
+            why,
+        })
+    };
+    let wildcard = |why| {
+        Err(SubjectError::Wildcard {
+            subject: owned(),
+            why,
+        })
+    };
+    let count = subject.split('.').count();
+    for (i, token) in subject.split('.').enumerate() {
+        if token.is_empty() {
+            return Err(SubjectError::EmptyToken { subject: owned() });
+        }
+        if token == "*" || token == ">" {
+            if !wildcards {
+                return wildcard(
+                    "has a wildcard: only `messaging.publish` patterns take `*` and `>`; name one subject, like \"orders.created\"",
+                );
+            }
+            if token == ">" && i + 1 != count {
+                return wildcard(
+                    "has `>` before its last token: `>` matches the rest of a subject, so it comes last, like \"orders.>\"",
+                );
+            }
+            continue;
+        }
+        if i == 0 && token.eq_ignore_ascii_case("shoal") {
+            return reserved(
+                "\"shoal\" is Shoal's own control space; subjects in a spec are relative to the app's namespace, so start with a token of your own, like \"orders.created\"",
+            );
+        }
+        if i == 0 && token.starts_with('$') {
+            return reserved(
+                "subjects starting with '$' ($JS, $KV, $SYS, $O, ...) belong to the NATS server and JetStream; start with a token of your own, like \"orders.created\"",
+            );
+        }
+        if token
+            .get(..6)
+            .is_some_and(|start| start.eq_ignore_ascii_case("_INBOX"))
+        {
+            return reserved(
+                "tokens starting with \"_INBOX\" are NATS reply inboxes, where a publish would forge replies to other clients' requests; pick another token",
+            );
+        }
+        if i == 0 && token.eq_ignore_ascii_case(USER_PREFIX) {
+            return Err(SubjectError::NamespacePrefix { subject: owned() });
+        }
+        if !token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(SubjectError::BadToken {
+                subject: owned(),
+                token: token.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Access to the app's key-value bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct KeyValueGrant {
@@ -311,6 +475,18 @@ impl<'de> Deserialize<'de> for KeyValueGrant {
 impl ComponentSpec {
     fn default_max_deliver() -> u32 {
         5
+    }
+
+    /// The memory placement reserves for one replica of this component:
+    /// `limits.memory × limits.concurrency`, saturating. Each concurrent
+    /// invocation gets its own instance, which may grow to the full memory
+    /// limit, so a replica running `concurrency` invocations may hold this
+    /// much at once.
+    pub fn reserved_memory(&self) -> u64 {
+        self.limits
+            .memory
+            .as_u64()
+            .saturating_mul(u64::from(self.limits.concurrency))
     }
 }
 
@@ -576,17 +752,6 @@ impl Autoscale {
     }
 }
 
-fn valid_subject_pattern(pattern: &str) -> bool {
-    let tokens: Vec<&str> = pattern.split('.').collect();
-    !pattern.is_empty()
-        && tokens.iter().enumerate().all(|(i, t)| {
-            !t.is_empty()
-                && !t.contains(char::is_whitespace)
-                && (*t != ">" || i + 1 == tokens.len())
-                && (t.len() == 1 || !t.contains(['*', '>']))
-        })
-}
-
 fn default_namespace() -> Name {
     Name::trusted(DEFAULT_NAMESPACE)
 }
@@ -619,6 +784,20 @@ impl AppSpec {
     /// On failure the error lists every problem found, each with its line,
     /// column and key.
     pub fn from_toml(text: &str, file: &str) -> Result<AppSpec, SpecError> {
+        if text.len() > MAX_SPEC_BYTES {
+            let mut problems = Collector::new(file, text);
+            problems.at(
+                None,
+                format!(
+                    "the spec is {} bytes, more than the {MAX_SPEC_BYTES} allowed: split the app, or move large values out of `config`",
+                    text.len()
+                ),
+            );
+            return Err(problems
+                .finish()
+                .err()
+                .unwrap_or_else(|| unreachable_spec_error(file)));
+        }
         let doc = match DeTable::parse(text) {
             Ok(doc) => doc,
             Err(err) => {
@@ -659,12 +838,45 @@ impl AppSpec {
                 "the app has no components: add a [components.<name>] table with at least `source` and `kind`",
             );
         }
+        check_len(
+            problems,
+            span_of(doc, &["components"]),
+            "the app",
+            self.components.len(),
+            MAX_COMPONENTS,
+            "components",
+            "split it into several apps",
+        );
+        check_len(
+            problems,
+            span_of(doc, &["volumes"]),
+            "the app",
+            self.volumes.len(),
+            MAX_VOLUMES,
+            "volumes",
+            "let components share fewer, larger volumes",
+        );
+        for (name, volume) in &self.volumes {
+            check_max(
+                problems,
+                span_of(doc, &["volumes", name.as_str(), "size"])
+                    .or_else(|| span_of(doc, &["volumes", name.as_str()])),
+                "size",
+                volume.size,
+                (ByteSize::bytes(0), MAX_VOLUME_SIZE),
+                "every host that runs the app sets this much disk aside: ask for less",
+            );
+        }
         let mut routes: BTreeMap<(&str, &str), &Name> = BTreeMap::new();
         for (name, c) in &self.components {
             let at = |key: &str| {
                 span_of(doc, &["components", name.as_str(), key])
                     .or_else(|| span_of(doc, &["components", name.as_str()]))
             };
+            let at_in = |table: &str, key: &str| {
+                span_of(doc, &["components", name.as_str(), table, key]).or_else(|| at(table))
+            };
+            check_bounds(c, &at, &at_in, problems);
             if c.source.trim().is_empty() {
                 problems.at(
                     at("source"),
@@ -720,23 +932,14 @@ impl AppSpec {
                 );
             }
             if let Some(queue) = &c.queue
-                && (!valid_subject_pattern(queue) || queue.contains(['*', '>']))
+                && let Err(err) = check_user_subject(queue, false)
             {
-                problems.at(
-                    at("queue"),
-                    format!("queue {queue:?} is not a subject: use dot-separated tokens without wildcards, like \"orders.created\""),
-                );
+                problems.at(at("queue"), format!("queue {err}"));
             }
-            if c.max_deliver == 0 || c.max_deliver > 100 {
-                problems.at(at("max_deliver"), "max_deliver must be between 1 and 100");
-            }
-            if c.replicas > MAX_REPLICAS {
+            if c.max_deliver == 0 {
                 problems.at(
-                    at("replicas"),
-                    format!(
-                        "{} replicas is more than the {MAX_REPLICAS} allowed",
-                        c.replicas
-                    ),
+                    at("max_deliver"),
+                    format!("max_deliver must be between 1 and {MAX_DELIVER}"),
                 );
             }
             self.check_limits(
@@ -782,10 +985,10 @@ impl AppSpec {
             }
             if let Some(grant) = &c.messaging {
                 for pattern in &grant.publish {
-                    if !valid_subject_pattern(pattern) {
+                    if let Err(err) = check_user_subject(pattern, true) {
                         problems.at(
-                            at("messaging"),
-                            format!("{pattern:?} is not a subject pattern: use dot-separated tokens with `*` for one token and a final `>` for the rest, like \"orders.>\""),
+                            at_in("messaging", "publish"),
+                            format!("in messaging.publish, {err}"),
                         );
                     }
                 }
@@ -877,8 +1080,37 @@ impl AppSpec {
         if limits.timeout.get().is_zero() {
             problems.at(at("timeout"), "timeout must be longer than 0s, like \"2s\"");
         }
+        check_max(
+            problems,
+            at("timeout"),
+            "limits.timeout",
+            limits.timeout,
+            (
+                DurationSpec::new(Duration::from_millis(1)),
+                DurationSpec::new(MAX_TIMEOUT),
+            ),
+            "do long work in steps, such as a queue worker taking one step per message",
+        );
         if limits.concurrency == 0 {
             problems.at(at("concurrency"), "concurrency must be at least 1");
+        }
+        check_max(
+            problems,
+            at("concurrency"),
+            "limits.concurrency",
+            limits.concurrency,
+            (1, MAX_CONCURRENCY),
+            "run more replicas instead",
+        );
+        if let Some(units) = limits.fuel.units() {
+            check_max(
+                problems,
+                at("fuel"),
+                "limits.fuel",
+                units,
+                (1, MAX_FUEL),
+                "no guest burns that much before its deadline: write fuel = \"off\" to rely on the deadline alone",
+            );
         }
     }
 
@@ -906,6 +1138,358 @@ impl AppSpec {
             .iter()
             .find(|(n, _)| n.as_str() == name)
             .map(|(_, c)| c)
+    }
+}
+
+/// Checks a component's numbers, durations, lists and strings against
+/// their bounds (see [`crate::bounds`]). `at` finds a key of the component,
+/// `at_in` a key of one of its tables.
+fn check_bounds(
+    c: &ComponentSpec,
+    at: &dyn Fn(&str) -> Option<Range<usize>>,
+    at_in: &dyn Fn(&str, &str) -> Option<Range<usize>>,
+    problems: &mut Collector<'_>,
+) {
+    let replicas = (0, MAX_REPLICAS);
+    let duration = |max| {
+        (
+            DurationSpec::new(Duration::from_millis(1)),
+            DurationSpec::new(max),
+        )
+    };
+    check_max(
+        problems,
+        at("replicas"),
+        "replicas",
+        c.replicas,
+        replicas,
+        "run fewer replicas, each with a higher limits.concurrency",
+    );
+    check_max(
+        problems,
+        at("max_deliver"),
+        "max_deliver",
+        c.max_deliver,
+        (1, MAX_DELIVER),
+        "a message that fails this often will not succeed: let it go to the dead-letter subject sooner",
+    );
+    check_text(problems, at("source"), "source", &c.source, MAX_PATH_LEN);
+    if let Some(route) = &c.route {
+        check_text(problems, at("route"), "route", route, MAX_PATH_LEN);
+    }
+    if let Some(host) = &c.host {
+        check_text(problems, at("host"), "host", host, MAX_HOST_LEN);
+    }
+    if let Some(auto) = &c.autoscale {
+        let fix = "the autoscaler runs at most that many replicas: lower it";
+        check_max(
+            problems,
+            at_in("autoscale", "min"),
+            "autoscale.min",
+            auto.min,
+            replicas,
+            fix,
+        );
+        check_max(
+            problems,
+            at_in("autoscale", "max"),
+            "autoscale.max",
+            auto.max,
+            (1, MAX_REPLICAS),
+            fix,
+        );
+        let fix = "a target this high never asks for a second replica: lower it";
+        check_max(
+            problems,
+            at_in("autoscale", "target_queue_depth"),
+            "autoscale.target_queue_depth",
+            auto.target_queue_depth,
+            (1, MAX_SCALE_TARGET),
+            fix,
+        );
+        check_max(
+            problems,
+            at_in("autoscale", "target_in_flight"),
+            "autoscale.target_in_flight",
+            auto.target_in_flight,
+            (1, MAX_SCALE_TARGET),
+            fix,
+        );
+        check_max(
+            problems,
+            at_in("autoscale", "idle"),
+            "autoscale.idle",
+            auto.idle,
+            duration(MAX_IDLE),
+            "lower it, or set `replicas` instead of autoscaling",
+        );
+    }
+    if let Some(health) = &c.health {
+        check_max(
+            problems,
+            at_in("health", "interval"),
+            "health.interval",
+            health.interval,
+            duration(MAX_HEALTH_INTERVAL),
+            "check more often",
+        );
+        check_max(
+            problems,
+            at_in("health", "timeout"),
+            "health.timeout",
+            health.timeout,
+            duration(MAX_HEALTH_TIMEOUT),
+            "a check that takes this long has failed: lower it",
+        );
+        check_max(
+            problems,
+            at_in("health", "failure_threshold"),
+            "health.failure_threshold",
+            health.failure_threshold,
+            (1, MAX_FAILURE_THRESHOLD),
+            "lower it, or check more often",
+        );
+        if let Some(path) = &health.path {
+            check_text(
+                problems,
+                at_in("health", "path"),
+                "health.path",
+                path,
+                MAX_PATH_LEN,
+            );
+        }
+    }
+    if let Some(rollout) = &c.rollout {
+        let fix = "no component runs more replicas than that: lower it";
+        check_max(
+            problems,
+            at_in("rollout", "max_surge"),
+            "rollout.max_surge",
+            rollout.max_surge,
+            replicas,
+            fix,
+        );
+        check_max(
+            problems,
+            at_in("rollout", "max_unavailable"),
+            "rollout.max_unavailable",
+            rollout.max_unavailable,
+            replicas,
+            fix,
+        );
+        check_max(
+            problems,
+            at_in("rollout", "progress_deadline"),
+            "rollout.progress_deadline",
+            rollout.progress_deadline,
+            duration(MAX_PROGRESS_DEADLINE),
+            "a rollout stuck this long will not finish: lower it",
+        );
+    }
+    check_entries(
+        problems,
+        at("env"),
+        "env",
+        &c.env,
+        MAX_ENV_VALUE_LEN,
+        "put long settings in `config`",
+    );
+    check_entries(
+        problems,
+        at("config"),
+        "config",
+        &c.config,
+        MAX_CONFIG_VALUE_LEN,
+        "keep large data in a volume or the key-value bucket",
+    );
+    check_entries(
+        problems,
+        at_in("placement", "labels"),
+        "placement.labels",
+        &c.placement.labels,
+        MAX_KEY_LEN,
+        "host labels are short: use a shorter value",
+    );
+    if let Some(spread) = &c.placement.spread {
+        check_text(
+            problems,
+            at_in("placement", "spread"),
+            "placement.spread",
+            spread,
+            MAX_KEY_LEN,
+        );
+    }
+    check_len(
+        problems,
+        at("secrets"),
+        "secrets",
+        c.secrets.len(),
+        MAX_SECRETS,
+        "entries",
+        "group related values into one secret",
+    );
+    check_len(
+        problems,
+        at("volumes"),
+        "volumes",
+        c.volumes.len(),
+        MAX_VOLUMES,
+        "mounts",
+        "mount fewer, larger volumes",
+    );
+    for mount in &c.volumes {
+        check_text(
+            problems,
+            at("volumes"),
+            "mount path",
+            &mount.path,
+            MAX_PATH_LEN,
+        );
+    }
+    check_len(
+        problems,
+        at("allowed_hosts"),
+        "allowed_hosts",
+        c.allowed_hosts.len(),
+        MAX_ALLOWED_HOSTS,
+        "entries",
+        "put the hosts behind fewer names",
+    );
+    for host in &c.allowed_hosts {
+        // A host name, then perhaps `:port`.
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host.as_str(), |(name, _)| name);
+        check_text(
+            problems,
+            at("allowed_hosts"),
+            "allowed_hosts entry",
+            name,
+            MAX_HOST_LEN,
+        );
+    }
+    if let Some(grant) = &c.messaging {
+        check_len(
+            problems,
+            at_in("messaging", "publish"),
+            "messaging.publish",
+            grant.publish.len(),
+            MAX_PUBLISH_PATTERNS,
+            "patterns",
+            "use wildcards, like \"orders.>\", to cover many subjects with one pattern",
+        );
+    }
+}
+
+/// Records a problem when `value` is above the top of `range`. The message
+/// names the key, the value, the allowed range and what to do (`fix`).
+fn check_max<T: PartialOrd + std::fmt::Display>(
+    problems: &mut Collector<'_>,
+    span: Option<Range<usize>>,
+    key: &str,
+    value: T,
+    range: (T, T),
+    fix: &str,
+) {
+    let (min, max) = range;
+    if value > max {
+        problems.at(
+            span,
+            format!("{key} = {value} is out of range: allowed {min} to {max}; {fix}"),
+        );
+    }
+}
+
+/// Records a problem when `what` has more than `max` `items`.
+fn check_len(
+    problems: &mut Collector<'_>,
+    span: Option<Range<usize>>,
+    what: &str,
+    len: usize,
+    max: usize,
+    items: &str,
+    fix: &str,
+) {
+    if len > max {
+        problems.at(
+            span,
+            format!("{what} has {len} {items}, more than the {max} allowed: {fix}"),
+        );
+    }
+}
+
+/// Records a problem when the string `what` is longer than `max` bytes.
+fn check_text(
+    problems: &mut Collector<'_>,
+    span: Option<Range<usize>>,
+    what: &str,
+    text: &str,
+    max: usize,
+) {
+    if text.len() > max {
+        problems.at(
+            span,
+            format!(
+                "{what} {} is {} bytes long, more than the {max} allowed: shorten it",
+                shown(text),
+                text.len()
+            ),
+        );
+    }
+}
+
+/// Records a problem for a table of strings (`env`, `config`, labels) with
+/// more than [`MAX_ENTRIES`] entries, a key longer than [`MAX_KEY_LEN`] or
+/// a value longer than `max_value` bytes.
+fn check_entries(
+    problems: &mut Collector<'_>,
+    span: Option<Range<usize>>,
+    what: &str,
+    entries: &BTreeMap<String, String>,
+    max_value: usize,
+    fix: &str,
+) {
+    check_len(
+        problems,
+        span.clone(),
+        what,
+        entries.len(),
+        MAX_ENTRIES,
+        "entries",
+        fix,
+    );
+    for (key, value) in entries {
+        if key.len() > MAX_KEY_LEN {
+            problems.at(
+                span.clone(),
+                format!(
+                    "{what} key {} is {} bytes long, more than the {MAX_KEY_LEN} allowed: shorten it",
+                    shown(key),
+                    key.len()
+                ),
+            );
+        }
+        if value.len() > max_value {
+            problems.at(
+                span.clone(),
+                format!(
+                    "{what} value of {} is {} bytes long, more than the {max_value} allowed: {fix}",
+                    shown(key),
+                    value.len()
+                ),
+            );
+        }
+    }
+}
+
+/// `text` quoted for a message, cut to its first 32 characters when longer,
+/// so an oversized value does not fill the message.
+fn shown(text: &str) -> String {
+    const SHOWN: usize = 32;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{:?}...", text.get(..end).unwrap_or_default()),
+        None => format!("{text:?}"),
     }
 }
 
@@ -989,10 +1573,174 @@ size = "1GiB"
         assert!(subject_matches("a.b", "a.b"));
         assert!(!subject_matches("a.b", "a.c"));
         assert!(!subject_matches("a.b", "a.b.c"));
-        assert!(valid_subject_pattern("orders.>"));
-        assert!(!valid_subject_pattern("orders.>.x"));
-        assert!(!valid_subject_pattern("orders..x"));
-        assert!(!valid_subject_pattern("ord*ers"));
+        assert!(check_user_subject("orders.>", true).is_ok());
+        assert!(check_user_subject("orders.>.x", true).is_err());
+        assert!(check_user_subject("orders..x", true).is_err());
+        assert!(check_user_subject("ord*ers", true).is_err());
+    }
+
+    #[test]
+    fn user_subjects_use_a_safe_charset() {
+        for good in [
+            "orders",
+            "orders.created",
+            "Orders.EU-west_1.x",
+            "a.b.c.d.e",
+            "jobs.in",
+        ] {
+            assert_eq!(check_user_subject(good, false), Ok(()), "{good}");
+            assert_eq!(check_user_subject(good, true), Ok(()), "{good}");
+        }
+        for pattern in [">", "*", "*.created", "orders.*", "orders.>", "*.*.>"] {
+            assert_eq!(check_user_subject(pattern, true), Ok(()), "{pattern}");
+            let err = check_user_subject(pattern, false).unwrap_err();
+            assert!(matches!(err, SubjectError::Wildcard { .. }), "{pattern}");
+            assert!(err.to_string().contains("has a wildcard"), "{err}");
+        }
+        assert!(
+            check_user_subject("orders.>.x", true)
+                .unwrap_err()
+                .to_string()
+                .contains("`>` before its last token")
+        );
+        assert_eq!(check_user_subject("", true), Err(SubjectError::Empty));
+        for empty in [".", "orders.", ".orders", "orders..created"] {
+            assert!(
+                matches!(
+                    check_user_subject(empty, true),
+                    Err(SubjectError::EmptyToken { .. })
+                ),
+                "{empty}"
+            );
+        }
+        for bad in [
+            "ord*ers",
+            "orders.>x",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "é",
+            "a/b",
+            "a:b",
+            "a$b",
+            "a.b$",
+            "a\r\nPUB",
+            "a\0b",
+            "or%ders",
+        ] {
+            let err = check_user_subject(bad, true).unwrap_err();
+            assert!(matches!(err, SubjectError::BadToken { .. }), "{bad}: {err}");
+            assert!(
+                err.to_string()
+                    .contains("ASCII letters, digits, '-' and '_'"),
+                "{err}"
+            );
+        }
+        let longest = "a".repeat(MAX_SUBJECT_LEN);
+        assert_eq!(check_user_subject(&longest, false), Ok(()));
+        let err = check_user_subject(&format!("{longest}b"), false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("257 bytes long, more than the 256 allowed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reserved_subjects_are_refused() {
+        let refused = |subject: &str, why: &str| {
+            for wildcards in [true, false] {
+                let err = check_user_subject(subject, wildcards).unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        SubjectError::Reserved { .. } | SubjectError::NamespacePrefix { .. }
+                    ),
+                    "{subject}: {err:?}"
+                );
+                let message = err.to_string();
+                assert!(message.contains(why), "{subject}: {message}");
+                assert!(message.contains(&format!("{subject:?}")), "{message}");
+            }
+        };
+        for shoal in ["shoal", "shoal.v1.hosts.h1.cmd", "SHOAL.v1", "Shoal.x"] {
+            refused(shoal, "Shoal's own control space");
+        }
+        for nats in [
+            "$JS.API.STREAM.LIST",
+            "$KV.bucket.key",
+            "$SYS.REQ.SERVER.PING",
+            "$O.x",
+            "$G",
+        ] {
+            refused(nats, "belong to the NATS server and JetStream");
+        }
+        for inbox in [
+            "_INBOX",
+            "_INBOX.abc",
+            "_INBOX_custom.x",
+            "_inbox.x",
+            "orders._INBOX.x",
+        ] {
+            refused(inbox, "NATS reply inboxes");
+        }
+        for namespace in ["ns", "ns.other.orders", "NS.other.x"] {
+            refused(namespace, "already relative to the app's namespace");
+        }
+        for pattern in ["shoal.>", "$JS.>", "_INBOX.>", "ns.*.>"] {
+            assert!(check_user_subject(pattern, true).is_err(), "{pattern}");
+        }
+        // Only as the first token: elsewhere these are ordinary words.
+        for fine in [
+            "orders.shoal",
+            "orders.ns.x",
+            "nsx.y",
+            "shoals.x",
+            "x.INBOX",
+        ] {
+            assert_eq!(check_user_subject(fine, false), Ok(()), "{fine}");
+        }
+    }
+
+    #[test]
+    fn specs_naming_reserved_subjects_are_refused() {
+        let spec = |queue: &str, publish: &str| {
+            format!(
+                "name = \"t\"\n[components.w]\nsource = \"w.wasm\"\nkind = \"worker\"\nqueue = \"{queue}\"\nmessaging = {{ publish = [\"{publish}\"] }}\n"
+            )
+        };
+        assert!(AppSpec::from_toml(&spec("jobs.in", ">"), "t.toml").is_ok());
+        assert!(AppSpec::from_toml(&spec("jobs.in", "*"), "t.toml").is_ok());
+        let all = problems(&spec("shoal.v1.hosts.h1.cmd", "$JS.API.>"))
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            all.contains("components.w.queue: queue subject \"shoal.v1.hosts.h1.cmd\" is refused: \"shoal\" is Shoal's own control space"),
+            "{all}"
+        );
+        assert!(
+            all.contains("components.w.messaging.publish: in messaging.publish, subject \"$JS.API.>\" is refused"),
+            "{all}"
+        );
+        let all = problems(&spec("jobs.*", "ns.other.>"))
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            all.contains("queue subject \"jobs.*\" has a wildcard"),
+            "{all}"
+        );
+        assert!(all.contains("leave the namespace out"), "{all}");
+        let all = problems(&spec("_INBOX.x", "a.b c"))
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(all.contains("NATS reply inboxes"), "{all}");
+        assert!(all.contains("has the token \"b c\""), "{all}");
     }
 
     #[test]
@@ -1212,6 +1960,284 @@ rollout = { max_surge = 0, max_unavailable = 0 }
             "{all}"
         );
         assert!(all.contains("cannot both be 0"), "{all}");
+    }
+
+    /// A worker consuming a queue, so that `autoscale` applies.
+    const WORKER: &str = "source = \"w.wasm\"\nkind = \"worker\"\nqueue = \"jobs.in\"\n";
+    /// An http component.
+    const HTTP: &str = "source = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\n";
+
+    /// An app whose one component `w` is `body`; `body` may go on with
+    /// more tables.
+    fn app(body: &str) -> String {
+        format!("name = \"t\"\n[components.w]\n{body}\n")
+    }
+
+    /// `n` inline-table entries `K0 = "v"`, `K1 = "v"`, ...
+    fn entries(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("K{i} = \"v\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `n` quoted strings made by `item`, comma-separated.
+    fn list(n: usize, item: impl Fn(usize) -> String) -> String {
+        (0..n)
+            .map(|i| format!("\"{}\"", item(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[test]
+    fn every_bound_accepts_its_limit_and_refuses_one_more() {
+        let a = |n: usize| "a".repeat(n);
+        let w = |line: String| app(&format!("{WORKER}{line}"));
+        let h = |line: String| app(&format!("{HTTP}{line}"));
+        let data = "\n[volumes.data]\n";
+        // (at the limit, one over it, what the refusal says)
+        let cases: Vec<(String, String, Vec<&str>)> = vec![
+            (
+                w("replicas = 10000".into()),
+                w("replicas = 10001".into()),
+                vec!["components.w.replicas: replicas = 10001 is out of range: allowed 0 to 10000"],
+            ),
+            (
+                w("autoscale = { min = 10000, max = 10000 }".into()),
+                w("autoscale = { min = 4294967295, max = 4294967295 }".into()),
+                vec![
+                    "components.w.autoscale.min: autoscale.min = 4294967295 is out of range: allowed 0 to 10000",
+                    "components.w.autoscale.max: autoscale.max = 4294967295 is out of range: allowed 1 to 10000",
+                ],
+            ),
+            (
+                w("autoscale = { max = 1, target_queue_depth = 1000000 }".into()),
+                w("autoscale = { max = 1, target_queue_depth = 1000001 }".into()),
+                vec!["autoscale.target_queue_depth = 1000001 is out of range: allowed 1 to 1000000"],
+            ),
+            (
+                h("autoscale = { max = 1, target_in_flight = 1000000 }".into()),
+                h("autoscale = { max = 1, target_in_flight = 1000001 }".into()),
+                vec!["autoscale.target_in_flight = 1000001 is out of range: allowed 1 to 1000000"],
+            ),
+            (
+                w("autoscale = { max = 1, idle = \"24h\" }".into()),
+                w("autoscale = { max = 1, idle = \"1441m\" }".into()),
+                vec!["autoscale.idle = 1441m is out of range: allowed 1ms to 24h"],
+            ),
+            (
+                w("limits = { timeout = \"1h\" }".into()),
+                w("limits = { timeout = \"3601s\" }".into()),
+                vec!["components.w.limits.timeout: limits.timeout = 3601s is out of range: allowed 1ms to 1h; do long work in steps"],
+            ),
+            (
+                w("limits = { timeout = \"60m\" }".into()),
+                w("limits = { timeout = \"18446744073709551615s\" }".into()),
+                vec!["components.w.limits.timeout: duration \"18446744073709551615s\" is too long: the most Shoal reads is 168h"],
+            ),
+            (
+                w("limits = { concurrency = 10000 }".into()),
+                w("limits = { concurrency = 10001 }".into()),
+                vec!["limits.concurrency = 10001 is out of range: allowed 1 to 10000; run more replicas instead"],
+            ),
+            (
+                w("limits = { fuel = 100_000_000_000_000 }".into()),
+                w("limits = { fuel = 100_000_000_000_001 }".into()),
+                vec!["limits.fuel = 100000000000001 is out of range: allowed 1 to 100000000000000; no guest burns that much"],
+            ),
+            (
+                w("health = { interval = \"1h\", timeout = \"1h\", failure_threshold = 100 }".into()),
+                w("health = { interval = \"61m\", timeout = \"3601s\", failure_threshold = 101 }".into()),
+                vec![
+                    "health.interval = 61m is out of range: allowed 1ms to 1h",
+                    "health.timeout = 3601s is out of range: allowed 1ms to 1h",
+                    "health.failure_threshold = 101 is out of range: allowed 1 to 100",
+                ],
+            ),
+            (
+                h(format!("health = {{ path = \"/{}\" }}", a(MAX_PATH_LEN - 1))),
+                h(format!("health = {{ path = \"/{}\" }}", a(MAX_PATH_LEN))),
+                vec!["health.path \"/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"... is 1025 bytes long, more than the 1024 allowed"],
+            ),
+            (
+                w("rollout = { max_surge = 10000, max_unavailable = 10000, progress_deadline = \"24h\" }".into()),
+                w("rollout = { max_surge = 10001, max_unavailable = 10001, progress_deadline = \"25h\" }".into()),
+                vec![
+                    "rollout.max_surge = 10001 is out of range: allowed 0 to 10000",
+                    "rollout.max_unavailable = 10001 is out of range: allowed 0 to 10000",
+                    "rollout.progress_deadline = 25h is out of range: allowed 1ms to 24h",
+                ],
+            ),
+            (
+                w("max_deliver = 100".into()),
+                w("max_deliver = 101".into()),
+                vec!["max_deliver = 101 is out of range: allowed 1 to 100"],
+            ),
+            (
+                w(format!("env = {{ {} }}", entries(MAX_ENTRIES))),
+                w(format!("env = {{ {} }}", entries(MAX_ENTRIES + 1))),
+                vec!["components.w.env: env has 129 entries, more than the 128 allowed"],
+            ),
+            (
+                w(format!("env = {{ {} = \"{}\" }}", a(MAX_KEY_LEN), a(MAX_ENV_VALUE_LEN))),
+                w(format!("env = {{ {} = \"{}\" }}", a(MAX_KEY_LEN + 1), a(MAX_ENV_VALUE_LEN + 1))),
+                vec![
+                    "env key \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"... is 257 bytes long, more than the 256 allowed",
+                    "is 4097 bytes long, more than the 4096 allowed: put long settings in `config`",
+                ],
+            ),
+            (
+                w(format!("config = {{ {}, big = \"{}\" }}", entries(MAX_ENTRIES - 1), a(MAX_CONFIG_VALUE_LEN))),
+                w(format!("config = {{ {}, big = \"{}\" }}", entries(MAX_ENTRIES), a(MAX_CONFIG_VALUE_LEN + 1))),
+                vec![
+                    "config has 129 entries, more than the 128 allowed",
+                    "config value of \"big\" is 65537 bytes long, more than the 65536 allowed",
+                ],
+            ),
+            (
+                w(format!("placement = {{ labels = {{ {}, zone = \"{}\" }}, spread = \"{}\" }}", entries(MAX_ENTRIES - 1), a(MAX_KEY_LEN), a(MAX_KEY_LEN))),
+                w(format!("placement = {{ labels = {{ {}, zone = \"{}\" }}, spread = \"{}\" }}", entries(MAX_ENTRIES), a(MAX_KEY_LEN + 1), a(MAX_KEY_LEN + 1))),
+                vec![
+                    "components.w.placement.labels: placement.labels has 129 entries",
+                    "placement.labels value of \"zone\" is 257 bytes long",
+                    "components.w.placement.spread: placement.spread \"aaaa",
+                ],
+            ),
+            (
+                w(format!("secrets = [{}]", list(MAX_SECRETS, |i| format!("s{i}")))),
+                w(format!("secrets = [{}]", list(MAX_SECRETS + 1, |i| format!("s{i}")))),
+                vec!["secrets has 65 entries, more than the 64 allowed"],
+            ),
+            (
+                w(format!("allowed_hosts = [{}, \"{}:8080\"]", list(MAX_ALLOWED_HOSTS - 1, |i| format!("h{i}")), a(MAX_HOST_LEN))),
+                w(format!("allowed_hosts = [{}, \"{}:8080\"]", list(MAX_ALLOWED_HOSTS, |i| format!("h{i}")), a(MAX_HOST_LEN + 1))),
+                vec![
+                    "allowed_hosts has 65 entries, more than the 64 allowed",
+                    "allowed_hosts entry \"aaaa",
+                    "is 254 bytes long, more than the 253 allowed",
+                ],
+            ),
+            (
+                w(format!("messaging = {{ publish = [{}] }}", list(MAX_PUBLISH_PATTERNS, |i| format!("p{i}.>")))),
+                w(format!("messaging = {{ publish = [{}] }}", list(MAX_PUBLISH_PATTERNS + 1, |i| format!("p{i}.>")))),
+                vec!["components.w.messaging.publish: messaging.publish has 65 patterns, more than the 64 allowed"],
+            ),
+            (
+                w(format!("messaging = {{ publish = [\"{}\"] }}", a(MAX_SUBJECT_LEN))),
+                w(format!("messaging = {{ publish = [\"{}\"] }}", a(MAX_SUBJECT_LEN + 1))),
+                vec!["is 257 bytes long, more than the 256 allowed: use fewer or shorter tokens"],
+            ),
+            (
+                app(&format!("source = \"w.wasm\"\nkind = \"http\"\nroute = \"/{}\"\nhost = \"{}\"", a(MAX_PATH_LEN - 1), a(MAX_HOST_LEN))),
+                app(&format!("source = \"w.wasm\"\nkind = \"http\"\nroute = \"/{}\"\nhost = \"{}\"", a(MAX_PATH_LEN), a(MAX_HOST_LEN + 1))),
+                vec![
+                    "components.w.route: route \"/aaaa",
+                    "is 1025 bytes long, more than the 1024 allowed",
+                    "components.w.host: host \"aaaa",
+                ],
+            ),
+            (
+                app(&format!("source = \"{}\"\nkind = \"worker\"", a(MAX_PATH_LEN))),
+                app(&format!("source = \"{}\"\nkind = \"worker\"", a(MAX_PATH_LEN + 1))),
+                vec!["components.w.source: source \"aaaa"],
+            ),
+            (
+                w(format!("volumes = [{}]{data}", vec!["{ name = \"data\", path = \"/d\" }"; MAX_VOLUMES].join(", "))),
+                w(format!("volumes = [{}]{data}", vec!["{ name = \"data\", path = \"/d\" }"; MAX_VOLUMES + 1].join(", "))),
+                vec!["components.w.volumes: volumes has 17 mounts, more than the 16 allowed"],
+            ),
+            (
+                w(format!("volumes = [{{ name = \"data\", path = \"/{}\" }}]{data}", a(MAX_PATH_LEN - 1))),
+                w(format!("volumes = [{{ name = \"data\", path = \"/{}\" }}]{data}", a(MAX_PATH_LEN))),
+                vec!["mount path \"/aaaa"],
+            ),
+            (
+                w(format!("{data}size = \"1TiB\"")),
+                w(format!("{data}size = \"1025GiB\"")),
+                vec!["volumes.data.size: size = 1025GiB is out of range: allowed 0B to 1TiB"],
+            ),
+            (
+                w((0..MAX_VOLUMES).map(|i| format!("\n[volumes.v{i}]\n")).collect()),
+                w((0..=MAX_VOLUMES).map(|i| format!("\n[volumes.v{i}]\n")).collect()),
+                vec!["the app has 17 volumes, more than the 16 allowed"],
+            ),
+            (
+                w((1..MAX_COMPONENTS).map(|i| format!("\n[components.c{i}]\n{WORKER}")).collect()),
+                w((1..=MAX_COMPONENTS).map(|i| format!("\n[components.c{i}]\n{WORKER}")).collect()),
+                vec!["the app has 65 components, more than the 64 allowed: split it into several apps"],
+            ),
+        ];
+        for (at_limit, over, expected) in cases {
+            if let Err(err) = AppSpec::from_toml(&at_limit, "ok.toml") {
+                panic!("at the limit, refused:\n{at_limit}\n{err}");
+            }
+            let all = match AppSpec::from_toml(&over, "bad.toml") {
+                Ok(_) => panic!("over the limit, accepted:\n{over}"),
+                Err(err) => err.to_string(),
+            };
+            for want in expected {
+                assert!(all.contains(want), "wanted {want:?} in:\n{all}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_spec_file_has_a_size_bound() {
+        let head = app(WORKER);
+        let padded = |len: usize| format!("{head}#{}\n", "x".repeat(len - head.len() - 2));
+        let at_limit = padded(MAX_SPEC_BYTES);
+        assert_eq!(at_limit.len(), MAX_SPEC_BYTES);
+        assert!(AppSpec::from_toml(&at_limit, "ok.toml").is_ok());
+        let all = AppSpec::from_toml(&padded(MAX_SPEC_BYTES + 1), "big.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            all.contains("big.toml:1:1: the spec is 262145 bytes, more than the 262144 allowed"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn placement_reserves_memory_times_concurrency() {
+        let spec = AppSpec::from_toml(
+            &app(&format!(
+                "{WORKER}pod = \"p\"\nlimits = {{ memory = \"64MiB\", concurrency = 10 }}\n[components.v]\n{WORKER}pod = \"p\"\nlimits = {{ memory = \"4GiB\", concurrency = 10000 }}"
+            )),
+            "t.toml",
+        )
+        .unwrap();
+        let w = spec.component("w").unwrap();
+        assert_eq!(w.reserved_memory(), 640 << 20);
+        let v = spec.component("v").unwrap();
+        assert_eq!(v.reserved_memory(), (4 << 30) * 10_000);
+        let pods = spec.pods();
+        assert_eq!(pods[0].reserved_memory(), (640 << 20) + (4 << 30) * 10_000);
+        assert_eq!(pods[0].memory(), (64 << 20) + (4 << 30));
+        let mut huge = w.clone();
+        huge.limits.memory = ByteSize::bytes(u64::MAX);
+        huge.limits.concurrency = u32::MAX;
+        assert_eq!(huge.reserved_memory(), u64::MAX);
+    }
+
+    #[test]
+    fn the_examples_are_inside_every_bound() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let file = entry.unwrap().path().join("app.toml");
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            if let Err(err) = AppSpec::from_toml(&text, &file.display().to_string()) {
+                panic!("{err}");
+            }
+            seen += 1;
+        }
+        assert!(
+            seen >= 9,
+            "only {seen} examples found in {}",
+            examples.display()
+        );
     }
 
     #[test]

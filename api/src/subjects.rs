@@ -61,6 +61,18 @@ pub fn dead_letters(namespace: &Name, app: &Name, component: &Name) -> String {
     format!("{PREFIX}.dead.{namespace}.{app}.{component}")
 }
 
+/// The heartbeat subject of every host, as NATS permissions write it.
+pub const ANY_HOST_HEARTBEAT: &str = ALL_HEARTBEATS;
+
+/// Every invoke subject.
+pub const ALL_INVOKES: &str = "shoal.v1.invoke.>";
+
+/// Every forwarded-HTTP subject.
+pub const ALL_HTTP: &str = "shoal.v1.http.>";
+
+/// Every log subject.
+pub const ALL_LOGS: &str = "shoal.v1.logs.>";
+
 /// Every dead-letter subject.
 pub const ALL_DEAD_LETTERS: &str = "shoal.v1.dead.>";
 
@@ -90,9 +102,33 @@ pub const EVENTS_STREAM: &str = "SHOAL_EVENTS";
 /// `namespace.name`.
 pub const SECRETS_BUCKET: &str = "shoal-secrets";
 
-/// The key-value bucket private to an app.
+/// The key-value bucket private to an app. `_` separates the parts: names
+/// cannot contain it, so `team-a/db` and `team/a-db` get different buckets.
 pub fn app_bucket(namespace: &Name, app: &Name) -> String {
-    format!("shoal-kv-{namespace}-{app}")
+    format!("shoal-kv_{namespace}_{app}")
+}
+
+/// The first token of every namespace's own subject space: workloads and
+/// the users' NATS clients of namespace `<ns>` live under `ns.<ns>.>`.
+pub const USER_PREFIX: &str = "ns";
+
+/// Where a subject `subject` of namespace `namespace`, as a spec or a
+/// guest writes it, lives on the wire. The namespace comes from the app,
+/// never from the guest, so nothing outside `ns.<namespace>.` can be named.
+pub fn user_subject(namespace: &Name, subject: &str) -> String {
+    format!("{USER_PREFIX}.{namespace}.{subject}")
+}
+
+/// Every subject of namespace `namespace`: `ns.<namespace>.>`.
+pub fn user_space(namespace: &Name) -> String {
+    format!("{USER_PREFIX}.{namespace}.>")
+}
+
+/// The reply-subject prefix of one NATS identity (`_INBOX.<who>`), so that
+/// NATS permissions can let each identity read only its own replies.
+/// `who` must be one subject token (a host id, `scheduler`, `ns-<name>`).
+pub fn inbox_prefix(who: &str) -> String {
+    format!("_INBOX.{who}")
 }
 
 /// The key of an app in [`APPS_BUCKET`].
@@ -165,5 +201,23 @@ mod tests {
             "shoal.v1.events.default.shop"
         );
         assert!(events(&n("a"), &n("b")).starts_with(&ALL_EVENTS[..ALL_EVENTS.len() - 1]));
+    }
+
+    #[test]
+    fn names_of_different_apps_never_collide() {
+        let n = |s: &str| Name::new(s).unwrap();
+        assert_ne!(
+            app_bucket(&n("team-a"), &n("db")),
+            app_bucket(&n("team"), &n("a-db"))
+        );
+        assert_ne!(
+            queue_stream(&n("team-a"), &n("db"), &n("w")),
+            queue_stream(&n("team"), &n("a-db"), &n("w"))
+        );
+        assert_eq!(
+            user_subject(&n("team-a"), "orders.created"),
+            "ns.team-a.orders.created"
+        );
+        assert_eq!(user_space(&n("team-a")), "ns.team-a.>");
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{ComponentSpec, Digest, Name, SecretValue, VolumeSpec};
+use crate::{ComponentSpec, Digest, Name, SealedSecret, VolumeSpec};
 
 /// How often hosts publish a [`Heartbeat`].
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -218,6 +218,11 @@ pub struct Heartbeat {
     /// gracefully.
     #[serde(default)]
     pub draining: bool,
+    /// The public key secrets for this host's replicas are sealed to
+    /// ([`crate::SealingKey`]). Authentic because only this host may
+    /// publish its heartbeat.
+    #[serde(default)]
+    pub seal_key: Option<String>,
 }
 
 /// An HTTP route a host serves.
@@ -252,6 +257,12 @@ impl Heartbeat {
 pub struct DormantRoutes {
     /// The routes; `ready` is false in each.
     pub routes: Vec<HttpRoute>,
+    /// Every route of every app, whether or not a replica serves it yet
+    /// (`ready` is false in each): a request whose longest matching route
+    /// has no replica anywhere gets 503, never a shorter route of another
+    /// app.
+    #[serde(default)]
+    pub declared: Vec<HttpRoute>,
 }
 
 /// An ingress asks the scheduler (by request/reply) for a replica of a
@@ -277,10 +288,10 @@ pub struct PodComponent {
     pub digest: Digest,
     /// Its spec.
     pub spec: ComponentSpec,
-    /// The values of the secrets its spec lists that have been set. Sent
-    /// only to the host that runs it.
+    /// The values of the secrets its spec lists that have been set, each
+    /// sealed to the host that runs it.
     #[serde(default)]
-    pub secrets: BTreeMap<Name, SecretValue>,
+    pub secrets: BTreeMap<Name, SealedSecret>,
 }
 
 /// Start one replica: every component of its pod, together.
@@ -298,12 +309,12 @@ pub struct StartReplica {
 }
 
 impl StartReplica {
-    /// The memory the replica reserves: the sum of its components' limits.
+    /// The memory the replica reserves: what its components may hold at
+    /// their busiest, each `limits.memory` × `limits.concurrency`.
     pub fn memory(&self) -> u64 {
         self.components
             .iter()
-            .map(|c| c.spec.limits.memory.as_u64())
-            .sum()
+            .fold(0, |sum, c| sum.saturating_add(c.spec.reserved_memory()))
     }
 }
 

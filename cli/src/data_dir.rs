@@ -19,3 +19,16 @@ pub fn resolve(flag: Option<PathBuf>) -> PathBuf {
     }
     PathBuf::from(".shoal")
 }
+
+/// Shoal's configuration directory on this machine: `$XDG_CONFIG_HOME/shoal`,
+/// else `~/.config/shoal`, else `.shoal-config` in the current directory.
+/// Keys live here, apart from the data they protect.
+pub fn config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(dir).join("shoal");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".config/shoal");
+    }
+    PathBuf::from(".shoal-config")
+}

@@ -4,6 +4,7 @@
 //! 2 bad usage.
 
 mod client;
+mod credentials;
 mod data_dir;
 mod nats;
 mod roles;
@@ -44,6 +45,9 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Check app specs without applying them.
     Validate(validate::ValidateArgs),
+    /// The cluster's NATS authority and credentials.
+    #[command(subcommand)]
+    Nats(credentials::NatsCommand),
     #[command(flatten)]
     Verb(verbs::Verb),
 }
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Validate(args) => validate::validate(args),
+        Command::Nats(command) => credentials::run(command),
         command => block_on(async move {
             match command {
                 Command::Up(args) => roles::up(*args, &cli.api).await,
@@ -63,7 +68,7 @@ fn main() -> ExitCode {
                     let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
                     verbs::run(&client::Client::new(&cli.api, token), verb).await
                 }
-                Command::Run(_) | Command::Validate(_) => Ok(()),
+                Command::Run(_) | Command::Validate(_) | Command::Nats(_) => Ok(()),
             }
         }),
     };

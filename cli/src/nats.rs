@@ -7,6 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::Args;
+use shoal_api::identity::Identity;
+
+use crate::credentials::Authority;
 
 /// The oldest nats-server whose JetStream API async-nats speaks.
 const MIN_VERSION: (u32, u32) = (2, 10);
@@ -14,23 +18,100 @@ const MIN_VERSION: (u32, u32) = (2, 10);
 /// How long a started nats-server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Connects to `url`, retrying in the background if it is not up yet, and
-/// reconnecting forever after a loss: hosts must outlive NATS outages.
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
+/// How long one attempt to connect to NATS may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a NATS request waits for its reply unless told otherwise.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a process presents to NATS, besides its URL.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LoginArgs {
+    /// This process's NATS credential (a `.creds` file, made by
+    /// `shoal nats creds`). Not needed by `shoal up` with its own server.
+    #[arg(long, env = "SHOAL_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for TLS to NATS; turns TLS on.
+    #[arg(long, env = "SHOAL_NATS_TLS_CA", value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for TLS to NATS, with --nats-tls-key.
+    #[arg(
+        long,
+        env = "SHOAL_NATS_TLS_CERT",
+        value_name = "FILE",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "SHOAL_NATS_TLS_KEY",
+        value_name = "FILE",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
+/// A credential's text: from `--nats-creds`, or minted by `shoal up`.
+pub type Creds = Option<String>;
+
+impl LoginArgs {
+    /// The credential `--nats-creds` names, read now so that a bad path
+    /// fails at start with its name.
+    pub fn creds(&self) -> anyhow::Result<Creds> {
+        self.nats_creds
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the NATS credential {}", path.display()))
+            })
+            .transpose()
+    }
+}
+
+/// Connects to `url` as `identity`, retrying in the background if it is
+/// not up yet, and reconnecting forever after a loss: hosts must outlive
+/// NATS outages. Replies arrive under the identity's own inbox prefix,
+/// the only one its NATS permissions let it read.
+pub async fn connect(
+    url: &str,
+    identity: &Identity,
+    creds: &Creds,
+    tls: &LoginArgs,
+) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("shoal-{}", identity.name()))
+        .custom_inbox_prefix(identity.inbox_prefix())
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(Duration::from_secs(10)))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(REQUEST_TIMEOUT))
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Disconnected => {
                     tracing::warn!("disconnected from NATS; reconnecting")
                 }
                 async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::ServerError(e) => tracing::error!(
+                    "NATS refused this process: {e}. Check its credential (--nats-creds; \
+                     make one with `shoal nats creds`)"
+                ),
                 other => tracing::debug!(event = %other, "NATS event"),
             }
-        })
+        });
+    if let Some(creds) = creds {
+        options = options
+            .credentials(creds)
+            .context("the NATS credential is not a .creds file")?;
+    }
+    if let Some(ca) = &tls.nats_tls_ca {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.nats_tls_cert, &tls.nats_tls_key) {
+        options = options
+            .require_tls(true)
+            .add_client_certificate(cert.clone(), key.clone());
+    }
+    options
         .connect(url)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))
@@ -45,8 +126,14 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts `binary` with JetStream storing under `store_dir`, on
-    /// `preferred_port` if free, else on a free port.
-    pub fn start(binary: &Path, store_dir: &Path, preferred_port: u16) -> anyhow::Result<Self> {
+    /// `preferred_port` if free, else on a free port, trusting only the
+    /// credentials `authority` signs.
+    pub fn start(
+        binary: &Path,
+        store_dir: &Path,
+        preferred_port: u16,
+        authority: &Authority,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(store_dir)
             .with_context(|| format!("cannot create {}", store_dir.display()))?;
         let port = if port_is_free(preferred_port) {
@@ -54,13 +141,23 @@ impl NatsServer {
         } else {
             free_port()?
         };
+        let config = authority.dir().join("nats-server.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "host: 127.0.0.1\nport: {port}\nserver_name: shoal\n\
+                 jetstream {{ store_dir: {store:?} }}\n{auth}",
+                store = store_dir.display().to_string(),
+                auth = authority.server_config()?,
+            ),
+        )
+        .with_context(|| format!("cannot write {}", config.display()))?;
         // A process group of its own: Ctrl-C in the terminal reaches
         // `shoal up`, which drains its host and scheduler over NATS first
         // and stops this server last.
         let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store_dir)
-            .args(["--server_name", "shoal"])
+            .arg("-c")
+            .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,8 +173,9 @@ impl NatsServer {
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if let Some(status) = server.child.try_wait()? {
                 bail!(
-                    "nats-server exited at start ({status}); run it by hand to see why: {} -js -p {port}",
-                    binary.display()
+                    "nats-server exited at start ({status}); run it by hand to see why: {} -c {}",
+                    binary.display(),
+                    config.display()
                 );
             }
             if Instant::now() > deadline {

@@ -18,7 +18,10 @@ use shoal_scheduler::{Scheduler, SchedulerOptions};
 use tokio::sync::watch;
 
 use crate::client::Client;
-use crate::nats::{NatsServer, connect, find_server};
+use shoal_api::identity::Identity;
+
+use crate::credentials::Authority;
+use crate::nats::{Creds, LoginArgs, NatsServer, connect, find_server};
 use crate::verbs::print_apply;
 
 /// The address to listen on for an API given as `--api` (a URL or an
@@ -40,6 +43,8 @@ pub struct RoleArgs {
     /// The NATS server (or cluster) to use.
     #[arg(long, env = "SHOAL_NATS", default_value = DEFAULT_NATS)]
     nats: String,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Where Shoal keeps its state.
     #[arg(long, env = "SHOAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -54,9 +59,11 @@ pub struct HostSettings {
     /// Labels for placement, as k=v,k=v.
     #[arg(long, value_parser = parse_labels, default_value = "")]
     labels: BTreeMap<String, String>,
-    /// Memory the host offers to replicas.
-    #[arg(long, value_parser = ByteSize::parse, default_value = "8GiB")]
-    memory: ByteSize,
+    /// Memory the host offers to replicas [default: the machine's memory].
+    /// Each replica reserves its components' `limits.memory` ×
+    /// `limits.concurrency`: what they may hold at their busiest.
+    #[arg(long, value_parser = ByteSize::parse)]
+    memory: Option<ByteSize>,
     /// Replicas the host runs at most.
     #[arg(long, default_value_t = 256)]
     slots: u32,
@@ -83,6 +90,8 @@ pub struct UpArgs {
     /// Join this NATS server instead of starting one.
     #[arg(long, env = "SHOAL_NATS")]
     nats: Option<String>,
+    #[command(flatten)]
+    login: LoginArgs,
     /// The nats-server binary to start.
     #[arg(long)]
     nats_server: Option<PathBuf>,
@@ -106,6 +115,20 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
             _ => Err(format!("expected labels as k=v,k=v; got {pair:?}")),
         })
         .collect()
+}
+
+/// The machine's memory (`MemTotal` in /proc/meminfo), or 8 GiB where it
+/// cannot be read.
+fn machine_memory() -> u64 {
+    const FALLBACK: u64 = 8 << 30;
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(FALLBACK)
 }
 
 fn host_id(name: Option<String>) -> anyhow::Result<HostId> {
@@ -172,8 +195,12 @@ fn stop_channel() -> (
     (tx, wait)
 }
 
-/// The key that seals secrets: `SHOAL_SECRET_KEY` (base64 of 32 bytes),
-/// else `secret.key` in the data dir, created on first use (mode 0600).
+/// The key that seals secrets at rest: `SHOAL_SECRET_KEY` (base64 of 32
+/// bytes), else the file `SHOAL_SECRET_KEY_FILE`, else `secret.key` in
+/// Shoal's configuration directory (`$XDG_CONFIG_HOME/shoal`, or
+/// `~/.config/shoal`), created on first use with mode 0600. It is kept
+/// away from the data dir on purpose: a copy of the JetStream data (a
+/// backup, a stolen disk) must not carry the key that opens it.
 /// `SHOAL_SECRET_KEY_PREVIOUS` opens secrets sealed before a rotation.
 fn secret_box(data_dir: &std::path::Path) -> anyhow::Result<SecretBox> {
     use base64::Engine;
@@ -189,19 +216,22 @@ fn secret_box(data_dir: &std::path::Path) -> anyhow::Result<SecretBox> {
     let key = match std::env::var("SHOAL_SECRET_KEY") {
         Ok(text) if !text.is_empty() => decode("SHOAL_SECRET_KEY", &text)?,
         _ => {
-            let path = data_dir.join("secret.key");
-            match std::fs::read_to_string(&path) {
-                Ok(text) => decode(&path.display().to_string(), &text)?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(data_dir)
-                        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-                    let key = SecretBox::generate_key();
-                    write_private(&path, &STANDARD.encode(key))?;
-                    tracing::info!(path = %path.display(), "created a new secret key");
-                    key
-                }
-                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-            }
+            let legacy = data_dir.join("secret.key");
+            let path = if legacy.is_file() {
+                tracing::warn!(
+                    path = %legacy.display(),
+                    "the secret key lies beside the data it protects: move it to {} (or set SHOAL_SECRET_KEY_FILE)",
+                    secret_key_path().display()
+                );
+                legacy
+            } else {
+                secret_key_path()
+            };
+            let text = shoal_host::keyfile::read_or_create(&path, || {
+                tracing::info!(path = %path.display(), "created a new secret key");
+                Ok(STANDARD.encode(SecretBox::generate_key()))
+            })?;
+            decode(&path.display().to_string(), &text)?
         }
     };
     let previous = match std::env::var("SHOAL_SECRET_KEY_PREVIOUS") {
@@ -211,25 +241,21 @@ fn secret_box(data_dir: &std::path::Path) -> anyhow::Result<SecretBox> {
     Ok(SecretBox::new(&key, previous.as_ref()))
 }
 
-/// Writes a file only its owner can read.
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
+/// Where the secret key file is: `SHOAL_SECRET_KEY_FILE`, else
+/// `$XDG_CONFIG_HOME/shoal/secret.key`, else `~/.config/shoal/secret.key`.
+fn secret_key_path() -> PathBuf {
+    if let Some(file) = std::env::var_os("SHOAL_SECRET_KEY_FILE") {
+        return PathBuf::from(file);
+    }
+    crate::data_dir::config_dir().join("secret.key")
 }
 
 /// Runs the scheduler until Ctrl-C.
 pub async fn scheduler(args: RoleArgs, api: &str) -> anyhow::Result<()> {
     let data_dir = crate::data_dir::resolve(args.data_dir);
     let secret_box = secret_box(&data_dir)?;
-    let nats = connect(&args.nats, "shoal-scheduler").await?;
+    let creds = args.login.creds()?;
+    let nats = connect(&args.nats, &Identity::Scheduler, &creds, &args.login).await?;
     let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
     let scheduler = Scheduler::start(
         nats,
@@ -246,23 +272,29 @@ pub async fn scheduler(args: RoleArgs, api: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a host agent, connecting to NATS at `url` as the host with
+/// `creds`.
 async fn start_host(
-    nats: async_nats::Client,
+    (url, creds, login): (&str, &Creds, &LoginArgs),
     settings: HostSettings,
     data_dir: PathBuf,
     http: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<HostAgent> {
+    let id = host_id(settings.name)?;
+    let sealing_key = shoal_host::keyfile::sealing_key(&data_dir.join("keys/sealing.xkey"))?;
+    let nats = connect(url, &Identity::Host(id.clone()), creds, login).await?;
     let runtime = Runtime::new(RuntimeOptions::new(data_dir.join("cache")))?;
     let config = HostConfig {
-        id: host_id(settings.name)?,
+        id,
         labels: settings.labels,
         capacity: Capacity {
-            memory: settings.memory.as_u64(),
+            memory: settings.memory.map_or_else(machine_memory, |m| m.as_u64()),
             slots: settings.slots,
         },
         data_dir,
         http_addr: Some(http),
+        sealing_key: Arc::new(sealing_key),
     };
     Ok(HostAgent::start(nats, Arc::new(runtime), config, shutdown).await?)
 }
@@ -270,7 +302,8 @@ async fn start_host(
 /// Runs a host until Ctrl-C.
 pub async fn host(args: HostArgs) -> anyhow::Result<()> {
     let data_dir = crate::data_dir::resolve(args.role.data_dir);
-    let nats = connect(&args.role.nats, "shoal-host").await?;
+    let creds = args.role.login.creds()?;
+    let nats = (args.role.nats.as_str(), &creds, &args.role.login);
     let agent = start_host(nats, args.host, data_dir, args.http, shutdown_signal()).await?;
     if let Some(addr) = agent.http_addr() {
         println!("host ingress on http://{addr}");
@@ -292,21 +325,33 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
         AppSpec::from_toml(&text, &file.display().to_string())?;
     }
     let mut server = None;
-    let url = match args.nats {
-        Some(url) => url,
+    // With a server of its own, `shoal up` is its NATS authority and mints
+    // a credential for each of its roles; joining one, it uses the
+    // credential it is given for both.
+    let (url, scheduler_creds, host_creds) = match args.nats {
+        Some(url) => {
+            let creds = args.login.creds()?;
+            (url, creds.clone(), creds)
+        }
         None => {
+            let authority = Authority::open_or_create(&data_dir.join("nats-auth"))?;
             let binary = find_server(args.nats_server)?;
-            let started = NatsServer::start(&binary, &data_dir.join("nats"), 4222)?;
+            let started = NatsServer::start(&binary, &data_dir.join("nats"), 4222, &authority)?;
             let url = started.url.clone();
             server = Some(started);
-            url
+            let host = Identity::Host(host_id(args.host.name.clone().or(Some("local".into())))?);
+            (
+                url,
+                Some(authority.creds(&Identity::Scheduler, None)?),
+                Some(authority.creds(&host, None)?),
+            )
         }
     };
-    let nats = connect(&url, "shoal-up").await?;
+    let nats = connect(&url, &Identity::Scheduler, &scheduler_creds, &args.login).await?;
     let (stop, stopped) = stop_channel();
     let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
     let scheduler = Scheduler::start(
-        nats.clone(),
+        nats,
         SchedulerOptions {
             api_addr: listen_addr(api)?,
             token: token.clone(),
@@ -319,7 +364,14 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
     if settings.name.is_none() {
         settings.name = Some("local".into());
     }
-    let agent = start_host(nats, settings, data_dir.clone(), args.http, stopped()).await?;
+    let agent = start_host(
+        (url.as_str(), &host_creds, &args.login),
+        settings,
+        data_dir.clone(),
+        args.http,
+        stopped(),
+    )
+    .await?;
     let api = format!("http://{}", scheduler.api_addr());
     let ingress = agent
         .http_addr()

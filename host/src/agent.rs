@@ -22,7 +22,7 @@ use shoal_api::wire::{
     Capacity, CommandReply, DormantRoutes, HEARTBEAT_INTERVAL, Heartbeat, HostCommand, HostId,
     PodComponent, ReplicaId, ReplicaState, ReplicaStatus, StartReplica,
 };
-use shoal_api::{Digest, Name, VolumeScope};
+use shoal_api::{Digest, Name, SealingKey, VolumeScope};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -51,6 +51,9 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     /// Where the HTTP ingress listens, if anywhere.
     pub http_addr: Option<SocketAddr>,
+    /// The key pair secrets for this host are sealed to
+    /// ([`crate::keyfile::sealing_key`]).
+    pub sealing_key: Arc<SealingKey>,
 }
 
 /// Why a host agent could not start.
@@ -207,6 +210,7 @@ impl Agent {
             replicas,
             routes,
             draining: self.draining.load(Ordering::Relaxed),
+            seal_key: Some(self.config.sealing_key.public_key()),
         }
     }
 }
@@ -609,7 +613,16 @@ fn grants(agent: &Agent, start: &StartReplica, component: &PodComponent) -> Resu
         ),
         secrets: Arc::new(SecretGrant {
             listed: spec.secrets.clone(),
-            values: component.secrets.clone(),
+            values: component
+                .secrets
+                .iter()
+                .map(|(name, sealed)| {
+                    sealed
+                        .open(&id.namespace, name, &agent.config.sealing_key)
+                        .map(|value| (name.clone(), value))
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<_, _>>()?,
         }),
         messaging: spec.messaging.clone(),
         keyvalue: spec

@@ -1,7 +1,13 @@
 //! HTTP over NATS: an ingress forwards a request for a route it does not
 //! serve to the replicas that do, in their queue group, and relays the
-//! answer. Request and response travel whole (bodies up to
-//! [`MAX_HTTP_BODY`]); HTTP headers ride as NATS headers.
+//! answer. Request and response travel whole (request bodies up to
+//! [`MAX_HTTP_BODY`], response bodies up to [`MAX_FORWARDED_RESPONSE_BODY`],
+//! both within NATS's `max_payload`); HTTP headers ride as NATS headers.
+//!
+//! Both ends enforce the response cap: the replica does not collect more
+//! than it from the component, and the ingress does not relay a bigger
+//! reply whatever the other host sent, so a misbehaving host cannot make
+//! this one buffer or relay more than the cap.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +19,7 @@ use shoal_api::subjects::headers;
 
 use crate::component::LoadedComponent;
 use crate::invoke::{HttpResponse, text_response};
-use crate::tunables::{FORWARD_TIMEOUT, MAX_HTTP_BODY};
+use crate::tunables::{FORWARD_TIMEOUT, MAX_FORWARDED_RESPONSE_BODY, MAX_HTTP_BODY};
 
 /// HTTP headers that describe one hop's connection, not the message.
 const HOP_BY_HOP: [&str; 5] = [
@@ -32,15 +38,28 @@ pub async fn forward(
     req: hyper::Request<Incoming>,
 ) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_HTTP_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return text_response(
-                413,
-                format!("request bodies are limited to {MAX_HTTP_BODY} bytes\n"),
-            );
-        }
-    };
+    // A client trickling its body must not hold the request forever.
+    let body =
+        match tokio::time::timeout(FORWARD_TIMEOUT, Limited::new(body, MAX_HTTP_BODY).collect())
+            .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return text_response(
+                    413,
+                    format!("request bodies are limited to {MAX_HTTP_BODY} bytes\n"),
+                );
+            }
+            Ok(Err(e)) => {
+                return text_response(400, format!("the request body could not be read: {e}\n"));
+            }
+            Err(_) => {
+                return text_response(
+                    408,
+                    format!("the request body did not arrive within {FORWARD_TIMEOUT:?}\n"),
+                );
+            }
+        };
     let mut h = async_nats::HeaderMap::new();
     h.insert(headers::HTTP_METHOD, parts.method.as_str());
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -73,6 +92,9 @@ pub async fn forward(
             return text_response(status, format!("{why}\n"));
         }
     };
+    if let Some(refused) = oversized_reply(name, reply.payload.len()) {
+        return refused;
+    }
     let pairs = headers::to_pairs(reply.headers.as_ref());
     let status = pairs
         .iter()
@@ -99,6 +121,25 @@ pub async fn forward(
     response
 }
 
+/// The `502` for a forwarded reply whose body is over the cap, if it is.
+fn oversized_reply(name: &str, len: usize) -> Option<HttpResponse> {
+    if len <= MAX_FORWARDED_RESPONSE_BODY {
+        return None;
+    }
+    tracing::warn!(
+        component = name,
+        bytes = len,
+        limit = MAX_FORWARDED_RESPONSE_BODY,
+        "a forwarded response is over the size limit; answering 502"
+    );
+    Some(text_response(
+        502,
+        format!(
+            "the response of {name} ({len} bytes) is over the {MAX_FORWARDED_RESPONSE_BODY}-byte limit for responses relayed between hosts\n"
+        ),
+    ))
+}
+
 /// Answers one request another host forwarded to a local http replica.
 pub(crate) async fn answer_forwarded(
     nats: async_nats::Client,
@@ -110,12 +151,37 @@ pub(crate) async fn answer_forwarded(
     let Some(reply_to) = msg.reply.clone() else {
         return;
     };
-    let (status, mut out, body) = answer(&component, msg).await;
-    out.insert(headers::HTTP_STATUS, status.to_string().as_str());
-    out.insert(headers::REPLICA, replica.as_ref());
-    out.insert(headers::SERVED_BY, host.as_ref());
-    if let Err(e) = nats.publish_with_headers(reply_to, out, body).await {
-        tracing::debug!(error = %e, "forwarded response not sent");
+    let (status, out, body) = answer(&component, msg).await;
+    let stamped = |mut out: async_nats::HeaderMap, status: u16| {
+        out.insert(headers::HTTP_STATUS, status.to_string().as_str());
+        out.insert(headers::REPLICA, replica.as_ref());
+        out.insert(headers::SERVED_BY, host.as_ref());
+        out
+    };
+    let sent = nats
+        .publish_with_headers(reply_to.clone(), stamped(out, status), body)
+        .await;
+    match sent {
+        Ok(()) => {}
+        // Bigger than this NATS lets through: say so, rather than leave
+        // the caller waiting for FORWARD_TIMEOUT.
+        Err(e) if e.kind() == async_nats::PublishErrorKind::MaxPayloadExceeded => {
+            let limit = nats.server_info().max_payload;
+            tracing::warn!(
+                component = component.name(),
+                limit,
+                "a forwarded response does not fit in one NATS message; answering 502"
+            );
+            let why = Bytes::from(format!(
+                "the response of component {} does not fit in one NATS message ({limit} bytes with its headers) to be relayed between hosts\n",
+                component.name()
+            ));
+            let out = stamped(async_nats::HeaderMap::new(), 502);
+            if let Err(e) = nats.publish_with_headers(reply_to, out, why).await {
+                tracing::debug!(error = %e, "forwarded response not sent");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "forwarded response not sent"),
     }
 }
 
@@ -169,11 +235,21 @@ async fn answer(
     let (parts, body) = response.into_parts();
     let body = match tokio::time::timeout(
         component.limits().timeout.get() + Duration::from_secs(1),
-        body.collect(),
+        Limited::new(body, MAX_FORWARDED_RESPONSE_BODY).collect(),
     )
     .await
     {
         Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return (
+                502,
+                async_nats::HeaderMap::new(),
+                Bytes::from(format!(
+                    "the response body of component {} is over the {MAX_FORWARDED_RESPONSE_BODY}-byte limit for responses relayed between hosts\n",
+                    component.name()
+                )),
+            );
+        }
         _ => {
             return (
                 502,
@@ -189,4 +265,22 @@ async fn answer(
         }
     }
     (parts.status.as_u16(), out, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reply_over_the_cap_is_a_502_that_says_why() {
+        assert!(oversized_reply("ns/app/web", MAX_FORWARDED_RESPONSE_BODY).is_none());
+        let refused = oversized_reply("ns/app/web", MAX_FORWARDED_RESPONSE_BODY + 1).unwrap();
+        assert_eq!(refused.status(), 502);
+        let body = refused.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("ns/app/web") && body.contains("limit for responses relayed"),
+            "{body}"
+        );
+    }
 }

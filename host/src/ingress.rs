@@ -1,5 +1,11 @@
 //! The host's HTTP ingress routing table: one listener serves every http
-//! component the host runs, chosen by the longest matching route prefix.
+//! component of the cluster, chosen by the longest matching route prefix.
+//!
+//! The longest match is taken over every route known anywhere (this host's
+//! replicas, other hosts' heartbeats, the scheduler's table of declared
+//! and dormant routes) before asking who serves it. A route whose replica
+//! is still starting therefore answers 503 (or is held, when scaled to
+//! zero) and never falls through to a shorter route of another app.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,8 +40,9 @@ pub struct IngressRoutes {
     routes: RwLock<Vec<Route>>,
     next: AtomicUsize,
     remote: RwLock<HashMap<HostId, (Instant, Vec<HttpRoute>)>>,
-    /// Routes of components scaled to zero, as the scheduler last said.
-    dormant: RwLock<Option<(Instant, Vec<HttpRoute>)>>,
+    /// Routes of components scaled to zero and every declared route, as
+    /// the scheduler last said.
+    dormant: RwLock<Option<(Instant, DormantRoutes)>>,
     cluster: Option<(HostId, async_nats::Client)>,
 }
 
@@ -78,24 +85,29 @@ impl IngressRoutes {
 
     /// Learns which routes belong to components scaled to zero.
     pub fn observe_dormant(&self, dormant: DormantRoutes) {
-        *self.dormant.write().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), dormant.routes));
+        *self.dormant.write().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), dormant));
     }
 
-    /// A component scaled to zero that serves `path`, if the scheduler
-    /// said so recently.
-    fn dormant_target(&self, host: Option<&str>, path: &str) -> Option<Target> {
-        let (_, nats) = self.cluster.as_ref()?;
+    /// The scheduler's route table, if it spoke recently.
+    fn table(&self) -> Option<std::sync::RwLockReadGuard<'_, Option<(Instant, DormantRoutes)>>> {
         let dormant = self.dormant.read().unwrap_or_else(|p| p.into_inner());
-        let (seen, routes) = dormant.as_ref()?;
-        if seen.elapsed() > REMOTE_ROUTE_TTL {
-            return None;
-        }
-        let best = routes
+        let fresh = dormant
+            .as_ref()
+            .is_some_and(|(seen, _)| seen.elapsed() <= REMOTE_ROUTE_TTL);
+        fresh.then_some(dormant)
+    }
+
+    /// A component scaled to zero that serves `path` by a route of rank
+    /// `rank`, if the scheduler said so recently.
+    fn dormant_target(&self, host: Option<&str>, path: &str, rank: Rank) -> Option<Target> {
+        let (_, nats) = self.cluster.as_ref()?;
+        let table = self.table()?;
+        let (_, table) = table.as_ref()?;
+        let best = table
+            .routes
             .iter()
-            .filter(|r| host_matches(r.host.as_deref(), host))
-            .filter(|r| matches(r.prefix.trim_end_matches('/'), path))
-            .max_by_key(|r| (r.host.is_some(), r.prefix.len()))?;
+            .filter(|r| serves(r, host, path) && rank_of(r) == rank)
+            .max_by_key(|r| (r.namespace.clone(), r.app.clone()))?;
         Some(Target::Dormant {
             nats: nats.clone(),
             activate: Activate {
@@ -105,6 +117,52 @@ impl IngressRoutes {
                 path: path.to_string(),
             },
         })
+    }
+
+    /// The best rank of any route known anywhere for `path` on `host`.
+    fn best_rank(&self, host: Option<&str>, path: &str) -> Option<Rank> {
+        let local = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| host_matches(r.host.as_deref(), host) && matches(&r.prefix, path))
+            .map(|r| (r.host.is_some(), r.prefix.len()))
+            .max();
+        let now = Instant::now();
+        let remote = self
+            .remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(seen, _)| now.duration_since(*seen) <= REMOTE_ROUTE_TTL)
+            .flat_map(|(_, routes)| routes.iter())
+            .filter(|r| serves(r, host, path))
+            .map(rank_of)
+            .max();
+        let table = self.table().and_then(|t| {
+            let (_, table) = t.as_ref()?;
+            table
+                .routes
+                .iter()
+                .chain(&table.declared)
+                .filter(|r| serves(r, host, path))
+                .map(rank_of)
+                .max()
+        });
+        [local, remote, table].into_iter().flatten().max()
+    }
+
+    /// The name of a declared route of rank `rank` for `path`, when no
+    /// replica serves it anywhere yet.
+    fn declared_name(&self, host: Option<&str>, path: &str, rank: Rank) -> Option<String> {
+        let table = self.table()?;
+        let (_, table) = table.as_ref()?;
+        table
+            .declared
+            .iter()
+            .find(|r| serves(r, host, path) && rank_of(r) == rank)
+            .map(|r| format!("{}/{}/{}", r.namespace, r.app, r.component))
     }
 
     /// The routes of the local replicas, for this host's heartbeat: ready
@@ -139,7 +197,7 @@ impl IngressRoutes {
         out
     }
 
-    fn remote_target(&self, host: Option<&str>, path: &str) -> Option<Target> {
+    fn remote_target(&self, host: Option<&str>, path: &str, rank: Rank) -> Option<Target> {
         let (_, nats) = self.cluster.as_ref()?;
         let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -147,9 +205,8 @@ impl IngressRoutes {
             .values()
             .filter(|(seen, _)| now.duration_since(*seen) <= REMOTE_ROUTE_TTL)
             .flat_map(|(_, routes)| routes.iter())
-            .filter(|r| host_matches(r.host.as_deref(), host))
-            .filter(|r| matches(r.prefix.trim_end_matches('/'), path))
-            .max_by_key(|r| (r.host.is_some(), r.prefix.len(), r.ready))?;
+            .filter(|r| serves(r, host, path) && rank_of(r) == rank)
+            .max_by_key(|r| r.ready)?;
         let name = format!("{}/{}/{}", best.namespace, best.app, best.component);
         if !best.ready {
             return Some(Target::Unready(name));
@@ -208,6 +265,22 @@ impl IngressRoutes {
     }
 }
 
+/// How well a route matches: host-specific routes first, then the longest
+/// prefix (without its trailing `/`).
+type Rank = (bool, usize);
+
+fn rank_of(route: &HttpRoute) -> Rank {
+    (
+        route.host.is_some(),
+        route.prefix.trim_end_matches('/').len(),
+    )
+}
+
+/// Whether an advertised `route` takes a request for `path` on `host`.
+fn serves(route: &HttpRoute, host: Option<&str>, path: &str) -> bool {
+    host_matches(route.host.as_deref(), host) && matches(route.prefix.trim_end_matches('/'), path)
+}
+
 /// Whether a route limited to `route_host` (if any) takes a request for `host`.
 fn host_matches(route_host: Option<&str>, host: Option<&str>) -> bool {
     match route_host {
@@ -228,15 +301,19 @@ impl Routes for IngressRoutes {
     }
 
     fn route(&self, host: Option<&str>, path: &str) -> Option<Target> {
+        let rank = self.best_rank(host, path)?;
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let Some(best) = routes
-            .iter()
-            .find(|r| host_matches(r.host.as_deref(), host) && matches(&r.prefix, path))
-        else {
+        let best = routes.iter().find(|r| {
+            host_matches(r.host.as_deref(), host)
+                && matches(&r.prefix, path)
+                && (r.host.is_some(), r.prefix.len()) == rank
+        });
+        let Some(best) = best else {
             drop(routes);
             return self
-                .remote_target(host, path)
-                .or_else(|| self.dormant_target(host, path));
+                .remote_target(host, path, rank)
+                .or_else(|| self.dormant_target(host, path, rank))
+                .or_else(|| self.declared_name(host, path, rank).map(Target::Unready));
         };
         // Spread requests over the ready local replicas serving the same route.
         let same: Vec<&Route> = routes
@@ -250,7 +327,7 @@ impl Routes for IngressRoutes {
                 best.replica.namespace, best.replica.app, best.component_name
             );
             drop(routes);
-            return match self.remote_target(host, path) {
+            return match self.remote_target(host, path, rank) {
                 Some(remote @ Target::Remote { .. }) => Some(remote),
                 _ => Some(Target::Unready(name)),
             };

@@ -37,6 +37,7 @@ pub mod health;
 pub mod http;
 pub mod ingress;
 mod invoke;
+pub mod keyfile;
 mod limiter;
 pub mod logs;
 mod queue;

@@ -93,3 +93,58 @@ pub const DRAIN_HANDOFF: Duration = Duration::from_secs(1);
 /// The longest a host that is shutting down waits for its replicas to
 /// finish the work they hold.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Guest log lines per second a replica may write, all its invocations
+/// together; lines beyond it are dropped and counted (see
+/// [`LogBudget`](crate::logs::LogBudget)). Generous for request logging,
+/// far below what a guest printing in a loop produces.
+pub const LOG_BUDGET_LINES_PER_SEC: u32 = 200;
+
+/// Guest log bytes per second a replica may write, with the same rule.
+pub const LOG_BUDGET_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// How much unused log budget a replica may save up for a burst: this
+/// many seconds' worth of lines and of bytes (never less than one longest
+/// line, [`MAX_LOG_LINE`]).
+pub const LOG_BUDGET_BURST: Duration = Duration::from_secs(2);
+
+/// How long an ingress connection may take to send a request's headers,
+/// counted from its first byte. Closes slow-header ("slowloris")
+/// connections that would otherwise hold a slot forever.
+pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an ingress keep-alive connection may sit idle (no request in
+/// flight, no byte of a new one) before it is closed. Kept above the 60 s
+/// idle timeout common to load balancers, so that a proxy in front closes
+/// an idle connection first and never sends a request down one that Shoal
+/// is closing (nginx's `keepalive_timeout` default is the same 75 s).
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Ingress connections open at once; more are closed as soon as they are
+/// accepted (with a `503` if the socket takes it at once), counted, and
+/// logged at most once per [`HTTP_REFUSED_LOG_INTERVAL`]. With the common
+/// open-file limit of 1024, accepting fails before this is reached: raise
+/// `ulimit -n` along with this.
+pub const HTTP_MAX_CONNECTIONS: usize = 1024;
+
+/// The least time between two log lines about refused ingress connections.
+pub const HTTP_REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Largest response body relayed for a request forwarded to another host;
+/// a bigger one is answered `502`. (NATS's own `max_payload`, 1 MiB unless
+/// the server raises it, bounds the reply message too: a replica answers
+/// `502` itself when its response does not fit.)
+pub const MAX_FORWARDED_RESPONSE_BODY: usize = 16 << 20;
+
+/// How long a guest's outbound HTTP request waits for the host name to
+/// resolve.
+pub const OUTBOUND_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a guest's outbound HTTP request waits to connect (TCP and TLS),
+/// and the most a guest may ask for in its request options.
+pub const OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a guest's outbound HTTP request waits for the first byte of
+/// the response and between two chunks of its body, and the most a guest
+/// may ask for. The invocation's own deadline usually comes first.
+pub const OUTBOUND_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -99,6 +99,7 @@ impl SimHost {
             replicas: self.replicas.lock().unwrap().values().cloned().collect(),
             routes: Vec::new(),
             draining: false,
+            seal_key: None,
         }
     }
 }

@@ -195,6 +195,7 @@ async fn apply(
             ));
         }
     }
+    problems.extend(route_claims(&shared.state(), &spec));
     if !problems.is_empty() {
         return Err(invalid(format!(
             "{} cannot be applied:\n  {}",
@@ -254,18 +255,99 @@ async fn apply(
     }))
 }
 
-/// Creates (or updates) the work-queue streams `stored` consumes.
+/// Routes of `spec` that other apps already own: a namespace owns the
+/// routes its apps serve and every path beneath them, so another
+/// namespace may not claim the same route or one beneath it (it would take
+/// that app's traffic). Within a namespace only the very same route is
+/// refused.
+fn route_claims(state: &crate::state::State, spec: &AppSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    let claims = |spec: &AppSpec| -> Vec<(Name, Option<String>, String)> {
+        spec.components
+            .iter()
+            .filter_map(|(name, c)| {
+                let route = c.route.as_deref()?.trim_end_matches('/').to_string();
+                Some((
+                    name.clone(),
+                    c.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    route,
+                ))
+            })
+            .collect()
+    };
+    let mine = claims(spec);
+    if mine.is_empty() {
+        return problems;
+    }
+    for other in state.apps.values() {
+        let theirs = &other.stored.spec;
+        if theirs.namespace == spec.namespace && theirs.name == spec.name {
+            continue;
+        }
+        let same_namespace = theirs.namespace == spec.namespace;
+        for (component, host, route) in &mine {
+            for (_, their_host, their_route) in claims(theirs) {
+                let hosts_overlap = host.is_none() || their_host.is_none() || host == &their_host;
+                let beneath = route == &their_route
+                    || their_route.is_empty()
+                    || route.starts_with(&format!("{their_route}/"));
+                let conflict = if same_namespace {
+                    route == &their_route && host == &their_host
+                } else {
+                    hosts_overlap && beneath
+                };
+                if conflict {
+                    let shown = |r: &str| {
+                        if r.is_empty() {
+                            "/".to_string()
+                        } else {
+                            r.to_string()
+                        }
+                    };
+                    problems.push(format!(
+                        "component {component}: route {:?}{} is {} route {:?}{} of app {}/{}, which namespace {} owns: choose another route",
+                        shown(route),
+                        host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
+                        if route == &their_route { "the same as" } else { "beneath" },
+                        shown(&their_route),
+                        their_host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
+                        theirs.namespace,
+                        theirs.name,
+                        theirs.namespace,
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Creates (or updates) the work-queue streams `stored` consumes, and its
+/// key-value bucket when a component is granted one.
 pub(crate) async fn ensure_queues(
     shared: &Shared,
     stored: &StoredApp,
 ) -> Result<(), SchedulerError> {
+    if stored
+        .spec
+        .components
+        .values()
+        .any(|c| c.keyvalue.is_some())
+    {
+        let bucket = subjects::app_bucket(&stored.spec.namespace, &stored.spec.name);
+        shared.store.ensure_bucket(&bucket).await?;
+    }
     for (name, component) in &stored.spec.components {
         if let Some(queue) = &component.queue {
             let stream = subjects::queue_stream(&stored.spec.namespace, &stored.spec.name, name);
             // A delivery not acked within the deadline and a margin is
             // handed to another replica: the one holding it is gone.
             let ack_wait = component.limits.timeout.get() + QUEUE_ACK_MARGIN;
-            shared.store.ensure_queue(&stream, queue, ack_wait).await?;
+            let subject = subjects::user_subject(&stored.spec.namespace, queue);
+            shared
+                .store
+                .ensure_queue(&stream, &subject, ack_wait)
+                .await?;
         }
     }
     Ok(())
@@ -714,11 +796,11 @@ async fn put_secret(
         return Err(invalid(format!("secret {name} is empty: give it a value")));
     }
     let value = shoal_api::SecretValue::new(body.to_vec());
+    let key = subjects::app_key(&namespace, &name);
     let sealed = shared
         .secret_box
-        .seal(&value)
+        .seal(&key, &value)
         .map_err(SchedulerError::Internal)?;
-    let key = subjects::app_key(&namespace, &name);
     shared.store.put_secret(&key, sealed).await?;
     shared.state().secrets.insert(key, value);
     tracing::info!(%namespace, secret = %name, "secret set");

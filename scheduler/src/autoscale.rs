@@ -156,6 +156,7 @@ async fn announce_dormant(shared: &Shared, targets: &[Target]) {
                 })
                 .filter_map(|t| t.route.clone())
                 .collect(),
+            declared: declared_routes(&state),
         }
     };
     if let Ok(payload) = serde_json::to_vec(&dormant) {
@@ -164,6 +165,27 @@ async fn announce_dormant(shared: &Shared, targets: &[Target]) {
             .publish(subjects::DORMANT_ROUTES, payload.into())
             .await;
     }
+}
+
+/// Every http route every app declares.
+fn declared_routes(state: &crate::state::State) -> Vec<HttpRoute> {
+    state
+        .apps
+        .values()
+        .flat_map(|app| {
+            let spec = &app.stored.spec;
+            spec.components.iter().filter_map(move |(name, c)| {
+                Some(HttpRoute {
+                    prefix: c.route.clone()?,
+                    host: c.host.clone(),
+                    namespace: spec.namespace.clone(),
+                    app: spec.name.clone(),
+                    component: name.clone(),
+                    ready: false,
+                })
+            })
+        })
+        .collect()
 }
 
 /// Answers ingresses asking for a replica of a component at zero: it is

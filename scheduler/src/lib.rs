@@ -173,14 +173,14 @@ impl Scheduler {
             state.remember(e);
         }
         for (key, sealed) in store.load_secrets().await? {
-            match options.secret_box.open(&sealed) {
+            match options.secret_box.open(&key, &sealed) {
                 Ok(secrets::Opened::Current(value)) => {
                     state.secrets.insert(key, value);
                 }
                 Ok(secrets::Opened::Previous(value)) => {
                     let resealed = options
                         .secret_box
-                        .seal(&value)
+                        .seal(&key, &value)
                         .map_err(SchedulerError::Internal)?;
                     store.put_secret(&key, resealed).await?;
                     tracing::info!(secret = key, "secret re-sealed with the new key");

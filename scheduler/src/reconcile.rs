@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use shoal_api::resources::Event;
 use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
-use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SecretValue, subjects};
+use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SealedSecret, SecretValue, subjects};
 
 use crate::placement::{Candidate, Need, choose};
 use crate::state::{App, Rollout, Starting, State, event};
@@ -226,7 +226,7 @@ impl<'a> PodPlan<'a> {
             app,
             pod,
             generation: app.stored.generation(&pod.name),
-            memory: pod.memory(),
+            memory: pod.reserved_memory(),
             labels,
             spread,
             rollout: pod.rollout(),
@@ -427,15 +427,20 @@ impl<'a> PodPlan<'a> {
                 since: now,
             },
         );
+        let seal_key = state
+            .hosts
+            .get(&host)
+            .and_then(|h| h.heartbeat.seal_key.clone());
         pass.actions.push(Action::Start {
-            host,
             replica: start_replica(
                 self.app,
                 self.generation,
                 &self.pod.components,
                 id,
                 &state.secrets,
+                seal_key.as_deref(),
             ),
+            host,
         });
     }
 }
@@ -634,6 +639,7 @@ fn start_replica(
     components: &[(&Name, &shoal_api::ComponentSpec)],
     id: &ReplicaId,
     secrets: &HashMap<String, SecretValue>,
+    seal_key: Option<&str>,
 ) -> StartReplica {
     let spec = &app.stored.spec;
     StartReplica {
@@ -643,14 +649,23 @@ fn start_replica(
             .iter()
             .filter_map(|(name, c)| {
                 let digest: Digest = *app.stored.digests.get(*name)?;
-                // Only the secrets this component lists, and only those set.
+                // Only the secrets this component lists, only those set,
+                // and each sealed to the host that will run it. A host that
+                // announces no sealing key gets none: its guest is told the
+                // secret is not set.
                 let values = c
                     .secrets
                     .iter()
                     .filter_map(|s| {
-                        secrets
-                            .get(&subjects::app_key(&spec.namespace, s))
-                            .map(|v| (s.clone(), v.clone()))
+                        let value = secrets.get(&subjects::app_key(&spec.namespace, s))?;
+                        let sealed = SealedSecret::seal(&spec.namespace, s, value, seal_key?);
+                        match sealed {
+                            Ok(sealed) => Some((s.clone(), sealed)),
+                            Err(e) => {
+                                tracing::error!(replica = %id, error = %e, "secret not sent");
+                                None
+                            }
+                        }
                     })
                     .collect();
                 Some(PodComponent {
@@ -745,7 +760,7 @@ mod tests {
                     host,
                     labels: BTreeMap::new(),
                     capacity: Capacity {
-                        memory: 1 << 30,
+                        memory: 64 << 30,
                         slots: 100,
                     },
                     http: None,
@@ -753,6 +768,7 @@ mod tests {
                     replicas: copies,
                     routes: Vec::new(),
                     draining: false,
+                    seal_key: None,
                 },
                 last_seen: now,
                 lost: false,

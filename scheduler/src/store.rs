@@ -16,7 +16,10 @@ use tokio::io::AsyncReadExt;
 
 use crate::SchedulerError;
 use crate::state::{App, StoredApp};
-use crate::tunables::EVENTS_PER_APP;
+use crate::tunables::{
+    COMPONENT_STORE_MAX_BYTES, DEAD_LETTER_MAX_BYTES, EVENTS_MAX_BYTES, EVENTS_PER_APP,
+    KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_STREAM_MAX_BYTES,
+};
 
 /// The scheduler's JetStream resources.
 #[derive(Clone)]
@@ -62,6 +65,7 @@ impl Store {
                     bucket: COMPONENTS_BUCKET.to_string(),
                     description: Some("Shoal component bytes by sha256".into()),
                     storage: stream::StorageType::File,
+                    max_bytes: COMPONENT_STORE_MAX_BYTES,
                     ..Default::default()
                 })
                 .await
@@ -71,6 +75,7 @@ impl Store {
             name: EVENTS_STREAM.to_string(),
             subjects: vec![ALL_EVENTS.to_string()],
             max_messages_per_subject: EVENTS_PER_APP as i64,
+            max_bytes: EVENTS_MAX_BYTES,
             storage: stream::StorageType::File,
             ..Default::default()
         })
@@ -79,6 +84,7 @@ impl Store {
         js.get_or_create_stream(stream::Config {
             name: DEAD_LETTER_STREAM.to_string(),
             subjects: vec![ALL_DEAD_LETTERS.to_string()],
+            max_bytes: DEAD_LETTER_MAX_BYTES,
             storage: stream::StorageType::File,
             ..Default::default()
         })
@@ -217,6 +223,8 @@ impl Store {
                 name: stream_name.to_string(),
                 subjects: vec![subject.to_string()],
                 retention: stream::RetentionPolicy::WorkQueue,
+                max_bytes: QUEUE_STREAM_MAX_BYTES,
+                discard: stream::DiscardPolicy::New,
                 storage: stream::StorageType::File,
                 ..Default::default()
             })
@@ -239,6 +247,26 @@ impl Store {
             .await
             .map_err(|e| unavailable("creating the queue consumer", e))?;
         Ok(())
+    }
+
+    /// Makes sure an app's key-value bucket exists, with its size limits.
+    /// Hosts may only open it: creating buckets is the scheduler's.
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), SchedulerError> {
+        if self.js.get_key_value(bucket).await.is_ok() {
+            return Ok(());
+        }
+        self.js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                history: 1,
+                max_bytes: KV_BUCKET_MAX_BYTES,
+                max_value_size: KV_MAX_VALUE_BYTES,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("creating the app's key-value bucket", e))
     }
 
     /// Removes an app's key-value bucket, if it has one.

@@ -48,3 +48,23 @@ pub const AUTOSCALE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long fewer replicas must be wanted (with work still waiting) before
 /// the autoscaler scales down: a dip in the backlog is not a trend.
 pub const SCALE_DOWN_WINDOW: Duration = Duration::from_secs(10);
+
+/// The most an app's key-value bucket holds. A put past it fails in the
+/// guest with "the bucket is full"; nothing already stored is dropped.
+pub const KV_BUCKET_MAX_BYTES: i64 = 64 << 20;
+
+/// The largest value one key of an app's bucket holds.
+pub const KV_MAX_VALUE_BYTES: i32 = 1 << 20;
+
+/// The most one work-queue stream holds; a publish past it is refused
+/// (its publisher sees the error) rather than old work dropped.
+pub const QUEUE_STREAM_MAX_BYTES: i64 = 256 << 20;
+
+/// The most the dead-letter stream holds; the oldest letters go first.
+pub const DEAD_LETTER_MAX_BYTES: i64 = 256 << 20;
+
+/// The most the events stream holds; the oldest events go first.
+pub const EVENTS_MAX_BYTES: i64 = 64 << 20;
+
+/// The most the component store holds (every version of every component).
+pub const COMPONENT_STORE_MAX_BYTES: i64 = 8 << 30;

@@ -47,8 +47,8 @@ autoscale = {{ min = 0, max = {MAX}, target_queue_depth = 100, idle = "1s" }}
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (js, mut done, mut events) = rt.block_on(async {
-        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
-        let done = nats.subscribe("jobs.done").await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
+        let done = nats.subscribe("ns.default.jobs.done").await.unwrap();
         let events = nats
             .subscribe("shoal.v1.events.default.autobench")
             .await
@@ -66,7 +66,7 @@ autoscale = {{ min = 0, max = {MAX}, target_queue_depth = 100, idle = "1s" }}
 
     // Warm-up: the hosts compile the component once.
     rt.block_on(async {
-        js.publish("autobench.in", "warm".into())
+        js.publish("ns.default.autobench.in", "warm".into())
             .await
             .unwrap()
             .await
@@ -83,7 +83,7 @@ autoscale = {{ min = 0, max = {MAX}, target_queue_depth = 100, idle = "1s" }}
             let started = Instant::now();
             let mut acks = Vec::new();
             for i in 0..BURST {
-                acks.push(js.publish("autobench.in", format!("r{round}-{i}").into()).await.unwrap());
+                acks.push(js.publish("ns.default.autobench.in", format!("r{round}-{i}").into()).await.unwrap());
             }
             for ack in acks {
                 ack.await.unwrap();

@@ -33,20 +33,33 @@ pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A nats-server process with JetStream, killed when dropped.
+/// A nats-server process with JetStream and Shoal's NATS authentication
+/// (made by `shoal nats init`), killed when dropped.
 pub struct Nats {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    auth: PathBuf,
 }
 
 impl Nats {
-    /// Starts one on a free port, storing JetStream data under `store`.
+    /// Starts one on a free port, storing JetStream data under `store`
+    /// and its NATS authority beside it.
     pub fn start(store: &Path) -> anyhow::Result<Self> {
+        let auth = store.with_extension("auth");
+        let init = crate::shoal_with_env(
+            &["nats", "init", "--dir", &auth.display().to_string()],
+            &[],
+            START_LIMIT,
+        )?;
+        if init.code != Some(0) {
+            bail!("shoal nats init failed: {}", init.stderr);
+        }
         let mut nats = Nats {
             child: None,
             port: free_port()?,
             store: store.to_path_buf(),
+            auth,
         };
         nats.restart()?;
         Ok(nats)
@@ -55,6 +68,41 @@ impl Nats {
     /// The client URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A credential file for `who` (`scheduler`, `admin`, `host NAME`,
+    /// `namespace NS`), made by `shoal nats creds`.
+    pub fn creds(&self, who: &str) -> anyhow::Result<PathBuf> {
+        let path = self.auth.join(format!("{}.creds", who.replace(' ', "-")));
+        if !path.is_file() {
+            let mut args = vec!["nats", "creds"];
+            args.extend(who.split(' '));
+            let dir = self.auth.display().to_string();
+            let out = path.display().to_string();
+            args.extend(["--dir", &dir, "-o", &out]);
+            let made = crate::shoal_with_env(&args, &[], START_LIMIT)?;
+            if made.code != Some(0) {
+                bail!("shoal nats creds {who} failed: {}", made.stderr);
+            }
+        }
+        Ok(path)
+    }
+
+    /// A NATS client with full rights, as an operator's tools would have.
+    pub async fn admin(&self) -> anyhow::Result<async_nats::Client> {
+        self.client_as("admin", "_INBOX.admin").await
+    }
+
+    /// A NATS client with the credential of `who` (see [`Nats::creds`]),
+    /// its replies under `inbox`.
+    pub async fn client_as(&self, who: &str, inbox: &str) -> anyhow::Result<async_nats::Client> {
+        Ok(
+            async_nats::ConnectOptions::with_credentials_file(self.creds(who)?)
+                .await?
+                .custom_inbox_prefix(inbox)
+                .connect(self.url())
+                .await?,
+        )
     }
 
     /// Kills the server (as a crash would).
@@ -68,16 +116,20 @@ impl Nats {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
+        let auth = std::fs::read_to_string(self.auth.join("nats-auth.conf"))
+            .context("reading nats-auth.conf")?;
+        let config = self.auth.join("server.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: {:?} }}\n{auth}",
+                self.port,
+                self.store.display().to_string()
+            ),
+        )?;
         let child = Command::new(nats_server_bin()?)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.store)
+            .arg("-c")
+            .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -141,10 +193,13 @@ impl Cluster {
         let data = self.dir.path().join("scheduler").display().to_string();
         let api = format!("127.0.0.1:{}", self.api_port);
         let nats = self.nats.url();
+        let creds = self.nats.creds("scheduler")?.display().to_string();
         let mut s = Running::start(&[
             "scheduler",
             "--nats",
             &nats,
+            "--nats-creds",
+            &creds,
             "--api",
             &api,
             "--data-dir",
@@ -169,10 +224,17 @@ impl Cluster {
             .display()
             .to_string();
         let nats = self.nats.url();
+        let creds = self
+            .nats
+            .creds(&format!("host {name}"))?
+            .display()
+            .to_string();
         let mut h = Running::start(&[
             "host",
             "--nats",
             &nats,
+            "--nats-creds",
+            &creds,
             "--name",
             name,
             "--labels",
@@ -182,7 +244,7 @@ impl Cluster {
             "--data-dir",
             &data,
             "--memory",
-            "1GiB",
+            "64GiB",
         ])?;
         let line = h.wait_for_line("host ingress on http://", START_LIMIT)?;
         let addr = line
@@ -250,6 +312,24 @@ impl Cluster {
             .find(|(n, _)| n == name)
             .map(|(_, h)| h)
             .ok_or_else(|| anyhow!("no host {name}"))
+    }
+
+    /// Writes an app spec called `file` into the cluster's directory and
+    /// returns its path. `SOURCE(name)` in `body` becomes the path of the
+    /// compiled example `name`.
+    pub fn spec(&self, file: &str, body: &str) -> anyhow::Result<String> {
+        let mut text = body.to_string();
+        while let Some(start) = text.find("SOURCE(") {
+            let end = text[start..]
+                .find(')')
+                .map(|e| start + e)
+                .ok_or_else(|| anyhow!("unclosed SOURCE( in {file}"))?;
+            let path = crate::wasm_path(&text[start + 7..end])?;
+            text.replace_range(start..=end, &path.display().to_string());
+        }
+        let path = self.dir().join(file);
+        std::fs::write(&path, text)?;
+        Ok(path.display().to_string())
     }
 
     /// Runs a `shoal` verb against this cluster.

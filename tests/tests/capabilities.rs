@@ -152,8 +152,8 @@ fn each_capability_works_when_granted_and_is_refused_when_not() {
     // Messaging: an allowed subject arrives; others are refused.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut sub = rt.block_on(async {
-        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
-        let sub = nats.subscribe("tools.>").await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
+        let sub = nats.subscribe("ns.default.tools.>").await.unwrap();
         nats.flush().await.unwrap();
         (nats, sub)
     });
@@ -167,7 +167,7 @@ fn each_capability_works_when_granted_and_is_refused_when_not() {
         .unwrap();
     assert_eq!(
         (msg.subject.as_str(), &msg.payload[..]),
-        ("tools.created", &b"order-42"[..])
+        ("ns.default.tools.created", &b"order-42"[..])
     );
     refused(
         c,
@@ -342,9 +342,9 @@ fn volumes_persist_across_restarts_and_cannot_be_escaped() {
     assert!(shared.exists(), "the retained volume stays");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bucket = rt.block_on(async {
-        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
         async_nats::jetstream::new(nats)
-            .get_key_value("shoal-kv-default-tools")
+            .get_key_value("shoal-kv_default_tools")
             .await
     });
     assert!(bucket.is_err(), "the app's key-value bucket is gone");
@@ -376,7 +376,7 @@ fn a_secret_value_appears_nowhere_but_in_the_guest() {
     // The bucket holds ciphertext only.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stored = rt.block_on(async {
-        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
         let kv = async_nats::jetstream::new(nats)
             .get_key_value("shoal-secrets")
             .await

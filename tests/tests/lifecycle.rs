@@ -20,16 +20,11 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// Sets (`Some`) or deletes (`None`) `key` in the app's key-value bucket,
 /// as an operator would from outside.
 fn kv(cluster: &Cluster, app: &str, key: &str, value: Option<&str>) {
-    let url = cluster.nats.url();
     let bucket = subjects::app_bucket(&Name::new("default").unwrap(), &Name::new(app).unwrap());
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let nats = async_nats::connect(url).await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
         let store = async_nats::jetstream::new(nats)
-            .create_or_update_key_value(async_nats::jetstream::kv::Config {
-                bucket,
-                history: 1,
-                ..Default::default()
-            })
+            .get_key_value(bucket)
             .await
             .unwrap();
         match value {

@@ -211,7 +211,7 @@ fn apply_jobs(cluster: &Cluster) {
 
 /// Publishes `jobs` to the work queue, each acknowledged by JetStream.
 async fn publish(js: &async_nats::jetstream::Context, jobs: impl Iterator<Item = String>) {
-    publish_on(js, "jobs.in", jobs).await;
+    publish_on(js, "ns.default.jobs.in", jobs).await;
 }
 
 /// Publishes `jobs` on `subject`, each acknowledged by JetStream.
@@ -263,8 +263,8 @@ fn a_work_queue_is_processed_whole_and_poison_is_dead_lettered() {
     apply_jobs(&cluster);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
-        let mut done = nats.subscribe("jobs.done").await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
+        let mut done = nats.subscribe("ns.default.jobs.done").await.unwrap();
         let mut dead = nats
             .subscribe("shoal.v1.dead.default.jobs.worker")
             .await
@@ -294,7 +294,10 @@ fn a_work_queue_is_processed_whole_and_poison_is_dead_lettered() {
         assert_eq!(&letter.payload[..], b"trap-1");
         let h = letter.headers.unwrap();
         assert_eq!(h.get("Shoal-Dead-Deliveries").unwrap().as_str(), "3");
-        assert_eq!(h.get("Shoal-Dead-Subject").unwrap().as_str(), "jobs.in");
+        assert_eq!(
+            h.get("Shoal-Dead-Subject").unwrap().as_str(),
+            "ns.default.jobs.in"
+        );
         assert!(
             h.get("Shoal-Dead-Reason")
                 .unwrap()
@@ -320,8 +323,8 @@ fn no_message_is_lost_when_a_host_dies_mid_work() {
     apply_jobs(&cluster);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (js, mut done) = rt.block_on(async {
-        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
-        let done = nats.subscribe("jobs.done").await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
+        let done = nats.subscribe("ns.default.jobs.done").await.unwrap();
         nats.flush().await.unwrap();
         (async_nats::jetstream::new(nats), done)
     });
@@ -373,12 +376,13 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (js, mut done) = rt.block_on(async {
-        let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
-        let done = nats.subscribe("jobs.done").await.unwrap();
+        let nats = cluster.nats.admin().await.unwrap();
+        let done = nats.subscribe("ns.default.jobs.done").await.unwrap();
         nats.flush().await.unwrap();
         (async_nats::jetstream::new(nats), done)
     });
-    let publish_to = |jobs: Vec<String>| rt.block_on(publish_on(&js, "auto.in", jobs.into_iter()));
+    let publish_to =
+        |jobs: Vec<String>| rt.block_on(publish_on(&js, "ns.default.auto.in", jobs.into_iter()));
     // Publishes one job and waits for it to be done; returns how long it took.
     let time_one = |job: &str, done: &mut async_nats::Subscriber| {
         let started = std::time::Instant::now();

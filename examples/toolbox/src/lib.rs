@@ -9,9 +9,10 @@
 //!
 //! Commands: `env KEY`, `config KEY`, `secret NAME`, `read PATH`,
 //! `write PATH TEXT`, `fill PATH BYTES`, `ls PATH`, `publish SUBJECT TEXT`,
-//! `call COMPONENT TEXT`, `kv-set KEY VALUE`, `kv-get KEY`, `kv-del KEY`,
-//! `kv-keys`, `http-get URL`. A refused capability comes back as the
-//! handler's error, with the host's reason.
+//! `call COMPONENT TEXT`, `kv-set KEY VALUE`, `kv-fill KEY BYTES`,
+//! `kv-get KEY`, `kv-del KEY`, `kv-keys`, `print LINES`, `http-get URL`.
+//! A refused capability comes back as the handler's error, with the host's
+//! reason.
 
 use std::time::Duration;
 
@@ -51,6 +52,19 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
         "kv-get" => keyvalue::get(a)
             .map(|v| v.map_or("<none>".into(), |v| String::from_utf8_lossy(&v).into_owned()))
             .map_err(|e| e.describe()),
+        "kv-fill" => {
+            let n: usize = b.parse().map_err(|_| "kv-fill KEY BYTES".to_string())?;
+            keyvalue::set(a, &vec![b'x'; n])
+                .map(|()| "ok".into())
+                .map_err(|e| e.describe())
+        }
+        "print" => {
+            let n: usize = a.parse().map_err(|_| "print LINES".to_string())?;
+            for i in 0..n {
+                println!("line {i} of {n}");
+            }
+            Ok("ok".into())
+        }
         "kv-del" => keyvalue::delete(a).map(|()| "ok".into()).map_err(|e| e.describe()),
         "kv-keys" => keyvalue::keys().map(|k| k.join(",")).map_err(|e| e.describe()),
         "http-get" => shoal_sdk::http::get(a)

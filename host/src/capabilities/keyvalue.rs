@@ -30,12 +30,10 @@ impl Bucket {
     async fn store(&self) -> Result<&kv::Store, Error> {
         self.store
             .get_or_try_init(|| async {
+                // The scheduler creates the bucket, with its size limits,
+                // when the app is applied; a host may only open it.
                 async_nats::jetstream::new(self.nats.clone())
-                    .create_or_update_key_value(kv::Config {
-                        bucket: self.name.clone(),
-                        history: 1,
-                        ..Default::default()
-                    })
+                    .get_key_value(self.name.clone())
                     .await
                     .map_err(|e| Error::Unavailable(format!("opening the app's bucket: {e}")))
             })
@@ -98,7 +96,19 @@ impl Host for KeyValue {
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
         let store = self.store(Some(&key)).await?;
-        store.put(key, value.into()).await.map_err(unavailable)?;
+        let size = value.len();
+        store.put(key, value.into()).await.map_err(|e| {
+            // JetStream refuses a put past the bucket's size limits; say so
+            // in the guest's terms.
+            let text = e.to_string();
+            if text.contains("maximum bytes") || text.contains("message size") || text.contains("resources") {
+                Error::Unavailable(format!(
+                    "the app's key-value bucket is full or the value ({size} bytes) is too large: delete keys you no longer need ({text})"
+                ))
+            } else {
+                unavailable(e)
+            }
+        })?;
         Ok(())
     }
 

@@ -1,5 +1,11 @@
 //! Messaging: publish to the subjects the spec allows, and call other
 //! components of the same app by name.
+//!
+//! Subjects are relative to the app's namespace: a guest's `orders.new`
+//! goes out as `ns.<namespace>.orders.new`, so Shoal's own subjects,
+//! JetStream's, inboxes and other namespaces cannot be named at all. The
+//! host's NATS credential allows only `ns.>` for such publishes, so even a
+//! bug here could not reach `shoal.>`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +50,12 @@ impl Messaging {
 
 impl Host for Messaging {
     async fn publish(&mut self, msg: Message) -> Result<(), Error> {
+        if let Err(why) = shoal_api::check_user_subject(&msg.subject, false) {
+            return Err(Error::NotAllowed(format!(
+                "component {} may not publish to {:?}: {why}",
+                self.component, msg.subject
+            )));
+        }
         if !self.grant.as_ref().is_some_and(|g| g.allows(&msg.subject)) {
             return Err(Error::NotAllowed(format!(
                 "component {} may not publish to {:?}: allow it with `messaging = {{ publish = [...] }}` in its app spec",
@@ -51,10 +63,13 @@ impl Host for Messaging {
             )));
         }
         let cluster = self.cluster()?;
+        // The namespace comes from the app, never from the guest: whatever
+        // the guest names lands inside its own namespace's space.
+        let subject = subjects::user_subject(&cluster.namespace, &msg.subject);
         cluster
             .nats
             .publish_with_headers(
-                msg.subject,
+                subject,
                 headers::from_pairs(&msg.headers),
                 msg.payload.into(),
             )
