@@ -90,12 +90,16 @@ fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result
 }
 
 /// Logs to stderr; `RUST_LOG` picks the level (default: warnings, and
-/// Shoal's own info lines).
+/// Shoal's own info lines and its guests' output).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shoal=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shoal=info,guest=info"));
+    // Colour only on a terminal, and never when NO_COLOR is set.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

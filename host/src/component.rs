@@ -19,7 +19,7 @@ use crate::cache::CacheStatus;
 use crate::capabilities::{Capabilities, Grants};
 use crate::error::{InvokeError, LoadError};
 use crate::limiter::MemoryLimiter;
-use crate::logs::{GuestOutput, LogSink, Stream};
+use crate::logs::{GuestOutput, LogBudget, LogSink, Stream};
 use crate::state::InvocationState;
 use crate::tunables::UNMETERED_FUEL;
 
@@ -66,6 +66,8 @@ pub struct LoadedComponent {
     /// Nanoseconds spent in invocations, summed: its derivative is the
     /// average number of invocations in flight (Little's law).
     busy_ns: AtomicU64,
+    /// The rate its guest may log at; lines past it are dropped and counted.
+    log_budget: LogBudget,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -163,6 +165,7 @@ impl LoadedComponent {
             trap_streak: AtomicU32::new(0),
             last_trap: std::sync::Mutex::new(None),
             busy_ns: AtomicU64::new(0),
+            log_budget: LogBudget::default(),
         })
     }
 
@@ -242,23 +245,30 @@ impl LoadedComponent {
             .map_err(|_| InvokeError::Instantiate("the component is shutting down".into()))
     }
 
+    /// Guest log lines dropped so far for going past the log budget.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log_budget.dropped()
+    }
+
     /// A fresh store for one invocation, with its limits armed.
     pub(crate) fn new_store(&self) -> Result<(Store<InvocationState>, Instant), InvokeError> {
         let invocation = self.invocations.fetch_add(1, Ordering::Relaxed);
         let mut wasi = WasiCtx::builder();
         wasi.envs(&self.grants.env)
             .args(&[self.name.as_ref()])
-            .stdout(GuestOutput::new(
+            .stdout(GuestOutput::with_budget(
                 self.sink.clone(),
                 self.name.clone(),
                 invocation,
                 Stream::Stdout,
+                self.log_budget.clone(),
             ))
-            .stderr(GuestOutput::new(
+            .stderr(GuestOutput::with_budget(
                 self.sink.clone(),
                 self.name.clone(),
                 invocation,
                 Stream::Stderr,
+                self.log_budget.clone(),
             ));
         crate::capabilities::volumes::preopen(&mut wasi, &self.grants.volumes)
             .map_err(|e| InvokeError::Instantiate(format!("cannot mount a volume: {e:#}")))?;

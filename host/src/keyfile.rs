@@ -71,22 +71,28 @@ pub fn read_or_create(
                 path: path.to_path_buf(),
                 why,
             })?;
-            let mut file = match std::fs::OpenOptions::new()
+            // Written aside and linked into place, so a process starting at
+            // the same moment reads either no key or the whole key.
+            let aside = path.with_extension(format!("new.{}", std::process::id()));
+            let _ = std::fs::remove_file(&aside);
+            let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-            {
-                Ok(file) => file,
-                // Another process made it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return std::fs::read_to_string(path).map_err(io);
-                }
-                Err(e) => return Err(io(e)),
-            };
+                .open(&aside)
+                .map_err(io)?;
             file.write_all(text.as_bytes()).map_err(io)?;
             file.sync_all().map_err(io)?;
-            Ok(text)
+            let linked = std::fs::hard_link(&aside, path);
+            let _ = std::fs::remove_file(&aside);
+            match linked {
+                Ok(()) => Ok(text),
+                // Another process made it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::read_to_string(path).map_err(io)
+                }
+                Err(e) => Err(io(e)),
+            }
         }
         Err(e) => Err(io(e)),
     }

@@ -15,9 +15,16 @@ const SECRET: &str = "hunter2-e2e-s3cret";
 fn spec(cluster: &Cluster, file: &str, body: &str) -> String {
     let toolbox = wasm_path("toolbox").unwrap().display().to_string();
     let hello = wasm_path("hello-http").unwrap().display().to_string();
-    let text = body
+    let mut text = body
         .replace("SOURCE(toolbox)", &toolbox)
         .replace("SOURCE(hello-http)", &hello);
+    // Outbound HTTP to a private address needs that address and port
+    // listed: here, the host's own ingress.
+    if text.contains("INGRESS_PORT") {
+        let ingress = cluster.hosts().unwrap()[0].http.clone().unwrap();
+        let port = ingress.rsplit(':').next().unwrap().to_string();
+        text = text.replace("INGRESS_PORT", &port);
+    }
     let path = cluster.dir().join(file);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
@@ -36,7 +43,7 @@ secrets = ["db-password", "unset-secret"]
 volumes = [{ name = "data", path = "/data" }, { name = "shared", path = "/ro", read_only = true }]
 messaging = { publish = ["tools.>"] }
 keyvalue = true
-allowed_hosts = ["127.0.0.1"]
+allowed_hosts = ["127.0.0.1:INGRESS_PORT"]
 
 [components.bare]
 source = "SOURCE(toolbox)"

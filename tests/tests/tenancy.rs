@@ -173,10 +173,7 @@ fn specs_naming_reserved_subjects_are_refused() {
             "name = \"bad\"\n[components.w]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\n{grant}\n"
         );
         let err = apply(&cluster, "bad.toml", &body).expect_err(subject);
-        assert!(
-            err.contains("is refused"),
-            "{subject}: {err}"
-        );
+        assert!(err.contains("is refused"), "{subject}: {err}");
     }
 }
 
@@ -430,4 +427,124 @@ fn routes_belong_to_the_namespace_that_serves_them() {
             .status,
         200
     );
+}
+
+#[test]
+fn every_bound_gives_a_clear_error_and_the_cluster_keeps_serving() {
+    let (cluster, ingress) = tenants();
+    let validate = |body: &str| -> String {
+        let path = cluster.spec("bounds.toml", body).unwrap();
+        let out = cluster.shoal(&["validate", &path]).unwrap();
+        assert_eq!(out.code, Some(1), "accepted: {body}");
+        out.stderr
+    };
+    let worker =
+        "name = \"big\"\n[components.w]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\n";
+    let err = validate(&format!(
+        "{worker}queue = \"jobs\"\nautoscale = {{ min = 4294967295, max = 4294967295 }}\n"
+    ));
+    assert!(
+        err.contains("autoscale.max") && err.contains("10000"),
+        "{err}"
+    );
+    let err = validate(&format!(
+        "{worker}limits = {{ timeout = \"18446744073709551615s\" }}\n"
+    ));
+    assert!(err.contains("too long"), "{err}");
+
+    // Memory × concurrency past every host: pending, with the figure.
+    apply(
+        &cluster,
+        "greedy.toml",
+        &format!("{worker}limits = {{ memory = \"4GiB\", concurrency = 10000 }}\n"),
+    )
+    .unwrap();
+    let describe = cluster
+        .wait_until("a pending reason", LIMIT, |c| {
+            let d = c.ok(&["describe", "app", "big"])?;
+            Ok(d.contains("free").then_some(d))
+        })
+        .unwrap();
+    assert!(describe.contains("no host has 40000GiB free"), "{describe}");
+
+    // A full key-value bucket refuses the write; what it holds stays.
+    assert_eq!(
+        run(&cluster, "other", "evil/toolbox", "kv-set first kept").unwrap(),
+        "ok"
+    );
+    let err = run(&cluster, "other", "evil/toolbox", "kv-fill huge 2000000").unwrap_err();
+    assert!(err.contains("too large"), "{err}");
+    let mut full = None;
+    for i in 0..100 {
+        if let Err(e) = run(
+            &cluster,
+            "other",
+            "evil/toolbox",
+            &format!("kv-fill k{i} 1000000"),
+        ) {
+            full = Some((i, e));
+            break;
+        }
+    }
+    let (written, err) = full.expect("the bucket never filled up");
+    assert!(written >= 50, "full after {written} values: {err}");
+    assert!(err.contains("full"), "{err}");
+    assert_eq!(
+        run(&cluster, "other", "evil/toolbox", "kv-get first").unwrap(),
+        "kept"
+    );
+
+    // A guest flooding its output is never blocked; what passes the
+    // budget is dropped and counted.
+    assert_eq!(
+        run(&cluster, "other", "evil/toolbox", "print 20000").unwrap(),
+        "ok"
+    );
+    // The next line that passes, once the budget refills, says how many
+    // were dropped.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        run(&cluster, "other", "evil/toolbox", "print 1").unwrap(),
+        "ok"
+    );
+    let mut cluster = cluster;
+    let output = cluster.all_output();
+    let printed = output.matches("of 20000").count();
+    assert!(printed < 20000, "every line was kept: {printed}");
+    assert!(
+        output.contains("over the log budget"),
+        "no drop marker: {}",
+        &output[output.len().saturating_sub(3000)..]
+    );
+
+    // Outbound HTTP to loopback: refused by name and after resolution.
+    let port = ingress.port();
+    let outbound = format!(
+        "name = \"caller\"\nnamespace = \"other\"\n[components.toolbox]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\nlimits = {{ memory = \"16MiB\", concurrency = 4 }}\nallowed_hosts = [\"localhost:{port}\", \"127.0.0.1\"]\n"
+    );
+    apply(&cluster, "caller.toml", &outbound).unwrap();
+    let by_address = cluster
+        .wait_until("the caller runs", LIMIT, |c| {
+            Ok(run(
+                c,
+                "other",
+                "caller/toolbox",
+                &format!("http-get http://127.0.0.1:{port}/"),
+            )
+            .err())
+        })
+        .unwrap();
+    assert!(by_address.contains("HttpRequestDenied"), "{by_address}");
+    let by_name = run(
+        &cluster,
+        "other",
+        "caller/toolbox",
+        &format!("http-get http://localhost:{port}/"),
+    )
+    .unwrap_err();
+    assert!(by_name.contains("DestinationIpProhibited"), "{by_name}");
+
+    // And the cluster kept serving throughout.
+    let hello = http_request(ingress, "GET", "/", LIMIT).unwrap();
+    assert_eq!(hello.status, 200, "{}", hello.body);
 }
