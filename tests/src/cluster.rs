@@ -40,6 +40,8 @@ pub struct Nats {
     port: u16,
     store: PathBuf,
     auth: PathBuf,
+    /// With TLS: the CA certificate clients must trust.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Nats {
@@ -60,9 +62,48 @@ impl Nats {
             port: free_port()?,
             store: store.to_path_buf(),
             auth,
+            tls_ca: None,
         };
         nats.restart()?;
         Ok(nats)
+    }
+
+    /// Like [`Nats::start`], but the server speaks TLS only, with a
+    /// certificate for 127.0.0.1 from a CA made for the test.
+    pub fn start_tls(store: &Path) -> anyhow::Result<Self> {
+        let mut nats = Nats::start(store)?;
+        nats.kill();
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key)?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?
+            .signed_by(&key, &ca, &ca_key)?;
+        let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
+            let path = nats.auth.join(name);
+            std::fs::write(&path, text)?;
+            Ok(path)
+        };
+        nats.tls_ca = Some(write("ca.pem", ca.pem())?);
+        write("server.pem", cert.pem())?;
+        write("server-key.pem", key.serialize_pem())?;
+        nats.restart()?;
+        Ok(nats)
+    }
+
+    /// What every process of the cluster needs to reach this server
+    /// besides its credential: the CA to trust, with TLS.
+    pub fn client_args(&self) -> Vec<String> {
+        match &self.tls_ca {
+            Some(ca) => vec!["--nats-tls-ca".into(), ca.display().to_string()],
+            None => Vec::new(),
+        }
+    }
+
+    /// The CA certificate clients trust, when the server speaks TLS.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls_ca.as_deref()
     }
 
     /// The client URL.
@@ -96,13 +137,13 @@ impl Nats {
     /// A NATS client with the credential of `who` (see [`Nats::creds`]),
     /// its replies under `inbox`.
     pub async fn client_as(&self, who: &str, inbox: &str) -> anyhow::Result<async_nats::Client> {
-        Ok(
-            async_nats::ConnectOptions::with_credentials_file(self.creds(who)?)
-                .await?
-                .custom_inbox_prefix(inbox)
-                .connect(self.url())
-                .await?,
-        )
+        let mut options = async_nats::ConnectOptions::with_credentials_file(self.creds(who)?)
+            .await?
+            .custom_inbox_prefix(inbox);
+        if let Some(ca) = &self.tls_ca {
+            options = options.require_tls(true).add_root_certificates(ca.clone());
+        }
+        Ok(options.connect(self.url()).await?)
     }
 
     /// Kills the server (as a crash would).
@@ -119,10 +160,19 @@ impl Nats {
         let auth = std::fs::read_to_string(self.auth.join("nats-auth.conf"))
             .context("reading nats-auth.conf")?;
         let config = self.auth.join("server.conf");
+        let tls = match &self.tls_ca {
+            Some(ca) => format!(
+                "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?} }}\n",
+                self.auth.join("server.pem").display().to_string(),
+                self.auth.join("server-key.pem").display().to_string(),
+                ca.display().to_string()
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: {:?} }}\n{auth}",
+                "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: {:?} }}\n{tls}{auth}",
                 self.port,
                 self.store.display().to_string()
             ),
@@ -171,6 +221,17 @@ impl Cluster {
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let nats = Nats::start(&dir.path().join("nats"))?;
+        Cluster::on(nats, dir)
+    }
+
+    /// The same, with NATS speaking TLS only.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let nats = Nats::start_tls(&dir.path().join("nats"))?;
+        Cluster::on(nats, dir)
+    }
+
+    fn on(nats: Nats, dir: tempfile::TempDir) -> anyhow::Result<Self> {
         let mut cluster = Cluster {
             nats,
             scheduler: None,
@@ -194,7 +255,7 @@ impl Cluster {
         let api = format!("127.0.0.1:{}", self.api_port);
         let nats = self.nats.url();
         let creds = self.nats.creds("scheduler")?.display().to_string();
-        let mut s = Running::start(&[
+        let mut args = vec![
             "scheduler",
             "--nats",
             &nats,
@@ -204,7 +265,10 @@ impl Cluster {
             &api,
             "--data-dir",
             &data,
-        ])?;
+        ];
+        let tls = self.nats.client_args();
+        args.extend(tls.iter().map(String::as_str));
+        let mut s = Running::start(&args)?;
         s.wait_for_line("scheduler API on", START_LIMIT)?;
         self.scheduler = Some(s);
         Ok(())
@@ -229,7 +293,7 @@ impl Cluster {
             .creds(&format!("host {name}"))?
             .display()
             .to_string();
-        let mut h = Running::start(&[
+        let mut args = vec![
             "host",
             "--nats",
             &nats,
@@ -245,7 +309,10 @@ impl Cluster {
             &data,
             "--memory",
             "64GiB",
-        ])?;
+        ];
+        let tls = self.nats.client_args();
+        args.extend(tls.iter().map(String::as_str));
+        let mut h = Running::start(&args)?;
         let line = h.wait_for_line("host ingress on http://", START_LIMIT)?;
         let addr = line
             .rsplit("http://")

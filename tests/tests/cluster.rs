@@ -475,8 +475,17 @@ fn a_scheduler_with_a_token_refuses_requests_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let nats = shoal_tests::cluster::Nats::start(&dir.path().join("nats")).unwrap();
     let api = format!("127.0.0.1:{}", free_port().unwrap());
+    let creds = nats.creds("scheduler").unwrap().display().to_string();
     let mut scheduler = Running::start_with_env(
-        &["scheduler", "--nats", &nats.url(), "--api", &api],
+        &[
+            "scheduler",
+            "--nats",
+            &nats.url(),
+            "--nats-creds",
+            &creds,
+            "--api",
+            &api,
+        ],
         &[("SHOAL_TOKEN", "s3cret")],
     )
     .unwrap();

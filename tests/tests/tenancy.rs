@@ -548,3 +548,29 @@ fn every_bound_gives_a_clear_error_and_the_cluster_keeps_serving() {
     let hello = http_request(ingress, "GET", "/", LIMIT).unwrap();
     assert_eq!(hello.status, 200, "{}", hello.body);
 }
+
+#[test]
+fn a_cluster_runs_over_nats_with_tls() {
+    let mut cluster = Cluster::start_tls().unwrap();
+    let ingress = cluster.start_host("h1", "").unwrap();
+    apply(&cluster, "hello.toml", HELLO).unwrap();
+    let hello = cluster
+        .wait_until("hello serves over a TLS control plane", LIMIT, |_| {
+            let r = http_request(ingress, "GET", "/", Duration::from_secs(2))?;
+            Ok((r.status == 200).then_some(r))
+        })
+        .unwrap();
+    assert!(hello.body.contains("Hello from Shoal"), "{}", hello.body);
+
+    // A client that does not speak TLS, even with a credential, is refused.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plain = rt.block_on(async {
+        async_nats::ConnectOptions::with_credentials_file(cluster.nats.creds("admin")?)
+            .await?
+            .connect(cluster.nats.url())
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    assert!(plain.is_err(), "a plain-text client was let in");
+    assert!(cluster.nats.tls_ca().is_some());
+}
