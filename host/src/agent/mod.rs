@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use shoal_api::SealingKey;
@@ -243,10 +242,7 @@ impl HostAgent {
             replicas: Mutex::new(HashMap::new()),
             routes,
             http: http.map(|a| a.to_string()),
-            started_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            started_at_ms: shoal_api::wire::now_ms(),
             beat: Notify::new(),
             draining: AtomicBool::new(false),
             registry,
