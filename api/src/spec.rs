@@ -473,6 +473,34 @@ impl<'de> Deserialize<'de> for KeyValueGrant {
 }
 
 impl ComponentSpec {
+    /// A component of `kind` at `source` with every other setting at its
+    /// default: no capability granted, one replica.
+    pub fn new(source: impl Into<String>, kind: ComponentKind) -> Self {
+        ComponentSpec {
+            source: source.into(),
+            kind,
+            route: None,
+            host: None,
+            replicas: one(),
+            pod: None,
+            limits: Limits::default(),
+            env: BTreeMap::new(),
+            config: BTreeMap::new(),
+            secrets: Vec::new(),
+            volumes: Vec::new(),
+            placement: Placement::default(),
+            health: None,
+            restart: None,
+            rollout: None,
+            queue: None,
+            max_deliver: ComponentSpec::default_max_deliver(),
+            autoscale: None,
+            messaging: None,
+            keyvalue: None,
+            allowed_hosts: Vec::new(),
+        }
+    }
+
     fn default_max_deliver() -> u32 {
         5
     }

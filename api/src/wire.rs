@@ -7,6 +7,15 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{ComponentSpec, Digest, Name, SealedSecret, VolumeSpec};
 
+/// Milliseconds since the Unix epoch: the clock of every timestamp on the
+/// wire (`started_at_ms`, events' `at_ms`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// How often hosts publish a [`Heartbeat`].
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 

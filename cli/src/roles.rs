@@ -12,6 +12,7 @@ use shoal_api::resources::AppSummary;
 use shoal_api::wire::{Capacity, HostId};
 use shoal_api::{AppSpec, ByteSize, ComponentKind};
 use shoal_host::agent::{HostAgent, HostConfig};
+use shoal_host::layout::DataLayout;
 use shoal_host::{Runtime, RuntimeOptions};
 use shoal_scheduler::secrets::SecretBox;
 use shoal_scheduler::{Scheduler, SchedulerOptions};
@@ -282,9 +283,10 @@ async fn start_host(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<HostAgent> {
     let id = host_id(settings.name)?;
-    let sealing_key = shoal_host::keyfile::sealing_key(&data_dir.join("keys/sealing.xkey"))?;
+    let layout = DataLayout::new(data_dir.clone());
+    let sealing_key = shoal_host::keyfile::sealing_key(&layout.sealing_key())?;
     let nats = connect(url, &Identity::Host(id.clone()), creds, login).await?;
-    let runtime = Runtime::new(RuntimeOptions::new(data_dir.join("cache")))?;
+    let runtime = Runtime::new(RuntimeOptions::new(layout.cache()))?;
     let config = HostConfig {
         id,
         labels: settings.labels,

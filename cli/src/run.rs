@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use shoal_api::{ByteSize, ComponentKind, DurationSpec, Fuel, Limits};
-use shoal_host::capabilities::Grants;
+use shoal_api::{ByteSize, ComponentKind, ComponentSpec, DurationSpec, Fuel, Limits};
+use shoal_host::capabilities::{GrantContext, Registry};
 use shoal_host::http::{SingleRoute, serve};
 use shoal_host::{ComponentSettings, LogLine, LogSink, Message, Runtime, RuntimeOptions};
 
@@ -107,14 +107,30 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     if limits.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    // What `--env` and `--config` grant, through the same capabilities a
+    // host uses (outside a cluster, nothing else can be granted).
+    let mut spec = ComponentSpec::new(
+        args.component.display().to_string(),
+        args.kind.unwrap_or(ComponentKind::Worker),
+    );
+    spec.env = args.env.into_iter().collect();
+    spec.config = args.config.into_iter().collect::<BTreeMap<_, _>>();
+    let name = args
+        .component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "component".into());
+    let grants = Registry::new(None).grant(&GrantContext {
+        component: &name,
+        spec: &spec,
+        replica: None,
+        volumes: &BTreeMap::new(),
+        secrets: &BTreeMap::new(),
+    })?;
     let settings = ComponentSettings {
         kind: args.kind,
         limits,
-        grants: Grants {
-            config: Arc::new(args.config.into_iter().collect::<BTreeMap<_, _>>()),
-            env: Arc::new(args.env),
-            ..Grants::default()
-        },
+        grants,
     };
     let data_dir = crate::data_dir::resolve(args.data_dir);
     let runtime =

@@ -1,6 +1,7 @@
 //! The user verbs: apply, get, describe, delete, scale, invoke, rollout,
 //! secret.
 
+use shoal_api::wire::now_ms;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -427,14 +428,6 @@ fn print_rollout(status: &RolloutStatus) {
             p.message
         );
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Prints what an apply did or would do.

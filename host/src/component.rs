@@ -254,8 +254,7 @@ impl LoadedComponent {
     pub(crate) fn new_store(&self) -> Result<(Store<InvocationState>, Instant), InvokeError> {
         let invocation = self.invocations.fetch_add(1, Ordering::Relaxed);
         let mut wasi = WasiCtx::builder();
-        wasi.envs(&self.grants.env)
-            .args(&[self.name.as_ref()])
+        wasi.args(&[self.name.as_ref()])
             .stdout(GuestOutput::with_budget(
                 self.sink.clone(),
                 self.name.clone(),
@@ -270,8 +269,9 @@ impl LoadedComponent {
                 Stream::Stderr,
                 self.log_budget.clone(),
             ));
-        crate::capabilities::volumes::preopen(&mut wasi, &self.grants.volumes)
-            .map_err(|e| InvokeError::Instantiate(format!("cannot mount a volume: {e:#}")))?;
+        self.grants.prepare_wasi(&mut wasi).map_err(|e| {
+            InvokeError::Instantiate(format!("cannot set up the guest's WASI context: {e:#}"))
+        })?;
         let state = InvocationState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

@@ -38,6 +38,7 @@ pub mod http;
 pub mod ingress;
 mod invoke;
 pub mod keyfile;
+pub mod layout;
 mod limiter;
 pub mod logs;
 mod queue;

@@ -12,16 +12,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_api::wire::{ReplicaId, ReplicaState, StartReplica};
+use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
 use shoal_api::{ComponentKind, HealthSpec, RestartPolicy, subjects};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::Agent;
 use crate::component::LoadedComponent;
 use crate::error::InvokeError;
 use crate::health::{Checks, Probe, Verdict};
+use crate::ingress::IngressRoutes;
 use crate::serving::{answer_invocation, serve_gated};
 use crate::tunables::{
     RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, RESTART_BACKOFF_RESET, STOP_GRACE,
@@ -32,9 +32,72 @@ use crate::tunables::{
 /// at different revisions, side by side for a moment.
 pub(crate) type CopyKey = (ReplicaId, u64);
 
+/// How a replica copy is doing, as its supervisor reports it and the
+/// host's heartbeats carry it.
+pub(crate) struct CopyStatus {
+    /// How it is doing.
+    pub state: ReplicaState,
+    /// Whether it takes work.
+    pub ready: bool,
+    /// Times it was restarted.
+    pub restarts: u32,
+    /// Why it last stopped or failed a check.
+    pub last_error: Option<String>,
+    /// Its components while it runs: their busy time is its load.
+    pub components: Vec<Arc<LoadedComponent>>,
+    /// Busy time and when, at the previous heartbeat.
+    pub busy_at_beat: (u64, Instant),
+}
+
+impl CopyStatus {
+    /// A copy about to start.
+    pub(crate) fn starting() -> Self {
+        CopyStatus {
+            state: ReplicaState::Starting,
+            ready: false,
+            restarts: 0,
+            last_error: None,
+            components: Vec::new(),
+            busy_at_beat: (0, Instant::now()),
+        }
+    }
+
+    /// Invocations in flight on average since the previous call, in
+    /// thousandths: busy time over wall time.
+    pub(crate) fn load_milli(&mut self, now: Instant) -> u32 {
+        let busy: u64 = self.components.iter().map(|c| c.busy_ns()).sum();
+        let (before, then) = std::mem::replace(&mut self.busy_at_beat, (busy, now));
+        let wall = now.duration_since(then).as_nanos();
+        if wall == 0 {
+            return 0;
+        }
+        let load = u128::from(busy.saturating_sub(before)) * 1000 / wall;
+        u32::try_from(load).unwrap_or(u32::MAX)
+    }
+}
+
+/// What a supervisor may do on its host, and nothing more: load its
+/// components, report how its copy is doing, serve it.
+pub(crate) trait ReplicaHost: Send + Sync + 'static {
+    /// The host's id.
+    fn id(&self) -> &HostId;
+    /// The NATS connection the replica serves on.
+    fn nats(&self) -> &async_nats::Client;
+    /// The ingress's routing table.
+    fn routes(&self) -> &IngressRoutes;
+    /// Changes how the copy `key` is doing, if it is still on the host.
+    fn update(&self, key: &CopyKey, change: impl FnOnce(&mut CopyStatus));
+    /// Fetches, grants and loads one component of a replica.
+    fn load(
+        &self,
+        start: &StartReplica,
+        component: &PodComponent,
+    ) -> impl Future<Output = Result<Arc<LoadedComponent>, String>> + Send;
+}
+
 /// Runs one replica copy until `stop` is set or its sender dropped.
-pub(crate) async fn supervise(
-    agent: Arc<Agent>,
+pub(crate) async fn supervise<H: ReplicaHost>(
+    agent: Arc<H>,
     start: StartReplica,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -65,9 +128,9 @@ pub(crate) async fn supervise(
         let began = Instant::now();
         let ended = tokio::select! {
             _ = stop.wait_for(|s| *s) => None,
-            why = run.watch(&agent, &key) => Some(why),
+            why = run.watch(agent.as_ref(), &key) => Some(why),
         };
-        run.shut_down(&agent, &key).await;
+        run.shut_down(agent.as_ref(), &key).await;
         let Some(ended) = ended else {
             return;
         };
@@ -189,7 +252,7 @@ impl Run {
     /// Loads every component of the pod, then starts serving them. The
     /// replica is ready at once unless a component is health-checked: then
     /// it waits for its first passing check.
-    async fn start(agent: &Arc<Agent>, start: &StartReplica) -> Result<Run, String> {
+    async fn start<H: ReplicaHost>(agent: &Arc<H>, start: &StartReplica) -> Result<Run, String> {
         let id = &start.id;
         let mut components = Vec::new();
         for c in &start.components {
@@ -205,7 +268,7 @@ impl Run {
         let mut job = None;
         let mut job_task = None;
         let replica: Arc<str> = id.to_string().into();
-        let host: Arc<str> = agent.config.id.to_string().into();
+        let host: Arc<str> = agent.id().to_string().into();
         let grace = components
             .iter()
             .map(|(_, c, _)| c.limits().timeout.get())
@@ -217,7 +280,7 @@ impl Run {
                 ComponentKind::Worker => {
                     if spec.spec.queue.is_some() {
                         tasks.push(tokio::spawn(crate::queue::consume(
-                            agent.nats.clone(),
+                            agent.nats().clone(),
                             id.clone(),
                             spec.name.clone(),
                             c.clone(),
@@ -227,9 +290,9 @@ impl Run {
                         )));
                     }
                     let subject = subjects::invoke(&id.namespace, &id.app, &spec.name);
-                    let (nats, c, replica) = (agent.nats.clone(), c.clone(), replica.clone());
+                    let (nats, c, replica) = (agent.nats().clone(), c.clone(), replica.clone());
                     tasks.push(tokio::spawn(serve_gated(
-                        agent.nats.clone(),
+                        agent.nats().clone(),
                         subject,
                         group,
                         open.clone(),
@@ -239,10 +302,14 @@ impl Run {
                 }
                 ComponentKind::Http => {
                     let subject = subjects::http(&id.namespace, &id.app, &spec.name);
-                    let (nats, comp, replica, host) =
-                        (agent.nats.clone(), c.clone(), replica.clone(), host.clone());
+                    let (nats, comp, replica, host) = (
+                        agent.nats().clone(),
+                        c.clone(),
+                        replica.clone(),
+                        host.clone(),
+                    );
                     tasks.push(tokio::spawn(serve_gated(
-                        agent.nats.clone(),
+                        agent.nats().clone(),
                         subject,
                         group,
                         open.clone(),
@@ -257,7 +324,7 @@ impl Run {
                             )
                         },
                     )));
-                    agent.routes.add(
+                    agent.routes().add(
                         spec.spec.route.as_deref().unwrap_or("/"),
                         spec.spec.host.as_deref(),
                         id,
@@ -305,7 +372,7 @@ impl Run {
     /// check failed `failure_threshold` times in a row, or
     /// [`TRAPS_BEFORE_RESTART`] invocations in a row trapped. Readiness
     /// changes open and close the gate on the way.
-    async fn watch(&mut self, agent: &Agent, key: &CopyKey) -> Ended {
+    async fn watch<H: ReplicaHost>(&mut self, agent: &H, key: &CopyKey) -> Ended {
         let mut checks: Vec<Option<(Checks, Instant)>> = self
             .components
             .iter()
@@ -353,7 +420,7 @@ impl Run {
             });
             if flipped {
                 tracing::info!(replica = %key.0, ready, "readiness changed");
-                agent.routes.set_ready(&key.0, key.1, ready);
+                agent.routes().set_ready(&key.0, key.1, ready);
                 let why = checks
                     .iter()
                     .filter_map(|s| s.as_ref().and_then(|(c, _)| c.last_error()))
@@ -388,8 +455,8 @@ impl Run {
     /// Stops serving: out of load balancing and off its queues at once,
     /// then waits (up to the longest component timeout, plus a margin) for
     /// the work in flight before the tasks go.
-    async fn shut_down(mut self, agent: &Agent, key: &CopyKey) {
-        agent.routes.remove(&key.0, key.1);
+    async fn shut_down<H: ReplicaHost>(mut self, agent: &H, key: &CopyKey) {
+        agent.routes().remove(&key.0, key.1);
         if let Some(job) = &self.job_task {
             job.abort();
         }

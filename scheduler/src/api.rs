@@ -22,7 +22,9 @@ use shoal_api::{AppSpec, ComponentKind, Digest, MAX_REPLICAS, Name, subjects};
 
 use crate::reconcile::replica_id;
 use crate::state::{App, State as SchedulerState, StoredApp, event, millis};
-use crate::tunables::{INVOKE_TIMEOUT, MAX_COMPONENT_BYTES, QUEUE_ACK_MARGIN};
+use crate::tunables::{
+    INVOKE_START_POLL, INVOKE_START_WAIT, INVOKE_TIMEOUT, MAX_COMPONENT_BYTES, QUEUE_ACK_MARGIN,
+};
 use crate::{SchedulerError, Shared, artifact};
 
 type Shared_ = Arc<Shared>;
@@ -753,11 +755,27 @@ async fn invoke(
         }
         subjects::invoke(&spec.namespace, &spec.name, cname)
     };
-    let request = async_nats::Request::new()
-        .headers(subjects::headers::from_pairs(&req.headers))
-        .payload(req.data.into_bytes().into())
-        .timeout(Some(INVOKE_TIMEOUT));
-    let reply = shared.nats.send_request(subject, request).await.map_err(|e| {
+    let payload: bytes::Bytes = req.data.into_bytes().into();
+    // A replica that is still starting (the app was applied a moment ago)
+    // is waited for briefly, like `kubectl run` then `exec`, instead of
+    // failing at once.
+    let started = tokio::time::Instant::now();
+    let replied = loop {
+        let request = async_nats::Request::new()
+            .headers(subjects::headers::from_pairs(&req.headers))
+            .payload(payload.clone())
+            .timeout(Some(INVOKE_TIMEOUT));
+        match shared.nats.send_request(subject.clone(), request).await {
+            Err(e)
+                if e.kind() == async_nats::RequestErrorKind::NoResponders
+                    && started.elapsed() < INVOKE_START_WAIT =>
+            {
+                tokio::time::sleep(INVOKE_START_POLL).await;
+            }
+            other => break other,
+        }
+    };
+    let reply = replied.map_err(|e| {
         let (status, message) = match e.kind() {
             async_nats::RequestErrorKind::NoResponders => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -3,7 +3,7 @@
 //! can be rebuilt after a restart: apps from KV, the rest from heartbeats.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shoal_api::resources::Event;
@@ -250,13 +250,7 @@ impl State {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use shoal_api::wire::now_ms;
 
 /// Milliseconds between two instants, saturating.
 pub fn millis(d: Duration) -> u64 {

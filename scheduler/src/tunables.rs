@@ -49,6 +49,13 @@ pub const AUTOSCALE_INTERVAL: Duration = Duration::from_millis(250);
 /// the autoscaler scales down: a dip in the backlog is not a trend.
 pub const SCALE_DOWN_WINDOW: Duration = Duration::from_secs(10);
 
+/// How long an invocation waits for a replica that is still starting
+/// before it answers "no replica is running".
+pub const INVOKE_START_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a waiting invocation looks for a replica again.
+pub const INVOKE_START_POLL: Duration = Duration::from_millis(50);
+
 /// The most an app's key-value bucket holds. A put past it fails in the
 /// guest with "the bucket is full"; nothing already stored is dropped.
 pub const KV_BUCKET_MAX_BYTES: i64 = 64 << 20;

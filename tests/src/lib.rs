@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use rustix::process::Signal;
 
 pub mod cluster;
 
@@ -231,22 +232,26 @@ impl Running {
 
     /// Freezes the process (SIGSTOP), as a hung machine would be.
     pub fn pause(&self) {
-        let _ = Command::new("kill")
-            .args(["-STOP", &self.child.id().to_string()])
-            .status();
+        self.signal(Signal::STOP);
     }
 
     /// Lets a frozen process go on (SIGCONT).
     pub fn resume(&self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
+        self.signal(Signal::CONT);
     }
 
-    /// Sends SIGTERM-like termination and waits up to `limit` for the exit code.
+    fn signal(&self, signal: Signal) {
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit code.
     pub fn stop(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.signal(Signal::TERM);
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {

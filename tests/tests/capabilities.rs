@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_tests::cluster::Cluster;
-use shoal_tests::wasm_path;
 
 const SECRET: &str = "hunter2-e2e-s3cret";
 
+/// Writes an app spec (see [`Cluster::spec`]); `INGRESS_PORT` becomes the
+/// port of the first host's ingress.
 fn spec(cluster: &Cluster, file: &str, body: &str) -> String {
-    let toolbox = wasm_path("toolbox").unwrap().display().to_string();
-    let hello = wasm_path("hello-http").unwrap().display().to_string();
-    let mut text = body
-        .replace("SOURCE(toolbox)", &toolbox)
-        .replace("SOURCE(hello-http)", &hello);
+    let mut text = body.to_string();
     // Outbound HTTP to a private address needs that address and port
     // listed: here, the host's own ingress.
     if text.contains("INGRESS_PORT") {
@@ -25,9 +22,7 @@ fn spec(cluster: &Cluster, file: &str, body: &str) -> String {
         let port = ingress.rsplit(':').next().unwrap().to_string();
         text = text.replace("INGRESS_PORT", &port);
     }
-    let path = cluster.dir().join(file);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    cluster.spec(file, &text).unwrap()
 }
 
 /// `toolbox` with every grant, and its sibling `bare` with none.

@@ -5,31 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_api::resources::{PodInfo, PodState};
 use shoal_api::wire::ReplicaState;
 use shoal_tests::cluster::{Cluster, free_port};
-use shoal_tests::{Running, http_request, wasm_path};
+use shoal_tests::{Running, http_request};
 
-/// Writes an app spec into the test's directory; `SOURCE(example)` in the
-/// body becomes the compiled example's absolute path.
+/// Writes an app spec into the test's directory (see [`Cluster::spec`]).
 fn spec(cluster: &Cluster, file: &str, body: &str) -> String {
-    let mut text = body.to_string();
-    for example in [
-        "echo-worker",
-        "hello-http",
-        "counter",
-        "fuel-burner",
-        "memory-hog",
-    ] {
-        let path = wasm_path(example).unwrap().display().to_string();
-        text = text.replace(&format!("SOURCE({example})"), &path);
-    }
-    let path: PathBuf = cluster.dir().join(file);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    cluster.spec(file, body).unwrap()
 }
 
 fn running(pods: &[PodInfo]) -> Vec<&PodInfo> {

@@ -2,13 +2,20 @@
 //! is derived from the app's own namespace and name, so one app cannot
 //! name another's.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 
+use shoal_api::subjects;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, GrantContext, HostContext};
+use crate::bindings;
 use crate::bindings::keyvalue::{Error, Host};
+use crate::state::InvocationState;
 
 /// An app's bucket, opened on first use and shared by its invocations.
 pub struct Bucket {
@@ -126,6 +133,49 @@ impl Host for KeyValue {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+/// The key-value capability: each app's bucket, opened once per host.
+pub struct KeyValueCapability {
+    nats: Option<async_nats::Client>,
+    buckets: Mutex<HashMap<String, Arc<Bucket>>>,
+}
+
+impl Capability for KeyValueCapability {
+    const NAME: &'static str = "keyvalue";
+    type Grant = Option<Arc<Bucket>>;
+    type Provider = KeyValue;
+
+    fn new(host: Option<&HostContext>) -> Self {
+        KeyValueCapability {
+            nats: host.map(|h| h.nats.clone()),
+            buckets: Mutex::default(),
+        }
+    }
+
+    fn grant(&self, ctx: &GrantContext<'_>) -> Result<Self::Grant, String> {
+        let (Some(_), Some(nats), Some(replica)) = (&ctx.spec.keyvalue, &self.nats, ctx.replica)
+        else {
+            return Ok(None);
+        };
+        let name = subjects::app_bucket(&replica.namespace, &replica.app);
+        let bucket = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Bucket::new(nats.clone(), name)))
+            .clone();
+        Ok(Some(bucket))
+    }
+
+    fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+        bindings::keyvalue::add_to_linker::<_, HasSelf<KeyValue>>(linker, |s| &mut s.caps.keyvalue)
+    }
+
+    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
+        KeyValue::new(component.clone(), grant.clone())
     }
 }
 

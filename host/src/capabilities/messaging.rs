@@ -13,9 +13,13 @@ use std::time::Duration;
 use shoal_api::subjects::{self, headers};
 use shoal_api::{MessagingGrant, Name};
 
-use super::ClusterLink;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, GrantContext, HostContext};
+use crate::bindings;
 use crate::bindings::messaging::{Error, Host};
 use crate::bindings::types::Message;
+use crate::state::InvocationState;
 
 /// The messaging provider of one invocation.
 pub struct Messaging {
@@ -115,5 +119,71 @@ impl Host for Messaging {
             headers: reply_headers,
             payload: reply.payload.to_vec(),
         })
+    }
+}
+
+/// The cluster a component runs in: how it reaches other components.
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// The NATS connection.
+    pub nats: async_nats::Client,
+    /// The app's namespace.
+    pub namespace: Name,
+    /// The app.
+    pub app: Name,
+}
+
+/// What one component may do with messaging.
+#[derive(Clone, Default)]
+pub struct MessagingGranted {
+    /// Subjects it may publish to, relative to its namespace.
+    pub publish: Option<MessagingGrant>,
+    /// Its app in the cluster; `None` under `shoal run`.
+    pub cluster: Option<ClusterLink>,
+}
+
+/// The messaging capability.
+pub struct MessagingCapability {
+    nats: Option<async_nats::Client>,
+}
+
+impl Capability for MessagingCapability {
+    const NAME: &'static str = "messaging";
+    type Grant = MessagingGranted;
+    type Provider = Messaging;
+
+    fn new(host: Option<&HostContext>) -> Self {
+        MessagingCapability {
+            nats: host.map(|h| h.nats.clone()),
+        }
+    }
+
+    fn grant(&self, ctx: &GrantContext<'_>) -> Result<Self::Grant, String> {
+        let cluster = match (&self.nats, ctx.replica) {
+            (Some(nats), Some(replica)) => Some(ClusterLink {
+                nats: nats.clone(),
+                namespace: replica.namespace.clone(),
+                app: replica.app.clone(),
+            }),
+            _ => None,
+        };
+        Ok(MessagingGranted {
+            publish: ctx.spec.messaging.clone(),
+            cluster,
+        })
+    }
+
+    fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+        bindings::messaging::add_to_linker::<_, HasSelf<Messaging>>(linker, |s| {
+            &mut s.caps.messaging
+        })
+    }
+
+    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
+        Messaging::new(
+            component.clone(),
+            grant.publish.clone(),
+            grant.cluster.clone(),
+        )
     }
 }

@@ -558,6 +558,28 @@ impl Body for TimedBody {
     }
 }
 
+/// The outbound HTTP capability. Its imports are wasi-http's own, linked
+/// by the runtime; the requests come through [`OutboundHttp`]'s hooks.
+pub struct OutboundHttpCapability;
+
+impl super::Capability for OutboundHttpCapability {
+    const NAME: &'static str = "outbound HTTP";
+    type Grant = Arc<Vec<String>>;
+    type Provider = OutboundHttp;
+
+    fn new(_host: Option<&super::HostContext>) -> Self {
+        OutboundHttpCapability
+    }
+
+    fn grant(&self, ctx: &super::GrantContext<'_>) -> Result<Self::Grant, String> {
+        Ok(Arc::new(ctx.spec.allowed_hosts.clone()))
+    }
+
+    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
+        OutboundHttp::new(component.clone(), grant.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use shoal_api::{Name, SecretValue};
+use shoal_api::{Name, SealingKey, SecretValue};
+use wasmtime::component::{HasSelf, Linker};
 
+use super::{Capability, GrantContext, HostContext};
+use crate::bindings;
 use crate::bindings::secrets::{Error, Host};
+use crate::state::InvocationState;
 
 /// The secrets granted to one component: the names its spec lists, and
 /// the values of those that have been set.
@@ -45,5 +49,50 @@ impl Host for Secrets {
                 "secret {name:?} has not been set: set it with `shoal secret set {name}`"
             ))),
         }
+    }
+}
+
+/// The secrets capability: opens the values sent for a component with the
+/// host's sealing key.
+pub struct SecretsCapability {
+    key: Option<Arc<SealingKey>>,
+}
+
+impl Capability for SecretsCapability {
+    const NAME: &'static str = "secrets";
+    type Grant = Arc<SecretGrant>;
+    type Provider = Secrets;
+
+    fn new(host: Option<&HostContext>) -> Self {
+        SecretsCapability {
+            key: host.map(|h| h.sealing_key.clone()),
+        }
+    }
+
+    fn grant(&self, ctx: &GrantContext<'_>) -> Result<Self::Grant, String> {
+        let mut values = BTreeMap::new();
+        if !ctx.secrets.is_empty() {
+            let (Some(key), Some(replica)) = (&self.key, ctx.replica) else {
+                return Err("secrets were sent to a host without a sealing key".into());
+            };
+            for (name, sealed) in ctx.secrets {
+                let value = sealed
+                    .open(&replica.namespace, name, key)
+                    .map_err(|e| e.to_string())?;
+                values.insert(name.clone(), value);
+            }
+        }
+        Ok(Arc::new(SecretGrant {
+            listed: ctx.spec.secrets.clone(),
+            values,
+        }))
+    }
+
+    fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+        bindings::secrets::add_to_linker::<_, HasSelf<Secrets>>(linker, |s| &mut s.caps.secrets)
+    }
+
+    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
+        Secrets::new(component.clone(), grant.clone())
     }
 }

@@ -11,6 +11,7 @@
 //! all of them (the host cannot tell which mount a file descriptor came
 //! from), so it may be refused a little early, never let past a limit.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,11 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, Host, HostDescri
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use shoal_api::VolumeScope;
+use shoal_api::wire::ReplicaId;
+
+use super::{Capability, ForgetContext, GrantContext, HostContext};
+use crate::layout::DataLayout;
 use crate::state::InvocationState;
 
 /// The interface whose write functions are metered.
@@ -157,7 +163,7 @@ fn metered(
     made: Result<Resource<DynOutputStream>, wasmtime_wasi::p2::FsError>,
 ) -> StreamReturn {
     let state = store.data_mut();
-    let quotas = state.caps.quotas.clone();
+    let quotas = state.caps.volumes.clone();
     let mut view = state.filesystem();
     match made {
         Ok(stream) if quotas.is_empty() => Ok((Ok(stream),)),
@@ -172,7 +178,7 @@ fn metered(
 
 /// Replaces the filesystem's write functions with metered ones. Call after
 /// `wasmtime_wasi::p2::add_to_linker_async`.
-pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+fn add_metered_writes(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut types = linker.instance(FILESYSTEM_TYPES)?;
     types.func_wrap(
@@ -199,7 +205,7 @@ pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<(
          (fd, buf, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
             Box::new(async move {
                 let state = store.data_mut();
-                if !reserve_all(&state.caps.quotas, buf.len() as u64) {
+                if !reserve_all(&state.caps.volumes, buf.len() as u64) {
                     return Ok((Err(ErrorCode::InsufficientSpace),));
                 }
                 let mut view = state.filesystem();
@@ -212,4 +218,115 @@ pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<(
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// The volumes capability: where each volume lives on this host, and the
+/// size limit of each writable volume directory, shared by its users.
+pub struct VolumesCapability {
+    layout: Option<DataLayout>,
+    quotas: Mutex<HashMap<PathBuf, Arc<VolumeQuota>>>,
+}
+
+impl Capability for VolumesCapability {
+    const NAME: &'static str = "volumes";
+    type Grant = Arc<Vec<Mount>>;
+    type Provider = Vec<Arc<VolumeQuota>>;
+
+    fn new(host: Option<&HostContext>) -> Self {
+        VolumesCapability {
+            layout: host.map(|h| h.layout.clone()),
+            quotas: Mutex::default(),
+        }
+    }
+
+    fn grant(&self, ctx: &GrantContext<'_>) -> Result<Self::Grant, String> {
+        if ctx.spec.volumes.is_empty() {
+            return Ok(Arc::default());
+        }
+        let (Some(layout), Some(id)) = (&self.layout, ctx.replica) else {
+            return Err("volumes need a host's data dir: run the component in a cluster".into());
+        };
+        let mut mounts = Vec::new();
+        for mount in &ctx.spec.volumes {
+            let declared = ctx.volumes.get(&mount.name);
+            let host = match declared.map(|v| v.scope).unwrap_or_default() {
+                VolumeScope::App => layout.app_volume(&id.namespace, &id.app, &mount.name),
+                VolumeScope::Pod => layout.pod_dir(id).join(mount.name.as_str()),
+            };
+            std::fs::create_dir_all(&host).map_err(|e| {
+                format!(
+                    "cannot create volume {} at {}: {e}",
+                    mount.name,
+                    host.display()
+                )
+            })?;
+            let quota = (!mount.read_only).then(|| {
+                let size = declared.map(|v| v.size.as_u64()).unwrap_or(u64::MAX);
+                self.quotas
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(host.clone())
+                    .or_insert_with(|| Arc::new(VolumeQuota::new(&host, size)))
+                    .clone()
+            });
+            mounts.push(Mount {
+                host,
+                guest: mount.path.clone(),
+                read_only: mount.read_only,
+                quota,
+            });
+        }
+        Ok(Arc::new(mounts))
+    }
+
+    fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+        add_metered_writes(linker)
+    }
+
+    fn bind(_component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
+        quotas(grant)
+    }
+
+    fn prepare_wasi(grant: &Self::Grant, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
+        preopen(wasi, grant)
+    }
+
+    /// Removes the deleted app's volumes from this host, but those it
+    /// retains.
+    fn forget(&self, app: &ForgetContext<'_>) -> Result<(), String> {
+        let Some(layout) = &self.layout else {
+            return Ok(());
+        };
+        let dir = layout.app_volumes(app.namespace, app.app);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if app.retain.iter().any(|r| r.as_str() == name) {
+                continue;
+            }
+            std::fs::remove_dir_all(entry.path())
+                .map_err(|e| format!("cannot remove volume {name}: {e}"))?;
+            self.quotas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&entry.path());
+            tracing::info!(namespace = %app.namespace, app = %app.app, volume = name, "volume removed with its app");
+        }
+        Ok(())
+    }
+
+    /// Removes the pod's scratch volumes once its last copy is gone.
+    fn release(&self, replica: &ReplicaId) -> Result<(), String> {
+        let Some(layout) = &self.layout else {
+            return Ok(());
+        };
+        let dir = layout.pod_dir(replica);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot remove the pod's scratch volumes: {e}"))?;
+        }
+        Ok(())
+    }
 }

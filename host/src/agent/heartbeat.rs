@@ -1,0 +1,98 @@
+//! Heartbeats: what this host tells the cluster every
+//! [`HEARTBEAT_INTERVAL`] and at once after any change, and what it learns
+//! from other hosts' heartbeats and the scheduler's route table.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use shoal_api::subjects;
+use shoal_api::wire::{DormantRoutes, HEARTBEAT_INTERVAL, Heartbeat, ReplicaStatus};
+use tokio::sync::watch;
+
+use super::{Agent, next_or_stop};
+
+impl Agent {
+    /// What this host reports now: its capacity, its replicas (each with
+    /// the load since the previous beat) and the routes they serve.
+    pub(super) fn heartbeat(&self) -> Heartbeat {
+        let routes = self.routes.advertised();
+        let now = std::time::Instant::now();
+        let mut replicas: Vec<ReplicaStatus> = self
+            .replicas()
+            .iter_mut()
+            .map(|((id, revision), r)| ReplicaStatus {
+                id: id.clone(),
+                revision: *revision,
+                memory: r.memory,
+                state: r.status.state.clone(),
+                ready: r.status.ready,
+                restarts: r.status.restarts,
+                last_error: r.status.last_error.clone(),
+                load_milli: r.status.load_milli(now),
+            })
+            .collect();
+        replicas.sort_by(|a, b| (&a.id, a.revision).cmp(&(&b.id, b.revision)));
+        Heartbeat {
+            host: self.config.id.clone(),
+            labels: self.config.labels.clone(),
+            capacity: self.config.capacity,
+            http: self.http.clone(),
+            started_at_ms: self.started_at_ms,
+            replicas,
+            routes,
+            draining: self.draining.load(Ordering::Relaxed),
+            seal_key: Some(self.config.sealing_key.public_key()),
+        }
+    }
+}
+
+/// Publishes one heartbeat now. While NATS is away this fails; replicas
+/// keep running and the next beat after reconnecting reports in.
+pub(super) async fn publish_heartbeat(agent: &Agent) {
+    let subject = subjects::heartbeat(agent.config.id.as_str());
+    match serde_json::to_vec(&agent.heartbeat()) {
+        Ok(payload) => {
+            if let Err(e) = agent.nats.publish(subject, payload.into()).await {
+                tracing::debug!(error = %e, "heartbeat not sent");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode the heartbeat"),
+    }
+}
+
+pub(super) async fn heartbeats(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    loop {
+        publish_heartbeat(&agent).await;
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {},
+            () = agent.beat.notified() => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Learns from the scheduler which routes belong to components scaled to zero.
+pub(super) async fn watch_dormant(
+    agent: Arc<Agent>,
+    mut announcements: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Some(msg) = next_or_stop(&mut announcements, &mut stop).await {
+        if let Ok(dormant) = serde_json::from_slice::<DormantRoutes>(&msg.payload) {
+            agent.routes.observe_dormant(dormant);
+        }
+    }
+}
+
+/// Learns from other hosts' heartbeats which routes they serve.
+pub(super) async fn watch_peers(
+    agent: Arc<Agent>,
+    mut heartbeats: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Some(msg) = next_or_stop(&mut heartbeats, &mut stop).await {
+        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload) {
+            agent.routes.observe(&hb);
+        }
+    }
+}
