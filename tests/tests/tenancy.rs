@@ -187,6 +187,30 @@ async fn violations(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -
     out
 }
 
+/// A NATS client with `who`'s credential, and the events it sees.
+async fn client_with_events(
+    cluster: &Cluster,
+    who: &str,
+    inbox: &str,
+) -> anyhow::Result<(
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+)> {
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_credentials_file(cluster.nats.creds(who)?)
+        .await?
+        .custom_inbox_prefix(inbox)
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(e.to_string());
+            }
+        })
+        .connect(cluster.nats.url())
+        .await?;
+    Ok((client, events))
+}
+
 #[test]
 fn nats_itself_refuses_what_a_credential_does_not_allow() {
     let mut cluster = Cluster::start().unwrap();
@@ -217,22 +241,8 @@ fn nats_itself_refuses_what_a_credential_does_not_allow() {
     );
 
     // A host's credential: its own heartbeat only, and no host commands.
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let h1 = rt
-        .block_on(async {
-            async_nats::ConnectOptions::with_credentials_file(cluster.nats.creds("host h1")?)
-                .await?
-                .custom_inbox_prefix("_INBOX.host-h1")
-                .event_callback(move |e| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(e.to_string());
-                    }
-                })
-                .connect(&url)
-                .await
-                .map_err(anyhow::Error::from)
-        })
+    let (h1, mut events) = rt
+        .block_on(client_with_events(&cluster, "host h1", "_INBOX.host-h1"))
         .unwrap();
     rt.block_on(async {
         h1.publish("shoal.v1.hosts.h2.heartbeat", "{}".into())
@@ -260,24 +270,12 @@ fn nats_itself_refuses_what_a_credential_does_not_allow() {
     );
 
     // A namespace's credential: its own namespace only.
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let team_a = rt
-        .block_on(async {
-            async_nats::ConnectOptions::with_credentials_file(
-                cluster.nats.creds("namespace team-a")?,
-            )
-            .await?
-            .custom_inbox_prefix("_INBOX.ns-team-a")
-            .event_callback(move |e| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(e.to_string());
-                }
-            })
-            .connect(&url)
-            .await
-            .map_err(anyhow::Error::from)
-        })
+    let (team_a, mut events) = rt
+        .block_on(client_with_events(
+            &cluster,
+            "namespace team-a",
+            "_INBOX.ns-team-a",
+        ))
         .unwrap();
     rt.block_on(async {
         team_a
