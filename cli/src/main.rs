@@ -9,6 +9,7 @@ mod data_dir;
 mod nats;
 mod roles;
 mod run;
+mod tables;
 mod validate;
 mod verbs;
 

@@ -14,6 +14,7 @@ use shoal_api::wire::ReplicaState;
 use shoal_api::{ByteSize, DEFAULT_NAMESPACE};
 
 use crate::client::Client;
+use crate::tables::{self, age, ready_text, state_text};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -461,25 +462,7 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&apps)?);
                 return Ok(());
             }
-            println!(
-                "{:<12} {:<20} {:<9} {:<10} COMPONENTS",
-                "NAMESPACE", "NAME", "REVISION", "STATUS"
-            );
-            for app in apps {
-                let components: Vec<String> = app
-                    .components
-                    .iter()
-                    .map(|c| format!("{} {}/{}", c.name, c.running, c.desired))
-                    .collect();
-                println!(
-                    "{:<12} {:<20} {:<9} {:<10} {}",
-                    app.namespace,
-                    app.name,
-                    app.revision,
-                    app.status,
-                    components.join(", ")
-                );
-            }
+            println!("{}", tables::apps(&apps));
         }
         Kind::Pods => {
             let pods: Vec<PodInfo> = client.get("/v1/pods").await?;
@@ -495,91 +478,14 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
                 return Ok(());
             }
-            println!(
-                "{:<24} {:<7} {:<9} {:<21} {:<22} LABELS",
-                "HOST", "STATE", "REPLICAS", "MEMORY", "HTTP"
-            );
-            for h in hosts {
-                let labels: Vec<String> =
-                    h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!(
-                    "{:<24} {:<7} {:<9} {:<21} {:<22} {}",
-                    h.id,
-                    h.state,
-                    h.replicas,
-                    format!(
-                        "{}/{}",
-                        ByteSize::bytes(h.used_memory),
-                        ByteSize::bytes(h.capacity.memory)
-                    ),
-                    h.http.unwrap_or_else(|| "-".into()),
-                    labels.join(",")
-                );
-            }
+            println!("{}", tables::hosts(&hosts));
         }
     }
     Ok(())
 }
 
-fn state_text(state: &PodState) -> String {
-    match state {
-        PodState::Pending { reason } => format!("pending: {reason}"),
-        PodState::Host(
-            s @ (ReplicaState::Starting | ReplicaState::Running | ReplicaState::Completed),
-        ) => s.label().into(),
-        PodState::Host(
-            s @ (ReplicaState::Restarting {
-                reason,
-                retry_in_ms,
-            }
-            | ReplicaState::CrashLoop {
-                reason,
-                retry_in_ms,
-            }),
-        ) => format!("{} (again in {retry_in_ms}ms): {reason}", s.label()),
-        PodState::Host(s @ (ReplicaState::Exited { reason } | ReplicaState::Failed { reason })) => {
-            format!("{}: {reason}", s.label())
-        }
-    }
-}
-
-/// "yes", "no", or "-" for a replica not running.
-fn ready_text(p: &PodInfo) -> &'static str {
-    match (&p.state, p.ready) {
-        (PodState::Host(ReplicaState::Running), true) => "yes",
-        (PodState::Host(ReplicaState::Running), false) => "no",
-        _ => "-",
-    }
-}
-
 fn print_pods(pods: &[PodInfo]) {
-    println!(
-        "{:<36} {:<24} {:<4} {:<6} {:<9} STATE",
-        "POD", "HOST", "GEN", "READY", "RESTARTS"
-    );
-    for p in pods {
-        println!(
-            "{:<36} {:<24} {:<4} {:<6} {:<9} {}",
-            p.id,
-            p.host.as_ref().map_or("-".to_string(), |h| h.to_string()),
-            p.revision,
-            ready_text(p),
-            p.restarts,
-            state_text(&p.state)
-        );
-    }
-}
-
-/// "4s ago", "3m ago", "2h ago".
-fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    if s < 120 {
-        format!("{s}s ago")
-    } else if s < 7200 {
-        format!("{}m ago", s / 60)
-    } else {
-        format!("{}h ago", s / 3600)
-    }
+    println!("{}", tables::pods(pods));
 }
 
 fn print_detail(d: &AppDetail) {

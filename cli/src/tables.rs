@@ -1,0 +1,321 @@
+//! What `get` prints for people: aligned tables without borders, like
+//! kubectl's, laid out by comfy-table so that a long name never pushes a
+//! column out of line. `-o json` is the stable contract; this is not.
+
+use std::time::Duration;
+
+use comfy_table::presets::NOTHING;
+use comfy_table::{CellAlignment, ContentArrangement, Table};
+use shoal_api::ByteSize;
+use shoal_api::resources::{AppSummary, HostInfo, PodInfo, PodState};
+use shoal_api::wire::ReplicaState;
+
+/// A table of `rows` under `header`, columns two spaces apart, no trailing
+/// blanks. Columns named in `right` are right-aligned (numbers).
+fn render(header: &[&str], right: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    for row in rows {
+        table.add_row(row);
+    }
+    for (i, name) in header.iter().enumerate() {
+        if let Some(column) = table.column_mut(i) {
+            column.set_padding((0, 2));
+            if right.contains(name) {
+                column.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `get apps`.
+pub fn apps(apps: &[AppSummary]) -> String {
+    let rows = apps
+        .iter()
+        .map(|app| {
+            let components: Vec<String> = app
+                .components
+                .iter()
+                .map(|c| format!("{} {}/{}", c.name, c.running, c.desired))
+                .collect();
+            vec![
+                app.namespace.to_string(),
+                app.name.to_string(),
+                app.revision.to_string(),
+                app.status.clone(),
+                components.join(", "),
+            ]
+        })
+        .collect();
+    render(
+        &["NAMESPACE", "NAME", "REVISION", "STATUS", "COMPONENTS"],
+        &["REVISION"],
+        rows,
+    )
+}
+
+/// `get hosts`.
+pub fn hosts(hosts: &[HostInfo]) -> String {
+    let rows = hosts
+        .iter()
+        .map(|h| {
+            let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                h.id.to_string(),
+                h.state.clone(),
+                h.replicas.to_string(),
+                format!(
+                    "{}/{}",
+                    ByteSize::bytes(h.used_memory),
+                    ByteSize::bytes(h.capacity.memory)
+                ),
+                h.http.clone().unwrap_or_else(|| "-".into()),
+                labels.join(","),
+            ]
+        })
+        .collect();
+    render(
+        &["HOST", "STATE", "REPLICAS", "MEMORY", "HTTP", "LABELS"],
+        &["REPLICAS"],
+        rows,
+    )
+}
+
+/// `get pods`.
+pub fn pods(pods: &[PodInfo]) -> String {
+    let rows = pods
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.host.as_ref().map_or("-".to_string(), |h| h.to_string()),
+                p.revision.to_string(),
+                ready_text(p).to_string(),
+                p.restarts.to_string(),
+                state_text(&p.state),
+            ]
+        })
+        .collect();
+    render(
+        &["POD", "HOST", "GEN", "READY", "RESTARTS", "STATE"],
+        &["GEN", "RESTARTS"],
+        rows,
+    )
+}
+
+/// A pod's state in words, with the reason and the next retry.
+pub fn state_text(state: &PodState) -> String {
+    match state {
+        PodState::Pending { reason } => format!("pending: {reason}"),
+        PodState::Host(
+            s @ (ReplicaState::Starting | ReplicaState::Running | ReplicaState::Completed),
+        ) => s.label().into(),
+        PodState::Host(
+            s @ (ReplicaState::Restarting {
+                reason,
+                retry_in_ms,
+            }
+            | ReplicaState::CrashLoop {
+                reason,
+                retry_in_ms,
+            }),
+        ) => format!(
+            "{} (again in {}): {reason}",
+            s.label(),
+            humantime::format_duration(Duration::from_millis(*retry_in_ms))
+        ),
+        PodState::Host(s @ (ReplicaState::Exited { reason } | ReplicaState::Failed { reason })) => {
+            format!("{}: {reason}", s.label())
+        }
+    }
+}
+
+/// "yes", "no", or "-" for a replica not running.
+pub fn ready_text(p: &PodInfo) -> &'static str {
+    match (&p.state, p.ready) {
+        (PodState::Host(ReplicaState::Running), true) => "yes",
+        (PodState::Host(ReplicaState::Running), false) => "no",
+        _ => "-",
+    }
+}
+
+/// How long ago something `ms` milliseconds old happened, in its largest
+/// unit: "4s ago", "3m ago", "2h ago", "5d ago".
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    let rounded = match s {
+        0..120 => s,
+        120..7_200 => s / 60 * 60,
+        7_200..172_800 => s / 3600 * 3600,
+        _ => s / 86_400 * 86_400,
+    };
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs(rounded))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use shoal_api::Name;
+    use shoal_api::resources::ComponentSummary;
+    use shoal_api::wire::{Capacity, HostId, ReplicaId};
+
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    fn pod(
+        ns: &str,
+        app: &str,
+        pod: &str,
+        index: u32,
+        host: Option<&str>,
+        state: PodState,
+    ) -> PodInfo {
+        PodInfo {
+            id: ReplicaId {
+                namespace: n(ns),
+                app: n(app),
+                pod: n(pod),
+                index,
+            },
+            components: vec![n(pod)],
+            host: host.map(|h| HostId::new(h).unwrap()),
+            revision: 3,
+            ready: matches!(state, PodState::Host(ReplicaState::Running)),
+            state,
+            restarts: index,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn pods_line_up_whatever_the_length_of_their_names() {
+        let table = pods(&[
+            pod(
+                "default",
+                "echo",
+                "echo",
+                0,
+                Some("local"),
+                PodState::Host(ReplicaState::Running),
+            ),
+            pod(
+                "a-rather-long-namespace",
+                "an-even-longer-application-name",
+                "web",
+                12,
+                Some("host-with-a-long-name-7f3a2c"),
+                PodState::Host(ReplicaState::CrashLoop {
+                    reason: "the job exited with 1".into(),
+                    retry_in_ms: 4_000,
+                }),
+            ),
+            pod(
+                "x",
+                "y",
+                "z",
+                1,
+                None,
+                PodState::Pending {
+                    reason: "no host has 64MiB free with region=eu".into(),
+                },
+            ),
+        ]);
+        insta::assert_snapshot!(table);
+    }
+
+    #[test]
+    fn apps_and_hosts_line_up() {
+        let apps_table = apps(&[
+            AppSummary {
+                namespace: n("default"),
+                name: n("hello"),
+                revision: 1,
+                components: vec![ComponentSummary {
+                    name: n("web"),
+                    kind: shoal_api::ComponentKind::Http,
+                    desired: 2,
+                    running: 2,
+                }],
+                status: "running".into(),
+            },
+            AppSummary {
+                namespace: n("team-with-a-long-name"),
+                name: n("orders-and-invoices"),
+                revision: 1234,
+                components: vec![
+                    ComponentSummary {
+                        name: n("api"),
+                        kind: shoal_api::ComponentKind::Http,
+                        desired: 3,
+                        running: 1,
+                    },
+                    ComponentSummary {
+                        name: n("billing"),
+                        kind: shoal_api::ComponentKind::Worker,
+                        desired: 0,
+                        running: 0,
+                    },
+                ],
+                status: "degraded".into(),
+            },
+        ]);
+        insta::assert_snapshot!("apps", apps_table);
+        let hosts_table = hosts(&[
+            HostInfo {
+                id: HostId::new("local").unwrap(),
+                labels: BTreeMap::new(),
+                capacity: Capacity {
+                    memory: 24 << 30,
+                    slots: 256,
+                },
+                used_memory: 4 << 30,
+                replicas: 4,
+                http: Some("127.0.0.1:8080".into()),
+                state: "ready".into(),
+                last_seen_ms: 200,
+            },
+            HostInfo {
+                id: HostId::new("eu-west-1a-worker-0042").unwrap(),
+                labels: [
+                    ("zone".to_string(), "a".to_string()),
+                    ("region".to_string(), "eu".to_string()),
+                ]
+                .into_iter()
+                .collect(),
+                capacity: Capacity {
+                    memory: 64 << 30,
+                    slots: 1000,
+                },
+                used_memory: 0,
+                replicas: 0,
+                http: None,
+                state: "lost".into(),
+                last_seen_ms: 9_000,
+            },
+        ]);
+        insta::assert_snapshot!("hosts", hosts_table);
+    }
+
+    #[test]
+    fn ages_use_their_largest_unit() {
+        assert_eq!(age(4_000), "4s ago");
+        assert_eq!(age(200_000), "3m ago");
+        assert_eq!(age(3 * 3_600_000 + 59_000), "3h ago");
+        assert_eq!(age(3 * 86_400_000), "3days ago");
+    }
+}
