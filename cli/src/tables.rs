@@ -247,9 +247,11 @@ mod tests {
                 revision: 1,
                 components: vec![ComponentSummary {
                     name: n("web"),
+                    pod: n("web"),
                     kind: shoal_api::ComponentKind::Http,
                     desired: 2,
                     running: 2,
+                    last_scale: None,
                 }],
                 status: "running".into(),
             },
@@ -260,15 +262,19 @@ mod tests {
                 components: vec![
                     ComponentSummary {
                         name: n("api"),
+                        pod: n("api"),
                         kind: shoal_api::ComponentKind::Http,
                         desired: 3,
                         running: 1,
+                        last_scale: None,
                     },
                     ComponentSummary {
                         name: n("billing"),
+                        pod: n("billing"),
                         kind: shoal_api::ComponentKind::Worker,
                         desired: 0,
                         running: 0,
+                        last_scale: None,
                     },
                 ],
                 status: "degraded".into(),

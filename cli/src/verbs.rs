@@ -6,12 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use shoal_api::DEFAULT_NAMESPACE;
 use shoal_api::resources::{
     AppDetail, AppSummary, ApplyResponse, HostInfo, InvokeRequest, InvokeResponse, PodInfo,
-    PodState, RevisionInfo, RollbackRequest, RolloutStatus, ScaleRequest,
+    RevisionInfo, RollbackRequest, RolloutStatus, ScaleRequest,
 };
-use shoal_api::wire::ReplicaState;
-use shoal_api::{ByteSize, DEFAULT_NAMESPACE};
 
 use crate::client::Client;
 use crate::tables::{self, age, ready_text, state_text};
