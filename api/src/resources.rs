@@ -77,8 +77,68 @@ pub struct AppSummary {
     pub revision: u64,
     /// Its components.
     pub components: Vec<ComponentSummary>,
-    /// `running` when every replica runs, else `pending` or `degraded`.
-    pub status: String,
+    /// Whether its replicas run.
+    pub status: AppStatus,
+}
+
+/// Whether an app's replicas run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppStatus {
+    /// Every replica runs.
+    Running,
+    /// Some replicas run, not all.
+    Degraded,
+    /// No replica runs yet.
+    Pending,
+}
+
+/// Whether a host takes replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Heartbeating, and takes replicas.
+    Ready,
+    /// Shutting down: its replicas move elsewhere.
+    Draining,
+    /// Silent for longer than the host timeout.
+    Lost,
+}
+
+/// Where a pod's rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Every copy runs the new template and is ready.
+    Complete,
+    /// Old copies remain, or new ones are not ready yet.
+    Progressing,
+}
+
+/// Each state's word: the same in JSON, tables and messages.
+macro_rules! words {
+    ($($t:ty { $($variant:ident => $word:literal),* $(,)? })*) => {$(
+        impl $t {
+            /// The state's word, as JSON and `get` show it.
+            pub fn word(self) -> &'static str {
+                match self {
+                    $(<$t>::$variant => $word,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.word())
+            }
+        }
+    )*};
+}
+
+words! {
+    AppStatus { Running => "running", Degraded => "degraded", Pending => "pending" }
+    HostState { Ready => "ready", Draining => "draining", Lost => "lost" }
+    RolloutState { Complete => "complete", Progressing => "progressing" }
 }
 
 /// One replica, in lists.
@@ -134,9 +194,8 @@ pub struct HostInfo {
     pub replicas: u32,
     /// Its HTTP ingress.
     pub http: Option<String>,
-    /// `ready`; `draining` while shutting down; `lost` once silent for
-    /// longer than the host timeout.
-    pub state: String,
+    /// Whether it takes replicas.
+    pub state: HostState,
     /// Milliseconds since its last heartbeat.
     pub last_seen_ms: u64,
 }
@@ -236,9 +295,8 @@ pub struct PodRollout {
     pub ready: u32,
     /// Copies of older generations still running.
     pub old: u32,
-    /// `complete`, or `progressing` while old copies remain or new ones
-    /// are not ready yet.
-    pub state: String,
+    /// Whether the rollout is done.
+    pub state: RolloutState,
     /// In words: what the rollout waits for.
     pub message: String,
 }
@@ -265,4 +323,28 @@ pub struct RollbackRequest {
     /// The revision to go back to; the one before the current when `None`.
     #[serde(default)]
     pub to: Option<u64>,
+}
+
+#[cfg(test)]
+mod state_words {
+    use super::*;
+
+    #[test]
+    fn states_read_the_same_in_json_and_in_tables() {
+        for (state, word) in [
+            (AppStatus::Degraded, "degraded"),
+            (AppStatus::Running, "running"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{word}\"")
+            );
+            assert_eq!(state.to_string(), word);
+        }
+        assert_eq!(
+            serde_json::to_string(&HostState::Draining).unwrap(),
+            "\"draining\""
+        );
+        assert_eq!(RolloutState::Progressing.to_string(), "progressing");
+    }
 }

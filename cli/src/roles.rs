@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use shoal_api::resources::AppSummary;
+use shoal_api::resources::{AppStatus, AppSummary};
 use shoal_api::wire::{Capacity, HostId};
 use shoal_api::{AppSpec, ByteSize, ComponentKind};
 use shoal_host::agent::{HostAgent, HostConfig};
@@ -426,7 +426,9 @@ async fn apply_and_wait(client: &Client, files: &[PathBuf], ingress: &str) -> an
         let apps: Vec<AppSummary> = client.get("/v1/apps").await?;
         let ready = applied.iter().all(|spec| {
             apps.iter().any(|a| {
-                a.name == spec.name && a.namespace == spec.namespace && a.status == "running"
+                a.name == spec.name
+                    && a.namespace == spec.namespace
+                    && a.status == AppStatus::Running
             })
         });
         if ready {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use shoal_api::ByteSize;
+#[cfg(test)]
+use shoal_api::resources::{AppStatus, HostState};
 use shoal_api::resources::{AppSummary, HostInfo, PodInfo, PodState};
 use shoal_api::wire::ReplicaState;
 
@@ -50,7 +52,7 @@ pub fn apps(apps: &[AppSummary]) -> String {
                 app.namespace.to_string(),
                 app.name.to_string(),
                 app.revision.to_string(),
-                app.status.clone(),
+                app.status.to_string(),
                 components.join(", "),
             ]
         })
@@ -70,7 +72,7 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
             let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             vec![
                 h.id.to_string(),
-                h.state.clone(),
+                h.state.to_string(),
                 h.replicas.to_string(),
                 format!(
                     "{}/{}",
@@ -253,7 +255,7 @@ mod tests {
                     running: 2,
                     last_scale: None,
                 }],
-                status: "running".into(),
+                status: AppStatus::Running,
             },
             AppSummary {
                 namespace: n("team-with-a-long-name"),
@@ -277,7 +279,7 @@ mod tests {
                         last_scale: None,
                     },
                 ],
-                status: "degraded".into(),
+                status: AppStatus::Degraded,
             },
         ]);
         insta::assert_snapshot!("apps", apps_table);
@@ -292,7 +294,7 @@ mod tests {
                 used_memory: 4 << 30,
                 replicas: 4,
                 http: Some("127.0.0.1:8080".into()),
-                state: "ready".into(),
+                state: HostState::Ready,
                 last_seen_ms: 200,
             },
             HostInfo {
@@ -310,7 +312,7 @@ mod tests {
                 used_memory: 0,
                 replicas: 0,
                 http: None,
-                state: "lost".into(),
+                state: HostState::Lost,
                 last_seen_ms: 9_000,
             },
         ]);

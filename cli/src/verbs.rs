@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::DEFAULT_NAMESPACE;
 use shoal_api::resources::{
     AppDetail, AppSummary, ApplyResponse, HostInfo, InvokeRequest, InvokeResponse, PodInfo,
-    RevisionInfo, RollbackRequest, RolloutStatus, ScaleRequest,
+    RevisionInfo, RollbackRequest, RolloutState, RolloutStatus, ScaleRequest,
 };
 
 use crate::client::Client;
@@ -327,7 +327,10 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
             let mut status = first.clone();
             let mut last_printed = None;
             loop {
-                let done = status.pods.iter().all(|p| p.state == "complete");
+                let done = status
+                    .pods
+                    .iter()
+                    .all(|p| p.state == RolloutState::Complete);
                 if let Format::Table = format
                     && last_printed.as_ref() != Some(&status)
                 {

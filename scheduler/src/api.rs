@@ -13,9 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use shoal_api::resources::{
-    ApiError, AppDetail, AppSummary, ApplyRequest, ApplyResponse, ComponentSummary, HostInfo,
-    InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, RevisionInfo, RollbackRequest,
-    RolloutStatus, ScaleRequest,
+    ApiError, AppDetail, AppStatus, AppSummary, ApplyRequest, ApplyResponse, ComponentSummary,
+    HostInfo, HostState, InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, RevisionInfo,
+    RollbackRequest, RolloutStatus, ScaleRequest,
 };
 use shoal_api::wire::{HostId, ReplicaId, ReplicaState, ReplicaStatus};
 use shoal_api::{AppSpec, ComponentKind, Digest, MAX_REPLICAS, Name, subjects};
@@ -466,18 +466,18 @@ fn summary(
         }
     }
     let status = if all_running {
-        "running"
+        AppStatus::Running
     } else if any_running {
-        "degraded"
+        AppStatus::Degraded
     } else {
-        "pending"
+        AppStatus::Pending
     };
     AppSummary {
         namespace: spec.namespace.clone(),
         name: spec.name.clone(),
         revision: app.revision,
         components,
-        status: status.into(),
+        status,
     }
 }
 
@@ -861,11 +861,10 @@ async fn list_hosts(State(shared): State<Shared_>) -> Json<Vec<HostInfo>> {
             replicas: h.heartbeat.replicas.len() as u32,
             http: h.heartbeat.http.clone(),
             state: match (h.is_live(now), h.heartbeat.draining) {
-                (false, _) => "lost",
-                (true, true) => "draining",
-                (true, false) => "ready",
-            }
-            .into(),
+                (false, _) => HostState::Lost,
+                (true, true) => HostState::Draining,
+                (true, false) => HostState::Ready,
+            },
             last_seen_ms: millis(now.duration_since(h.last_seen)),
         })
         .collect();

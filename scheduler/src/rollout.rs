@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use shoal_api::resources::{PodRollout, RevisionInfo, RolloutStatus};
+use shoal_api::resources::{PodRollout, RevisionInfo, RolloutState, RolloutStatus};
 use shoal_api::subjects;
 use shoal_api::wire::{ReplicaId, ReplicaState, ReplicaStatus};
 
@@ -71,7 +71,11 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
             updated,
             ready,
             old,
-            state: if complete { "complete" } else { "progressing" }.into(),
+            state: if complete {
+                RolloutState::Complete
+            } else {
+                RolloutState::Progressing
+            },
             message,
         });
     }

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shoal_api::resources::RolloutStatus;
+use shoal_api::resources::{RolloutState, RolloutStatus};
 use shoal_tests::cluster::Cluster;
 use shoal_tests::{http_request, wasm_path};
 
@@ -59,7 +59,12 @@ fn apply_and_wait(
         let reply = http_request(api, "GET", &path, Duration::from_secs(5)).unwrap();
         if reply.status == 200 {
             let status: RolloutStatus = serde_json::from_str(&reply.body).unwrap();
-            if status.revision > after && status.pods.iter().all(|p| p.state == "complete") {
+            if status.revision > after
+                && status
+                    .pods
+                    .iter()
+                    .all(|p| p.state == RolloutState::Complete)
+            {
                 return (started.elapsed(), status.revision);
             }
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde::de::DeserializeOwned;
-use shoal_api::resources::{AppSummary, HostInfo, PodInfo};
+use shoal_api::resources::{AppSummary, HostInfo, HostState, PodInfo};
 
 use crate::{Output, Running, repo_root, shoal_with_env};
 
@@ -329,7 +329,7 @@ impl Cluster {
                 |c| {
                     Ok(c.hosts()?
                         .iter()
-                        .any(|h| h.id.as_str() == name && h.state == "ready")
+                        .any(|h| h.id.as_str() == name && h.state == HostState::Ready)
                         .then_some(()))
                 },
             )?;

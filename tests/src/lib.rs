@@ -85,13 +85,16 @@ pub fn shoal_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// The most recently modified file under `dir`, and when.
+/// The most recently modified Rust source under `dir`, and when.
 fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
         let found = if path.is_dir() {
             newest_file(&path)
+        } else if path.extension().is_none_or(|e| e != "rs") {
+            // Only sources make the binary; snapshots and data do not.
+            None
         } else {
             entry
                 .metadata()

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shoal_api::resources::{PodInfo, PodState};
+use shoal_api::resources::{HostState, PodInfo, PodState};
 use shoal_api::wire::ReplicaState;
 use shoal_tests::cluster::{Cluster, free_port};
 use shoal_tests::{Running, http_request};
@@ -171,7 +171,7 @@ fn replicas_spread_over_zones_and_move_when_a_host_dies() {
     let lost = cluster.hosts().unwrap();
     assert!(
         lost.iter()
-            .any(|h| h.id.as_str() == "host-b" && h.state == "lost"),
+            .any(|h| h.id.as_str() == "host-b" && h.state == HostState::Lost),
         "{lost:?}"
     );
     let describe = cluster.ok(&["describe", "app", "echo"]).unwrap();
@@ -212,7 +212,7 @@ fn a_host_that_returns_is_told_to_stop_the_replicas_placed_elsewhere() {
             |c| {
                 let hosts = c.hosts()?;
                 let b = hosts.iter().find(|h| h.id.as_str() == "host-b");
-                Ok(b.filter(|b| b.state == "ready" && b.replicas == 0)
+                Ok(b.filter(|b| b.state == HostState::Ready && b.replicas == 0)
                     .map(|_| hosts.clone()))
             },
         )

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use shoal_api::resources::AppStatus;
 use shoal_tests::cluster::Cluster;
 use shoal_tests::http_request;
 
@@ -349,7 +350,7 @@ fn no_secret_value_crosses_the_wire_in_clear() {
         .wait_until("vault runs", LIMIT, |c| {
             Ok(c.apps()?
                 .iter()
-                .any(|a| a.name.as_str() == "vault" && a.status == "running")
+                .any(|a| a.name.as_str() == "vault" && a.status == AppStatus::Running)
                 .then_some(()))
         })
         .unwrap();
