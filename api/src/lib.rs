@@ -15,7 +15,14 @@
 //!   subject and JetStream name, spelled once.
 //! - [`resources`]: what the scheduler's HTTP API takes and returns.
 //! - [`Name`], [`ByteSize`], [`DurationSpec`], [`Fuel`]: values that refuse
-//!   bad input while parsing, so the rest of Shoal never sees it.
+//!   bad input while parsing, so the rest of Shoal never sees it;
+//!   [`bounds`]: the largest value every number in a spec may take.
+//! - [`identity`]: who connects to NATS ([`identity::Identity`]) and what
+//!   nats-server lets each one publish and subscribe to.
+//! - [`SealedSecret`], [`SealingKey`]: secret values sealed to the one host
+//!   that runs them; [`SecretValue`]: a value in memory, never printed.
+//! - [`check_user_subject`]: what a spec or a guest may name as a subject
+//!   (relative to its namespace; Shoal's, JetStream's and inboxes refused).
 
 pub mod bounds;
 mod diagnostics;

@@ -17,7 +17,11 @@
 //! - [`LoadError`], [`InvokeError`]: what went wrong, in the user's terms.
 //! - [`logs`]: guest stdout/stderr captured line by line, tagged with
 //!   component and invocation, delivered to a [`LogSink`].
-//! - [`capabilities`]: what a component may touch, denied unless granted.
+//! - [`capabilities`]: what a component may touch, denied unless granted:
+//!   one [`capabilities::Capability`] per module, gathered in a
+//!   [`capabilities::Registry`] per host.
+//! - [`layout::DataLayout`]: where a host keeps its data; [`keyfile`]: its
+//!   private keys (the sealing key that opens its secrets).
 //! - [`http`]: serving http components behind one listener; [`ingress`]:
 //!   the host's routing table.
 //! - [`agent::HostAgent`]: the host's side of the cluster protocol over

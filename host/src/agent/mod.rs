@@ -2,9 +2,9 @@
 //!
 //! It heartbeats every [`HEARTBEAT_INTERVAL`](shoal_api::wire::HEARTBEAT_INTERVAL)
 //! (and at once after any change) with its capacity, labels and replicas
-//! ([`heartbeat`]); takes start and stop commands by request/reply
-//! ([`commands`]); fetches component bytes from the JetStream object store
-//! into a local copy ([`artifacts`]); and serves its replicas, each under a
+//! (`heartbeat`); takes start and stop commands by request/reply
+//! (`commands`); fetches component bytes from the JetStream object store
+//! into a local copy (`artifacts`); and serves its replicas, each under a
 //! supervisor: workers on their invoke subject in a queue group, http
 //! components behind the host's ingress. Replicas keep running while NATS
 //! or the scheduler is away; async-nats reconnects and resubscribes, and
