@@ -10,6 +10,7 @@ mod nats;
 mod roles;
 mod run;
 mod tables;
+mod tunables;
 mod validate;
 mod verbs;
 

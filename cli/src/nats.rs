@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -15,14 +15,10 @@ use crate::credentials::Authority;
 /// The oldest nats-server whose JetStream API async-nats speaks.
 const MIN_VERSION: (u32, u32) = (2, 10);
 
-/// How long a started nats-server may take to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How long one attempt to connect to NATS may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a NATS request waits for its reply unless told otherwise.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::tunables::{
+    NATS_CONNECT_TIMEOUT as CONNECT_TIMEOUT, NATS_REQUEST_TIMEOUT as REQUEST_TIMEOUT,
+    NATS_START_POLL, NATS_START_TIMEOUT as START_TIMEOUT, NATS_STOP_TIMEOUT,
+};
 
 /// What a process presents to NATS, besides its URL.
 #[derive(Debug, Clone, Default, Args)]
@@ -170,7 +166,7 @@ impl NatsServer {
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        while TcpStream::connect_timeout(&addr, NATS_START_POLL * 4).is_err() {
             if let Some(status) = server.child.try_wait()? {
                 bail!(
                     "nats-server exited at start ({status}); run it by hand to see why: {} -c {}",
@@ -181,7 +177,7 @@ impl NatsServer {
             if Instant::now() > deadline {
                 bail!("nats-server did not accept connections on {addr} within {START_TIMEOUT:?}");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(NATS_START_POLL);
         }
         Ok(server)
     }
@@ -194,12 +190,12 @@ impl NatsServer {
         if let Some(pid) = pid {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + NATS_STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(NATS_START_POLL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

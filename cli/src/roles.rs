@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -19,6 +19,7 @@ use shoal_scheduler::{Scheduler, SchedulerOptions};
 use tokio::sync::watch;
 
 use crate::client::Client;
+use crate::tunables::{UP_READY_TIMEOUT, UP_STOP_TIMEOUT, WAIT_POLL};
 use shoal_api::identity::Identity;
 
 use crate::credentials::Authority;
@@ -314,9 +315,6 @@ pub async fn host(args: HostArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long `shoal up` waits for applied apps to run.
-const UP_READY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A whole single-node cluster in one process.
 pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
     let data_dir = crate::data_dir::resolve(args.data_dir);
@@ -400,11 +398,8 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
         agent.wait().await;
         scheduler.wait().await;
     };
-    if tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
-        eprintln!("shoal: some tasks did not stop within 10s");
+    if tokio::time::timeout(UP_STOP_TIMEOUT, drain).await.is_err() {
+        eprintln!("shoal: some tasks did not stop within {UP_STOP_TIMEOUT:?}");
     }
     drop(server);
     result
@@ -439,7 +434,7 @@ async fn apply_and_wait(client: &Client, files: &[PathBuf], ingress: &str) -> an
                 "the apps did not all run within {UP_READY_TIMEOUT:?}: see `shoal describe app NAME`"
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(WAIT_POLL).await;
     }
     for spec in &applied {
         for (name, c) in &spec.components {

@@ -358,7 +358,7 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
                         status.app
                     );
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                tokio::time::sleep(crate::tunables::WAIT_POLL).await;
                 status = client.get(&path).await?;
             }
         }

@@ -10,7 +10,6 @@
 //! this one buffer or relay more than the cap.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -19,7 +18,9 @@ use shoal_api::subjects::headers;
 
 use crate::component::LoadedComponent;
 use crate::invoke::{HttpResponse, text_response};
-use crate::tunables::{FORWARD_TIMEOUT, MAX_FORWARDED_RESPONSE_BODY, MAX_HTTP_BODY};
+use crate::tunables::{
+    FORWARD_REPLY_MARGIN, FORWARD_TIMEOUT, MAX_FORWARDED_RESPONSE_BODY, MAX_HTTP_BODY,
+};
 
 /// HTTP headers that describe one hop's connection, not the message.
 const HOP_BY_HOP: [&str; 5] = [
@@ -234,7 +235,7 @@ async fn answer(
     };
     let (parts, body) = response.into_parts();
     let body = match tokio::time::timeout(
-        component.limits().timeout.get() + Duration::from_secs(1),
+        component.limits().timeout.get() + FORWARD_REPLY_MARGIN,
         Limited::new(body, MAX_FORWARDED_RESPONSE_BODY).collect(),
     )
     .await

@@ -30,8 +30,8 @@ use crate::component::LoadedComponent;
 use crate::error::InvokeError;
 use crate::invoke::{HttpResponse, text_response};
 use crate::tunables::{
-    ACTIVATION_POLL, ACTIVATION_WAIT, HTTP_DRAIN, HTTP_HEADER_READ_TIMEOUT, HTTP_IDLE_TIMEOUT,
-    HTTP_MAX_CONNECTIONS, HTTP_REFUSED_LOG_INTERVAL,
+    ACCEPT_RETRY, ACTIVATION_POLL, ACTIVATION_WAIT, HTTP_DRAIN, HTTP_HEADER_READ_TIMEOUT,
+    HTTP_IDLE_TIMEOUT, HTTP_MAX_CONNECTIONS, HTTP_REFUSED_LOG_INTERVAL,
 };
 
 /// Where a request goes.
@@ -185,7 +185,7 @@ pub async fn serve_with(
                 Err(e) => {
                     // Running out of file descriptors and the like pass; keep serving.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },

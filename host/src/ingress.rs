@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shoal_api::subjects;
 use shoal_api::wire::{Activate, DormantRoutes, Heartbeat, HostId, HttpRoute, ReplicaId};
@@ -18,9 +18,7 @@ use shoal_api::wire::{Activate, DormantRoutes, Heartbeat, HostId, HttpRoute, Rep
 use crate::component::LoadedComponent;
 use crate::http::{Routes, Target};
 
-/// Routes another host advertised longer ago than this are ignored: the
-/// host is probably gone.
-const REMOTE_ROUTE_TTL: Duration = Duration::from_secs(3);
+use crate::tunables::REMOTE_ROUTE_TTL;
 
 struct Route {
     prefix: String,

@@ -9,7 +9,6 @@
 //! to another replica after the consumer's ack wait.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
@@ -22,12 +21,9 @@ use crate::component::LoadedComponent;
 use crate::serving::Gate;
 use crate::{InvokeError, Message};
 
-/// The first redelivery delay; it doubles per attempt up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// The longest redelivery delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Wait between attempts to reach a queue that is not there yet.
-const RETRY: Duration = Duration::from_secs(1);
+use crate::tunables::{
+    QUEUE_FIRST_BACKOFF as FIRST_BACKOFF, QUEUE_MAX_BACKOFF as MAX_BACKOFF, QUEUE_RETRY as RETRY,
+};
 
 /// Consumes `component`'s queue while `gate` is open, each message a task
 /// of `tracker`. Returns once the gate's sender is gone. Messages pulled

@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_api::subjects::headers;
@@ -23,8 +22,7 @@ use crate::component::LoadedComponent;
 /// Open while the replica takes work. Dropping the sender closes it for good.
 pub(crate) type Gate = watch::Receiver<bool>;
 
-/// Wait before subscribing again after NATS refused a subscription.
-const RESUBSCRIBE: Duration = Duration::from_secs(1);
+use crate::tunables::RESUBSCRIBE;
 
 /// Takes messages on `subject` in queue group `group` while `gate` is open,
 /// handing each to `handle` as a task of `tracker`. Returns once the gate's

@@ -148,3 +148,28 @@ pub const OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the response and between two chunks of its body, and the most a guest
 /// may ask for. The invocation's own deadline usually comes first.
 pub const OUTBOUND_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first redelivery delay of a failed queue message; it doubles per
+/// attempt up to [`QUEUE_MAX_BACKOFF`].
+pub const QUEUE_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The longest redelivery delay of a failed queue message.
+pub const QUEUE_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Wait between attempts to reach a work queue that is not there yet.
+pub const QUEUE_RETRY: Duration = Duration::from_secs(1);
+
+/// Wait before subscribing again after NATS refused a subscription.
+pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// Routes another host advertised longer ago than this are ignored: the
+/// host is probably gone (three missed heartbeats).
+pub const REMOTE_ROUTE_TTL: Duration = Duration::from_secs(3);
+
+/// What a replica answering a forwarded request allows beyond its
+/// component's timeout for the response body to be read.
+pub const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Wait after a failed accept (out of file descriptors and the like)
+/// before the ingress accepts again.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);

@@ -35,9 +35,7 @@ pub struct StoredApp {
     pub cause: String,
 }
 
-/// Template generations remembered per pod: enough for `rollout undo` to
-/// find every revision the apps bucket keeps.
-const TEMPLATES_KEPT: usize = 32;
+use crate::tunables::TEMPLATES_KEPT;
 
 impl StoredApp {
     /// The generation of `pod` (1 if never recorded).

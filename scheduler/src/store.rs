@@ -18,7 +18,7 @@ use crate::SchedulerError;
 use crate::state::{App, StoredApp};
 use crate::tunables::{
     COMPONENT_STORE_MAX_BYTES, DEAD_LETTER_MAX_BYTES, EVENTS_MAX_BYTES, EVENTS_PER_APP,
-    KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_STREAM_MAX_BYTES,
+    EVENTS_READ_TIMEOUT, KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_STREAM_MAX_BYTES,
 };
 
 /// The scheduler's JetStream resources.
@@ -334,7 +334,7 @@ impl Store {
         };
         let mut read = 0;
         while read < pending {
-            match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+            match tokio::time::timeout(EVENTS_READ_TIMEOUT, messages.next()).await {
                 Ok(Some(Ok(msg))) => {
                     read += 1;
                     if let Ok(e) = serde_json::from_slice::<Event>(&msg.payload) {

@@ -75,3 +75,11 @@ pub const EVENTS_MAX_BYTES: i64 = 64 << 20;
 
 /// The most the component store holds (every version of every component).
 pub const COMPONENT_STORE_MAX_BYTES: i64 = 8 << 30;
+
+/// How long loading the stored events waits for the next one before it
+/// takes what it has.
+pub const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Template generations remembered per pod: enough for `rollout undo` to
+/// find every revision the apps bucket keeps.
+pub const TEMPLATES_KEPT: usize = 32;

@@ -1,0 +1,28 @@
+//! Every timing knob of the command line, in one place, each with its
+//! default and the reason for it.
+
+use std::time::Duration;
+
+/// How long a started nats-server may take to accept connections.
+pub const NATS_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often `shoal up` looks whether its nats-server accepts connections.
+pub const NATS_START_POLL: Duration = Duration::from_millis(50);
+
+/// How long one attempt to connect to NATS may take.
+pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a NATS request waits for its reply unless told otherwise.
+pub const NATS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopped nats-server may take to exit before it is killed.
+pub const NATS_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `shoal up` waits for the apps it applied to run.
+pub const UP_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often `rollout status --wait` and `shoal up` look again.
+pub const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// How long `shoal up` waits for its host and scheduler to stop.
+pub const UP_STOP_TIMEOUT: Duration = Duration::from_secs(10);
