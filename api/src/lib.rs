@@ -24,6 +24,7 @@
 //! - [`check_user_subject`]: what a spec or a guest may name as a subject
 //!   (relative to its namespace; Shoal's, JetStream's and inboxes refused).
 
+pub mod base64_serde;
 pub mod bounds;
 mod diagnostics;
 mod digest;

@@ -244,8 +244,9 @@ pub struct ScaleRequest {
 /// `POST /v1/apps/{namespace}/{name}/invoke/{component}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvokeRequest {
-    /// The payload, as text.
-    pub data: String,
+    /// The payload: any bytes, base64 in JSON.
+    #[serde(with = "crate::base64_serde")]
+    pub data: Vec<u8>,
     /// Headers to send.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
@@ -254,8 +255,9 @@ pub struct InvokeRequest {
 /// The reply to an invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvokeResponse {
-    /// The reply payload (invalid UTF-8 replaced).
-    pub data: String,
+    /// The reply payload: any bytes, base64 in JSON.
+    #[serde(with = "crate::base64_serde")]
+    pub data: Vec<u8>,
     /// Reply headers.
     pub headers: Vec<(String, String)>,
 }
@@ -346,5 +348,24 @@ mod state_words {
             "\"draining\""
         );
         assert_eq!(RolloutState::Progressing.to_string(), "progressing");
+    }
+}
+
+#[cfg(test)]
+mod payloads {
+    use super::*;
+
+    #[test]
+    fn invocation_payloads_carry_any_bytes() {
+        let binary = vec![0u8, 159, 146, 150, 255, b'\n'];
+        let req = InvokeRequest {
+            data: binary.clone(),
+            headers: Vec::new(),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(json, r#"{"data":"AJ+Slv8K","headers":[]}"#);
+        let back: InvokeRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.data, binary);
+        assert!(serde_json::from_str::<InvokeRequest>(r#"{"data":"not base64!"}"#).is_err());
     }
 }

@@ -11,10 +11,8 @@
 //! sealed value copied under another secret's name, or into another
 //! namespace's start command, does not open.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use nkeys::XKey;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::{Name, SecretValue};
@@ -90,7 +88,7 @@ pub struct SealedSecret {
     /// The one-time public key it was sealed with.
     pub sender: String,
     /// The sealed box.
-    #[serde(serialize_with = "to_base64", deserialize_with = "from_base64")]
+    #[serde(with = "crate::base64_serde")]
     pub sealed: Vec<u8>,
 }
 
@@ -155,17 +153,6 @@ impl SealedSecret {
         plain.zeroize();
         value
     }
-}
-
-fn to_base64<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&STANDARD.encode(bytes))
-}
-
-fn from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    let text = String::deserialize(d)?;
-    STANDARD
-        .decode(text)
-        .map_err(|_| serde::de::Error::custom("a sealed secret must be base64"))
 }
 
 #[cfg(test)]

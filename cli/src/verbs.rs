@@ -1,7 +1,7 @@
 //! The user verbs: apply, get, describe, delete, scale, invoke, rollout,
 //! secret.
 
-use shoal_api::wire::now_ms;
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -11,6 +11,7 @@ use shoal_api::resources::{
     AppDetail, AppSummary, ApplyResponse, HostInfo, InvokeRequest, InvokeResponse, PodInfo,
     RevisionInfo, RollbackRequest, RolloutState, RolloutStatus, ScaleRequest,
 };
+use shoal_api::wire::now_ms;
 
 use crate::client::Client;
 use crate::tables::{self, age, ready_text, state_text};
@@ -264,15 +265,19 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
                 .post(
                     &format!("/v1/apps/{}/{app}/invoke/{component}", args.namespace),
                     &InvokeRequest {
-                        data: args.data,
+                        data: args.data.into_bytes(),
                         headers,
                     },
                 )
                 .await?;
-            print!("{}", resp.data);
-            if !resp.data.ends_with('\n') {
-                println!();
+            // The reply as the component sent it, byte for byte; text
+            // gets a final newline if it has none.
+            let mut out = std::io::stdout().lock();
+            out.write_all(&resp.data)?;
+            if std::str::from_utf8(&resp.data).is_ok_and(|t| !t.ends_with('\n')) {
+                out.write_all(b"\n")?;
             }
+            out.flush()?;
         }
         Verb::Secret(SecretVerb::Set {
             name,

@@ -755,7 +755,7 @@ async fn invoke(
         }
         subjects::invoke(&spec.namespace, &spec.name, cname)
     };
-    let payload: bytes::Bytes = req.data.into_bytes().into();
+    let payload: bytes::Bytes = req.data.into();
     // A replica that is still starting (the app was applied a moment ago)
     // is waited for briefly, like `kubectl run` then `exec`, instead of
     // failing at once.
@@ -790,13 +790,13 @@ async fn invoke(
         Failure(status, ApiError { kind: "unavailable".into(), error: message })
     })?;
     let headers = subjects::headers::to_pairs(reply.headers.as_ref());
-    let data = String::from_utf8_lossy(&reply.payload).into_owned();
+    let data = reply.payload.to_vec();
     if let Some((_, label)) = headers.iter().find(|(k, _)| k == subjects::headers::ERROR) {
         return Err(Failure(
             StatusCode::BAD_GATEWAY,
             ApiError {
                 kind: format!("invoke_{label}"),
-                error: data,
+                error: String::from_utf8_lossy(&data).into_owned(),
             },
         ));
     }
