@@ -212,6 +212,21 @@ async fn client_with_events(
     Ok((client, events))
 }
 
+/// Asserts that nats-server refused at least `n` of the client's
+/// publishes and subscriptions, as permission-violation events.
+fn assert_refused(
+    rt: &tokio::runtime::Runtime,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    n: usize,
+) {
+    let seen = rt.block_on(violations(events));
+    let refused = seen
+        .iter()
+        .filter(|e| e.contains("Permissions Violation"))
+        .count();
+    assert!(refused >= n, "{refused} refusals of {n}: {seen:?}");
+}
+
 #[test]
 fn nats_itself_refuses_what_a_credential_does_not_allow() {
     let mut cluster = Cluster::start().unwrap();
@@ -260,15 +275,7 @@ fn nats_itself_refuses_what_a_credential_does_not_allow() {
             .unwrap();
         let _ = h1.flush().await;
     });
-    let refused = rt.block_on(violations(&mut events));
-    assert!(
-        refused
-            .iter()
-            .filter(|e| e.contains("Permissions Violation"))
-            .count()
-            >= 3,
-        "{refused:?}"
-    );
+    assert_refused(&rt, &mut events, 3);
 
     // A namespace's credential: its own namespace only.
     let (team_a, mut events) = rt
@@ -291,15 +298,7 @@ fn nats_itself_refuses_what_a_credential_does_not_allow() {
         let _sub = team_a.subscribe("shoal.>").await.unwrap();
         let _ = team_a.flush().await;
     });
-    let refused = rt.block_on(violations(&mut events));
-    assert!(
-        refused
-            .iter()
-            .filter(|e| e.contains("Permissions Violation"))
-            .count()
-            >= 3,
-        "{refused:?}"
-    );
+    assert_refused(&rt, &mut events, 3);
 
     // None of the forged messages reached anyone.
     std::thread::sleep(Duration::from_millis(300));
