@@ -11,7 +11,7 @@
 use crate::Name;
 use crate::subjects::{
     self, ACTIVATE, ALL_DEAD_LETTERS, ALL_HEARTBEATS, ALL_HTTP, ALL_INVOKES, ALL_LOGS, APPS_BUCKET,
-    DORMANT_ROUTES, SECRETS_BUCKET, USER_PREFIX,
+    DORMANT_ROUTES, NAMESPACES_BUCKET, SECRETS_BUCKET, TOKENS_BUCKET, USER_PREFIX,
 };
 use crate::wire::HostId;
 
@@ -109,6 +109,8 @@ impl Identity {
                             // Desired state and secrets are the scheduler's.
                             format!("$KV.{APPS_BUCKET}.>"),
                             format!("$KV.{SECRETS_BUCKET}.>"),
+                            format!("$KV.{TOKENS_BUCKET}.>"),
+                            format!("$KV.{NAMESPACES_BUCKET}.>"),
                             "$JS.API.STREAM.CREATE.>".into(),
                             "$JS.API.STREAM.UPDATE.>".into(),
                             "$JS.API.STREAM.DELETE.>".into(),

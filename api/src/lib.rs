@@ -21,9 +21,13 @@
 //!   nats-server lets each one publish and subscribe to.
 //! - [`SealedSecret`], [`SealingKey`]: secret values sealed to the one host
 //!   that runs them; [`SecretValue`]: a value in memory, never printed.
+//! - [`access`]: who may do what through the API: [`access::Verb`]s on
+//!   [`access::Resource`]s, granted by [`access::Roles`] bound per namespace
+//!   to a [`access::Principal`]; [`token`]: the bearer tokens that name one.
 //! - [`check_user_subject`]: what a spec or a guest may name as a subject
 //!   (relative to its namespace; Shoal's, JetStream's and inboxes refused).
 
+pub mod access;
 pub mod base64_serde;
 pub mod bounds;
 mod diagnostics;
@@ -36,6 +40,7 @@ mod sealed;
 mod secret;
 mod spec;
 pub mod subjects;
+pub mod token;
 pub mod wire;
 
 pub use diagnostics::{Diagnostic, SpecError};

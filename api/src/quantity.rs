@@ -34,7 +34,7 @@ pub enum QuantityError {
 
 /// A number of bytes, written in specs as `"64MiB"`, `"1GiB"`, `"512KiB"`,
 /// `"10MB"` or a bare integer of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(u64);
 
 impl ByteSize {

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Binding, Principal, PrincipalKind, Resource, Verb};
+use crate::token::TokenId;
 use crate::wire::{Capacity, HostId, ReplicaId, ReplicaState};
-use crate::{AppSpec, ComponentKind, Digest, Name};
+use crate::{AppSpec, ByteSize, ComponentKind, Digest, Name};
 
 /// `POST /v1/apps`: create or update an app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +141,8 @@ words! {
     AppStatus { Running => "running", Degraded => "degraded", Pending => "pending" }
     HostState { Ready => "ready", Draining => "draining", Lost => "lost" }
     RolloutState { Complete => "complete", Progressing => "progressing" }
+    TokenState { Active => "active", Expired => "expired", Revoked => "revoked" }
+    Outcome { Allowed => "allowed", Denied => "denied", Failed => "failed" }
 }
 
 /// One replica, in lists.
@@ -265,7 +269,8 @@ pub struct InvokeResponse {
 /// Every API error: what went wrong, in a class a client can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
-    /// `invalid`, `not_found`, `unavailable`, `unauthorized` or `internal`.
+    /// `invalid`, `not_found`, `unavailable`, `unauthorized`, `forbidden`,
+    /// `over_quota`, `conflict` or `internal`.
     pub kind: String,
     /// What is wrong and what to do.
     pub error: String,
@@ -368,4 +373,226 @@ mod payloads {
         assert_eq!(back.data, binary);
         assert!(serde_json::from_str::<InvokeRequest>(r#"{"data":"not base64!"}"#).is_err());
     }
+}
+
+/// `GET /v1/auth/whoami`: who the token names, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The principal.
+    pub principal: Principal,
+    /// The token's id (`None` when authentication is off).
+    pub token: Option<TokenId>,
+    /// When the token expires, in ms since the epoch.
+    pub expires_ms: Option<u64>,
+}
+
+/// `GET /v1/auth/can-i?verb=V&resource=R&namespace=NS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanI {
+    /// Whether the API would allow it.
+    pub allowed: bool,
+    /// The rule that decided, in words.
+    pub reason: String,
+}
+
+/// `POST /v1/auth/tokens`: make a token for a principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTokenRequest {
+    /// The principal the token stands for.
+    pub principal: Name,
+    /// A person or a program.
+    #[serde(default)]
+    pub kind: PrincipalKind,
+    /// The roles it holds, and where. The caller must hold every
+    /// permission it grants.
+    pub bindings: Vec<Binding>,
+    /// How long it lives, in seconds.
+    pub ttl_seconds: u64,
+}
+
+/// The answer to a token request: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// The token as a client sends it (`shoal_<id>_<secret>`).
+    pub token: String,
+    /// What is kept about it.
+    pub info: TokenInfo,
+}
+
+/// Whether a token still works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// It authenticates.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+/// A token, in lists: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Its public id.
+    pub id: TokenId,
+    /// Who it names.
+    pub principal: Principal,
+    /// When it was made, in ms since the epoch.
+    pub created_ms: u64,
+    /// When it expires, in ms since the epoch.
+    pub expires_ms: u64,
+    /// Who made it.
+    pub created_by: String,
+    /// Whether it still works.
+    pub state: TokenState,
+}
+
+/// Limits on what one namespace may use; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Replicas, summed over every component (autoscaled ones count what
+    /// they run now, and may not grow past the quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Memory reserved: each replica's `limits.memory` × `limits.concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Bytes of distinct components the namespace's apps use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_bytes: Option<ByteSize>,
+    /// Key-value buckets and work-queue streams, at their size limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<ByteSize>,
+    /// Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<u32>,
+}
+
+/// What one namespace uses, in the quota's terms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Replicas wanted.
+    pub replicas: u32,
+    /// Memory reserved.
+    pub memory: ByteSize,
+    /// Bytes of distinct components.
+    pub component_bytes: ByteSize,
+    /// Key-value and stream storage.
+    pub storage: ByteSize,
+    /// Secrets.
+    pub secrets: u32,
+}
+
+/// A route a namespace owns: no other namespace may serve on it or
+/// beneath it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteClaim {
+    /// The host name (any when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The path prefix (`/` for the whole host).
+    pub prefix: String,
+}
+
+impl RouteClaim {
+    /// Whether a route `path` on `host` falls within this claim.
+    pub fn covers(&self, host: Option<&str>, path: &str) -> bool {
+        let hosts_overlap = match (&self.host, host) {
+            (Some(mine), Some(theirs)) => mine.eq_ignore_ascii_case(theirs),
+            _ => true,
+        };
+        let prefix = self.prefix.trim_end_matches('/');
+        let path = path.trim_end_matches('/');
+        hosts_overlap
+            && (prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/")))
+    }
+}
+
+impl std::fmt::Display for RouteClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(host) => write!(f, "{host}{}", self.prefix),
+            None => write!(f, "{}", self.prefix),
+        }
+    }
+}
+
+/// A namespace's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    /// Its limits.
+    #[serde(default)]
+    pub quota: Quota,
+    /// Routes only it may serve.
+    #[serde(default)]
+    pub routes: Vec<RouteClaim>,
+}
+
+/// `PUT /v1/namespaces/{name}`: create or change a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRequest {
+    /// The settings.
+    pub spec: NamespaceSpec,
+    /// Fail if it exists already (`shoal create namespace`); otherwise
+    /// replace its settings.
+    #[serde(default)]
+    pub create: bool,
+}
+
+/// A namespace, with its usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    /// Its name.
+    pub name: Name,
+    /// When it was made, in ms since the epoch.
+    pub created_ms: u64,
+    /// Its settings.
+    pub spec: NamespaceSpec,
+    /// What it uses now.
+    pub usage: Usage,
+    /// How many apps it holds.
+    pub apps: u32,
+}
+
+/// Whether an audited call went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done.
+    Allowed,
+    /// Refused for want of a permission.
+    Denied,
+    /// Allowed, but it failed (bad input, quota, conflict, NATS).
+    Failed,
+}
+
+/// One mutating API call, as the audit trail keeps it. Never a secret's
+/// value, nor a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, in ms since the epoch.
+    pub at_ms: u64,
+    /// Who (`anonymous` when authentication is off).
+    pub principal: String,
+    /// The token used, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenId>,
+    /// What it did.
+    pub verb: Verb,
+    /// On what.
+    pub resource: Resource,
+    /// Where (`None` for cluster-wide resources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Name>,
+    /// Which one (an app, a secret's name, a token id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The HTTP status answered.
+    pub status: u16,
 }

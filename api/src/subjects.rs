@@ -102,6 +102,29 @@ pub const EVENTS_STREAM: &str = "SHOAL_EVENTS";
 /// `namespace.name`.
 pub const SECRETS_BUCKET: &str = "shoal-secrets";
 
+/// JetStream key-value bucket holding API tokens (hashed): one key per
+/// token id.
+pub const TOKENS_BUCKET: &str = "shoal-tokens";
+
+/// JetStream key-value bucket holding namespaces and their quotas: one key
+/// per namespace.
+pub const NAMESPACES_BUCKET: &str = "shoal-namespaces";
+
+/// JetStream stream holding the audit trail of mutating API calls.
+pub const AUDIT_STREAM: &str = "SHOAL_AUDIT";
+
+/// Every audit record's subject.
+pub const ALL_AUDIT: &str = "shoal.v1.audit.>";
+
+/// The subject of an audit record about `namespace`, or about a
+/// cluster-wide resource (`_cluster`: names cannot start with `_`).
+pub fn audit(namespace: Option<&Name>) -> String {
+    match namespace {
+        Some(ns) => format!("shoal.v1.audit.{ns}"),
+        None => "shoal.v1.audit._cluster".to_string(),
+    }
+}
+
 /// The key-value bucket private to an app. `_` separates the parts: names
 /// cannot contain it, so `team-a/db` and `team/a-db` get different buckets.
 pub fn app_bucket(namespace: &Name, app: &Name) -> String {

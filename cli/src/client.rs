@@ -9,21 +9,49 @@ use serde::de::DeserializeOwned;
 use shoal_api::resources::{ApiError, ApplyRequest, ApplyResponse};
 use shoal_api::{AppSpec, Digest, Name};
 
+use crate::config::{Target, http_client};
+
 /// Talks to one scheduler.
 pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    namespace: String,
+    namespace_given: bool,
 }
 
 impl Client {
-    /// A client for the API at `base` (like `http://127.0.0.1:7070`).
-    pub fn new(base: &str, token: Option<String>) -> Self {
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            http: reqwest::Client::new(),
-        }
+    /// A client for `target`: its API, credential and namespace.
+    pub fn new(target: &Target) -> anyhow::Result<Self> {
+        Ok(Client {
+            base: target.api.trim_end_matches('/').to_string(),
+            token: target.token.clone(),
+            http: http_client(target)?,
+            namespace: target.namespace.clone(),
+            namespace_given: false,
+        })
+    }
+
+    /// Marks the namespace as given on the command line (not from the
+    /// context): lists then show only that namespace.
+    pub fn namespace_was_given(mut self, given: bool) -> Self {
+        self.namespace_given = given;
+        self
+    }
+
+    /// The namespace verbs act in: `-n`, else the context's, else `default`.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The namespace, if `-n` gave it.
+    pub fn namespace_given(&self) -> Option<&str> {
+        self.namespace_given.then_some(self.namespace.as_str())
+    }
+
+    /// The API's URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -47,7 +75,7 @@ impl Client {
     async fn checked(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.with_context(|| {
             format!(
-                "cannot reach the scheduler at {}: is it running? (set --api or SHOAL_API)",
+                "cannot reach the scheduler at {}: is it running? (see `shoal config get-contexts`, or set --api)",
                 self.base
             )
         })?;
@@ -86,6 +114,21 @@ impl Client {
         )
         .await?;
         Ok(())
+    }
+
+    /// PUT `body` to `path`, JSON both ways.
+    pub async fn put_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::PUT, path).json(body))
+            .await
+    }
+
+    /// DELETE `path`, reading a JSON answer.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
     /// DELETE `path`.

@@ -3,7 +3,9 @@
 //! Exit codes: 0 done, 1 refused or failed (with a message on stderr),
 //! 2 bad usage.
 
+mod access_verbs;
 mod client;
+mod config;
 mod credentials;
 mod data_dir;
 mod nats;
@@ -22,15 +24,20 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
 struct Cli {
-    /// The scheduler API: what the user verbs talk to, and where
-    /// `shoal scheduler` and `shoal up` listen.
-    #[arg(
-        long,
-        global = true,
-        env = "SHOAL_API",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    api: String,
+    /// The scheduler API: what the user verbs talk to (default: the
+    /// context's), and where `shoal scheduler` and `shoal up` listen
+    /// (default 127.0.0.1:7070).
+    #[arg(long, global = true, env = "SHOAL_API")]
+    api: Option<String>,
+    /// The client config context to use instead of the current one.
+    #[arg(long, global = true, env = "SHOAL_CONTEXT")]
+    context: Option<String>,
+    /// The namespace to act in (default: the context's, else `default`).
+    #[arg(short, long, global = true, env = "SHOAL_NAMESPACE")]
+    namespace: Option<String>,
+    /// Trust this CA certificate (PEM) for an https API.
+    #[arg(long, global = true, env = "SHOAL_API_CA", value_name = "FILE")]
+    api_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,7 +47,7 @@ enum Command {
     /// Start a whole single-node cluster (nats-server, scheduler, host) and apply apps.
     Up(Box<roles::UpArgs>),
     /// Run the scheduler.
-    Scheduler(roles::RoleArgs),
+    Scheduler(Box<roles::SchedulerArgs>),
     /// Run a host.
     Host(Box<roles::HostArgs>),
     /// Run one component: invoke a worker once, serve an http component, or run a job.
@@ -50,6 +57,9 @@ enum Command {
     /// The cluster's NATS authority and credentials.
     #[command(subcommand)]
     Nats(credentials::NatsCommand),
+    /// The client config: contexts naming an API, a credential and a namespace.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     #[command(flatten)]
     Verb(verbs::Verb),
 }
@@ -61,16 +71,33 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::Validate(args) => validate::validate(args),
         Command::Nats(command) => credentials::run(command),
+        Command::Config(command) => config::run(command),
         command => block_on(async move {
+            let listen = cli
+                .api
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
             match command {
-                Command::Up(args) => roles::up(*args, &cli.api).await,
-                Command::Scheduler(args) => roles::scheduler(args, &cli.api).await,
+                Command::Up(args) => roles::up(*args, &listen).await,
+                Command::Scheduler(args) => roles::scheduler(*args, &listen).await,
                 Command::Host(args) => roles::host(*args).await,
                 Command::Verb(verb) => {
-                    let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
-                    verbs::run(&client::Client::new(&cli.api, token), verb).await
+                    let given_namespace = cli.namespace.is_some();
+                    let choice = config::Choice {
+                        api: cli.api,
+                        token: std::env::var("SHOAL_TOKEN").ok(),
+                        context: cli.context,
+                        namespace: cli.namespace,
+                        ca: cli.api_ca,
+                    };
+                    let file = config::ClientConfig::load(&config::default_path()?)?;
+                    let target = config::resolve(&file, &choice)?;
+                    let client = client::Client::new(&target)?.namespace_was_given(given_namespace);
+                    verbs::run(&client, verb).await
                 }
-                Command::Run(_) | Command::Validate(_) | Command::Nats(_) => Ok(()),
+                Command::Run(_) | Command::Validate(_) | Command::Nats(_) | Command::Config(_) => {
+                    Ok(())
+                }
             }
         }),
     };
@@ -82,6 +109,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Where `shoal scheduler` and `shoal up` listen without `--api`.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 
 fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use shoal_api::access::Roles;
 use shoal_api::resources::{AppStatus, AppSummary};
 use shoal_api::wire::{Capacity, HostId};
 use shoal_api::{AppSpec, ByteSize, ComponentKind};
@@ -15,10 +16,11 @@ use shoal_host::agent::{HostAgent, HostConfig};
 use shoal_host::layout::DataLayout;
 use shoal_host::{Runtime, RuntimeOptions};
 use shoal_scheduler::secrets::SecretBox;
-use shoal_scheduler::{Scheduler, SchedulerOptions};
+use shoal_scheduler::{AuthMode, Scheduler, SchedulerOptions};
 use tokio::sync::watch;
 
 use crate::client::Client;
+use crate::config::{self, ClientConfig, ContextEntry, Target};
 use crate::tunables::{UP_READY_TIMEOUT, UP_STOP_TIMEOUT, WAIT_POLL};
 use shoal_api::identity::Identity;
 
@@ -29,7 +31,10 @@ use crate::verbs::print_apply;
 /// The address to listen on for an API given as `--api` (a URL or an
 /// address: `http://127.0.0.1:7070` or `127.0.0.1:7070`).
 pub fn listen_addr(api: &str) -> anyhow::Result<SocketAddr> {
-    let addr = api.trim_start_matches("http://").trim_end_matches('/');
+    let addr = api
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
     addr.parse().with_context(|| {
         format!("--api {api:?} is not an address to listen on, like 127.0.0.1:7070")
     })
@@ -51,6 +56,126 @@ pub struct RoleArgs {
     #[arg(long, env = "SHOAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
+
+/// How the scheduler's API serves and whom it lets in: `shoal scheduler`
+/// and `shoal up`.
+#[derive(Debug, Args)]
+pub struct ApiSettings {
+    /// Serve the API over TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A host name the API answers to (repeatable), besides IP addresses
+    /// and `localhost`: any other `Host` is refused (DNS rebinding).
+    #[arg(long = "api-name", value_name = "NAME")]
+    api_names: Vec<String>,
+    /// Custom roles, from a TOML file (`[roles.NAME]` with `rules`).
+    #[arg(long, value_name = "FILE")]
+    roles: Option<PathBuf>,
+    /// DANGER: turn authentication off. Every caller is an admin.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// DANGER: serve the API in plain HTTP on an address other machines
+    /// reach, where tokens cross the network in clear.
+    #[arg(long)]
+    insecure_no_tls: bool,
+}
+
+impl ApiSettings {
+    /// The scheduler's options for an API listening on `addr`; refuses
+    /// plain HTTP beyond this machine unless told so, loudly.
+    fn options(&self, addr: SocketAddr, secret_box: SecretBox) -> anyhow::Result<SchedulerOptions> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(shoal_scheduler::tls::server_config(cert, key)?),
+            _ => None,
+        };
+        let public = !addr.ip().is_loopback();
+        if public && tls.is_none() {
+            if !self.insecure_no_tls {
+                bail!(
+                    "refusing to serve the API in plain HTTP on {addr}, which other machines reach: tokens would cross the network in clear. Give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure-no-tls if something else encrypts the traffic"
+                );
+            }
+            tracing::warn!(%addr, "DANGER: the API serves plain HTTP beyond this machine (--insecure-no-tls)");
+        }
+        let auth = if self.insecure_no_auth {
+            tracing::warn!(%addr, "DANGER: authentication is OFF (--insecure-no-auth): whoever reaches the API is an admin");
+            AuthMode::Off
+        } else {
+            let roles = match &self.roles {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read --roles {}", file.display()))?;
+                    Roles::with_custom(&text, &file.display().to_string())?
+                }
+                None => Roles::builtin(),
+            };
+            AuthMode::Tokens(roles)
+        };
+        Ok(SchedulerOptions {
+            api_addr: addr,
+            auth,
+            api_names: self.api_names.clone(),
+            tls,
+            secret_box,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// `shoal scheduler`.
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    role: RoleArgs,
+    #[command(flatten)]
+    api: ApiSettings,
+}
+
+/// Keeps a new cluster's first admin token, shown only once, in a client
+/// config under the data dir (mode 0600), and says where.
+fn keep_first_admin(
+    scheduler: &mut Scheduler,
+    data_dir: &std::path::Path,
+    api: &str,
+) -> anyhow::Result<()> {
+    let Some(token) = scheduler.take_first_admin() else {
+        return Ok(());
+    };
+    let path = data_dir.join(ADMIN_CONFIG);
+    let mut config = ClientConfig::default();
+    config.set_context(
+        ADMIN_CONTEXT,
+        ContextEntry {
+            api: api.to_string(),
+            token: Some(token.reveal().to_string()),
+            namespace: None,
+            ca: None,
+        },
+        true,
+    );
+    config.save(&path)?;
+    println!(
+        "the first admin token is in {}: `export SHOAL_CONFIG={}`",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The client config, under the data dir, holding the first admin token.
+pub const ADMIN_CONFIG: &str = "admin.toml";
+/// Its context's name.
+const ADMIN_CONTEXT: &str = "admin";
 
 /// Host settings shared by `shoal host` and `shoal up`.
 #[derive(Debug, Args)]
@@ -105,6 +230,8 @@ pub struct UpArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     host: HostSettings,
+    #[command(flatten)]
+    api_settings: ApiSettings,
 }
 
 fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
@@ -162,6 +289,45 @@ fn host_id(name: Option<String>) -> anyhow::Result<HostId> {
     };
     HostId::new(name).map_err(anyhow::Error::msg)
 }
+
+/// Points the user's client config (context `local`, made current) at
+/// this `shoal up`'s API, with the admin token kept under its data dir:
+/// after `shoal up`, every verb works without a flag. Returns the target
+/// `shoal up` itself uses.
+fn local_context(data_dir: &std::path::Path, api: &str, auth_off: bool) -> anyhow::Result<Target> {
+    let admin = ClientConfig::load(&data_dir.join(ADMIN_CONFIG))?;
+    let token = admin
+        .contexts
+        .get(ADMIN_CONTEXT)
+        .and_then(|c| c.token.clone());
+    if token.is_none() && !auth_off {
+        bail!(
+            "{} holds no admin token, and this cluster made its first one before: restore that file, or start afresh with a new --data-dir",
+            data_dir.join(ADMIN_CONFIG).display()
+        );
+    }
+    let entry = ContextEntry {
+        api: api.to_string(),
+        token: token.clone(),
+        namespace: None,
+        ca: None,
+    };
+    let path = config::default_path()?;
+    let mut user = ClientConfig::load(&path)?;
+    user.set_context(LOCAL_CONTEXT, entry, true);
+    user.save(&path)?;
+    println!("  config     {} (context {LOCAL_CONTEXT})", path.display());
+    Ok(Target {
+        api: api.to_string(),
+        token,
+        namespace: shoal_api::DEFAULT_NAMESPACE.to_string(),
+        ca: None,
+        context: Some(LOCAL_CONTEXT.to_string()),
+    })
+}
+
+/// The context `shoal up` writes into the user's client config.
+const LOCAL_CONTEXT: &str = "local";
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -253,23 +419,18 @@ fn secret_key_path() -> PathBuf {
 }
 
 /// Runs the scheduler until Ctrl-C.
-pub async fn scheduler(args: RoleArgs, api: &str) -> anyhow::Result<()> {
+pub async fn scheduler(args: SchedulerArgs, api: &str) -> anyhow::Result<()> {
+    let settings = args.api;
+    let args = args.role;
     let data_dir = crate::data_dir::resolve(args.data_dir);
     let secret_box = secret_box(&data_dir)?;
     let creds = args.login.creds()?;
     let nats = connect(&args.nats, &Identity::Scheduler, &creds, &args.login).await?;
-    let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
-    let scheduler = Scheduler::start(
-        nats,
-        SchedulerOptions {
-            api_addr: listen_addr(api)?,
-            token,
-            secret_box,
-        },
-        shutdown_signal(),
-    )
-    .await?;
-    println!("scheduler API on http://{}", scheduler.api_addr());
+    let options = settings.options(listen_addr(api)?, secret_box)?;
+    let mut scheduler = Scheduler::start(nats, options, shutdown_signal()).await?;
+    let url = format!("{}://{}", settings.scheme(), scheduler.api_addr());
+    keep_first_admin(&mut scheduler, &data_dir, &url)?;
+    println!("scheduler API on {url}");
     scheduler.wait().await;
     Ok(())
 }
@@ -349,17 +510,13 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
     };
     let nats = connect(&url, &Identity::Scheduler, &scheduler_creds, &args.login).await?;
     let (stop, stopped) = stop_channel();
-    let token = std::env::var("SHOAL_TOKEN").ok().filter(|t| !t.is_empty());
-    let scheduler = Scheduler::start(
-        nats,
-        SchedulerOptions {
-            api_addr: listen_addr(api)?,
-            token: token.clone(),
-            secret_box: secret_box(&data_dir)?,
-        },
-        stopped(),
-    )
-    .await?;
+    let options = args
+        .api_settings
+        .options(listen_addr(api)?, secret_box(&data_dir)?)?;
+    let mut scheduler = Scheduler::start(nats, options, stopped()).await?;
+    let api_url = format!("{}://{}", args.api_settings.scheme(), scheduler.api_addr());
+    keep_first_admin(&mut scheduler, &data_dir, &api_url)?;
+    let target = local_context(&data_dir, &api_url, args.api_settings.insecure_no_auth)?;
     let mut settings = args.host;
     if settings.name.is_none() {
         settings.name = Some("local".into());
@@ -372,7 +529,7 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
         stopped(),
     )
     .await?;
-    let api = format!("http://{}", scheduler.api_addr());
+    let api = api_url;
     let ingress = agent
         .http_addr()
         .map(|a| format!("http://{a}"))
@@ -383,7 +540,7 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
     println!("  ingress    {ingress}");
     println!("  data       {}", data_dir.display());
 
-    let client = Client::new(&api, token);
+    let client = Client::new(&target)?;
     let result = apply_and_wait(&client, &args.apps, &ingress).await;
     if let Err(e) = &result {
         eprintln!("shoal: {e:#}");

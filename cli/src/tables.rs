@@ -10,11 +10,11 @@ use shoal_api::ByteSize;
 #[cfg(test)]
 use shoal_api::resources::{AppStatus, HostState};
 use shoal_api::resources::{AppSummary, HostInfo, PodInfo, PodState};
-use shoal_api::wire::ReplicaState;
+use shoal_api::wire::{ReplicaState, now_ms};
 
 /// A table of `rows` under `header`, columns two spaces apart, no trailing
 /// blanks. Columns named in `right` are right-aligned (numbers).
-fn render(header: &[&str], right: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn render(header: &[&str], right: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut table = Table::new();
     table
         .load_preset(NOTHING)
@@ -152,6 +152,11 @@ pub fn ready_text(p: &PodInfo) -> &'static str {
 /// How long ago something `ms` milliseconds old happened, in its largest
 /// unit: "4s ago", "3m ago", "2h ago", "5d ago".
 pub fn age(ms: u64) -> String {
+    format!("{} ago", span(ms))
+}
+
+/// `ms` milliseconds in their largest unit: "4s", "3m", "2h", "5d".
+pub fn span(ms: u64) -> String {
     let s = ms / 1000;
     let rounded = match s {
         0..120 => s,
@@ -159,10 +164,7 @@ pub fn age(ms: u64) -> String {
         7_200..172_800 => s / 3600 * 3600,
         _ => s / 86_400 * 86_400,
     };
-    format!(
-        "{} ago",
-        humantime::format_duration(Duration::from_secs(rounded))
-    )
+    humantime::format_duration(Duration::from_secs(rounded)).to_string()
 }
 
 #[cfg(test)]
@@ -326,4 +328,119 @@ mod tests {
         assert_eq!(age(3 * 3_600_000 + 59_000), "3h ago");
         assert_eq!(age(3 * 86_400_000), "3days ago");
     }
+}
+
+/// `get namespaces`.
+pub fn namespaces(list: &[shoal_api::resources::NamespaceInfo]) -> String {
+    let rows = list
+        .iter()
+        .map(|ns| {
+            vec![
+                ns.name.to_string(),
+                ns.apps.to_string(),
+                used_of(
+                    ns.usage.replicas.to_string(),
+                    ns.spec.quota.replicas.map(|n| n.to_string()),
+                ),
+                used_of(
+                    ns.usage.memory.to_string(),
+                    ns.spec.quota.memory.map(|m| m.to_string()),
+                ),
+                age(now_ms().saturating_sub(ns.created_ms)),
+            ]
+        })
+        .collect();
+    render(
+        &["NAME", "APPS", "REPLICAS", "MEMORY", "AGE"],
+        &["APPS"],
+        rows,
+    )
+}
+
+/// `used/limit`, or just `used` without a limit.
+pub fn used_of(used: String, limit: Option<String>) -> String {
+    match limit {
+        Some(limit) => format!("{used}/{limit}"),
+        None => used,
+    }
+}
+
+/// `auth token list`.
+pub fn tokens(list: &[shoal_api::resources::TokenInfo]) -> String {
+    let now = now_ms();
+    let rows = list
+        .iter()
+        .map(|t| {
+            let roles: Vec<String> = t
+                .principal
+                .bindings
+                .iter()
+                .map(|b| match &b.namespace {
+                    Some(ns) => format!("{}@{ns}", b.role),
+                    None => format!("{}@*", b.role),
+                })
+                .collect();
+            let expires = if t.expires_ms > now {
+                format!("in {}", span(t.expires_ms - now))
+            } else {
+                age(now - t.expires_ms)
+            };
+            vec![
+                t.id.to_string(),
+                t.principal.name.to_string(),
+                t.principal.kind.to_string(),
+                roles.join(","),
+                t.state.to_string(),
+                expires,
+                t.created_by.clone(),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "ID",
+            "PRINCIPAL",
+            "KIND",
+            "ROLES",
+            "STATE",
+            "EXPIRES",
+            "CREATED BY",
+        ],
+        &[],
+        rows,
+    )
+}
+
+/// `audit`.
+pub fn audit(list: &[shoal_api::resources::AuditRecord]) -> String {
+    let now = now_ms();
+    let rows = list
+        .iter()
+        .map(|r| {
+            vec![
+                age(now.saturating_sub(r.at_ms)),
+                r.principal.clone(),
+                r.verb.to_string(),
+                r.resource.to_string(),
+                r.namespace
+                    .as_ref()
+                    .map_or_else(|| "*".to_string(), ToString::to_string),
+                r.name.clone().unwrap_or_default(),
+                format!("{} {}", r.outcome, r.status),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "WHEN",
+            "PRINCIPAL",
+            "VERB",
+            "RESOURCE",
+            "NAMESPACE",
+            "NAME",
+            "OUTCOME",
+        ],
+        &[],
+        rows,
+    )
 }

@@ -26,3 +26,8 @@ pub const WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// How long `shoal up` waits for its host and scheduler to stop.
 pub const UP_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest client config, token or CA certificate file the command line
+/// reads (1 MiB). Each is a few kilobytes at most, so anything larger is a
+/// mistake (a wrong path, a binary) and is refused rather than read whole.
+pub const CLIENT_FILE_MAX_BYTES: u64 = 1 << 20;

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use shoal_api::DEFAULT_NAMESPACE;
 use shoal_api::resources::{
     AppDetail, AppSummary, ApplyResponse, HostInfo, InvokeRequest, InvokeResponse, PodInfo,
     RevisionInfo, RollbackRequest, RolloutState, RolloutStatus, ScaleRequest,
 };
 use shoal_api::wire::now_ms;
 
+use crate::access_verbs::{self, AuditArgs, AuthVerb, CreateVerb, UpdateVerb};
 use crate::client::Client;
 use crate::tables::{self, age, ready_text, state_text};
 
@@ -46,6 +46,8 @@ pub enum Kind {
     Pods,
     /// Hosts, with capacity and usage.
     Hosts,
+    /// Namespaces, with their usage and quotas.
+    Namespaces,
 }
 
 /// `shoal get`.
@@ -58,33 +60,34 @@ pub struct GetArgs {
     format: Format,
 }
 
-/// `shoal describe app NAME`.
+/// What `describe` and `delete` act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Object {
+    /// An app.
+    App,
+    /// A namespace.
+    Namespace,
+}
+
+/// `shoal describe app|namespace NAME`.
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// Always `app`.
-    #[arg(value_parser = ["app"])]
-    kind: String,
-    /// The app's name.
+    /// What to describe.
+    kind: Object,
+    /// Its name.
     name: String,
-    /// The app's namespace.
-    #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
-    namespace: String,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     format: Format,
 }
 
-/// `shoal delete app NAME`.
+/// `shoal delete app|namespace NAME`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Always `app`.
-    #[arg(value_parser = ["app"])]
-    kind: String,
-    /// The app's name.
+    /// What to delete (a namespace only when it holds no app).
+    kind: Object,
+    /// Its name.
     name: String,
-    /// The app's namespace.
-    #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
-    namespace: String,
 }
 
 /// `shoal scale APP/COMPONENT N`.
@@ -94,9 +97,6 @@ pub struct ScaleArgs {
     target: String,
     /// Replicas wanted.
     replicas: u32,
-    /// The app's namespace.
-    #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
-    namespace: String,
 }
 
 /// `shoal invoke APP/COMPONENT`.
@@ -110,9 +110,6 @@ pub struct InvokeArgs {
     /// A header, NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE")]
     headers: Vec<String>,
-    /// The app's namespace.
-    #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
-    namespace: String,
 }
 
 /// `shoal secret …`.
@@ -127,9 +124,6 @@ pub enum SecretVerb {
         /// Read the value from this file, byte for byte.
         #[arg(long, value_name = "FILE")]
         from_file: Option<PathBuf>,
-        /// The namespace.
-        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
-        namespace: String,
     },
     /// List secret names (never values).
     List,
@@ -140,9 +134,6 @@ pub enum SecretVerb {
 pub struct RolloutTarget {
     /// The app's name.
     app: String,
-    /// The app's namespace.
-    #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
-    namespace: String,
 }
 
 /// `shoal rollout …`.
@@ -203,6 +194,25 @@ pub enum Verb {
     /// Set or list secrets.
     #[command(subcommand)]
     Secret(SecretVerb),
+    /// Who you are, what you may do, and API tokens.
+    #[command(subcommand)]
+    Auth(AuthVerb),
+    /// Create a namespace.
+    #[command(subcommand)]
+    Create(CreateVerb),
+    /// Change a namespace's quotas and claimed routes.
+    #[command(subcommand)]
+    Update(UpdateVerb),
+    /// List the audit trail: every change made through the API, by whom.
+    Audit(AuditArgs),
+}
+
+/// `path`, narrowed to the namespace `-n` gave, if it gave one.
+fn listing(path: &str, client: &Client) -> String {
+    match client.namespace_given() {
+        Some(ns) => format!("{path}?namespace={ns}"),
+        None => path.to_string(),
+    }
 }
 
 fn split_target(target: &str) -> anyhow::Result<(&str, &str)> {
@@ -220,26 +230,35 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
             print_apply(&resp);
         }
         Verb::Get(args) => get(client, args).await?,
+        Verb::Describe(args) if args.kind == Object::Namespace => {
+            access_verbs::describe_namespace(client, &args.name, args.format).await?;
+        }
         Verb::Describe(args) => {
             let detail: AppDetail = client
-                .get(&format!("/v1/apps/{}/{}", args.namespace, args.name))
+                .get(&format!("/v1/apps/{}/{}", client.namespace(), args.name))
                 .await?;
             match args.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
                 Format::Table => print_detail(&detail),
             }
         }
+        Verb::Delete(args) if args.kind == Object::Namespace => {
+            client
+                .delete(&format!("/v1/namespaces/{}", args.name))
+                .await?;
+            println!("namespace {} deleted", args.name);
+        }
         Verb::Delete(args) => {
             client
-                .delete(&format!("/v1/apps/{}/{}", args.namespace, args.name))
+                .delete(&format!("/v1/apps/{}/{}", client.namespace(), args.name))
                 .await?;
-            println!("app {}/{} deleted", args.namespace, args.name);
+            println!("app {}/{} deleted", client.namespace(), args.name);
         }
         Verb::Scale(args) => {
             let (app, component) = split_target(&args.target)?;
             let resp: ApplyResponse = client
                 .post(
-                    &format!("/v1/apps/{}/{app}/scale", args.namespace),
+                    &format!("/v1/apps/{}/{app}/scale", client.namespace()),
                     &ScaleRequest {
                         component: component.parse().context("component name")?,
                         replicas: args.replicas,
@@ -263,7 +282,7 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let resp: InvokeResponse = client
                 .post(
-                    &format!("/v1/apps/{}/{app}/invoke/{component}", args.namespace),
+                    &format!("/v1/apps/{}/{app}/invoke/{component}", client.namespace()),
                     &InvokeRequest {
                         data: args.data.into_bytes(),
                         headers,
@@ -279,11 +298,8 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
             }
             out.flush()?;
         }
-        Verb::Secret(SecretVerb::Set {
-            name,
-            from_file,
-            namespace,
-        }) => {
+        Verb::Secret(SecretVerb::Set { name, from_file }) => {
+            let namespace = client.namespace();
             let value = match from_file {
                 Some(file) => std::fs::read(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?,
@@ -308,8 +324,16 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
             println!("secret {namespace}/{name} set");
         }
         Verb::Rollout(verb) => rollout(client, verb).await?,
+        Verb::Auth(verb) => access_verbs::auth(client, verb).await?,
+        Verb::Create(CreateVerb::Namespace(args)) => {
+            access_verbs::put_namespace(client, args, true).await?;
+        }
+        Verb::Update(UpdateVerb::Namespace(args)) => {
+            access_verbs::put_namespace(client, args, false).await?;
+        }
+        Verb::Audit(args) => access_verbs::audit(client, args).await?,
         Verb::Secret(SecretVerb::List) => {
-            let names: Vec<String> = client.get("/v1/secrets").await?;
+            let names: Vec<String> = client.get(&listing("/v1/secrets", client)).await?;
             for name in names {
                 println!("{name}");
             }
@@ -326,7 +350,7 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
             timeout,
             format,
         } => {
-            let path = format!("/v1/apps/{}/{}/rollout", target.namespace, target.app);
+            let path = format!("/v1/apps/{}/{}/rollout", client.namespace(), target.app);
             let started = std::time::Instant::now();
             let first: RolloutStatus = client.get(&path).await?;
             let mut status = first.clone();
@@ -371,7 +395,8 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
             let revisions: Vec<RevisionInfo> = client
                 .get(&format!(
                     "/v1/apps/{}/{}/revisions",
-                    target.namespace, target.app
+                    client.namespace(),
+                    target.app
                 ))
                 .await?;
             if let Format::Json = format {
@@ -402,7 +427,7 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
         RolloutVerb::Undo { target, to } => {
             let resp: ApplyResponse = client
                 .post(
-                    &format!("/v1/apps/{}/{}/rollback", target.namespace, target.app),
+                    &format!("/v1/apps/{}/{}/rollback", client.namespace(), target.app),
                     &RollbackRequest { to },
                 )
                 .await?;
@@ -464,7 +489,7 @@ pub fn print_apply(resp: &ApplyResponse) {
 async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     match args.what {
         Kind::Apps => {
-            let apps: Vec<AppSummary> = client.get("/v1/apps").await?;
+            let apps: Vec<AppSummary> = client.get(&listing("/v1/apps", client)).await?;
             if let Format::Json = args.format {
                 println!("{}", serde_json::to_string_pretty(&apps)?);
                 return Ok(());
@@ -472,7 +497,7 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
             println!("{}", tables::apps(&apps));
         }
         Kind::Pods => {
-            let pods: Vec<PodInfo> = client.get("/v1/pods").await?;
+            let pods: Vec<PodInfo> = client.get(&listing("/v1/pods", client)).await?;
             if let Format::Json = args.format {
                 println!("{}", serde_json::to_string_pretty(&pods)?);
                 return Ok(());
@@ -487,6 +512,7 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
             }
             println!("{}", tables::hosts(&hosts));
         }
+        Kind::Namespaces => access_verbs::list_namespaces(client, args.format).await?,
     }
     Ok(())
 }

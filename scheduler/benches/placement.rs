@@ -223,7 +223,11 @@ async fn scenario(hosts: usize, replicas: usize, component: &[u8]) {
         nats.clone(),
         SchedulerOptions {
             api_addr: SocketAddr::from(([127, 0, 0, 1], api_port)),
-            token: None,
+            // The bench calls the API without a token: placement is
+            // what it measures.
+            auth: shoal_scheduler::AuthMode::Off,
+            api_names: Vec::new(),
+            tls: None,
             secret_box: shoal_scheduler::secrets::SecretBox::new(
                 &shoal_scheduler::secrets::SecretBox::generate_key(),
                 None,

@@ -11,6 +11,8 @@ pub struct Inspected {
     pub kind: Option<ComponentKind>,
     /// Whether it exports `shoal:workload/health`.
     pub health: bool,
+    /// Its size, for the namespace's component-bytes quota.
+    pub bytes: u64,
 }
 
 /// Validates `bytes` as a component and reads its top-level exports.
@@ -44,6 +46,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspected, String> {
     Ok(Inspected {
         kind: ComponentKind::from_exports(names.iter().map(String::as_str)),
         health: names.iter().any(|n| n == shoal_api::exports::HEALTH),
+        bytes: bytes.len() as u64,
     })
 }
 

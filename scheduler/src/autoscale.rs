@@ -50,6 +50,8 @@ struct Target {
     idle: std::time::Duration,
     /// Its route, for an http component.
     route: Option<HttpRoute>,
+    /// Memory one more replica of its pod reserves, for the quota.
+    per_replica_memory: u64,
 }
 
 /// How much work there is, in units one replica should have at most
@@ -261,6 +263,26 @@ async fn activate_one(shared: &Shared, a: &Activate) -> CommandReply {
     CommandReply::Ok
 }
 
+/// How many more replicas `t`'s namespace quota lets it have, and the
+/// quota that binds, in words; `None` without a replica or memory quota.
+fn quota_room(state: &crate::state::State, t: &Target) -> Option<(u32, String)> {
+    let quota = &state.namespaces.get(&t.namespace)?.spec.quota;
+    if quota.replicas.is_none() && quota.memory.is_none() {
+        return None;
+    }
+    let usage = crate::namespaces::usage(state, &t.namespace, None, &Default::default());
+    let room = crate::namespaces::headroom(quota, &usage, t.per_replica_memory)?;
+    let words = match (quota.replicas, quota.memory) {
+        (Some(n), _) if usage.replicas.saturating_add(room) >= n => {
+            format!("replicas quota ({n})")
+        }
+        (_, Some(m)) => format!("memory quota ({m})"),
+        (Some(n), None) => format!("replicas quota ({n})"),
+        (None, None) => return None,
+    };
+    Some((room, words))
+}
+
 fn targets(shared: &Shared) -> Vec<Target> {
     let state = shared.state();
     let mut out = Vec::new();
@@ -285,6 +307,7 @@ fn targets(shared: &Shared) -> Vec<Target> {
                     ready: false,
                 });
                 out.push(Target {
+                    per_replica_memory: pod.reserved_memory(),
                     key: key.clone(),
                     namespace: spec.namespace.clone(),
                     app: spec.name.clone(),
@@ -310,8 +333,10 @@ async fn decide(shared: &Shared, t: &Target, demand: Demand) -> bool {
     let wanted = u32::try_from(depth.div_ceil(demand.per_replica.max(1)))
         .unwrap_or(u32::MAX)
         .clamp(t.min, t.max);
+    let mut held = None;
     let change = {
         let mut state = shared.state();
+        let room = quota_room(&state, t);
         let entry = state
             .scale
             .entry((t.key.clone(), t.pod.clone()))
@@ -322,7 +347,23 @@ async fn decide(shared: &Shared, t: &Target, demand: Demand) -> bool {
         let current = entry.desired;
         let next = if wanted > current {
             entry.low_since = None;
-            Some(wanted)
+            match room {
+                Some((room, quota)) if wanted > current.saturating_add(room) => {
+                    let cap = current.saturating_add(room);
+                    if entry.held_at != Some(cap) {
+                        entry.held_at = Some(cap);
+                        held = Some(format!(
+                            "{} held at {cap} replicas, not {wanted}: namespace {}'s {quota} is reached",
+                            t.component, t.namespace
+                        ));
+                    }
+                    Some(cap)
+                }
+                _ => {
+                    entry.held_at = None;
+                    Some(wanted)
+                }
+            }
         } else if wanted < current {
             let since = *entry.low_since.get_or_insert(now);
             if depth == 0 && now.duration_since(entry.last_active) >= t.idle {
@@ -347,6 +388,12 @@ async fn decide(shared: &Shared, t: &Target, demand: Demand) -> bool {
             why
         })
     };
+    if let Some(why) = held {
+        tracing::warn!(app = %t.app, "{why}");
+        shared
+            .record(event(&t.namespace, &t.app, "quota_reached", why))
+            .await;
+    }
     match change {
         Some(why) => {
             tracing::info!(app = %t.app, "{why}");

@@ -19,13 +19,17 @@
 
 pub mod api;
 pub mod artifact;
+pub mod audit;
+pub mod auth;
 pub mod autoscale;
+pub mod namespaces;
 pub mod placement;
 pub mod reconcile;
 pub mod rollout;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod tunables;
 
 use std::future::Future;
@@ -54,6 +58,12 @@ pub enum SchedulerError {
     /// No such app.
     #[error("{0}")]
     NotFound(String),
+    /// It exists already, or changed under us.
+    #[error("{0}")]
+    Conflict(String),
+    /// A namespace's quota would be exceeded; nothing changed.
+    #[error("{0}")]
+    OverQuota(String),
     /// NATS or JetStream could not be reached; try again.
     #[error("{0}")]
     Unavailable(String),
@@ -67,10 +77,23 @@ pub enum SchedulerError {
 pub struct SchedulerOptions {
     /// Where the HTTP API listens (port 0 picks a free one).
     pub api_addr: SocketAddr,
-    /// A bearer token every API request must carry, if set.
-    pub token: Option<String>,
+    /// Whether API calls need a token, and the roles tokens may hold.
+    pub auth: AuthMode,
+    /// Host names the API answers to, besides IP literals and `localhost`.
+    pub api_names: Vec<String>,
+    /// Serve the API over TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Seals secrets at rest.
     pub secret_box: secrets::SecretBox,
+}
+
+/// Whether the API authenticates its callers.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// Every call carries a token; these roles say what each may do.
+    Tokens(shoal_api::access::Roles),
+    /// Every call is an anonymous admin. Only for a private, local setup.
+    Off,
 }
 
 /// What the scheduler's tasks share.
@@ -80,7 +103,10 @@ pub struct Shared {
     store: Store,
     wake: Notify,
     ready_at: Instant,
-    token: Option<String>,
+    access: auth::Access,
+    audit: audit::AuditTrail,
+    namespaces: namespaces::NamespaceStore,
+    api_names: Vec<String>,
     /// What each stored component exports, learnt once per digest: a
     /// component's bytes never change, so neither do its exports.
     kinds: Mutex<std::collections::HashMap<shoal_api::Digest, artifact::Inspected>>,
@@ -114,6 +140,32 @@ impl Shared {
         })?;
         self.remember_exports(*digest, inspected);
         Ok(inspected)
+    }
+
+    /// The size of each component in `digests`: from memory, or from the
+    /// component store's metadata.
+    async fn component_sizes(
+        &self,
+        digests: &[shoal_api::Digest],
+    ) -> Result<std::collections::HashMap<shoal_api::Digest, u64>, SchedulerError> {
+        let mut sizes = std::collections::HashMap::new();
+        for digest in digests {
+            if sizes.contains_key(digest) {
+                continue;
+            }
+            let known = self
+                .kinds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(digest)
+                .map(|i| i.bytes);
+            let size = match known {
+                Some(size) => size,
+                None => self.store.component_size(digest).await?,
+            };
+            sizes.insert(*digest, size);
+        }
+        Ok(sizes)
     }
 
     /// Records what a checked component exports.
@@ -152,6 +204,7 @@ impl Shared {
 pub struct Scheduler {
     api_addr: SocketAddr,
     tasks: tokio::task::JoinSet<()>,
+    first_admin: Option<shoal_api::token::BearerToken>,
 }
 
 impl Scheduler {
@@ -164,7 +217,19 @@ impl Scheduler {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Scheduler, SchedulerError> {
         let store = Store::open(&nats).await?;
-        let mut state = State::default();
+        let js = async_nats::jetstream::new(nats.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let access = match options.auth {
+            AuthMode::Tokens(roles) => auth::Access::open(&js, roles, stop_rx.clone()).await?,
+            AuthMode::Off => auth::Access::open_to_all(shoal_api::access::Roles::builtin()),
+        };
+        let first_admin = access.bootstrap().await?;
+        let audit = audit::AuditTrail::open(&js).await?;
+        let namespace_store = namespaces::NamespaceStore::open(&js).await?;
+        let mut state = State {
+            namespaces: namespace_store.load().await?,
+            ..State::default()
+        };
         for app in store.load_apps().await? {
             let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
             state.apps.insert(key, app);
@@ -213,11 +278,13 @@ impl Scheduler {
             store,
             wake: Notify::new(),
             ready_at: Instant::now() + STARTUP_GRACE,
-            token: options.token,
+            access,
+            audit,
+            namespaces: namespace_store,
+            api_names: options.api_names,
             kinds: Mutex::default(),
             secret_box: options.secret_box,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {
             shutdown.await;
@@ -237,21 +304,39 @@ impl Scheduler {
         ));
         let router = api::router(shared.clone());
         let mut api_stop = stop_rx;
-        tasks.spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the API server stopped");
+        let stopped = async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        };
+        match options.tls {
+            Some(tls) => {
+                tasks.spawn(tls::serve(listener, router, tls, stopped));
             }
-        });
+            None => {
+                tasks.spawn(async move {
+                    let serve = axum::serve(listener, router).with_graceful_shutdown(stopped);
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "the API server stopped");
+                    }
+                });
+            }
+        }
         tracing::info!(%api_addr, "scheduler API listening");
-        Ok(Scheduler { api_addr, tasks })
+        Ok(Scheduler {
+            api_addr,
+            tasks,
+            first_admin,
+        })
     }
 
     /// Where the HTTP API listens.
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The first admin token, made when this scheduler found no token at
+    /// all: the caller must keep it (it is shown only now), once.
+    pub fn take_first_admin(&mut self) -> Option<shoal_api::token::BearerToken> {
+        self.first_admin.take()
     }
 
     /// Waits until every task has stopped (after shutdown).

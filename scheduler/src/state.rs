@@ -177,6 +177,8 @@ pub struct State {
     pub scale: HashMap<(String, Name), ScaleState>,
     /// Rollouts in progress, by app key and pod.
     pub rollouts: HashMap<(String, Name), Rollout>,
+    /// Namespaces, with their settings.
+    pub namespaces: BTreeMap<Name, crate::namespaces::StoredNamespace>,
 }
 
 /// A pod's rollout in progress: old copies are still running.
@@ -204,6 +206,9 @@ pub struct ScaleState {
     pub low_since: Option<Instant>,
     /// The last decision, with the numbers it used.
     pub last_decision: Option<String>,
+    /// The count a namespace quota holds it at, while it does: the event
+    /// saying so is recorded once.
+    pub held_at: Option<u32>,
 }
 
 impl ScaleState {
@@ -214,6 +219,7 @@ impl ScaleState {
             last_active: now,
             low_since: None,
             last_decision: None,
+            held_at: None,
         }
     }
 }

@@ -208,6 +208,14 @@ impl Store {
             .map_err(|e| unavailable("storing the secret", e))
     }
 
+    /// Removes a secret.
+    pub async fn delete_secret(&self, key: &str) -> Result<(), SchedulerError> {
+        self.secrets
+            .purge(key)
+            .await
+            .map_err(|e| unavailable("deleting the secret", e))
+    }
+
     /// Makes sure a queue worker's work-queue stream and shared durable
     /// consumer exist, so messages published before any replica runs are
     /// kept. Refuses a subject another stream already holds.
@@ -281,6 +289,15 @@ impl Store {
     /// Whether the component with `digest` is stored.
     pub async fn has_component(&self, digest: &Digest) -> bool {
         self.objects.info(digest.to_hex()).await.is_ok()
+    }
+
+    /// The size of the stored component with `digest`.
+    pub async fn component_size(&self, digest: &Digest) -> Result<u64, SchedulerError> {
+        self.objects
+            .info(digest.to_hex())
+            .await
+            .map(|info| info.size as u64)
+            .map_err(|e| unavailable("reading the component's size", e))
     }
 
     /// Stores component bytes under their digest.

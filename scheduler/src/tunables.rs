@@ -83,3 +83,39 @@ pub const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Template generations remembered per pod: enough for `rollout undo` to
 /// find every revision the apps bucket keeps.
 pub const TEMPLATES_KEPT: usize = 32;
+
+/// How long a client may take over its TLS handshake with the API before
+/// the connection is dropped, so a silent client cannot hold a task and a
+/// socket for ever.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the API listener fails to accept (out of file descriptors, say),
+/// wait this long before trying again rather than spinning.
+pub const API_ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// On shutdown, how long open API connections get to finish their requests
+/// before they are closed.
+pub const API_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a token may live.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 86_400);
+
+/// How long the first admin token lives: a year, so a new cluster's owner
+/// is not locked out, yet it still expires.
+pub const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
+
+/// Versions of each token record the bucket keeps (made, then revoked).
+pub const TOKENS_HISTORY: i64 = 2;
+
+/// How long the audit trail keeps a record.
+pub const AUDIT_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
+
+/// The most the audit stream holds; the oldest records go first.
+pub const AUDIT_MAX_BYTES: i64 = 256 << 20;
+
+/// The most audit records one `shoal audit` returns (the newest).
+pub const AUDIT_LIST_LIMIT: usize = 10_000;
+
+/// How long listing the audit trail waits for the next record before it
+/// returns what it has.
+pub const AUDIT_READ_TIMEOUT: Duration = Duration::from_secs(2);

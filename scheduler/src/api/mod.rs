@@ -1,4 +1,13 @@
 //! The scheduler's HTTP API (JSON). `GET /openapi.json` describes it.
+//!
+//! Every route but `/healthz` and `/openapi.json` passes [`guard::gate`]:
+//! its handler asks the [`guard::Guard`] for the permission the call needs
+//! before it reads or changes anything.
+
+mod audit_routes;
+pub mod guard;
+mod namespace_routes;
+mod token_routes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -7,11 +16,13 @@ use std::time::Instant;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get, post, put};
+use serde::Deserialize;
+use shoal_api::access::{Resource, Scope, Verb};
 use shoal_api::resources::{
     ApiError, AppDetail, AppStatus, AppSummary, ApplyRequest, ApplyResponse, ComponentSummary,
     HostInfo, HostState, InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, RevisionInfo,
@@ -25,7 +36,8 @@ use crate::state::{App, State as SchedulerState, StoredApp, event, millis};
 use crate::tunables::{
     INVOKE_START_POLL, INVOKE_START_WAIT, INVOKE_TIMEOUT, MAX_COMPONENT_BYTES, QUEUE_ACK_MARGIN,
 };
-use crate::{SchedulerError, Shared, artifact};
+use crate::{SchedulerError, Shared, artifact, namespaces};
+use guard::{Failure, Guard, Visible, invalid};
 
 type Shared_ = Arc<Shared>;
 
@@ -37,7 +49,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             router.route(path, method)
         })
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
-        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard::gate))
         .with_state(shared)
 }
 
@@ -61,66 +73,68 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
         ("/v1/secrets/{namespace}/{name}", put(put_secret)),
         ("/v1/pods", get(list_pods)),
         ("/v1/hosts", get(list_hosts)),
+        ("/v1/auth/whoami", get(token_routes::whoami)),
+        ("/v1/auth/can-i", get(token_routes::can_i)),
+        (
+            "/v1/auth/tokens",
+            post(token_routes::create).get(token_routes::list),
+        ),
+        (
+            "/v1/auth/tokens/{id}",
+            axum::routing::delete(token_routes::revoke),
+        ),
+        ("/v1/namespaces", get(namespace_routes::list)),
+        (
+            "/v1/namespaces/{name}",
+            get(namespace_routes::describe)
+                .put(namespace_routes::put)
+                .delete(namespace_routes::delete),
+        ),
+        ("/v1/audit", get(audit_routes::list)),
     ]
 }
 
-/// An API failure as a status and a JSON body.
-struct Failure(StatusCode, ApiError);
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
-    }
+/// `?namespace=NS` on list routes: only that namespace.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NamespaceFilter {
+    namespace: Option<String>,
 }
 
-impl From<SchedulerError> for Failure {
-    fn from(e: SchedulerError) -> Self {
-        let (status, kind) = match &e {
-            SchedulerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
-            SchedulerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            SchedulerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            SchedulerError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        Failure(
-            status,
-            ApiError {
-                kind: kind.into(),
-                error: e.to_string(),
-            },
-        )
-    }
-}
-
-fn invalid(message: impl Into<String>) -> Failure {
-    SchedulerError::Invalid(message.into()).into()
-}
-
-async fn authorize(State(shared): State<Shared_>, request: Request, next: Next) -> Response {
-    if let Some(token) = &shared.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) && request.uri().path() != "/healthz" {
-            return Failure(
-                StatusCode::UNAUTHORIZED,
-                ApiError {
-                    kind: "unauthorized".into(),
-                    error: "this scheduler needs a token: set SHOAL_TOKEN".into(),
-                },
-            )
-            .into_response();
+impl NamespaceFilter {
+    /// The namespaces to list: the one asked for (which the caller must
+    /// be allowed to see), or all the caller may see.
+    fn visible(&self, guard: &Guard, verb: Verb, resource: Resource) -> Result<Visible, Failure> {
+        match &self.namespace {
+            Some(ns) => {
+                let scope = scope_of(ns)?;
+                guard.allow(verb, resource, &scope, None)?;
+                let Scope::Namespace(ns) = scope else {
+                    return Ok(Visible::All);
+                };
+                Ok(Visible::Only([ns].into()))
+            }
+            None => guard.visible(verb, resource),
         }
     }
-    next.run(request).await
 }
 
+/// The scope of a namespace named in a path or a query.
+pub(crate) fn scope_of(namespace: &str) -> Result<Scope, Failure> {
+    Name::new(namespace)
+        .map(Scope::Namespace)
+        .map_err(|e| invalid(format!("namespace: {e}")))
+}
+
+/// Uploads are not audited: bytes under their own digest change nothing
+/// until an apply names them, and the apply is audited. Whoever may create
+/// apps somewhere may upload.
 async fn put_component(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path(digest): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, Failure> {
+    guard.visible(Verb::Create, Resource::Apps)?;
     let digest = Digest::from_hex(&digest).ok_or_else(|| {
         invalid(format!(
             "{digest:?} is not a sha256 digest (64 hex characters)"
@@ -141,10 +155,27 @@ async fn put_component(
 
 async fn apply(
     State(shared): State<Shared_>,
+    guard: Guard,
     Json(req): Json<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     let spec = AppSpec::from_toml(&req.spec, &req.file).map_err(|e| invalid(e.to_string()))?;
+    let exists = shared
+        .state()
+        .apps
+        .contains_key(&subjects::app_key(&spec.namespace, &spec.name));
+    guard.allow(
+        if exists { Verb::Update } else { Verb::Create },
+        Resource::Apps,
+        &Scope::Namespace(spec.namespace.clone()),
+        Some(spec.name.to_string()),
+    )?;
     let mut problems = Vec::new();
+    if !shared.state().namespaces.contains_key(&spec.namespace) {
+        problems.push(format!(
+            "namespace {} does not exist: an admin creates it with `shoal create namespace {}`",
+            spec.namespace, spec.namespace
+        ));
+    }
     for (name, component) in &spec.components {
         let Some(digest) = req.digests.get(name) else {
             problems.push(format!("component {name}: no bytes were uploaded for it"));
@@ -222,6 +253,7 @@ async fn apply(
         cause: format!("applied from {}", req.file),
     }
     .with_generations(previous.as_ref().map(|p| &p.stored));
+    check_quota(&shared, &key, &stored, &req.file).await?;
     let plan = plan(previous.as_ref(), &stored);
     let unchanged = previous.as_ref().is_some_and(|p| {
         p.stored.spec == stored.spec
@@ -280,6 +312,22 @@ fn route_claims(state: &crate::state::State, spec: &AppSpec) -> Vec<String> {
     let mine = claims(spec);
     if mine.is_empty() {
         return problems;
+    }
+    for (namespace, stored) in &state.namespaces {
+        if namespace == &spec.namespace {
+            continue;
+        }
+        for claim in &stored.spec.routes {
+            for (component, host, route) in &mine {
+                if claim.covers(host.as_deref(), route) {
+                    problems.push(format!(
+                        "component {component}: route {:?}{} lies within {claim}, which namespace {namespace} claims: choose another route",
+                        if route.is_empty() { "/" } else { route.as_str() },
+                        host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
     }
     for other in state.apps.values() {
         let theirs = &other.stored.spec;
@@ -356,6 +404,49 @@ pub(crate) async fn ensure_queues(
 }
 
 /// What applying `next` over `previous` changes, replica by replica.
+/// Refuses `stored` (replacing the app at `key`) if it would take its
+/// namespace past a quota, naming each quota, the usage it would make, and
+/// `what` was asked.
+async fn check_quota(
+    shared: &Shared,
+    key: &str,
+    stored: &StoredApp,
+    what: &str,
+) -> Result<(), SchedulerError> {
+    let namespace = &stored.spec.namespace;
+    let quota = match shared.state().namespaces.get(namespace) {
+        Some(ns) if ns.spec.quota != Default::default() => ns.spec.quota.clone(),
+        _ => return Ok(()),
+    };
+    let sizes = if quota.component_bytes.is_some() {
+        let digests: Vec<Digest> = {
+            let state = shared.state();
+            state
+                .apps
+                .values()
+                .filter(|a| &a.stored.spec.namespace == namespace)
+                .flat_map(|a| a.stored.digests.values().copied())
+                .chain(stored.digests.values().copied())
+                .collect()
+        };
+        shared.component_sizes(&digests).await?
+    } else {
+        HashMap::new()
+    };
+    let over = {
+        let state = shared.state();
+        let usage = namespaces::usage_with(&state, key, stored, &sizes);
+        namespaces::exceeded(namespace, &quota, &usage)
+    };
+    if over.is_empty() {
+        return Ok(());
+    }
+    Err(SchedulerError::OverQuota(format!(
+        "{what} is refused:\n  {}\n(see `shoal describe namespace {namespace}`; an admin can raise the quota)",
+        over.join("\n  ")
+    )))
+}
+
 fn plan(previous: Option<&App>, next: &StoredApp) -> Plan {
     let replicas = |stored: &StoredApp| -> BTreeMap<ReplicaId, u64> {
         stored
@@ -386,16 +477,22 @@ fn plan(previous: Option<&App>, next: &StoredApp) -> Plan {
     plan
 }
 
-async fn list_apps(State(shared): State<Shared_>) -> Json<Vec<AppSummary>> {
+async fn list_apps(
+    State(shared): State<Shared_>,
+    guard: Guard,
+    Query(filter): Query<NamespaceFilter>,
+) -> Result<Json<Vec<AppSummary>>, Failure> {
+    let visible = filter.visible(&guard, Verb::List, Resource::Apps)?;
     let state = shared.state();
     let copies = copies(&state);
-    Json(
+    Ok(Json(
         state
             .apps
             .values()
+            .filter(|app| visible.shows(&app.stored.spec.namespace))
             .map(|app| summary(&state, app, &copies))
             .collect(),
-    )
+    ))
 }
 
 /// Every copy of every replica that live hosts report, by replica: the
@@ -526,8 +623,15 @@ fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
 
 async fn describe(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<AppDetail>, Failure> {
+    guard.allow(
+        Verb::Get,
+        Resource::Apps,
+        &scope_of(&namespace)?,
+        Some(name.clone()),
+    )?;
     let state = shared.state();
     let app = find(&state, &namespace, &name)?;
     let copies = copies(&state);
@@ -557,8 +661,15 @@ fn find<'a>(state: &'a SchedulerState, namespace: &str, name: &str) -> Result<&'
 
 async fn delete(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Failure> {
+    guard.allow(
+        Verb::Delete,
+        Resource::Apps,
+        &scope_of(&namespace)?,
+        Some(name.clone()),
+    )?;
     let (key, spec) = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
@@ -624,9 +735,16 @@ async fn forget(shared: &Shared, spec: &AppSpec) {
 
 async fn scale(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
     Json(req): Json<ScaleRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
+    guard.allow(
+        Verb::Scale,
+        Resource::Apps,
+        &scope_of(&namespace)?,
+        Some(name.clone()),
+    )?;
     if req.replicas > MAX_REPLICAS {
         return Err(invalid(format!(
             "{} replicas is more than the {MAX_REPLICAS} allowed",
@@ -652,6 +770,13 @@ async fn scale(
     component.replicas = req.replicas;
     stored.cause = format!("{} scaled from {from} to {}", req.component, req.replicas);
     let stored = stored.with_generations(Some(&previous.stored));
+    check_quota(
+        &shared,
+        &key,
+        &stored,
+        &format!("scaling {}", req.component),
+    )
+    .await?;
     let plan = plan(Some(&previous), &stored);
     let revision = shared.store.put_app(&key, &stored).await?;
     let e = event(
@@ -677,8 +802,15 @@ async fn scale(
 
 async fn rollout_status(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<RolloutStatus>, Failure> {
+    guard.allow(
+        Verb::Get,
+        Resource::Apps,
+        &scope_of(&namespace)?,
+        Some(name.clone()),
+    )?;
     let state = shared.state();
     let app = find(&state, &namespace, &name)?;
     Ok(Json(crate::rollout::status(&state, app, Instant::now())))
@@ -686,8 +818,15 @@ async fn rollout_status(
 
 async fn revisions(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<RevisionInfo>>, Failure> {
+    guard.allow(
+        Verb::Get,
+        Resource::Apps,
+        &scope_of(&namespace)?,
+        Some(name.clone()),
+    )?;
     let key = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
@@ -698,9 +837,16 @@ async fn revisions(
 
 async fn rollback(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
     Json(req): Json<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
+    guard.allow(
+        Verb::Rollout,
+        Resource::Apps,
+        &scope_of(&namespace)?,
+        Some(name.clone()),
+    )?;
     let (key, previous) = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
@@ -730,9 +876,16 @@ async fn rollback(
 
 async fn invoke(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name, component)): Path<(String, String, String)>,
     Json(req): Json<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, Failure> {
+    guard.allow(
+        Verb::Invoke,
+        Resource::Apps,
+        &scope_of(&namespace)?,
+        Some(format!("{name}/{component}")),
+    )?;
     let subject = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
@@ -805,9 +958,16 @@ async fn invoke(
 
 async fn put_secret(
     State(shared): State<Shared_>,
+    guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, Failure> {
+    guard.allow(
+        Verb::SecretsSet,
+        Resource::Secrets,
+        &scope_of(&namespace)?,
+        Some(name.clone()),
+    )?;
     let namespace = Name::new(namespace).map_err(|e| invalid(e.to_string()))?;
     let name = Name::new(name).map_err(|e| invalid(e.to_string()))?;
     if body.is_empty() {
@@ -815,6 +975,30 @@ async fn put_secret(
     }
     let value = shoal_api::SecretValue::new(body.to_vec());
     let key = subjects::app_key(&namespace, &name);
+    {
+        let state = shared.state();
+        if !state.namespaces.contains_key(&namespace) {
+            return Err(SchedulerError::NotFound(format!(
+                "namespace {namespace} does not exist: an admin creates it with `shoal create namespace {namespace}`"
+            ))
+            .into());
+        }
+        if !state.secrets.contains_key(&key)
+            && let Some(quota) = state
+                .namespaces
+                .get(&namespace)
+                .and_then(|n| n.spec.quota.secrets)
+        {
+            let usage = namespaces::usage(&state, &namespace, None, &HashMap::new());
+            if usage.secrets >= quota {
+                return Err(SchedulerError::OverQuota(format!(
+                    "namespace {namespace}'s secrets quota is {quota}, and it holds {} already: delete one or ask an admin to raise the quota",
+                    usage.secrets
+                ))
+                .into());
+            }
+        }
+    }
     let sealed = shared
         .secret_box
         .seal(&key, &value)
@@ -825,29 +1009,49 @@ async fn put_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_secrets(State(shared): State<Shared_>) -> Json<Vec<String>> {
+async fn list_secrets(
+    State(shared): State<Shared_>,
+    guard: Guard,
+    Query(filter): Query<NamespaceFilter>,
+) -> Result<Json<Vec<String>>, Failure> {
+    let visible = filter.visible(&guard, Verb::SecretsList, Resource::Secrets)?;
     let mut names: Vec<String> = shared
         .state()
         .secrets
         .keys()
+        .filter(|k| {
+            k.split_once('.')
+                .and_then(|(ns, _)| Name::new(ns).ok())
+                .is_some_and(|ns| visible.shows(&ns))
+        })
         .map(|k| k.replacen('.', "/", 1))
         .collect();
     names.sort();
-    Json(names)
+    Ok(Json(names))
 }
 
-async fn list_pods(State(shared): State<Shared_>) -> Json<Vec<PodInfo>> {
+async fn list_pods(
+    State(shared): State<Shared_>,
+    guard: Guard,
+    Query(filter): Query<NamespaceFilter>,
+) -> Result<Json<Vec<PodInfo>>, Failure> {
+    let visible = filter.visible(&guard, Verb::List, Resource::Pods)?;
     let state = shared.state();
-    Json(
+    Ok(Json(
         state
             .apps
             .values()
+            .filter(|app| visible.shows(&app.stored.spec.namespace))
             .flat_map(|app| pods_of(&state, app))
             .collect(),
-    )
+    ))
 }
 
-async fn list_hosts(State(shared): State<Shared_>) -> Json<Vec<HostInfo>> {
+async fn list_hosts(
+    State(shared): State<Shared_>,
+    guard: Guard,
+) -> Result<Json<Vec<HostInfo>>, Failure> {
+    guard.allow(Verb::List, Resource::Hosts, &Scope::Cluster, None)?;
     let state = shared.state();
     let now = Instant::now();
     let mut hosts: Vec<HostInfo> = state
@@ -869,7 +1073,7 @@ async fn list_hosts(State(shared): State<Shared_>) -> Json<Vec<HostInfo>> {
         })
         .collect();
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
-    Json(hosts)
+    Ok(Json(hosts))
 }
 
 async fn openapi(_headers: HeaderMap) -> impl IntoResponse {

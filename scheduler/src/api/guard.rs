@@ -1,0 +1,318 @@
+//! Every call's gate: the `Host` header, the caller's token, its
+//! permission for what it asks, and the audit record of every change.
+//!
+//! [`gate`] runs before every handler: it refuses a `Host` the API does
+//! not answer to (DNS rebinding) and a missing or bad token (401), and
+//! hands the handler a [`Guard`]. The handler, which alone knows what a
+//! call is about (an apply's namespace is in its body), asks the guard with
+//! [`Guard::allow`]; a refusal is a 403 that names the missing permission
+//! and the roles that grant it. Every call that is not a read (any method
+//! but GET) and reached a permission check is appended to the audit trail
+//! once the handler has answered, allowed or not.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use shoal_api::Name;
+use shoal_api::access::{Resource, Scope, Verb};
+use shoal_api::resources::{ApiError, AuditRecord, Outcome};
+use shoal_api::wire::now_ms;
+
+use crate::auth::Caller;
+use crate::{SchedulerError, Shared};
+
+/// An API failure as a status and a JSON body.
+pub struct Failure(pub StatusCode, pub ApiError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<SchedulerError> for Failure {
+    fn from(e: SchedulerError) -> Self {
+        let (status, kind) = match &e {
+            SchedulerError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            SchedulerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            SchedulerError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            SchedulerError::OverQuota(_) => (StatusCode::FORBIDDEN, "over_quota"),
+            SchedulerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            SchedulerError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Failure(
+            status,
+            ApiError {
+                kind: kind.into(),
+                error: e.to_string(),
+            },
+        )
+    }
+}
+
+/// A 400 with `message`.
+pub fn invalid(message: impl Into<String>) -> Failure {
+    SchedulerError::Invalid(message.into()).into()
+}
+
+/// What a handler was allowed or refused, for the audit trail.
+#[derive(Debug, Clone)]
+struct Note {
+    verb: Verb,
+    resource: Resource,
+    namespace: Option<Name>,
+    name: Option<String>,
+    denied: bool,
+}
+
+/// The caller of one request, and its permission checks.
+#[derive(Clone)]
+pub struct Guard {
+    shared: Arc<Shared>,
+    caller: Arc<Caller>,
+    mutating: bool,
+    note: Arc<Mutex<Option<Note>>>,
+}
+
+/// The namespaces a caller may see something in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visible {
+    /// Every namespace.
+    All,
+    /// These only.
+    Only(BTreeSet<Name>),
+}
+
+impl Visible {
+    /// Whether `namespace` is visible.
+    pub fn shows(&self, namespace: &Name) -> bool {
+        match self {
+            Visible::All => true,
+            Visible::Only(set) => set.contains(namespace),
+        }
+    }
+}
+
+impl Guard {
+    /// Who is calling.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// Allows `verb` on `resource` in `scope`, or refuses with a 403 that
+    /// says what is missing. A change (any method but GET) is noted for the
+    /// audit trail either way; `name` says which object it is about.
+    pub fn allow(
+        &self,
+        verb: Verb,
+        resource: Resource,
+        scope: &Scope,
+        name: Option<String>,
+    ) -> Result<(), Failure> {
+        let decision =
+            self.shared
+                .access
+                .roles
+                .decide(&self.caller.principal, verb, resource, scope);
+        let allowed = decision.allowed();
+        if self.mutating {
+            let namespace = match scope {
+                Scope::Cluster => None,
+                Scope::Namespace(ns) => Some(ns.clone()),
+            };
+            *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(Note {
+                verb,
+                resource,
+                namespace,
+                name,
+                denied: !allowed,
+            });
+        }
+        if allowed {
+            Ok(())
+        } else {
+            Err(forbidden(decision.reason(&self.caller.principal)))
+        }
+    }
+
+    /// Where the caller may use `verb` on `resource`: everywhere (a
+    /// cluster-wide grant), some namespaces, or nowhere (a 403).
+    pub fn visible(&self, verb: Verb, resource: Resource) -> Result<Visible, Failure> {
+        let roles = &self.shared.access.roles;
+        let principal = &self.caller.principal;
+        let cluster = roles.decide(principal, verb, resource, &Scope::Cluster);
+        if cluster.allowed() {
+            return Ok(Visible::All);
+        }
+        let some: BTreeSet<Name> = principal
+            .bindings
+            .iter()
+            .filter_map(|b| b.namespace.clone())
+            .filter(|ns| {
+                roles
+                    .decide(principal, verb, resource, &Scope::Namespace(ns.clone()))
+                    .allowed()
+            })
+            .collect();
+        if some.is_empty() {
+            return Err(forbidden(cluster.reason(principal)));
+        }
+        Ok(Visible::Only(some))
+    }
+}
+
+/// A 403 with `reason`.
+fn forbidden(reason: String) -> Failure {
+    Failure(
+        StatusCode::FORBIDDEN,
+        ApiError {
+            kind: "forbidden".into(),
+            error: reason,
+        },
+    )
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Guard {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Guard>().cloned().ok_or_else(|| {
+            SchedulerError::Internal("the request did not pass the gate".into()).into()
+        })
+    }
+}
+
+/// Routes anyone may call: health, and the API's own description.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/openapi.json")
+}
+
+/// The gate every request passes (see the module docs).
+pub async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+    if let Err(refusal) = check_host(&shared, &request) {
+        return refusal.into_response();
+    }
+    if is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match shared.access.authenticate(authorization) {
+        Ok(caller) => caller,
+        Err(why) => {
+            tracing::warn!(method = %request.method(), path = request.uri().path(), "refused: {why}");
+            let mut response = Failure(
+                StatusCode::UNAUTHORIZED,
+                ApiError {
+                    kind: "unauthorized".into(),
+                    error: why.to_string(),
+                },
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"shoal\""),
+            );
+            return response;
+        }
+    };
+    let guard = Guard {
+        shared: shared.clone(),
+        caller: Arc::new(caller),
+        mutating: request.method() != Method::GET,
+        note: Arc::default(),
+    };
+    request.extensions_mut().insert(guard.clone());
+    let response = next.run(request).await;
+    let note = guard.note.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(note) = note {
+        let status = response.status();
+        let record = AuditRecord {
+            at_ms: now_ms(),
+            principal: guard.caller.principal.name.to_string(),
+            token: guard.caller.token.clone(),
+            verb: note.verb,
+            resource: note.resource,
+            namespace: note.namespace,
+            name: note.name,
+            outcome: if note.denied {
+                Outcome::Denied
+            } else if status.is_success() {
+                Outcome::Allowed
+            } else {
+                Outcome::Failed
+            },
+            status: status.as_u16(),
+        };
+        if let Err(e) = shared.audit.append(&record).await {
+            tracing::error!(error = %e, principal = record.principal, verb = %record.verb, "a call went unaudited");
+        }
+    }
+    response
+}
+
+/// Refuses a `Host` the API does not answer to: a page on another site
+/// whose name was made to resolve to this machine (DNS rebinding) would
+/// send its own name. IP literals and `localhost` are always accepted.
+fn check_host(shared: &Shared, request: &Request) -> Result<(), Failure> {
+    let Some(host) = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let name = host_name(host);
+    let accepted = name.parse::<IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || shared
+            .api_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name));
+    if accepted {
+        return Ok(());
+    }
+    Err(Failure(
+        StatusCode::MISDIRECTED_REQUEST,
+        ApiError {
+            kind: "misdirected".into(),
+            error: format!(
+                "this API does not answer to the name {name:?}: the scheduler's operator can add it with --api-name {name}"
+            ),
+        },
+    ))
+}
+
+/// The name part of a `Host` header: without the port, and without the
+/// brackets of an IPv6 literal.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn host_names_lose_their_port_and_brackets() {
+        assert_eq!(host_name("example.com:7070"), "example.com");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("[::1]:7070"), "::1");
+        assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
+    }
+}
