@@ -37,19 +37,15 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches, Subcommand};
-use comfy_table::presets::NOTHING;
-use comfy_table::{ContentArrangement, Table};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
+use shoal_api::DEFAULT_NAMESPACE;
 
 use crate::tunables::CLIENT_FILE_MAX_BYTES;
 
 /// The API the verbs talk to when neither a flag nor a context names one.
 pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
-
-/// The namespace the verbs work in when neither `-n` nor the context names one.
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The client config file: its contexts and which one is current.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -536,7 +532,7 @@ pub struct SetContextArgs {
     #[arg(long)]
     pub token_stdin: bool,
     /// The namespace the verbs work in.
-    #[arg(long, value_name = "NS")]
+    #[arg(long, short = 'n', value_name = "NS")]
     pub namespace: Option<String>,
     /// A CA certificate (PEM) to trust for an https API.
     #[arg(long, value_name = "FILE")]
@@ -795,36 +791,29 @@ fn read_token(reader: impl Read, what: &str) -> anyhow::Result<String> {
 
 /// `get-contexts`: aligned columns without borders, like `get`'s tables.
 fn contexts_table(config: &ClientConfig) -> String {
-    const HEADER: [&str; 5] = ["CURRENT", "NAME", "API", "NAMESPACE", "AUTH"];
-    let mut table = Table::new();
-    table
-        .load_preset(NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(HEADER);
-    for (name, entry) in &config.contexts {
-        let current = config.current_context.as_deref() == Some(name);
-        table.add_row([
-            if current { "*" } else { "" },
-            name,
-            &entry.api,
-            entry.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
-            if entry.token.is_some() {
-                "token"
-            } else {
-                "none"
-            },
-        ]);
-    }
-    for i in 0..HEADER.len() {
-        if let Some(column) = table.column_mut(i) {
-            column.set_padding((0, 2));
-        }
-    }
-    table
-        .lines()
-        .map(|line| line.trim_end().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    let rows = config
+        .contexts
+        .iter()
+        .map(|(name, entry)| {
+            let current = config.current_context.as_deref() == Some(name);
+            vec![
+                if current { "*" } else { "" }.to_string(),
+                name.clone(),
+                entry.api.clone(),
+                entry
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+                if entry.token.is_some() {
+                    "token"
+                } else {
+                    "none"
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    crate::tables::render(&["CURRENT", "NAME", "API", "NAMESPACE", "AUTH"], &[], rows)
 }
 
 #[cfg(test)]
@@ -1200,12 +1189,20 @@ mod tests {
 
     #[test]
     fn a_token_loses_one_trailing_newline_and_nothing_else() -> anyhow::Result<()> {
-        assert_eq!(read_token(&b"tok\n"[..], "f")?, "tok");
-        assert_eq!(read_token(&b"tok\r\n"[..], "f")?, "tok");
-        assert_eq!(read_token(&b"tok"[..], "f")?, "tok");
-        for bad in [&b""[..], b"\n", b"tok\n\n", b"a b", b"tok\nmore", b" tok"] {
+        assert_eq!(read_token(&b"s3cr3t\n"[..], "f")?, "s3cr3t");
+        assert_eq!(read_token(&b"s3cr3t\r\n"[..], "f")?, "s3cr3t");
+        assert_eq!(read_token(&b"s3cr3t"[..], "f")?, "s3cr3t");
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"s3cr3t\n\n",
+            b"s3 cr3t",
+            b"s3cr3t\nmore",
+            b" s3cr3t",
+        ] {
             let err = read_token(bad, "the file f").err().context("read")?;
-            assert!(!err.to_string().contains("tok"), "{err}");
+            assert!(err.to_string().contains("the file f"), "{err}");
+            assert!(!err.to_string().contains("s3"), "{err}");
         }
         Ok(())
     }
@@ -1284,6 +1281,27 @@ mod tests {
         // No plain token argument, and one token source only.
         assert!(parse(&["set-context", "prod", "--token", "secret"]).is_err());
         assert!(parse(&["set-context", "prod", "--token-file", "f", "--token-stdin"]).is_err());
+        Ok(())
+    }
+
+    /// The same against the real `shoal` top level, whose `--api` and
+    /// `-n` are global and read SHOAL_API and SHOAL_NAMESPACE.
+    #[test]
+    fn set_context_parses_under_the_real_shoal_command() -> anyhow::Result<()> {
+        crate::Cli::command().debug_assert();
+        let parse = |args: &[&str]| -> anyhow::Result<SetContextArgs> {
+            let cli = crate::Cli::try_parse_from(["shoal", "config"].iter().chain(args))?;
+            match cli.command {
+                crate::Command::Config(ConfigCommand::SetContext(SetContext(args))) => Ok(args),
+                other => bail!("parsed as {other:?}"),
+            }
+        };
+        let args = parse(&["set-context", "prod", "--api", "https://x", "-n", "ns"])?;
+        assert_eq!(args.api.as_deref(), Some("https://x"));
+        assert_eq!(args.namespace.as_deref(), Some("ns"));
+        // Whatever SHOAL_API and SHOAL_NAMESPACE hold here, they are not typed.
+        let args = parse(&["set-context", "prod"])?;
+        assert_eq!((args.api, args.namespace), (None, None));
         Ok(())
     }
 

@@ -167,6 +167,121 @@ pub fn span(ms: u64) -> String {
     humantime::format_duration(Duration::from_secs(rounded)).to_string()
 }
 
+/// `get namespaces`.
+pub fn namespaces(list: &[shoal_api::resources::NamespaceInfo]) -> String {
+    let rows = list
+        .iter()
+        .map(|ns| {
+            vec![
+                ns.name.to_string(),
+                ns.apps.to_string(),
+                used_of(
+                    ns.usage.replicas.to_string(),
+                    ns.spec.quota.replicas.map(|n| n.to_string()),
+                ),
+                used_of(
+                    ns.usage.memory.to_string(),
+                    ns.spec.quota.memory.map(|m| m.to_string()),
+                ),
+                age(now_ms().saturating_sub(ns.created_ms)),
+            ]
+        })
+        .collect();
+    render(
+        &["NAME", "APPS", "REPLICAS", "MEMORY", "AGE"],
+        &["APPS"],
+        rows,
+    )
+}
+
+/// `used/limit`, or just `used` without a limit.
+pub fn used_of(used: String, limit: Option<String>) -> String {
+    match limit {
+        Some(limit) => format!("{used}/{limit}"),
+        None => used,
+    }
+}
+
+/// `auth token list`.
+pub fn tokens(list: &[shoal_api::resources::TokenInfo]) -> String {
+    let now = now_ms();
+    let rows = list
+        .iter()
+        .map(|t| {
+            let roles: Vec<String> = t
+                .principal
+                .bindings
+                .iter()
+                .map(|b| match &b.namespace {
+                    Some(ns) => format!("{}@{ns}", b.role),
+                    None => format!("{}@*", b.role),
+                })
+                .collect();
+            let expires = if t.expires_ms > now {
+                format!("in {}", span(t.expires_ms - now))
+            } else {
+                age(now - t.expires_ms)
+            };
+            vec![
+                t.id.to_string(),
+                t.principal.name.to_string(),
+                t.principal.kind.to_string(),
+                roles.join(","),
+                t.state.to_string(),
+                expires,
+                t.created_by.clone(),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "ID",
+            "PRINCIPAL",
+            "KIND",
+            "ROLES",
+            "STATE",
+            "EXPIRES",
+            "CREATED BY",
+        ],
+        &[],
+        rows,
+    )
+}
+
+/// `audit`.
+pub fn audit(list: &[shoal_api::resources::AuditRecord]) -> String {
+    let now = now_ms();
+    let rows = list
+        .iter()
+        .map(|r| {
+            vec![
+                age(now.saturating_sub(r.at_ms)),
+                r.principal.clone(),
+                r.verb.to_string(),
+                r.resource.to_string(),
+                r.namespace
+                    .as_ref()
+                    .map_or_else(|| "*".to_string(), ToString::to_string),
+                r.name.clone().unwrap_or_default(),
+                format!("{} {}", r.outcome, r.status),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "WHEN",
+            "PRINCIPAL",
+            "VERB",
+            "RESOURCE",
+            "NAMESPACE",
+            "NAME",
+            "OUTCOME",
+        ],
+        &[],
+        rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -328,119 +443,4 @@ mod tests {
         assert_eq!(age(3 * 3_600_000 + 59_000), "3h ago");
         assert_eq!(age(3 * 86_400_000), "3days ago");
     }
-}
-
-/// `get namespaces`.
-pub fn namespaces(list: &[shoal_api::resources::NamespaceInfo]) -> String {
-    let rows = list
-        .iter()
-        .map(|ns| {
-            vec![
-                ns.name.to_string(),
-                ns.apps.to_string(),
-                used_of(
-                    ns.usage.replicas.to_string(),
-                    ns.spec.quota.replicas.map(|n| n.to_string()),
-                ),
-                used_of(
-                    ns.usage.memory.to_string(),
-                    ns.spec.quota.memory.map(|m| m.to_string()),
-                ),
-                age(now_ms().saturating_sub(ns.created_ms)),
-            ]
-        })
-        .collect();
-    render(
-        &["NAME", "APPS", "REPLICAS", "MEMORY", "AGE"],
-        &["APPS"],
-        rows,
-    )
-}
-
-/// `used/limit`, or just `used` without a limit.
-pub fn used_of(used: String, limit: Option<String>) -> String {
-    match limit {
-        Some(limit) => format!("{used}/{limit}"),
-        None => used,
-    }
-}
-
-/// `auth token list`.
-pub fn tokens(list: &[shoal_api::resources::TokenInfo]) -> String {
-    let now = now_ms();
-    let rows = list
-        .iter()
-        .map(|t| {
-            let roles: Vec<String> = t
-                .principal
-                .bindings
-                .iter()
-                .map(|b| match &b.namespace {
-                    Some(ns) => format!("{}@{ns}", b.role),
-                    None => format!("{}@*", b.role),
-                })
-                .collect();
-            let expires = if t.expires_ms > now {
-                format!("in {}", span(t.expires_ms - now))
-            } else {
-                age(now - t.expires_ms)
-            };
-            vec![
-                t.id.to_string(),
-                t.principal.name.to_string(),
-                t.principal.kind.to_string(),
-                roles.join(","),
-                t.state.to_string(),
-                expires,
-                t.created_by.clone(),
-            ]
-        })
-        .collect();
-    render(
-        &[
-            "ID",
-            "PRINCIPAL",
-            "KIND",
-            "ROLES",
-            "STATE",
-            "EXPIRES",
-            "CREATED BY",
-        ],
-        &[],
-        rows,
-    )
-}
-
-/// `audit`.
-pub fn audit(list: &[shoal_api::resources::AuditRecord]) -> String {
-    let now = now_ms();
-    let rows = list
-        .iter()
-        .map(|r| {
-            vec![
-                age(now.saturating_sub(r.at_ms)),
-                r.principal.clone(),
-                r.verb.to_string(),
-                r.resource.to_string(),
-                r.namespace
-                    .as_ref()
-                    .map_or_else(|| "*".to_string(), ToString::to_string),
-                r.name.clone().unwrap_or_default(),
-                format!("{} {}", r.outcome, r.status),
-            ]
-        })
-        .collect();
-    render(
-        &[
-            "WHEN",
-            "PRINCIPAL",
-            "VERB",
-            "RESOURCE",
-            "NAMESPACE",
-            "NAME",
-            "OUTCOME",
-        ],
-        &[],
-        rows,
-    )
 }

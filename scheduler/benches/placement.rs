@@ -256,7 +256,12 @@ async fn scenario(hosts: usize, replicas: usize, component: &[u8]) {
     }
     let api = Api {
         base: format!("http://{}", scheduler.api_addr()),
-        http: reqwest::Client::new(),
+        http: {
+            // reqwest is built without a default TLS provider (the CLI
+            // configures ring itself): name one before making a client.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::new()
+        },
     };
     let digest = Digest::of(component);
     let resp = api

@@ -401,7 +401,56 @@ impl Cluster {
 
     /// Runs a `shoal` verb against this cluster.
     pub fn shoal(&self, args: &[&str]) -> anyhow::Result<Output> {
-        shoal_with_env(args, &[("SHOAL_API", &self.api())], Duration::from_secs(60))
+        let config = self.admin_config().display().to_string();
+        shoal_with_env(
+            args,
+            &[("SHOAL_API", &self.api()), ("SHOAL_CONFIG", &config)],
+            Duration::from_secs(60),
+        )
+    }
+
+    /// The client config the scheduler wrote on its first start, holding
+    /// the cluster's first admin token.
+    pub fn admin_config(&self) -> PathBuf {
+        self.dir.path().join("scheduler").join("admin.toml")
+    }
+
+    /// Runs `shoal ARGS…` against the cluster with `token` alone (no client
+    /// config).
+    pub fn shoal_as(&self, token: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let config = self.dir.path().join("no-config.toml").display().to_string();
+        shoal_with_env(
+            args,
+            &[
+                ("SHOAL_API", &self.api()),
+                ("SHOAL_CONFIG", &config),
+                ("SHOAL_TOKEN", token),
+            ],
+            Duration::from_secs(60),
+        )
+    }
+
+    /// A new token for `principal` holding `role` in `namespace` (or
+    /// cluster-wide when `None`), made by the admin.
+    pub fn token(
+        &self,
+        principal: &str,
+        role: &str,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let mut args = vec![
+            "auth", "token", "create", principal, "--role", role, "--quiet",
+        ];
+        match namespace {
+            Some(ns) => args.extend(["-n", ns]),
+            None => args.push("--cluster"),
+        }
+        Ok(self.ok(&args)?.trim().to_string())
+    }
+
+    /// Creates namespace `name` (as the admin).
+    pub fn create_namespace(&self, name: &str) -> anyhow::Result<()> {
+        self.ok(&["create", "namespace", name]).map(|_| ())
     }
 
     /// Runs a verb that must succeed, returning its stdout.

@@ -112,9 +112,15 @@ fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
 }
 
 /// Starts `shoal ARGS…` with piped output and extra environment variables.
+/// Every `shoal` a test starts gets a client config of its own unless the
+/// test names one: never the user's.
 fn spawn_shoal(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Child> {
+    let own_config = std::env::temp_dir()
+        .join(format!("shoal-tests-{}", std::process::id()))
+        .join("config.toml");
     Command::new(shoal_bin()?)
         .args(args)
+        .env("SHOAL_CONFIG", own_config)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

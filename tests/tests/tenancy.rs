@@ -65,6 +65,7 @@ fn apply(cluster: &Cluster, file: &str, body: &str) -> Result<String, String> {
 fn tenants() -> (Cluster, std::net::SocketAddr) {
     let mut cluster = Cluster::start().unwrap();
     let ingress = cluster.start_host("h1", "").unwrap();
+    cluster.create_namespace("other").unwrap();
     apply(&cluster, "hello.toml", HELLO).unwrap();
     apply(&cluster, "evil.toml", EVIL).unwrap();
     cluster

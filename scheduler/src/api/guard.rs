@@ -142,6 +142,21 @@ impl Guard {
         }
     }
 
+    /// Whether the caller may upload components: whoever may create apps
+    /// in some namespace may.
+    pub fn may_upload(&self) -> Result<(), Failure> {
+        self.visible(Verb::Create, Resource::Apps)
+            .map(|_| ())
+            .map_err(|_| {
+                let principal = &self.caller.principal;
+                let held: Vec<String> = principal.bindings.iter().map(|b| b.to_string()).collect();
+                forbidden(format!(
+                    "{principal} may not upload components: that needs permission create on apps in at least one namespace, and roles admin, edit grant it (it holds {})",
+                    if held.is_empty() { "no role".to_string() } else { held.join(", ") }
+                ))
+            })
+    }
+
     /// Where the caller may use `verb` on `resource`: everywhere (a
     /// cluster-wide grant), some namespaces, or nowhere (a 403).
     pub fn visible(&self, verb: Verb, resource: Resource) -> Result<Visible, Failure> {

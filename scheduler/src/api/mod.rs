@@ -134,7 +134,7 @@ async fn put_component(
     Path(digest): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, Failure> {
-    guard.visible(Verb::Create, Resource::Apps)?;
+    guard.may_upload()?;
     let digest = Digest::from_hex(&digest).ok_or_else(|| {
         invalid(format!(
             "{digest:?} is not a sha256 digest (64 hex characters)"
