@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use shoal_api::resources::{RolloutState, RolloutStatus};
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{http_request, wasm_path};
+use shoal_tests::{http_request_as, wasm_path};
 
 const ROUNDS: usize = 5;
 const REPLICAS: u32 = 10;
@@ -56,7 +56,8 @@ fn apply_and_wait(
     cluster.ok(&["apply", file]).unwrap();
     let path = format!("/v1/apps/default/{app}/rollout");
     loop {
-        let reply = http_request(api, "GET", &path, Duration::from_secs(5)).unwrap();
+        let token = cluster.admin_token().unwrap();
+        let reply = http_request_as(api, &token, "GET", &path, Duration::from_secs(5)).unwrap();
         if reply.status == 200 {
             let status: RolloutStatus = serde_json::from_str(&reply.body).unwrap();
             if status.revision > after

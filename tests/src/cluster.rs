@@ -214,6 +214,7 @@ pub struct Cluster {
     pub hosts: Vec<(String, Running)>,
     api_port: u16,
     dir: tempfile::TempDir,
+    scheduler_flags: Vec<String>,
 }
 
 impl Cluster {
@@ -231,14 +232,29 @@ impl Cluster {
         Cluster::on(nats, dir)
     }
 
-    fn on(nats: Nats, dir: tempfile::TempDir) -> anyhow::Result<Self> {
-        let mut cluster = Cluster {
+    /// NATS and a scheduler started with these extra flags.
+    pub fn start_with(scheduler_flags: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let nats = Nats::start(&dir.path().join("nats"))?;
+        let mut cluster = Cluster::new(nats, dir)?;
+        cluster.scheduler_flags = scheduler_flags.iter().map(|f| f.to_string()).collect();
+        cluster.start_scheduler()?;
+        Ok(cluster)
+    }
+
+    fn new(nats: Nats, dir: tempfile::TempDir) -> anyhow::Result<Self> {
+        Ok(Cluster {
             nats,
             scheduler: None,
             hosts: Vec::new(),
             api_port: free_port()?,
             dir,
-        };
+            scheduler_flags: Vec::new(),
+        })
+    }
+
+    fn on(nats: Nats, dir: tempfile::TempDir) -> anyhow::Result<Self> {
+        let mut cluster = Cluster::new(nats, dir)?;
         cluster.start_scheduler()?;
         Ok(cluster)
     }
@@ -268,6 +284,7 @@ impl Cluster {
         ];
         let tls = self.nats.client_args();
         args.extend(tls.iter().map(String::as_str));
+        args.extend(self.scheduler_flags.iter().map(String::as_str));
         let mut s = Running::start(&args)?;
         s.wait_for_line("scheduler API on", START_LIMIT)?;
         self.scheduler = Some(s);
@@ -413,6 +430,15 @@ impl Cluster {
     /// the cluster's first admin token.
     pub fn admin_config(&self) -> PathBuf {
         self.dir.path().join("scheduler").join("admin.toml")
+    }
+
+    /// The first admin's token, from [`Cluster::admin_config`].
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(self.admin_config())?;
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("token = "))
+            .map(|t| t.trim_matches('"').to_string())
+            .ok_or_else(|| anyhow!("no token in {}", self.admin_config().display()))
     }
 
     /// Runs `shoal ARGS…` against the cluster with `token` alone (no client

@@ -340,12 +340,47 @@ pub fn http_request_to(
     path: &str,
     limit: Duration,
 ) -> anyhow::Result<HttpReply> {
+    http_request_with(addr, host, &[], method, path, limit)
+}
+
+/// Like [`http_request`], with a bearer token (an API call).
+pub fn http_request_as(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
+    let auth = format!("Bearer {token}");
+    http_request_with(
+        addr,
+        &addr.to_string(),
+        &[("Authorization", &auth)],
+        method,
+        path,
+        limit,
+    )
+}
+
+/// One HTTP/1.1 request with `host` as the `Host` header and `headers`.
+fn http_request_with(
+    addr: SocketAddr,
+    host: &str,
+    headers: &[(&str, &str)],
+    method: &str,
+    path: &str,
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
     let mut stream = TcpStream::connect_timeout(&addr, limit)?;
     stream.set_read_timeout(Some(limit))?;
     stream.set_write_timeout(Some(limit))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: 0\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

@@ -3,6 +3,8 @@
 //! namespace, quotas, the audit trail and safe defaults. Real nats-server,
 //! scheduler and host processes, real components.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use shoal_api::resources::{AppDetail, AuditRecord, NamespaceInfo};
