@@ -123,11 +123,25 @@ impl ApiSettings {
         })
     }
 
-    fn scheme(&self) -> &'static str {
-        if self.tls_cert.is_some() {
+    /// The URL clients on this machine use for an API listening on
+    /// `addr`: the first `--api-name` (what a certificate names), else the
+    /// address, with loopback for an unspecified one (`0.0.0.0`).
+    fn url(&self, addr: SocketAddr) -> String {
+        let scheme = if self.tls_cert.is_some() {
             "https"
         } else {
             "http"
+        };
+        match self.api_names.first() {
+            Some(name) => format!("{scheme}://{name}:{}", addr.port()),
+            None if addr.ip().is_unspecified() => {
+                let loopback = match addr {
+                    SocketAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+                    SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                };
+                format!("{scheme}://{}", SocketAddr::new(loopback, addr.port()))
+            }
+            None => format!("{scheme}://{addr}"),
         }
     }
 }
@@ -428,7 +442,7 @@ pub async fn scheduler(args: SchedulerArgs, api: &str) -> anyhow::Result<()> {
     let nats = connect(&args.nats, &Identity::Scheduler, &creds, &args.login).await?;
     let options = settings.options(listen_addr(api)?, secret_box)?;
     let mut scheduler = Scheduler::start(nats, options, shutdown_signal()).await?;
-    let url = format!("{}://{}", settings.scheme(), scheduler.api_addr());
+    let url = settings.url(scheduler.api_addr());
     keep_first_admin(&mut scheduler, &data_dir, &url)?;
     println!("scheduler API on {url}");
     scheduler.wait().await;
@@ -514,7 +528,7 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
         .api_settings
         .options(listen_addr(api)?, secret_box(&data_dir)?)?;
     let mut scheduler = Scheduler::start(nats, options, stopped()).await?;
-    let api_url = format!("{}://{}", args.api_settings.scheme(), scheduler.api_addr());
+    let api_url = args.api_settings.url(scheduler.api_addr());
     keep_first_admin(&mut scheduler, &data_dir, &api_url)?;
     let target = local_context(&data_dir, &api_url, args.api_settings.insecure_no_auth)?;
     let mut settings = args.host;

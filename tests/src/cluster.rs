@@ -73,21 +73,8 @@ impl Nats {
     pub fn start_tls(store: &Path) -> anyhow::Result<Self> {
         let mut nats = Nats::start(store)?;
         nats.kill();
-        let ca_key = rcgen::KeyPair::generate()?;
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key)?;
-        let key = rcgen::KeyPair::generate()?;
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?
-            .signed_by(&key, &ca, &ca_key)?;
-        let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
-            let path = nats.auth.join(name);
-            std::fs::write(&path, text)?;
-            Ok(path)
-        };
-        nats.tls_ca = Some(write("ca.pem", ca.pem())?);
-        write("server.pem", cert.pem())?;
-        write("server-key.pem", key.serialize_pem())?;
+        let pki = Pki::make(&nats.auth, "server")?;
+        nats.tls_ca = Some(pki.ca);
         nats.restart()?;
         Ok(nats)
     }
@@ -201,6 +188,40 @@ impl Nats {
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A CA made for a test and a certificate for 127.0.0.1 it signed, as PEM
+/// files.
+pub struct Pki {
+    /// The CA's certificate: what clients trust.
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+impl Pki {
+    /// Writes `ca.pem`, `<name>.pem` and `<name>-key.pem` into `dir`.
+    pub fn make(dir: &Path, name: &str) -> anyhow::Result<Pki> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key)?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?
+            .signed_by(&key, &ca, &ca_key)?;
+        let write = |file: String, text: String| -> anyhow::Result<PathBuf> {
+            let path = dir.join(file);
+            std::fs::write(&path, text)?;
+            Ok(path)
+        };
+        Ok(Pki {
+            ca: write("ca.pem".into(), ca.pem())?,
+            cert: write(format!("{name}.pem"), cert.pem())?,
+            key: write(format!("{name}-key.pem"), key.serialize_pem())?,
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use shoal_api::resources::{AppDetail, AuditRecord, NamespaceInfo};
-use shoal_tests::cluster::{Cluster, free_port};
+use shoal_tests::cluster::{Cluster, Pki, free_port};
 use shoal_tests::{Output, Running, http_request_to};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -608,4 +608,67 @@ fn the_api_refuses_plain_http_beyond_this_machine_and_foreign_host_names() {
     loud.push("--insecure-no-tls");
     let mut scheduler = Running::start(&loud).unwrap();
     scheduler.wait_for_line("scheduler API on", LIMIT).unwrap();
+}
+
+#[test]
+fn the_api_serves_tls_to_clients_that_trust_its_ca() {
+    let cluster = Cluster::start().unwrap();
+    let pki = Pki::make(cluster.dir(), "api").unwrap();
+    let creds = cluster
+        .nats
+        .creds("scheduler")
+        .unwrap()
+        .display()
+        .to_string();
+    let data = cluster.dir().join("tls-scheduler");
+    let port = free_port().unwrap();
+    // Every address, with TLS: allowed without a loud flag.
+    let listen = format!("0.0.0.0:{port}");
+    let mut scheduler = Running::start(&[
+        "scheduler",
+        "--nats",
+        &cluster.nats.url(),
+        "--nats-creds",
+        &creds,
+        "--api",
+        &listen,
+        "--data-dir",
+        &data.display().to_string(),
+        "--tls-cert",
+        &pki.cert.display().to_string(),
+        "--tls-key",
+        &pki.key.display().to_string(),
+    ])
+    .unwrap();
+    let line = scheduler.wait_for_line("scheduler API on", LIMIT).unwrap();
+    assert!(
+        line.contains(&format!("https://127.0.0.1:{port}")),
+        "{line}"
+    );
+    // The cluster's first scheduler made the admin token: this one, on
+    // the same NATS, knows it.
+    let token = cluster.admin_token().unwrap();
+    let https = format!("https://127.0.0.1:{port}");
+    let nowhere = cluster.dir().join("none.toml").display().to_string();
+    let ca = pki.ca.display().to_string();
+    let ask = |api: &str, ca: Option<&str>| {
+        let mut env = vec![
+            ("SHOAL_CONFIG", nowhere.as_str()),
+            ("SHOAL_TOKEN", token.as_str()),
+            ("SHOAL_API", api),
+        ];
+        if let Some(ca) = ca {
+            env.push(("SHOAL_API_CA", ca));
+        }
+        shoal_tests::shoal_with_env(&["auth", "whoami"], &env, LIMIT).unwrap()
+    };
+    let with_ca = ask(&https, Some(&ca));
+    assert_eq!(with_ca.code, Some(0), "{}", with_ca.stderr);
+    assert!(with_ca.stdout.contains("user admin"), "{}", with_ca.stdout);
+    // A client that does not trust the CA does not talk to it.
+    let without = ask(&https, None);
+    assert_eq!(without.code, Some(1), "{}", without.stdout);
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = ask(&format!("http://127.0.0.1:{port}"), None);
+    assert_eq!(plain.code, Some(1), "{}", plain.stdout);
 }

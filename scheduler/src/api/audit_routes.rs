@@ -8,8 +8,7 @@ use serde::Deserialize;
 use shoal_api::access::{Resource, Scope, Verb};
 use shoal_api::resources::AuditRecord;
 
-use super::guard::{Failure, Guard};
-use super::scope_of;
+use super::guard::{Failure, Guard, scope_of};
 use crate::Shared;
 
 /// The query of `GET /v1/audit`.

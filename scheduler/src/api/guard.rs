@@ -142,6 +142,17 @@ impl Guard {
         }
     }
 
+    /// [`Guard::allow`] for `verb` on the app `name` in `namespace` (as a
+    /// path gives them).
+    pub fn allow_app(&self, verb: Verb, namespace: &str, name: &str) -> Result<(), Failure> {
+        self.allow(
+            verb,
+            Resource::Apps,
+            &scope_of(namespace)?,
+            Some(name.to_string()),
+        )
+    }
+
     /// Whether the caller may upload components: whoever may create apps
     /// in some namespace may.
     pub fn may_upload(&self) -> Result<(), Failure> {
@@ -181,6 +192,13 @@ impl Guard {
         }
         Ok(Visible::Only(some))
     }
+}
+
+/// The scope of a namespace named in a path or a query.
+pub fn scope_of(namespace: &str) -> Result<Scope, Failure> {
+    Name::new(namespace)
+        .map(Scope::Namespace)
+        .map_err(|e| invalid(format!("namespace: {e}")))
 }
 
 /// A 403 with `reason`.

@@ -37,7 +37,7 @@ use crate::tunables::{
     INVOKE_START_POLL, INVOKE_START_WAIT, INVOKE_TIMEOUT, MAX_COMPONENT_BYTES, QUEUE_ACK_MARGIN,
 };
 use crate::{SchedulerError, Shared, artifact, namespaces};
-use guard::{Failure, Guard, Visible, invalid};
+use guard::{Failure, Guard, Visible, invalid, scope_of};
 
 type Shared_ = Arc<Shared>;
 
@@ -116,13 +116,6 @@ impl NamespaceFilter {
             None => guard.visible(verb, resource),
         }
     }
-}
-
-/// The scope of a namespace named in a path or a query.
-pub(crate) fn scope_of(namespace: &str) -> Result<Scope, Failure> {
-    Name::new(namespace)
-        .map(Scope::Namespace)
-        .map_err(|e| invalid(format!("namespace: {e}")))
 }
 
 /// Uploads are not audited: bytes under their own digest change nothing
@@ -626,12 +619,7 @@ async fn describe(
     guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<AppDetail>, Failure> {
-    guard.allow(
-        Verb::Get,
-        Resource::Apps,
-        &scope_of(&namespace)?,
-        Some(name.clone()),
-    )?;
+    guard.allow_app(Verb::Get, &namespace, &name)?;
     let state = shared.state();
     let app = find(&state, &namespace, &name)?;
     let copies = copies(&state);
@@ -664,12 +652,7 @@ async fn delete(
     guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Failure> {
-    guard.allow(
-        Verb::Delete,
-        Resource::Apps,
-        &scope_of(&namespace)?,
-        Some(name.clone()),
-    )?;
+    guard.allow_app(Verb::Delete, &namespace, &name)?;
     let (key, spec) = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
@@ -739,12 +722,7 @@ async fn scale(
     Path((namespace, name)): Path<(String, String)>,
     Json(req): Json<ScaleRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
-    guard.allow(
-        Verb::Scale,
-        Resource::Apps,
-        &scope_of(&namespace)?,
-        Some(name.clone()),
-    )?;
+    guard.allow_app(Verb::Scale, &namespace, &name)?;
     if req.replicas > MAX_REPLICAS {
         return Err(invalid(format!(
             "{} replicas is more than the {MAX_REPLICAS} allowed",
@@ -805,12 +783,7 @@ async fn rollout_status(
     guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<RolloutStatus>, Failure> {
-    guard.allow(
-        Verb::Get,
-        Resource::Apps,
-        &scope_of(&namespace)?,
-        Some(name.clone()),
-    )?;
+    guard.allow_app(Verb::Get, &namespace, &name)?;
     let state = shared.state();
     let app = find(&state, &namespace, &name)?;
     Ok(Json(crate::rollout::status(&state, app, Instant::now())))
@@ -821,12 +794,7 @@ async fn revisions(
     guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<RevisionInfo>>, Failure> {
-    guard.allow(
-        Verb::Get,
-        Resource::Apps,
-        &scope_of(&namespace)?,
-        Some(name.clone()),
-    )?;
+    guard.allow_app(Verb::Get, &namespace, &name)?;
     let key = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
@@ -841,12 +809,7 @@ async fn rollback(
     Path((namespace, name)): Path<(String, String)>,
     Json(req): Json<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
-    guard.allow(
-        Verb::Rollout,
-        Resource::Apps,
-        &scope_of(&namespace)?,
-        Some(name.clone()),
-    )?;
+    guard.allow_app(Verb::Rollout, &namespace, &name)?;
     let (key, previous) = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
@@ -880,12 +843,7 @@ async fn invoke(
     Path((namespace, name, component)): Path<(String, String, String)>,
     Json(req): Json<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, Failure> {
-    guard.allow(
-        Verb::Invoke,
-        Resource::Apps,
-        &scope_of(&namespace)?,
-        Some(format!("{name}/{component}")),
-    )?;
+    guard.allow_app(Verb::Invoke, &namespace, &format!("{name}/{component}"))?;
     let subject = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
