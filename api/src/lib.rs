@@ -21,6 +21,8 @@
 //!   nats-server lets each one publish and subscribe to.
 //! - [`SealedSecret`], [`SealingKey`]: secret values sealed to the one host
 //!   that runs them; [`SecretValue`]: a value in memory, never printed.
+//! - [`logs`]: replica log lines as hosts publish them ([`logs::LogBatch`])
+//!   and as the API streams them ([`logs::LogEntry`]).
 //! - [`access`]: who may do what through the API: [`access::Verb`]s on
 //!   [`access::Resource`]s, granted by [`access::Roles`] bound per namespace
 //!   to a [`access::Principal`]; [`token`]: the bearer tokens that name one.
@@ -33,6 +35,7 @@ pub mod bounds;
 mod diagnostics;
 mod digest;
 pub mod identity;
+pub mod logs;
 mod name;
 mod quantity;
 pub mod resources;

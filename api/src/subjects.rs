@@ -89,6 +89,25 @@ pub fn logs(namespace: &Name, app: &Name, component: &Name) -> String {
     format!("{PREFIX}.logs.{namespace}.{app}.{component}")
 }
 
+/// Every log subject of one namespace.
+pub fn namespace_logs(namespace: &Name) -> String {
+    format!("{PREFIX}.logs.{namespace}.>")
+}
+
+/// Log subjects of an app, or of one of its components.
+pub fn app_logs(namespace: &Name, app: &Name, component: Option<&Name>) -> String {
+    match component {
+        Some(c) => logs(namespace, app, c),
+        None => format!("{PREFIX}.logs.{namespace}.{app}.*"),
+    }
+}
+
+/// The JetStream stream holding one namespace's logs, with that
+/// namespace's retention.
+pub fn logs_stream(namespace: &Name) -> String {
+    format!("SHOAL_LOGS_{namespace}")
+}
+
 /// JetStream key-value bucket holding desired state: one key per app.
 pub const APPS_BUCKET: &str = "shoal-apps";
 

@@ -131,6 +131,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         kind: args.kind,
         limits,
         grants,
+        log_sink: None,
     };
     let data_dir = crate::data_dir::resolve(args.data_dir);
     let runtime =

@@ -33,6 +33,9 @@ pub struct ComponentSettings {
     pub limits: Limits,
     /// Capabilities granted.
     pub grants: Grants,
+    /// Where its guest's output goes, instead of the runtime's sink (a
+    /// replica's log, on a host).
+    pub log_sink: Option<Arc<dyn LogSink>>,
 }
 
 /// The linked entry point, by kind.
@@ -99,9 +102,9 @@ impl LoadedComponent {
         component: &Component,
         engine: &Engine,
         linker: &Linker<InvocationState>,
-        settings: ComponentSettings,
         cache_status: CacheStatus,
         sink: Arc<dyn LogSink>,
+        settings: ComponentSettings,
         invocations: Arc<AtomicU64>,
     ) -> Result<Self, LoadError> {
         let what = what.to_string();
@@ -207,7 +210,14 @@ impl LoadedComponent {
         match outcome {
             Err(err) if err.is_trap() => {
                 self.trap_streak.fetch_add(1, Ordering::Relaxed);
-                *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+                let trap = err.to_string();
+                self.sink.line(crate::logs::LogLine {
+                    component: self.name.clone(),
+                    invocation: 0,
+                    stream: Stream::Lifecycle,
+                    text: format!("trapped: {trap}"),
+                });
+                *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(trap);
             }
             // Read before writing: most calls find it at zero already, and
             // a read leaves the cache line shared between cores.

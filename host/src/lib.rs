@@ -44,6 +44,7 @@ mod invoke;
 pub mod keyfile;
 pub mod layout;
 mod limiter;
+pub mod log_shipper;
 pub mod logs;
 mod queue;
 mod runtime;

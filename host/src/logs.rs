@@ -34,6 +34,8 @@ pub enum Stream {
     Stdout,
     /// Standard error.
     Stderr,
+    /// Shoal, about the replica (a trap, a restart): not the guest's.
+    Lifecycle,
 }
 
 impl std::fmt::Display for Stream {
@@ -41,6 +43,7 @@ impl std::fmt::Display for Stream {
         f.write_str(match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::Lifecycle => "lifecycle",
         })
     }
 }

@@ -119,9 +119,12 @@ impl Runtime {
             &component,
             &self.engine,
             &self.linker,
-            settings,
             status,
-            self.sink.clone(),
+            settings
+                .log_sink
+                .clone()
+                .unwrap_or_else(|| self.sink.clone()),
+            settings,
             self.invocations.clone(),
         )?;
         tracing::debug!(component = name, digest = %digest.short(), kind = %loaded.kind(), cache = ?status, "loaded");

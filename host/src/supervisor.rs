@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
-use shoal_api::{ComponentKind, HealthSpec, RestartPolicy, subjects};
+use shoal_api::{ComponentKind, HealthSpec, Name, RestartPolicy, subjects};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -22,6 +22,8 @@ use crate::component::LoadedComponent;
 use crate::error::InvokeError;
 use crate::health::{Checks, Probe, Verdict};
 use crate::ingress::IngressRoutes;
+use crate::log_shipper::ReplicaLog;
+use crate::logs::LogSink;
 use crate::serving::{answer_invocation, serve_gated};
 use crate::tunables::{
     RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, RESTART_BACKOFF_RESET, STOP_GRACE,
@@ -88,10 +90,13 @@ pub(crate) trait ReplicaHost: Send + Sync + 'static {
     /// Changes how the copy `key` is doing, if it is still on the host.
     fn update(&self, key: &CopyKey, change: impl FnOnce(&mut CopyStatus));
     /// Fetches, grants and loads one component of a replica.
+    /// The log of run `incarnation` of `replica`.
+    fn replica_log(&self, replica: &ReplicaId, incarnation: u32) -> ReplicaLog;
     fn load(
         &self,
         start: &StartReplica,
         component: &PodComponent,
+        log_sink: Arc<dyn LogSink>,
     ) -> impl Future<Output = Result<Arc<LoadedComponent>, String>> + Send;
 }
 
@@ -104,12 +109,16 @@ pub(crate) async fn supervise<H: ReplicaHost>(
     let key: CopyKey = (start.id.clone(), start.revision);
     let policy = RestartPolicy::of_pod(start.components.iter().map(|c| &c.spec));
     let mut backoff = Backoff::default();
+    let names: Vec<Name> = start.components.iter().map(|c| c.name.clone()).collect();
+    let mut incarnation = 0;
     loop {
+        let log = agent.replica_log(&start.id, incarnation);
         let mut run = tokio::select! {
-            run = Run::start(&agent, &start) => match run {
+            run = Run::start(&agent, &start, &log) => match run {
                 Ok(run) => run,
                 Err(reason) => {
                     tracing::warn!(replica = %key.0, %reason, "replica failed to start");
+                    log.lifecycle(&names, &format!("failed to start: {reason}"));
                     agent.update(&key, |r| r.state = ReplicaState::Failed { reason });
                     return;
                 }
@@ -125,13 +134,23 @@ pub(crate) async fn supervise<H: ReplicaHost>(
             r.components = components;
         });
         tracing::info!(replica = %key.0, revision = key.1, "replica running");
+        log.lifecycle(
+            &names,
+            &format!(
+                "started on {} (revision {}){}",
+                agent.id(),
+                key.1,
+                if ready { ", ready" } else { ", waiting for its readiness check" }
+            ),
+        );
         let began = Instant::now();
         let ended = tokio::select! {
             _ = stop.wait_for(|s| *s) => None,
-            why = run.watch(agent.as_ref(), &key) => Some(why),
+            why = run.watch(agent.as_ref(), &key, &log) => Some(why),
         };
         run.shut_down(agent.as_ref(), &key).await;
         let Some(ended) = ended else {
+            log.lifecycle(&names, "stopped");
             return;
         };
         let restart = !matches!(
@@ -140,6 +159,7 @@ pub(crate) async fn supervise<H: ReplicaHost>(
         );
         if !restart {
             tracing::info!(replica = %key.0, "replica stopped for good: {ended}");
+            log.lifecycle(&names, &format!("stopped for good: {ended}"));
             agent.update(&key, |r| {
                 r.ready = false;
                 r.state = match &ended {
@@ -158,6 +178,11 @@ pub(crate) async fn supervise<H: ReplicaHost>(
         let delay = backoff.next(began.elapsed());
         let reason = ended.to_string();
         tracing::warn!(replica = %key.0, ?delay, "replica restarting: {reason}");
+        log.lifecycle(
+            &names,
+            &format!("restarting in {:.1}s: {reason}", delay.as_secs_f64()),
+        );
+        incarnation += 1;
         agent.update(&key, |r| {
             r.ready = false;
             r.restarts += 1;
@@ -252,11 +277,15 @@ impl Run {
     /// Loads every component of the pod, then starts serving them. The
     /// replica is ready at once unless a component is health-checked: then
     /// it waits for its first passing check.
-    async fn start<H: ReplicaHost>(agent: &Arc<H>, start: &StartReplica) -> Result<Run, String> {
+    async fn start<H: ReplicaHost>(
+        agent: &Arc<H>,
+        start: &StartReplica,
+        log: &ReplicaLog,
+    ) -> Result<Run, String> {
         let id = &start.id;
         let mut components = Vec::new();
         for c in &start.components {
-            let component = agent.load(start, c).await?;
+            let component = agent.load(start, c, log.sink(&c.name)).await?;
             let probe = probe_of(&c.spec, &component)
                 .map_err(|why| format!("component {}: {why}", c.name))?;
             components.push((c, component, probe));
@@ -372,7 +401,7 @@ impl Run {
     /// check failed `failure_threshold` times in a row, or
     /// [`TRAPS_BEFORE_RESTART`] invocations in a row trapped. Readiness
     /// changes open and close the gate on the way.
-    async fn watch<H: ReplicaHost>(&mut self, agent: &H, key: &CopyKey) -> Ended {
+    async fn watch<H: ReplicaHost>(&mut self, agent: &H, key: &CopyKey, log: &ReplicaLog) -> Ended {
         let mut checks: Vec<Option<(Checks, Instant)>> = self
             .components
             .iter()
@@ -420,6 +449,8 @@ impl Run {
             });
             if flipped {
                 tracing::info!(replica = %key.0, ready, "readiness changed");
+                let names: Vec<&Name> = self.components.iter().map(|c| &c.name).collect();
+                log.lifecycle(names, if ready { "ready" } else { "not ready" });
                 agent.routes().set_ready(&key.0, key.1, ready);
                 let why = checks
                     .iter()

@@ -173,3 +173,22 @@ pub const FORWARD_REPLY_MARGIN: Duration = Duration::from_secs(1);
 /// Wait after a failed accept (out of file descriptors and the like)
 /// before the ingress accepts again.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// How often a host publishes the log lines it gathered: a host that dies
+/// loses at most this long's lines, and those not yet acknowledged.
+pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A replica component's batch is published at once past this many bytes
+/// (well under NATS's 1 MiB message limit, with the longest line).
+pub const LOG_BATCH_BYTES: usize = 256 * 1024;
+
+/// Lines waiting for the shipper at most; a guest's line past it is
+/// dropped and counted, never waited for.
+pub const LOG_CHANNEL_LINES: usize = 16_384;
+
+/// Lines kept for another try when JetStream did not acknowledge them (the
+/// stream is away): past this, they are dropped and counted.
+pub const LOG_BUFFER_MAX_LINES: usize = 100_000;
+
+/// How long a flush waits for JetStream to acknowledge a batch.
+pub const LOG_ACK_TIMEOUT: Duration = Duration::from_secs(2);

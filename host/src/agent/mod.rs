@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::StreamExt;
 use shoal_api::SealingKey;
 use shoal_api::subjects;
-use shoal_api::wire::{Capacity, HostId, PodComponent, StartReplica};
+use shoal_api::wire::{Capacity, HostId, PodComponent, ReplicaId, StartReplica};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -33,6 +33,8 @@ use crate::http::serve;
 use crate::ingress::IngressRoutes;
 use crate::layout::DataLayout;
 use crate::runtime::Runtime;
+use crate::log_shipper::{LogShipper, ReplicaLog};
+use crate::logs::LogSink;
 use crate::supervisor::{CopyKey, CopyStatus, ReplicaHost};
 use crate::tunables::{DRAIN_HANDOFF, DRAIN_LIMIT};
 
@@ -111,6 +113,8 @@ pub(crate) struct Agent {
     pub(crate) registry: Arc<Registry>,
     /// Where this host keeps its data.
     layout: DataLayout,
+    /// Ships replicas' log lines to JetStream.
+    logs: Arc<LogShipper>,
 }
 
 impl Agent {
@@ -143,10 +147,15 @@ impl ReplicaHost for Agent {
     /// Fetches (or reuses) a component's bytes, grants it what its spec
     /// asks for on this host, and loads it. Granting and loading run on a
     /// blocking thread: both touch the filesystem.
+    fn replica_log(&self, replica: &ReplicaId, incarnation: u32) -> ReplicaLog {
+        self.logs.replica(replica, incarnation)
+    }
+
     async fn load(
         &self,
         start: &StartReplica,
         component: &PodComponent,
+        log_sink: Arc<dyn LogSink>,
     ) -> Result<Arc<LoadedComponent>, String> {
         let bytes = artifacts::fetch(&self.nats, &self.layout, &component.digest).await?;
         let (runtime, registry) = (self.runtime.clone(), self.registry.clone());
@@ -165,6 +174,7 @@ impl ReplicaHost for Agent {
                 kind: Some(component.spec.kind),
                 limits: component.spec.limits,
                 grants,
+                log_sink: Some(log_sink),
             };
             runtime
                 .load(component.name.as_str(), &bytes, settings)
@@ -235,7 +245,10 @@ impl HostAgent {
                 subject: subjects::DORMANT_ROUTES.into(),
                 reason: e.to_string(),
             })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (logs, shipping) = LogShipper::start(nats.clone(), config.id.clone(), stop_rx.clone());
         let agent = Arc::new(Agent {
+            logs,
             config,
             nats,
             runtime,
@@ -248,8 +261,10 @@ impl HostAgent {
             registry,
             layout,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let _ = shipping.await;
+        });
         let leaving = agent.clone();
         tasks.spawn(async move {
             shutdown.await;
