@@ -234,6 +234,10 @@ pub struct AppDetail {
     pub pods: Vec<PodInfo>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
+    /// The last lines of each replica that is restarting, crash-looping,
+    /// exited or failed: what it said before it went.
+    #[serde(default)]
+    pub last_output: Vec<crate::logs::LogEntry>,
 }
 
 /// `POST /v1/apps/{namespace}/{name}/scale`.
@@ -520,6 +524,19 @@ impl std::fmt::Display for RouteClaim {
     }
 }
 
+/// How long a namespace's logs are kept; `None` takes the default (7 days,
+/// 256 MiB: the oldest lines go first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRetention {
+    /// The oldest line kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<crate::DurationSpec>,
+    /// The most bytes kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<ByteSize>,
+}
+
 /// A namespace's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -527,6 +544,9 @@ pub struct NamespaceSpec {
     /// Its limits.
     #[serde(default)]
     pub quota: Quota,
+    /// How long its logs are kept.
+    #[serde(default)]
+    pub logs: LogRetention,
     /// Routes only it may serve.
     #[serde(default)]
     pub routes: Vec<RouteClaim>,

@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use shoal_api::access::{Binding, PrincipalKind, Resource, Verb};
 use shoal_api::resources::{
-    AuditRecord, CanI, CreateTokenRequest, CreatedToken, NamespaceInfo, NamespaceRequest,
-    NamespaceSpec, Quota, RouteClaim, TokenInfo, WhoAmI,
+    AuditRecord, CanI, CreateTokenRequest, CreatedToken, LogRetention, NamespaceInfo,
+    NamespaceRequest, NamespaceSpec, Quota, RouteClaim, TokenInfo, WhoAmI,
 };
 use shoal_api::wire::now_ms;
-use shoal_api::{ByteSize, Name};
+use shoal_api::{ByteSize, DurationSpec, Name};
 
 use crate::client::Client;
 use crate::tables::{self, age, span};
@@ -103,6 +103,12 @@ pub struct NamespaceArgs {
     /// Secrets it may hold.
     #[arg(long)]
     max_secrets: Option<u32>,
+    /// How long its logs are kept (default 7d).
+    #[arg(long, value_parser = DurationSpec::parse)]
+    log_max_age: Option<DurationSpec>,
+    /// The most bytes of logs it keeps (default 256MiB); the oldest go first.
+    #[arg(long, value_parser = ByteSize::parse)]
+    log_max_bytes: Option<ByteSize>,
     /// A route only it may serve, as [HOST]/PREFIX (repeatable): like
     /// `shop.example.com/` or `/team-a`.
     #[arg(long = "claim-route", value_name = "[HOST]/PREFIX", value_parser = parse_claim)]
@@ -136,8 +142,8 @@ impl NamespaceArgs {
         } else {
             base
         };
-        let q = base.quota;
-        let mut routes = base.routes;
+        let q = base.quota.clone();
+        let mut routes = base.routes.clone();
         for claim in &self.claims {
             if !routes.contains(claim) {
                 routes.push(claim.clone());
@@ -152,6 +158,10 @@ impl NamespaceArgs {
                 secrets: self.max_secrets.or(q.secrets),
             },
             routes,
+            logs: LogRetention {
+                max_age: self.log_max_age.or(base.logs.max_age),
+                max_bytes: self.log_max_bytes.or(base.logs.max_bytes),
+            },
         }
     }
 }

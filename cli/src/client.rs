@@ -116,6 +116,34 @@ impl Client {
         Ok(())
     }
 
+    /// GET `path`, a stream of newline-delimited JSON, handing each line to
+    /// `each` as it arrives; until the server ends it or `each` fails.
+    pub async fn get_lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut resp = self
+            .checked(self.request(reqwest::Method::GET, path))
+            .await?;
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("the stream from {} broke off", self.base))?
+        {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                if !text.is_empty() {
+                    each(&text)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// PUT `body` to `path`, JSON both ways.
     pub async fn put_json<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -31,3 +31,7 @@ pub const UP_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// reads (1 MiB). Each is a few kilobytes at most, so anything larger is a
 /// mistake (a wrong path, a binary) and is refused rather than read whole.
 pub const CLIENT_FILE_MAX_BYTES: u64 = 1 << 20;
+
+/// How long `shoal logs -f` waits before following again after its
+/// connection dropped (a scheduler restart).
+pub const FOLLOW_RETRY: Duration = Duration::from_secs(1);

@@ -14,6 +14,7 @@ use shoal_api::wire::now_ms;
 
 use crate::access_verbs::{self, AuditArgs, AuthVerb, CreateVerb, UpdateVerb};
 use crate::client::Client;
+use crate::log_verbs::{self, EventsArgs, LogsArgs};
 use crate::tables::{self, age, ready_text, state_text};
 
 /// Output formats.
@@ -205,6 +206,11 @@ pub enum Verb {
     Update(UpdateVerb),
     /// List the audit trail: every change made through the API, by whom.
     Audit(AuditArgs),
+    /// Print an app's logs, from every replica on every host, stored or
+    /// live.
+    Logs(LogsArgs),
+    /// List or follow events.
+    Events(EventsArgs),
 }
 
 /// `path`, narrowed to the namespace `-n` gave, if it gave one.
@@ -332,6 +338,8 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
             access_verbs::put_namespace(client, args, false).await?;
         }
         Verb::Audit(args) => access_verbs::audit(client, args).await?,
+        Verb::Logs(args) => log_verbs::logs(client, args).await?,
+        Verb::Events(args) => log_verbs::events(client, args).await?,
         Verb::Secret(SecretVerb::List) => {
             let names: Vec<String> = client.get(&listing("/v1/secrets", client)).await?;
             for name in names {
@@ -576,5 +584,21 @@ fn print_detail(d: &AppDetail) {
             e.reason,
             e.message
         );
+    }
+    if !d.last_output.is_empty() {
+        println!("Last output of replicas that stopped or restart:");
+        for line in &d.last_output {
+            println!(
+                "  [{}-{}] {}{}",
+                line.replica.pod,
+                line.replica.index,
+                if line.stream == shoal_api::logs::LogStream::Lifecycle {
+                    "(shoal) "
+                } else {
+                    ""
+                },
+                line.text
+            );
+        }
     }
 }

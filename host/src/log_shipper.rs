@@ -141,7 +141,8 @@ impl LogSink for ComponentLog {
             Stream::Stderr => LogStream::Stderr,
             Stream::Lifecycle => LogStream::Lifecycle,
         };
-        self.shipper.send(self.key.clone(), stream, line.text.clone());
+        self.shipper
+            .send(self.key.clone(), stream, line.text.clone());
         TracingSink.line(line);
     }
 }

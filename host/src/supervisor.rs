@@ -140,7 +140,11 @@ pub(crate) async fn supervise<H: ReplicaHost>(
                 "started on {} (revision {}){}",
                 agent.id(),
                 key.1,
-                if ready { ", ready" } else { ", waiting for its readiness check" }
+                if ready {
+                    ", ready"
+                } else {
+                    ", waiting for its readiness check"
+                }
             ),
         );
         let began = Instant::now();

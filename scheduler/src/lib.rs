@@ -22,6 +22,7 @@ pub mod artifact;
 pub mod audit;
 pub mod auth;
 pub mod autoscale;
+pub mod logs;
 pub mod namespaces;
 pub mod placement;
 pub mod reconcile;
@@ -230,6 +231,9 @@ impl Scheduler {
             namespaces: namespace_store.load().await?,
             ..State::default()
         };
+        for (name, ns) in &state.namespaces {
+            logs::ensure_stream(&js, name, &ns.spec.logs).await?;
+        }
         for app in store.load_apps().await? {
             let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
             state.apps.insert(key, app);

@@ -119,3 +119,28 @@ pub const AUDIT_LIST_LIMIT: usize = 10_000;
 /// How long listing the audit trail waits for the next record before it
 /// returns what it has.
 pub const AUDIT_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a namespace's logs are kept unless it says otherwise.
+pub const LOGS_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+
+/// The most a namespace's logs stream holds unless it says otherwise; the
+/// oldest lines go first.
+pub const LOGS_MAX_BYTES: i64 = 256 << 20;
+
+/// The most lines one read of the stored logs returns (the newest).
+pub const LOGS_READ_MAX_LINES: usize = 100_000;
+
+/// How long a read of the stored logs or events waits for the next message
+/// before it counts as caught up.
+pub const LOGS_WAIT: Duration = Duration::from_millis(250);
+
+/// The largest compiled `--grep` pattern the logs API accepts.
+pub const LOGS_GREP_MAX_BYTES: usize = 1 << 20;
+
+/// Entries a streaming answer (logs, events) buffers ahead of a slow
+/// client; past it the reader waits for the client.
+pub const STREAM_BUFFER: usize = 256;
+
+/// Lines `describe app` shows of each replica that is restarting,
+/// crash-looping, exited or failed.
+pub const DESCRIBE_LAST_LINES: usize = 10;

@@ -32,9 +32,9 @@ use crate::component::{ComponentSettings, LoadedComponent};
 use crate::http::serve;
 use crate::ingress::IngressRoutes;
 use crate::layout::DataLayout;
-use crate::runtime::Runtime;
 use crate::log_shipper::{LogShipper, ReplicaLog};
 use crate::logs::LogSink;
+use crate::runtime::Runtime;
 use crate::supervisor::{CopyKey, CopyStatus, ReplicaHost};
 use crate::tunables::{DRAIN_HANDOFF, DRAIN_LIMIT};
 

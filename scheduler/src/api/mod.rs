@@ -6,10 +6,11 @@
 
 mod audit_routes;
 pub mod guard;
+mod log_routes;
 mod namespace_routes;
 mod token_routes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +35,8 @@ use shoal_api::{AppSpec, ComponentKind, Digest, MAX_REPLICAS, Name, subjects};
 use crate::reconcile::replica_id;
 use crate::state::{App, State as SchedulerState, StoredApp, event, millis};
 use crate::tunables::{
-    INVOKE_START_POLL, INVOKE_START_WAIT, INVOKE_TIMEOUT, MAX_COMPONENT_BYTES, QUEUE_ACK_MARGIN,
+    DESCRIBE_LAST_LINES, INVOKE_START_POLL, INVOKE_START_WAIT, INVOKE_TIMEOUT, MAX_COMPONENT_BYTES,
+    QUEUE_ACK_MARGIN,
 };
 use crate::{SchedulerError, Shared, artifact, namespaces};
 use guard::{Failure, Guard, Visible, invalid, scope_of};
@@ -91,6 +93,8 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
                 .delete(namespace_routes::delete),
         ),
         ("/v1/audit", get(audit_routes::list)),
+        ("/v1/logs/{namespace}/{app}", get(log_routes::logs)),
+        ("/v1/events", get(log_routes::events)),
     ]
 }
 
@@ -620,21 +624,62 @@ async fn describe(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<AppDetail>, Failure> {
     guard.allow_app(Verb::Get, &namespace, &name)?;
-    let state = shared.state();
-    let app = find(&state, &namespace, &name)?;
-    let copies = copies(&state);
-    let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
-    Ok(Json(AppDetail {
-        summary: summary(&state, app, &copies),
-        spec: app.stored.spec.clone(),
-        digests: app.stored.digests.clone(),
-        pods: pods_of(&state, app),
-        events: state
-            .events
-            .get(&key)
-            .map(|e| e.iter().cloned().collect())
-            .unwrap_or_default(),
-    }))
+    let mut detail = {
+        let state = shared.state();
+        let app = find(&state, &namespace, &name)?;
+        let copies = copies(&state);
+        let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
+        AppDetail {
+            summary: summary(&state, app, &copies),
+            spec: app.stored.spec.clone(),
+            digests: app.stored.digests.clone(),
+            pods: pods_of(&state, app),
+            events: state
+                .events
+                .get(&key)
+                .map(|e| e.iter().cloned().collect())
+                .unwrap_or_default(),
+            last_output: Vec::new(),
+        }
+    };
+    // What a replica said before it went: the first thing to look at.
+    let troubled: BTreeSet<String> = detail
+        .pods
+        .iter()
+        .filter(|p| {
+            matches!(
+                &p.state,
+                PodState::Host(
+                    ReplicaState::Restarting { .. }
+                        | ReplicaState::CrashLoop { .. }
+                        | ReplicaState::Exited { .. }
+                        | ReplicaState::Failed { .. }
+                )
+            )
+        })
+        .map(|p| p.id.to_string())
+        .collect();
+    for replica in troubled {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(DESCRIBE_LAST_LINES);
+        let query = crate::logs::LogQuery {
+            replica: Some(replica),
+            tail: Some(DESCRIBE_LAST_LINES),
+            ..Default::default()
+        };
+        let js = async_nats::jetstream::new(shared.nats.clone());
+        let (spec_ns, spec_name) = (detail.spec.namespace.clone(), detail.spec.name.clone());
+        let reading =
+            tokio::spawn(
+                async move { crate::logs::read(&js, &spec_ns, &spec_name, query, tx).await },
+            );
+        while let Some(entry) = rx.recv().await {
+            detail.last_output.push(entry);
+        }
+        if let Ok(Err(e)) = reading.await {
+            tracing::warn!(error = %e, "describe could not read a replica's last lines");
+        }
+    }
+    Ok(Json(detail))
 }
 
 fn find<'a>(state: &'a SchedulerState, namespace: &str, name: &str) -> Result<&'a App, Failure> {

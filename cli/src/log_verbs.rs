@@ -1,0 +1,233 @@
+//! `shoal logs` and `shoal events`: what JetStream keeps, read or followed
+//! through the scheduler's API.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::bail;
+use clap::Args;
+use shoal_api::logs::{LogEntry, LogStream};
+use shoal_api::resources::Event;
+use shoal_api::wire::now_ms;
+
+use crate::client::Client;
+use crate::tables::{age, render};
+use crate::tunables::FOLLOW_RETRY;
+use crate::verbs::Format;
+
+/// `shoal logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The app, or one of its components as APP/COMPONENT.
+    target: String,
+    /// Keep printing new lines (and those of replicas started later).
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines from this long ago on (like 10m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Only the last N lines (before following).
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Only this replica (like web-0).
+    #[arg(long, value_name = "REPLICA")]
+    replica: Option<String>,
+    /// The lines of each replica's run before its latest (before a restart).
+    #[arg(long)]
+    previous: bool,
+    /// Only lines matching this regular expression.
+    #[arg(long, value_name = "RE")]
+    grep: Option<String>,
+    /// Start each line with when it was written.
+    #[arg(long)]
+    timestamps: bool,
+    /// Output format (json: one object per line).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    format: Format,
+}
+
+/// `shoal events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only this app's events.
+    app: Option<String>,
+    /// Keep printing new events.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only events from this long ago on (like 10m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Output format (json: one object per line).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    format: Format,
+}
+
+fn since_ms(since: Option<Duration>) -> Option<u64> {
+    since.map(|d| now_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// When `ms` was, as RFC 3339 with milliseconds.
+fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn print_entry(entry: &LogEntry, args: &LogsArgs) -> anyhow::Result<()> {
+    if let Format::Json = args.format {
+        println!("{}", serde_json::to_string(entry)?);
+        return Ok(());
+    }
+    let when = if args.timestamps {
+        format!("{} ", timestamp(entry.at_ms))
+    } else {
+        String::new()
+    };
+    let replica = format!("{}-{}", entry.replica.pod, entry.replica.index);
+    match entry.stream {
+        LogStream::Lifecycle => println!("{when}[{replica}] (shoal) {}", entry.text),
+        _ => println!("{when}[{replica}] {}", entry.text),
+    }
+    Ok(())
+}
+
+/// Runs `shoal logs`. Following, a dropped connection (a scheduler
+/// restart) is retried every [`FOLLOW_RETRY`], resuming after the last
+/// line shown, so no line is shown twice or skipped.
+pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
+    let (app, component) = match args.target.split_once('/') {
+        Some((app, component)) => (app.to_string(), Some(component.to_string())),
+        None => (args.target.clone(), None),
+    };
+    let mut after: Option<String> = None;
+    let mut first = true;
+    loop {
+        let path = format!(
+            "/v1/logs/{}/{app}{}",
+            client.namespace(),
+            query(&[
+                ("component", component.clone()),
+                ("replica", args.replica.clone()),
+                ("since_ms", since_ms(args.since).map(|s| s.to_string())),
+                ("after", after.clone()),
+                ("tail", args.tail.filter(|_| first).map(|n| n.to_string())),
+                ("grep", args.grep.clone()),
+                ("previous", args.previous.then(|| "true".into())),
+                ("follow", args.follow.then(|| "true".into())),
+            ])
+        );
+        let result = client
+            .get_lines(&path, |line| {
+                if let Ok(error) = serde_json::from_str::<serde_json::Value>(line)
+                    && let Some(message) = error.get("error").and_then(|e| e.as_str())
+                {
+                    bail!("{message}");
+                }
+                let entry: LogEntry = serde_json::from_str(line)?;
+                after = Some(entry.cursor.to_string());
+                print_entry(&entry, &args)
+            })
+            .await;
+        first = false;
+        match result {
+            Ok(()) if !args.follow => return Ok(()),
+            Err(e) if !args.follow || e.to_string().contains("may not") => return Err(e),
+            _ => {
+                tracing::debug!("the log stream ended; following again");
+                tokio::time::sleep(FOLLOW_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Whether an event's reason is something to look at.
+fn warning(reason: &str) -> bool {
+    matches!(
+        reason,
+        "pending" | "failed" | "crash_loop" | "host_lost" | "rolled_back" | "quota_reached"
+    )
+}
+
+/// Runs `shoal events`.
+pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
+    let namespace = match (&args.app, client.namespace_given()) {
+        (Some(_), _) => Some(client.namespace().to_string()),
+        (None, given) => given.map(str::to_string),
+    };
+    let path = format!(
+        "/v1/events{}",
+        query(&[
+            ("namespace", namespace),
+            ("app", args.app.clone()),
+            ("since_ms", since_ms(args.since).map(|s| s.to_string())),
+            ("follow", args.follow.then(|| "true".into())),
+        ])
+    );
+    let table = matches!(args.format, Format::Table) && !args.follow;
+    let mut rows = Vec::new();
+    let now = now_ms();
+    client
+        .get_lines(&path, |line| {
+            if let Ok(error) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(message) = error.get("error").and_then(|e| e.as_str())
+            {
+                bail!("{message}");
+            }
+            let e: Event = serde_json::from_str(line)?;
+            let row = vec![
+                age(now.saturating_sub(e.at_ms)),
+                if warning(&e.reason) {
+                    "Warning"
+                } else {
+                    "Normal"
+                }
+                .to_string(),
+                e.reason.clone(),
+                format!("app/{}/{}", e.namespace, e.app),
+                e.message.clone(),
+            ];
+            match args.format {
+                Format::Json => println!("{}", serde_json::to_string(&e)?),
+                Format::Table if table => rows.push(row),
+                Format::Table => println!(
+                    "{}  {:<7}  {:<16}  {}  {}",
+                    timestamp(e.at_ms),
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4]
+                ),
+            }
+            Ok(())
+        })
+        .await?;
+    if table {
+        println!(
+            "{}",
+            render(&["AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[], rows)
+        );
+    }
+    Ok(())
+}

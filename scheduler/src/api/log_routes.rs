@@ -1,0 +1,179 @@
+//! `GET /v1/logs/{namespace}/{app}` and `GET /v1/events`: stored logs and
+//! events, as newline-delimited JSON, once or following.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use shoal_api::access::{Resource, Verb};
+use shoal_api::logs::LogCursor;
+use shoal_api::{Name, subjects};
+use tokio::sync::mpsc;
+
+use super::guard::{Failure, Guard, Visible, invalid, scope_of};
+use crate::Shared;
+use crate::logs::{LogQuery, read, read_events};
+use crate::tunables::{LOGS_GREP_MAX_BYTES, STREAM_BUFFER};
+
+/// The query of `GET /v1/logs/{namespace}/{app}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogsQuery {
+    component: Option<String>,
+    replica: Option<String>,
+    since_ms: Option<u64>,
+    after: Option<String>,
+    tail: Option<usize>,
+    grep: Option<String>,
+    #[serde(default)]
+    previous: bool,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Streams what `out` receives as newline-delimited JSON, while `work`
+/// fills it; an error of `work` ends the body with one `{"error": …}` line.
+fn ndjson<T: Serialize + Send + 'static>(
+    work: impl FnOnce(
+        mpsc::Sender<T>,
+    ) -> futures::future::BoxFuture<'static, Result<(), crate::SchedulerError>>
+    + Send
+    + 'static,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<T>(STREAM_BUFFER);
+    let (lines_tx, lines_rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let forward = async {
+            while let Some(item) = rx.recv().await {
+                let Ok(mut line) = serde_json::to_vec(&item) else {
+                    continue;
+                };
+                line.push(b'\n');
+                if lines_tx.send(line.into()).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(work(tx), forward);
+        if let Err(e) = result {
+            let line = serde_json::json!({ "error": e.to_string() });
+            let _ = lines_tx.send(format!("{line}\n").into()).await;
+        }
+    });
+    let body = futures::stream::unfold(lines_rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// `GET /v1/logs/{namespace}/{app}`: needs `logs` on `logs` there.
+pub async fn logs(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, app)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, Failure> {
+    guard.allow(
+        Verb::Logs,
+        Resource::Logs,
+        &scope_of(&namespace)?,
+        Some(app.clone()),
+    )?;
+    let namespace = Name::new(namespace).map_err(|e| invalid(format!("namespace: {e}")))?;
+    let app = Name::new(app).map_err(|e| invalid(format!("app: {e}")))?;
+    let component = q
+        .component
+        .map(Name::new)
+        .transpose()
+        .map_err(|e| invalid(format!("component: {e}")))?;
+    let grep = match q.grep {
+        Some(pattern) => Some(
+            regex::RegexBuilder::new(&pattern)
+                .size_limit(LOGS_GREP_MAX_BYTES)
+                .build()
+                .map_err(|e| invalid(format!("--grep {pattern:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let after = q
+        .after
+        .map(|a| a.parse::<LogCursor>())
+        .transpose()
+        .map_err(invalid)?;
+    let query = LogQuery {
+        component,
+        replica: q.replica,
+        since_ms: q.since_ms,
+        after,
+        tail: q.tail,
+        grep,
+        previous: q.previous,
+        follow: q.follow,
+    };
+    let js = async_nats::jetstream::new(shared.nats.clone());
+    Ok(ndjson(move |tx| {
+        Box::pin(async move { read(&js, &namespace, &app, query, tx).await })
+    }))
+}
+
+/// The query of `GET /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    namespace: Option<String>,
+    app: Option<String>,
+    #[serde(default)]
+    since_ms: u64,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// `GET /v1/events`: one app's, one namespace's, or every visible
+/// namespace's events.
+pub async fn events(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, Failure> {
+    let (subject, visible) = match &q.namespace {
+        Some(ns) => {
+            guard.allow(Verb::List, Resource::Events, &scope_of(ns)?, q.app.clone())?;
+            let ns = Name::new(ns.as_str()).map_err(|e| invalid(format!("namespace: {e}")))?;
+            let subject = match &q.app {
+                Some(app) => {
+                    let app = Name::new(app.as_str()).map_err(|e| invalid(format!("app: {e}")))?;
+                    subjects::events(&ns, &app)
+                }
+                None => format!("{}.events.{ns}.>", subjects::PREFIX),
+            };
+            (subject, Visible::Only([ns].into()))
+        }
+        None => (
+            subjects::ALL_EVENTS.to_string(),
+            guard.visible(Verb::List, Resource::Events)?,
+        ),
+    };
+    let js = async_nats::jetstream::new(shared.nats.clone());
+    let (since_ms, follow) = (q.since_ms, q.follow);
+    Ok(ndjson(move |tx| {
+        Box::pin(async move {
+            read_events(
+                &js,
+                subject,
+                since_ms,
+                follow,
+                move |e| visible.shows(&e.namespace),
+                tx,
+            )
+            .await
+        })
+    }))
+}

@@ -1,0 +1,175 @@
+//! Logs and events, end to end: every replica's lines stored in JetStream
+//! and read cluster-wide with `shoal logs`, followed across a scale-up,
+//! kept when a host dies; a crash-looping job's last words in `describe`;
+//! `shoal events -f`. Real nats-server, scheduler and hosts, real
+//! components.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use shoal_api::logs::{LogEntry, LogStream};
+use shoal_api::resources::AppDetail;
+use shoal_tests::Running;
+use shoal_tests::cluster::Cluster;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+const PRINTER: &str = "name = \"printer\"\n[components.toolbox]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\nreplicas = 2\nlimits = { memory = \"16MiB\", concurrency = 4 }\nplacement = { spread = \"zone\" }\n";
+
+/// Every stored line of `app`, as JSON entries.
+fn entries(cluster: &Cluster, args: &[&str]) -> Vec<LogEntry> {
+    let mut all = vec!["logs"];
+    all.extend(args);
+    all.extend(["-o", "json"]);
+    cluster
+        .ok(&all)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn guest_lines(entries: &[LogEntry]) -> Vec<&str> {
+    entries
+        .iter()
+        .filter(|e| e.stream == LogStream::Stdout)
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+#[test]
+fn logs_are_kept_cluster_wide_read_once_and_followed() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "zone=a").unwrap();
+    cluster.start_host("h2", "zone=b").unwrap();
+    let spec = cluster.spec("printer.toml", PRINTER).unwrap();
+    cluster.ok(&["apply", &spec]).unwrap();
+    // Four invocations of 25 numbered lines each, spread over the replicas.
+    cluster
+        .wait_until("a replica answers", LIMIT, |c| {
+            let out = c.shoal(&["invoke", "printer/toolbox", "--data", "print 25"])?;
+            Ok((out.code == Some(0)).then_some(()))
+        })
+        .unwrap();
+    for _ in 0..3 {
+        cluster
+            .ok(&["invoke", "printer/toolbox", "--data", "print 25"])
+            .unwrap();
+    }
+    let all = cluster
+        .wait_until("every line is stored", LIMIT, |c| {
+            let all = entries(c, &["printer"]);
+            Ok((guest_lines(&all).len() >= 100).then_some(all))
+        })
+        .unwrap();
+    // Every line exactly once, in order within each invocation.
+    let lines = guest_lines(&all);
+    assert_eq!(lines.len(), 100, "{lines:?}");
+    for i in 0..25 {
+        let n = lines
+            .iter()
+            .filter(|l| **l == format!("line {i} of 25"))
+            .count();
+        assert_eq!(n, 4, "line {i}: {lines:?}");
+    }
+    let hosts: std::collections::BTreeSet<String> =
+        all.iter().map(|e| e.host.to_string()).collect();
+    assert_eq!(hosts.len(), 2, "both hosts' replicas: {hosts:?}");
+    assert!(
+        all.iter()
+            .any(|e| e.stream == LogStream::Lifecycle && e.text.starts_with("started on")),
+        "lifecycle lines"
+    );
+    // The filters.
+    let tail = entries(&cluster, &["printer", "--tail", "5"]);
+    assert_eq!(tail.len(), 5);
+    assert_eq!(tail.as_slice(), &all[all.len() - 5..]);
+    let grep = entries(&cluster, &["printer", "--grep", "^line 7 of"]);
+    assert_eq!(guest_lines(&grep), vec!["line 7 of 25"; 4]);
+    let since = entries(&cluster, &["printer", "--since", "1h"]);
+    assert_eq!(since.len(), all.len());
+    let one = entries(&cluster, &["printer", "--replica", "toolbox-0"]);
+    assert!(!one.is_empty() && one.iter().all(|e| e.replica.index == 0));
+    let text = cluster
+        .ok(&["logs", "printer/toolbox", "--tail", "1", "--timestamps"])
+        .unwrap();
+    assert!(
+        text.starts_with("20") && text.contains("[toolbox-"),
+        "{text}"
+    );
+
+    // A follower started before a scale-up sees the new replica.
+    let config = cluster.admin_config().display().to_string();
+    let api = cluster.api();
+    let mut follow = Running::start_with_env(
+        &["logs", "printer", "-f", "--tail", "0"],
+        &[("SHOAL_CONFIG", &config), ("SHOAL_API", &api)],
+    )
+    .unwrap();
+    cluster.ok(&["scale", "printer/toolbox", "3"]).unwrap();
+    follow
+        .wait_for_line("[toolbox-2] (shoal) started on", LIMIT)
+        .unwrap();
+
+    // A host killed: the lines it had shipped are still there.
+    cluster.kill_host("h1");
+    let after = entries(&cluster, &["printer"]);
+    assert_eq!(guest_lines(&after).len(), 100);
+}
+
+#[test]
+fn a_crash_looping_job_shows_its_last_words_and_events_follow() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let config = cluster.admin_config().display().to_string();
+    let api = cluster.api();
+    let mut events = Running::start_with_env(
+        &["events", "-f"],
+        &[("SHOAL_CONFIG", &config), ("SHOAL_API", &api)],
+    )
+    .unwrap();
+    let spec = shoal_tests::repo_root().join("examples/crash-job/app.toml");
+    cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
+    events
+        .wait_for_line("applied", Duration::from_secs(5))
+        .unwrap();
+    let detail: AppDetail = cluster
+        .wait_until("the job has restarted", LIMIT, |c| {
+            let text = c.ok(&["describe", "app", "crashy", "-o", "json"])?;
+            let d: AppDetail = serde_json::from_str(&text)?;
+            Ok(d.last_output
+                .iter()
+                .any(|e| e.text.starts_with("restarting in"))
+                .then_some(d))
+        })
+        .unwrap();
+    assert!(
+        detail
+            .last_output
+            .iter()
+            .any(|e| e.stream == LogStream::Stdout && e.text.contains("exiting with code 1")),
+        "{:?}",
+        detail.last_output
+    );
+    let shown = cluster.ok(&["describe", "app", "crashy"]).unwrap();
+    assert!(shown.contains("Last output"), "{shown}");
+    // The run before the latest, on its own.
+    let previous = cluster
+        .wait_until("a second run", LIMIT, |c| {
+            let out = c.ok(&["logs", "crashy", "--previous", "-o", "json"])?;
+            let prev: Vec<LogEntry> = out
+                .lines()
+                .map(serde_json::from_str)
+                .collect::<Result<_, _>>()?;
+            Ok((!prev.is_empty()).then_some(prev))
+        })
+        .unwrap();
+    let latest = previous.iter().map(|e| e.incarnation).max().unwrap();
+    let all = entries(&cluster, &["crashy"]);
+    let newest = all.iter().map(|e| e.incarnation).max().unwrap();
+    assert!(latest < newest, "--previous shows an earlier run");
+    // Events, stored and followed.
+    let listed = cluster.ok(&["events", "crashy"]).unwrap();
+    assert!(listed.contains("applied"), "{listed}");
+}
