@@ -111,11 +111,33 @@ fn logs_are_kept_cluster_wide_read_once_and_followed() {
     follow
         .wait_for_line("[toolbox-2] (shoal) started on", LIMIT)
         .unwrap();
+    // It survives a scheduler restart, and shows nothing twice.
+    cluster.kill_scheduler();
+    cluster.start_scheduler().unwrap();
+    cluster
+        .wait_until("invoked after the restart", LIMIT, |c| {
+            let out = c.shoal(&["invoke", "printer/toolbox", "--data", "print 3"])?;
+            Ok((out.code == Some(0)).then_some(()))
+        })
+        .unwrap();
+    follow.wait_for_line("line 2 of 3", LIMIT).unwrap();
+    let seen = follow.output();
+    let started_2 = seen
+        .iter()
+        .filter(|l| l.contains("[toolbox-2] (shoal) started on"))
+        .count();
+    assert_eq!(started_2, 1, "{seen:?}");
 
     // A host killed: the lines it had shipped are still there.
+    let before = cluster
+        .wait_until("the last lines are stored", LIMIT, |c| {
+            let n = guest_lines(&entries(c, &["printer"])).len();
+            Ok((n == 103).then_some(n))
+        })
+        .unwrap();
     cluster.kill_host("h1");
     let after = entries(&cluster, &["printer"]);
-    assert_eq!(guest_lines(&after).len(), 100);
+    assert_eq!(guest_lines(&after).len(), before);
 }
 
 #[test]
