@@ -110,6 +110,8 @@ vocabulary! {
         Tokens => "tokens",
         /// The audit trail.
         Audit => "audit",
+        /// The scheduler's metrics (cluster-wide only).
+        Metrics => "metrics",
     }
 }
 
@@ -119,7 +121,7 @@ impl Resource {
     /// namespace (its quotas) is not for its own members to do.
     pub fn cluster_wide(self, verb: Verb) -> bool {
         match self {
-            Resource::Hosts => true,
+            Resource::Hosts | Resource::Metrics => true,
             Resource::Namespaces => matches!(verb, Verb::Create | Verb::Update | Verb::Delete),
             _ => false,
         }

@@ -41,6 +41,8 @@ pub fn listen_addr(api: &str) -> anyhow::Result<SocketAddr> {
 }
 /// The default host HTTP ingress address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// The default host metrics address.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9090";
 /// The default NATS URL.
 pub const DEFAULT_NATS: &str = "nats://127.0.0.1:4222";
 
@@ -208,6 +210,10 @@ pub struct HostSettings {
     /// Replicas the host runs at most.
     #[arg(long, default_value_t = 256)]
     slots: u32,
+    /// Where the host serves its Prometheus metrics (`/metrics`), apart
+    /// from the ingress.
+    #[arg(long, default_value = DEFAULT_METRICS)]
+    metrics: SocketAddr,
 }
 
 /// `shoal host`.
@@ -472,6 +478,7 @@ async fn start_host(
         },
         data_dir,
         http_addr: Some(http),
+        metrics_addr: Some(settings.metrics),
         sealing_key: Arc::new(sealing_key),
     };
     Ok(HostAgent::start(nats, Arc::new(runtime), config, shutdown).await?)
@@ -485,6 +492,9 @@ pub async fn host(args: HostArgs) -> anyhow::Result<()> {
     let agent = start_host(nats, args.host, data_dir, args.http, shutdown_signal()).await?;
     if let Some(addr) = agent.http_addr() {
         println!("host ingress on http://{addr}");
+    }
+    if let Some(addr) = agent.metrics_addr() {
+        println!("host metrics on http://{addr}/metrics");
     }
     agent.wait().await;
     Ok(())
@@ -552,6 +562,9 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
     println!("  NATS       {url}");
     println!("  API        {api}   (export SHOAL_API={api})");
     println!("  ingress    {ingress}");
+    if let Some(addr) = agent.metrics_addr() {
+        println!("  metrics    http://{addr}/metrics");
+    }
     println!("  data       {}", data_dir.display());
 
     let client = Client::new(&target)?;

@@ -132,6 +132,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         limits,
         grants,
         log_sink: None,
+        metrics: None,
     };
     let data_dir = crate::data_dir::resolve(args.data_dir);
     let runtime =

@@ -20,6 +20,7 @@ use crate::capabilities::{Capabilities, Grants};
 use crate::error::{InvokeError, LoadError};
 use crate::limiter::MemoryLimiter;
 use crate::logs::{GuestOutput, LogBudget, LogSink, Stream};
+use crate::metrics::{ComponentMetrics, Outcome};
 use crate::state::InvocationState;
 use crate::tunables::UNMETERED_FUEL;
 
@@ -36,6 +37,8 @@ pub struct ComponentSettings {
     /// Where its guest's output goes, instead of the runtime's sink (a
     /// replica's log, on a host).
     pub log_sink: Option<Arc<dyn LogSink>>,
+    /// Where its invocations are counted and measured, on a host.
+    pub metrics: Option<ComponentMetrics>,
 }
 
 /// The linked entry point, by kind.
@@ -71,6 +74,8 @@ pub struct LoadedComponent {
     busy_ns: AtomicU64,
     /// The rate its guest may log at; lines past it are dropped and counted.
     log_budget: LogBudget,
+    /// Its invocations' counts and figures, on a host.
+    metrics: Option<ComponentMetrics>,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -169,6 +174,7 @@ impl LoadedComponent {
             last_trap: std::sync::Mutex::new(None),
             busy_ns: AtomicU64::new(0),
             log_budget: LogBudget::default(),
+            metrics: settings.metrics,
         })
     }
 
@@ -207,6 +213,14 @@ impl LoadedComponent {
     pub(crate) fn note<T>(&self, started: Instant, outcome: &Result<T, InvokeError>) {
         let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.busy_ns.fetch_add(spent, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            let how = match outcome {
+                Ok(_) => Outcome::ok,
+                Err(err) if err.is_trap() => Outcome::trap,
+                Err(_) => Outcome::error,
+            };
+            metrics.ended(how, started.elapsed().as_secs_f64());
+        }
         match outcome {
             Err(err) if err.is_trap() => {
                 self.trap_streak.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +240,13 @@ impl LoadedComponent {
                     self.trap_streak.store(0, Ordering::Relaxed);
                 }
             }
+        }
+    }
+
+    /// An invocation begins (for the in-flight gauge; [`Self::note`] ends it).
+    pub(crate) fn begin(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.started();
         }
     }
 
@@ -351,6 +372,9 @@ impl LoadedComponent {
                 .ok()
                 .map(|left| budget.saturating_sub(left))
         });
+        if let Some(metrics) = &self.metrics {
+            metrics.used(fuel, store.data().limiter.peak() as u64);
+        }
         Usage {
             fuel,
             elapsed: started.elapsed(),

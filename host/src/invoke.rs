@@ -24,6 +24,7 @@ impl LoadedComponent {
     /// Calls a worker's handler with `msg` in a fresh instance.
     pub async fn invoke(&self, msg: Message) -> Result<(Reply, Usage), InvokeError> {
         let started = std::time::Instant::now();
+        self.begin();
         let outcome = self.invoke_once(msg).await;
         self.note(started, &outcome);
         outcome
@@ -90,6 +91,7 @@ impl LoadedComponent {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let started = std::time::Instant::now();
+        self.begin();
         let outcome = self.handle_http_once(request).await;
         self.note(started, &outcome);
         outcome

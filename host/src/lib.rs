@@ -46,6 +46,7 @@ pub mod layout;
 mod limiter;
 pub mod log_shipper;
 pub mod logs;
+pub mod metrics;
 mod queue;
 mod runtime;
 mod serving;

@@ -10,6 +10,7 @@ use crate::tunables::MAX_TABLE_ELEMENTS;
 pub struct MemoryLimiter {
     max_bytes: usize,
     denied: Option<usize>,
+    peak: usize,
 }
 
 impl MemoryLimiter {
@@ -18,7 +19,13 @@ impl MemoryLimiter {
         MemoryLimiter {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             denied: None,
+            peak: 0,
         }
+    }
+
+    /// The most linear memory the instance held.
+    pub fn peak(&self) -> usize {
+        self.peak
     }
 
     /// The size the guest asked to grow to when it was refused, if it was.
@@ -38,6 +45,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.denied = Some(desired);
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

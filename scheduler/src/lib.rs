@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod autoscale;
 pub mod logs;
+pub mod metrics;
 pub mod namespaces;
 pub mod placement;
 pub mod reconcile;
@@ -108,6 +109,7 @@ pub struct Shared {
     audit: audit::AuditTrail,
     namespaces: namespaces::NamespaceStore,
     api_names: Vec<String>,
+    metrics: metrics::SchedulerMetrics,
     /// What each stored component exports, learnt once per digest: a
     /// component's bytes never change, so neither do its exports.
     kinds: Mutex<std::collections::HashMap<shoal_api::Digest, artifact::Inspected>>,
@@ -286,6 +288,7 @@ impl Scheduler {
             audit,
             namespaces: namespace_store,
             api_names: options.api_names,
+            metrics: metrics::SchedulerMetrics::default(),
             kinds: Mutex::default(),
             secret_box: options.secret_box,
         });
@@ -504,6 +507,7 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if now < shared.ready_at {
             continue;
         }
+        let began = Instant::now();
         let pass = reconcile::plan(&mut shared.state(), now);
         shared.publish(&pass.events).await;
         for stalled in pass.rollbacks {
@@ -528,13 +532,17 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             })
             .collect();
         while running.next().await.is_some() {}
+        shared.metrics.reconciled(began.elapsed());
     }
 }
 
 /// Sends one command and records what came of it.
 async fn execute(shared: &Shared, action: Action) {
     let (host, command) = match &action {
-        Action::Start { host, replica } => (host.clone(), HostCommand::Start(replica.clone())),
+        Action::Start { host, replica } => {
+            shared.metrics.placed();
+            (host.clone(), HostCommand::Start(replica.clone()))
+        }
         Action::Stop {
             host, id, revision, ..
         } => (

@@ -236,6 +236,7 @@ pub struct Cluster {
     api_port: u16,
     dir: tempfile::TempDir,
     scheduler_flags: Vec<String>,
+    metrics: Vec<(String, SocketAddr)>,
 }
 
 impl Cluster {
@@ -271,6 +272,7 @@ impl Cluster {
             api_port: free_port()?,
             dir,
             scheduler_flags: Vec::new(),
+            metrics: Vec::new(),
         })
     }
 
@@ -347,6 +349,8 @@ impl Cluster {
             &data,
             "--memory",
             "64GiB",
+            "--metrics",
+            "127.0.0.1:0",
         ];
         let tls = self.nats.client_args();
         args.extend(tls.iter().map(String::as_str));
@@ -358,6 +362,15 @@ impl Cluster {
             .ok_or_else(|| anyhow!("no address in {line:?}"))?
             .trim()
             .parse()?;
+        let line = h.wait_for_line("host metrics on http://", START_LIMIT)?;
+        let metrics: SocketAddr = line
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.trim().strip_suffix("/metrics"))
+            .ok_or_else(|| anyhow!("no address in {line:?}"))?
+            .parse()?;
+        self.metrics.retain(|(n, _)| n != name);
+        self.metrics.push((name.to_string(), metrics));
         self.hosts.push((name.to_string(), h));
         // Ready once the scheduler has heard its heartbeat.
         if self.scheduler.is_some() {
@@ -460,6 +473,15 @@ impl Cluster {
             .find_map(|l| l.trim().strip_prefix("token = "))
             .map(|t| t.trim_matches('"').to_string())
             .ok_or_else(|| anyhow!("no token in {}", self.admin_config().display()))
+    }
+
+    /// Where host `name` serves its metrics.
+    pub fn host_metrics(&self, name: &str) -> anyhow::Result<SocketAddr> {
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| anyhow!("no host {name}"))
     }
 
     /// Runs `shoal ARGS…` against the cluster with `token` alone (no client

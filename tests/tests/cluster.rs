@@ -70,6 +70,8 @@ fn shoal_up_serves_http_and_invoke_reaches_a_worker() {
             &http,
             "--data-dir",
             &data,
+            "--metrics",
+            "127.0.0.1:0",
         ],
         &[("SHOAL_CONFIG", &config)],
     )

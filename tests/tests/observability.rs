@@ -195,3 +195,130 @@ fn a_crash_looping_job_shows_its_last_words_and_events_follow() {
     let listed = cluster.ok(&["events", "crashy"]).unwrap();
     assert!(listed.contains("applied"), "{listed}");
 }
+
+/// The samples of `text`, parsed as Prometheus/OpenMetrics text.
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// The value of `name` with `labels` among `scrape`'s samples.
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[test]
+fn metrics_count_exactly_what_happened_with_bounded_labels() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let spec = cluster
+        .spec(
+            "metered.toml",
+            "name = \"metered\"\n[components.toolbox]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\nlimits = { memory = \"16MiB\", fuel = 100_000_000 }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &spec]).unwrap();
+    cluster
+        .wait_until("the replica answers", LIMIT, |c| {
+            let out = c.shoal(&["invoke", "metered/toolbox", "--data", "print 1"])?;
+            Ok((out.code == Some(0)).then_some(()))
+        })
+        .unwrap();
+    for _ in 0..4 {
+        cluster
+            .ok(&["invoke", "metered/toolbox", "--data", "print 1"])
+            .unwrap();
+    }
+    let labels = [
+        ("namespace", "default"),
+        ("app", "metered"),
+        ("component", "toolbox"),
+    ];
+    let host = cluster.host_metrics("h1").unwrap();
+    let text = shoal_tests::http_request(host, "GET", "/metrics", LIMIT)
+        .unwrap()
+        .body;
+    let host_scrape = scrape(&text);
+    let ok = [labels.as_slice(), &[("outcome", "ok")]].concat();
+    assert_eq!(
+        value(&host_scrape, "shoal_invocations_total", &ok),
+        Some(5.0),
+        "{text}"
+    );
+    let count = |name: &str| {
+        host_scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("app") == Some("metered"))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |b| b.count),
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(count("shoal_invocation_fuel"), Some(5.0), "{text}");
+    assert_eq!(count("shoal_invocation_memory_bytes"), Some(5.0), "{text}");
+    assert_eq!(
+        count("shoal_invocation_duration_seconds"),
+        Some(5.0),
+        "{text}"
+    );
+    assert!(text.contains("shoal_host_slots_offered"), "{text}");
+    // No label holds a replica or a path.
+    for sample in &host_scrape.samples {
+        assert!(
+            sample.labels.get("replica").is_none() && sample.labels.get("path").is_none(),
+            "{sample:?}"
+        );
+        for (_, v) in sample.labels.iter() {
+            assert!(
+                !v.contains("toolbox-0") && !v.starts_with('/'),
+                "{sample:?}"
+            );
+        }
+    }
+
+    // The scheduler's, behind a token.
+    let api = cluster.api().trim_start_matches("http://").parse().unwrap();
+    let refused = shoal_tests::http_request(api, "GET", "/metrics", LIMIT).unwrap();
+    assert_eq!(refused.status, 401);
+    let token = cluster.admin_token().unwrap();
+    let text = shoal_tests::http_request_as(api, &token, "GET", "/metrics", LIMIT)
+        .unwrap()
+        .body;
+    let scheduler = scrape(&text);
+    let wanted = [labels.as_slice(), &[("state", "wanted")]].concat();
+    assert_eq!(
+        value(&scheduler, "shoal_replicas", &wanted),
+        Some(1.0),
+        "{text}"
+    );
+    let ready = [labels.as_slice(), &[("state", "ready")]].concat();
+    assert_eq!(
+        value(&scheduler, "shoal_replicas", &ready),
+        Some(1.0),
+        "{text}"
+    );
+    let invokes = value(
+        &scheduler,
+        "shoal_api_request_duration_seconds",
+        &[
+            ("route", "/v1/apps/:namespace/:name/invoke/:component"),
+            ("method", "POST"),
+        ],
+    )
+    .unwrap_or(0.0);
+    assert!(invokes >= 5.0, "{text}");
+    assert_eq!(
+        value(&scheduler, "shoal_hosts", &[("state", "ready")]),
+        Some(1.0)
+    );
+}

@@ -50,7 +50,15 @@ impl Agent {
 /// keep running and the next beat after reconnecting reports in.
 pub(super) async fn publish_heartbeat(agent: &Agent) {
     let subject = subjects::heartbeat(agent.config.id.as_str());
-    match serde_json::to_vec(&agent.heartbeat()) {
+    let beat = agent.heartbeat();
+    let m = &agent.metrics;
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.memory_offered.set(gauge(beat.capacity.memory));
+    m.memory_used.set(gauge(beat.used_memory()));
+    m.slots_offered.set(i64::from(beat.capacity.slots));
+    m.slots_used.set(gauge(beat.replicas.len() as u64));
+    m.log_lines_dropped.set(gauge(agent.logs.dropped()));
+    match serde_json::to_vec(&beat) {
         Ok(payload) => {
             if let Err(e) = agent.nats.publish(subject, payload.into()).await {
                 tracing::debug!(error = %e, "heartbeat not sent");

@@ -34,6 +34,7 @@ use crate::ingress::IngressRoutes;
 use crate::layout::DataLayout;
 use crate::log_shipper::{LogShipper, ReplicaLog};
 use crate::logs::LogSink;
+use crate::metrics::HostMetrics;
 use crate::runtime::Runtime;
 use crate::supervisor::{CopyKey, CopyStatus, ReplicaHost};
 use crate::tunables::{DRAIN_HANDOFF, DRAIN_LIMIT};
@@ -51,6 +52,8 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     /// Where the HTTP ingress listens, if anywhere.
     pub http_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served, if anywhere (never on the ingress).
+    pub metrics_addr: Option<SocketAddr>,
     /// The key pair secrets for this host are sealed to
     /// ([`crate::keyfile::sealing_key`]).
     pub sealing_key: Arc<SealingKey>,
@@ -114,7 +117,9 @@ pub(crate) struct Agent {
     /// Where this host keeps its data.
     layout: DataLayout,
     /// Ships replicas' log lines to JetStream.
-    logs: Arc<LogShipper>,
+    pub(crate) logs: Arc<LogShipper>,
+    /// What `/metrics` shows.
+    pub(crate) metrics: Arc<HostMetrics>,
 }
 
 impl Agent {
@@ -160,6 +165,7 @@ impl ReplicaHost for Agent {
         let bytes = artifacts::fetch(&self.nats, &self.layout, &component.digest).await?;
         let (runtime, registry) = (self.runtime.clone(), self.registry.clone());
         let (start, component) = (start.clone(), component.clone());
+        let metrics = self.metrics.component(&start.id, component.name.as_str());
         tokio::task::spawn_blocking(move || {
             let grants = registry
                 .grant(&GrantContext {
@@ -175,6 +181,7 @@ impl ReplicaHost for Agent {
                 limits: component.spec.limits,
                 grants,
                 log_sink: Some(log_sink),
+                metrics: Some(metrics),
             };
             runtime
                 .load(component.name.as_str(), &bytes, settings)
@@ -188,6 +195,7 @@ impl ReplicaHost for Agent {
 /// A running host agent.
 pub struct HostAgent {
     http: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -230,6 +238,15 @@ impl HostAgent {
             None => None,
         };
         let http = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                crate::metrics::listen(addr)
+                    .await
+                    .map_err(|source| AgentError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_at = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let routes = Arc::new(IngressRoutes::clustered(config.id.clone(), nats.clone()));
         let peers = nats
             .subscribe(subjects::ALL_HEARTBEATS)
@@ -247,8 +264,10 @@ impl HostAgent {
             })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (logs, shipping) = LogShipper::start(nats.clone(), config.id.clone(), stop_rx.clone());
+        let metrics = HostMetrics::new();
         let agent = Arc::new(Agent {
             logs,
+            metrics: metrics.clone(),
             config,
             nats,
             runtime,
@@ -287,6 +306,9 @@ impl HostAgent {
             dormant,
             stop_rx.clone(),
         ));
+        if let Some(listener) = metrics_listener {
+            tasks.spawn(crate::metrics::serve(listener, metrics, stop_rx.clone()));
+        }
         if let Some(listener) = listener {
             let routes = agent.routes.clone();
             let mut stop = stop_rx.clone();
@@ -308,12 +330,21 @@ impl HostAgent {
             }
         });
         tracing::info!(host = %agent.config.id, http = ?http, "host agent started");
-        Ok(HostAgent { http, tasks })
+        Ok(HostAgent {
+            http,
+            metrics: metrics_at,
+            tasks,
+        })
     }
 
     /// Where the HTTP ingress listens.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Waits until every task has stopped (after shutdown).

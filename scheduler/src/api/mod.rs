@@ -52,6 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .layer(middleware::from_fn_with_state(shared.clone(), guard::gate))
+        .layer(middleware::from_fn_with_state(shared.clone(), timed))
         .with_state(shared)
 }
 
@@ -93,6 +94,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
                 .delete(namespace_routes::delete),
         ),
         ("/v1/audit", get(audit_routes::list)),
+        ("/metrics", get(metrics)),
         ("/v1/logs/{namespace}/{app}", get(log_routes::logs)),
         ("/v1/events", get(log_routes::events)),
     ]
@@ -490,6 +492,19 @@ async fn list_apps(
             .map(|app| summary(&state, app, &copies))
             .collect(),
     ))
+}
+
+/// Whether each replica's leading copy runs and is ready, for the metrics.
+pub(crate) fn running_copies(state: &SchedulerState) -> HashMap<ReplicaId, bool> {
+    copies(state)
+        .into_iter()
+        .map(|(id, list)| {
+            let up = list
+                .first()
+                .is_some_and(|(_, r)| matches!(r.state, ReplicaState::Running) && r.ready);
+            (id, up)
+        })
+        .collect()
 }
 
 /// Every copy of every replica that live hosts report, by replica: the
@@ -1077,6 +1092,45 @@ async fn list_hosts(
         .collect();
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(hosts))
+}
+
+/// `GET /metrics`: needs `get metrics` cluster-wide (a Prometheus scrape
+/// job sends a token).
+async fn metrics(
+    State(shared): State<Shared_>,
+    guard: Guard,
+) -> Result<impl IntoResponse, Failure> {
+    guard.allow(Verb::Get, Resource::Metrics, &Scope::Cluster, None)?;
+    let text = shared.metrics.encode(&shared.state());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
+/// Times every request, by its route template (never its path).
+async fn timed(
+    State(shared): State<Shared_>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        // `:name` rather than `{name}`: braces inside a label value trip up
+        // some Prometheus text parsers.
+        .map_or_else(
+            || "unmatched".to_string(),
+            |m| m.as_str().replace('{', ":").replace('}', ""),
+        );
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    shared.metrics.request(&route, &method, started.elapsed());
+    response
 }
 
 async fn openapi(_headers: HeaderMap) -> impl IntoResponse {
