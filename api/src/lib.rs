@@ -23,6 +23,8 @@
 //!   that runs them; [`SecretValue`]: a value in memory, never printed.
 //! - [`logs`]: replica log lines as hosts publish them ([`logs::LogBatch`])
 //!   and as the API streams them ([`logs::LogEntry`]).
+//! - [`top`]: what replicas did ([`top::ReplicaStats`], in heartbeats) and
+//!   the rates `shoal top` shows ([`top::TopRow`]).
 //! - [`access`]: who may do what through the API: [`access::Verb`]s on
 //!   [`access::Resource`]s, granted by [`access::Roles`] bound per namespace
 //!   to a [`access::Principal`]; [`token`]: the bearer tokens that name one.
@@ -44,6 +46,7 @@ mod secret;
 mod spec;
 pub mod subjects;
 pub mod token;
+pub mod top;
 pub mod wire;
 
 pub use diagnostics::{Diagnostic, SpecError};

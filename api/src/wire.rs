@@ -177,10 +177,14 @@ pub struct ReplicaStatus {
     /// in thousandths: what http autoscaling follows.
     #[serde(default)]
     pub load_milli: u32,
+    /// What it has done since it started, for `shoal top`.
+    #[serde(default)]
+    pub stats: crate::top::ReplicaStats,
 }
 
 impl ReplicaStatus {
-    /// Equal in everything but the load figure, which changes every beat.
+    /// Equal in everything but the load and work figures, which change
+    /// every beat.
     pub fn same_apart_from_load(&self, other: &ReplicaStatus) -> bool {
         let ReplicaStatus {
             id,
@@ -191,6 +195,7 @@ impl ReplicaStatus {
             restarts,
             last_error,
             load_milli: _,
+            stats: _,
         } = self;
         *id == other.id
             && *revision == other.revision

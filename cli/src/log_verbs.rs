@@ -231,3 +231,124 @@ pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What `shoal top` shows.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TopKind {
+    /// Each replica.
+    Pods,
+    /// Each app's pods, their replicas summed.
+    Apps,
+    /// Each host, its replicas summed.
+    Hosts,
+}
+
+/// How `shoal top` sorts, largest first.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum TopSort {
+    /// Invocations a second.
+    #[default]
+    Invocations,
+    /// Errors a second.
+    Errors,
+    /// 99th percentile duration.
+    P99,
+    /// Fuel a second.
+    Fuel,
+    /// Peak memory.
+    Memory,
+    /// In flight.
+    InFlight,
+}
+
+/// `shoal top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Pods, apps or hosts.
+    what: TopKind,
+    /// Figures over this long (like 10m; up to 15m) instead of the last
+    /// beats.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Sort by this, largest first.
+    #[arg(long, value_enum, default_value_t)]
+    sort: TopSort,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Runs `shoal top`.
+pub async fn top(client: &Client, args: TopArgs) -> anyhow::Result<()> {
+    let kind = match args.what {
+        TopKind::Pods => "pods",
+        TopKind::Apps => "apps",
+        TopKind::Hosts => "hosts",
+    };
+    let path = format!(
+        "/v1/top/{kind}{}",
+        query(&[
+            ("namespace", client.namespace_given().map(str::to_string)),
+            (
+                "window_s",
+                args.since.map(|d| d.as_secs().max(1).to_string())
+            ),
+        ])
+    );
+    let mut rows: Vec<shoal_api::top::TopRow> = client.get(&path).await?;
+    let key = |r: &shoal_api::top::TopRow| match args.sort {
+        TopSort::Invocations => r.invocations_per_s,
+        TopSort::Errors => r.errors_per_s,
+        TopSort::P99 => r.p99_ms.unwrap_or(0.0),
+        TopSort::Fuel => r.fuel_per_s,
+        TopSort::Memory => r.peak_memory as f64,
+        TopSort::InFlight => r.in_flight,
+    };
+    rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then_with(|| a.name.cmp(&b.name)));
+    if let Format::Json = args.format {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}ms"));
+    let table = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                format!("{:.1}", r.invocations_per_s),
+                format!("{:.1}", r.errors_per_s),
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                format!("{:.0}", r.fuel_per_s),
+                shoal_api::ByteSize::bytes(r.peak_memory).to_string(),
+                format!("{:.2}", r.in_flight),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        render(
+            &[
+                "NAME",
+                "INV/S",
+                "ERR/S",
+                "P50",
+                "P99",
+                "FUEL/S",
+                "MEMORY",
+                "IN-FLIGHT"
+            ],
+            &[
+                "INV/S",
+                "ERR/S",
+                "P50",
+                "P99",
+                "FUEL/S",
+                "MEMORY",
+                "IN-FLIGHT"
+            ],
+            table,
+        )
+    );
+    Ok(())
+}

@@ -14,7 +14,7 @@ use shoal_api::wire::now_ms;
 
 use crate::access_verbs::{self, AuditArgs, AuthVerb, CreateVerb, UpdateVerb};
 use crate::client::Client;
-use crate::log_verbs::{self, EventsArgs, LogsArgs};
+use crate::log_verbs::{self, EventsArgs, LogsArgs, TopArgs};
 use crate::tables::{self, age, ready_text, state_text};
 
 /// Output formats.
@@ -211,6 +211,9 @@ pub enum Verb {
     Logs(LogsArgs),
     /// List or follow events.
     Events(EventsArgs),
+    /// Live figures per pod, app or host: invocations and errors a second,
+    /// p50/p99 durations, fuel, memory, in flight.
+    Top(TopArgs),
 }
 
 /// `path`, narrowed to the namespace `-n` gave, if it gave one.
@@ -340,6 +343,7 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Audit(args) => access_verbs::audit(client, args).await?,
         Verb::Logs(args) => log_verbs::logs(client, args).await?,
         Verb::Events(args) => log_verbs::events(client, args).await?,
+        Verb::Top(args) => log_verbs::top(client, args).await?,
         Verb::Secret(SecretVerb::List) => {
             let names: Vec<String> = client.get(&listing("/v1/secrets", client)).await?;
             for name in names {

@@ -23,6 +23,7 @@ use crate::logs::{GuestOutput, LogBudget, LogSink, Stream};
 use crate::metrics::{ComponentMetrics, Outcome};
 use crate::state::InvocationState;
 use crate::tunables::UNMETERED_FUEL;
+use shoal_api::top::{DURATION_BUCKETS, ReplicaStats, duration_bucket};
 
 /// How one component is run: its kind (or `None` to tell from its
 /// exports), its limits and what it is granted.
@@ -76,6 +77,19 @@ pub struct LoadedComponent {
     log_budget: LogBudget,
     /// Its invocations' counts and figures, on a host.
     metrics: Option<ComponentMetrics>,
+    /// What it has done, for `shoal top` (through heartbeats).
+    work: WorkCounters,
+}
+
+/// A component's counters for `shoal top`: they only grow, but the peak
+/// memory, which is read and reset each heartbeat.
+#[derive(Default)]
+struct WorkCounters {
+    invocations: AtomicU64,
+    errors: AtomicU64,
+    fuel: AtomicU64,
+    peak_memory: AtomicU64,
+    durations: [AtomicU64; DURATION_BUCKETS],
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -175,6 +189,7 @@ impl LoadedComponent {
             busy_ns: AtomicU64::new(0),
             log_budget: LogBudget::default(),
             metrics: settings.metrics,
+            work: WorkCounters::default(),
         })
     }
 
@@ -213,6 +228,13 @@ impl LoadedComponent {
     pub(crate) fn note<T>(&self, started: Instant, outcome: &Result<T, InvokeError>) {
         let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.busy_ns.fetch_add(spent, Ordering::Relaxed);
+        self.work.invocations.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_err() {
+            self.work.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(bucket) = self.work.durations.get(duration_bucket(started.elapsed())) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(metrics) = &self.metrics {
             let how = match outcome {
                 Ok(_) => Outcome::ok,
@@ -240,6 +262,23 @@ impl LoadedComponent {
                     self.trap_streak.store(0, Ordering::Relaxed);
                 }
             }
+        }
+    }
+
+    /// What it has done since it was loaded; the peak memory since the
+    /// previous call.
+    pub fn work(&self) -> ReplicaStats {
+        ReplicaStats {
+            invocations: self.work.invocations.load(Ordering::Relaxed),
+            errors: self.work.errors.load(Ordering::Relaxed),
+            fuel: self.work.fuel.load(Ordering::Relaxed),
+            peak_memory: self.work.peak_memory.swap(0, Ordering::Relaxed),
+            durations: self
+                .work
+                .durations
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 
@@ -372,8 +411,13 @@ impl LoadedComponent {
                 .ok()
                 .map(|left| budget.saturating_sub(left))
         });
+        let peak = store.data().limiter.peak() as u64;
+        self.work
+            .fuel
+            .fetch_add(fuel.unwrap_or(0), Ordering::Relaxed);
+        self.work.peak_memory.fetch_max(peak, Ordering::Relaxed);
         if let Some(metrics) = &self.metrics {
-            metrics.used(fuel, store.data().limiter.peak() as u64);
+            metrics.used(fuel, peak);
         }
         Usage {
             fuel,

@@ -136,6 +136,7 @@ async fn run_sim_host(nats: async_nats::Client, host: Arc<SimHost>, running_at: 
                     restarts: 0,
                     last_error: None,
                     load_milli: 0,
+                    stats: Default::default(),
                 };
                 host.replicas
                     .lock()

@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod top;
 pub mod tunables;
 
 use std::future::Future;
@@ -375,6 +376,9 @@ async fn watch_heartbeats(
         let now = Instant::now();
         let (changed, news) = {
             let mut state = shared.state();
+            state
+                .top
+                .record(&hb.host, &hb.replicas, shoal_api::wire::now_ms());
             let news = replica_news(state.hosts.get(&hb.host).map(|e| &e.heartbeat), &hb);
             let changed = match state.hosts.get_mut(&hb.host) {
                 Some(entry) => {

@@ -734,6 +734,7 @@ mod tests {
             restarts: 0,
             last_error: None,
             load_milli: 0,
+            stats: Default::default(),
         }
     }
 

@@ -179,6 +179,8 @@ pub struct State {
     pub rollouts: HashMap<(String, Name), Rollout>,
     /// Namespaces, with their settings.
     pub namespaces: BTreeMap<Name, crate::namespaces::StoredNamespace>,
+    /// What each replica did, for `shoal top`.
+    pub top: crate::top::Top,
 }
 
 /// A pod's rollout in progress: old copies are still running.

@@ -144,3 +144,15 @@ pub const STREAM_BUFFER: usize = 256;
 /// Lines `describe app` shows of each replica that is restarting,
 /// crash-looping, exited or failed.
 pub const DESCRIBE_LAST_LINES: usize = 10;
+
+/// How far back `shoal top` can look.
+pub const TOP_HISTORY: Duration = Duration::from_secs(15 * 60 + 30);
+
+/// `shoal top` keeps every heartbeat's figures this far back ...
+pub const TOP_FINE: Duration = Duration::from_secs(60);
+
+/// ... and one per this much before that.
+pub const TOP_COARSE: Duration = Duration::from_secs(10);
+
+/// The window `shoal top` shows without `--since`: the last beats.
+pub const TOP_WINDOW: Duration = Duration::from_secs(2);

@@ -322,3 +322,60 @@ fn metrics_count_exactly_what_happened_with_bounded_labels() {
         Some(1.0)
     );
 }
+
+#[test]
+fn top_shows_the_load_within_two_seconds() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let spec = cluster
+        .spec(
+            "busy.toml",
+            "name = \"busy\"\n[components.toolbox]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\nlimits = { memory = \"16MiB\", fuel = 100_000_000 }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &spec]).unwrap();
+    cluster
+        .wait_until("the replica answers", LIMIT, |c| {
+            let out = c.shoal(&["invoke", "busy/toolbox", "--data", "print 1"])?;
+            Ok((out.code == Some(0)).then_some(()))
+        })
+        .unwrap();
+    let started = std::time::Instant::now();
+    let rows: Vec<shoal_api::top::TopRow> = cluster
+        .wait_until("top shows the load", Duration::from_secs(10), |c| {
+            c.ok(&["invoke", "busy/toolbox", "--data", "print 1"])?;
+            let rows: Vec<shoal_api::top::TopRow> =
+                serde_json::from_str(&c.ok(&["top", "pods", "-o", "json"])?)?;
+            Ok(rows
+                .iter()
+                .any(|r| r.name == "default/busy/toolbox-0" && r.invocations_per_s > 0.0)
+                .then_some(rows))
+        })
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "top took {:?}",
+        started.elapsed()
+    );
+    let row = rows
+        .iter()
+        .find(|r| r.name == "default/busy/toolbox-0")
+        .unwrap();
+    assert!(
+        row.p50_ms.is_some() && row.fuel_per_s > 0.0 && row.peak_memory > 0,
+        "{row:?}"
+    );
+    let apps: Vec<shoal_api::top::TopRow> = serde_json::from_str(
+        &cluster
+            .ok(&["top", "apps", "--since", "1m", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        apps.iter()
+            .any(|r| r.name == "default/busy/toolbox" && r.invocations_per_s > 0.0),
+        "{apps:?}"
+    );
+    let hosts = cluster.ok(&["top", "hosts"]).unwrap();
+    assert!(hosts.contains("h1") && hosts.contains("INV/S"), "{hosts}");
+}

@@ -29,6 +29,13 @@ impl Agent {
                 restarts: r.status.restarts,
                 last_error: r.status.last_error.clone(),
                 load_milli: r.status.load_milli(now),
+                stats: r.status.components.iter().fold(
+                    shoal_api::top::ReplicaStats::default(),
+                    |mut sum, c| {
+                        sum.add(&c.work());
+                        sum
+                    },
+                ),
             })
             .collect();
         replicas.sort_by(|a, b| (&a.id, a.revision).cmp(&(&b.id, b.revision)));

@@ -95,6 +95,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
         ),
         ("/v1/audit", get(audit_routes::list)),
         ("/metrics", get(metrics)),
+        ("/v1/top/{kind}", get(top)),
         ("/v1/logs/{namespace}/{app}", get(log_routes::logs)),
         ("/v1/events", get(log_routes::events)),
     ]
@@ -1109,6 +1110,67 @@ async fn metrics(
         )],
         text,
     ))
+}
+
+/// The query of `GET /v1/top/{kind}`.
+#[derive(Debug, Default, Deserialize)]
+struct TopQuery {
+    namespace: Option<String>,
+    /// The window, in seconds (default: the last beats).
+    window_s: Option<u64>,
+}
+
+/// `GET /v1/top/pods|apps|hosts`: rates over a window, from heartbeats.
+async fn top(
+    State(shared): State<Shared_>,
+    guard: Guard,
+    Path(kind): Path<String>,
+    Query(q): Query<TopQuery>,
+) -> Result<Json<Vec<shoal_api::top::TopRow>>, Failure> {
+    let window = q
+        .window_s
+        .map_or(crate::tunables::TOP_WINDOW, std::time::Duration::from_secs)
+        .min(crate::tunables::TOP_HISTORY);
+    let filter = NamespaceFilter {
+        namespace: q.namespace,
+    };
+    let now = shoal_api::wire::now_ms();
+    let mut rows = match kind.as_str() {
+        "pods" => {
+            let visible = filter.visible(&guard, Verb::List, Resource::Pods)?;
+            shared
+                .state()
+                .top
+                .pods(window, now, |id| visible.shows(&id.namespace))
+        }
+        "apps" => {
+            let visible = filter.visible(&guard, Verb::List, Resource::Apps)?;
+            // By pod: a pod's components share its replicas.
+            shared.state().top.grouped(window, now, |id, _| {
+                visible
+                    .shows(&id.namespace)
+                    .then(|| format!("{}/{}/{}", id.namespace, id.app, id.pod))
+            })
+        }
+        "hosts" => {
+            guard.allow(Verb::List, Resource::Hosts, &Scope::Cluster, None)?;
+            shared
+                .state()
+                .top
+                .grouped(window, now, |_, host| host.map(|h| h.to_string()))
+        }
+        other => {
+            return Err(invalid(format!(
+                "top shows pods, apps or hosts, not {other:?}"
+            )));
+        }
+    };
+    rows.sort_by(|a, b| {
+        b.invocations_per_s
+            .total_cmp(&a.invocations_per_s)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(Json(rows))
 }
 
 /// Times every request, by its route template (never its path).

@@ -1,0 +1,178 @@
+//! `shoal top`'s figures: each replica's counters as its heartbeats
+//! brought them, kept [`TOP_HISTORY`] back, and the rates over a window.
+//!
+//! Every beat is kept for the last [`TOP_FINE`]; older ones are thinned
+//! to one per [`TOP_COARSE`], so a replica costs a few kilobytes however
+//! long it runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use shoal_api::top::{ReplicaStats, TopRow};
+use shoal_api::wire::{HostId, ReplicaId, ReplicaStatus};
+
+use crate::tunables::{TOP_COARSE, TOP_FINE, TOP_HISTORY};
+
+/// One beat's figures.
+#[derive(Debug, Clone)]
+struct Sample {
+    at_ms: u64,
+    stats: ReplicaStats,
+    load_milli: u32,
+}
+
+/// A replica's samples, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    host: Option<HostId>,
+    samples: VecDeque<Sample>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl History {
+    fn push(&mut self, host: &HostId, status: &ReplicaStatus, at_ms: u64) {
+        self.host = Some(host.clone());
+        self.samples.push_back(Sample {
+            at_ms,
+            stats: status.stats.clone(),
+            load_milli: status.load_milli,
+        });
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| s.at_ms + ms(TOP_HISTORY) < at_ms)
+        {
+            self.samples.pop_front();
+        }
+        // Thin what is older than the fine window.
+        let fine_from = at_ms.saturating_sub(ms(TOP_FINE));
+        let mut kept: VecDeque<Sample> = VecDeque::with_capacity(self.samples.len());
+        for s in self.samples.drain(..) {
+            let coarse = s.at_ms < fine_from;
+            let too_close = kept
+                .back()
+                .is_some_and(|last: &Sample| s.at_ms < last.at_ms + ms(TOP_COARSE));
+            if coarse && too_close {
+                continue;
+            }
+            kept.push_back(s);
+        }
+        self.samples = kept;
+    }
+
+    /// What happened over the last `window` before `now_ms`: the counters'
+    /// difference, the most memory and the average load, and the seconds
+    /// covered. `None` without two samples in it.
+    fn over(&self, window: Duration, now_ms: u64) -> Option<(ReplicaStats, f64, f64)> {
+        let last = self.samples.back()?;
+        let from = now_ms.saturating_sub(ms(window));
+        let first = self
+            .samples
+            .iter()
+            .rev()
+            .skip(1)
+            .find(|s| s.at_ms <= from)
+            .or_else(|| self.samples.iter().find(|s| s.at_ms < last.at_ms))?;
+        let span: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| s.at_ms > first.at_ms)
+            .collect();
+        let mut delta = last.stats.since(&first.stats);
+        delta.peak_memory = span.iter().map(|s| s.stats.peak_memory).max().unwrap_or(0);
+        let seconds = (last.at_ms - first.at_ms) as f64 / 1000.0;
+        let load = span.iter().map(|s| f64::from(s.load_milli)).sum::<f64>()
+            / (span.len().max(1) as f64 * 1000.0);
+        Some((delta, seconds, load))
+    }
+}
+
+/// Every replica's history.
+#[derive(Debug, Default)]
+pub struct Top {
+    replicas: HashMap<ReplicaId, History>,
+}
+
+impl Top {
+    /// Records a host's heartbeat.
+    pub fn record(&mut self, host: &HostId, replicas: &[ReplicaStatus], at_ms: u64) {
+        for r in replicas {
+            self.replicas
+                .entry(r.id.clone())
+                .or_default()
+                .push(host, r, at_ms);
+        }
+        self.replicas.retain(|_, h| {
+            h.samples
+                .back()
+                .is_some_and(|s| s.at_ms + ms(TOP_HISTORY) >= at_ms)
+        });
+    }
+
+    /// One row per replica that `keep` accepts.
+    pub fn pods(
+        &self,
+        window: Duration,
+        now_ms: u64,
+        keep: impl Fn(&ReplicaId) -> bool,
+    ) -> Vec<TopRow> {
+        self.replicas
+            .iter()
+            .filter(|(id, _)| keep(id))
+            .filter_map(|(id, h)| {
+                let (delta, seconds, load) = h.over(window, now_ms)?;
+                Some(row(id.to_string(), &delta, seconds, load))
+            })
+            .collect()
+    }
+
+    /// One row per group of replicas, as `group` names them (an app, a
+    /// host): their counts summed.
+    pub fn grouped(
+        &self,
+        window: Duration,
+        now_ms: u64,
+        group: impl Fn(&ReplicaId, Option<&HostId>) -> Option<String>,
+    ) -> Vec<TopRow> {
+        let mut sums: HashMap<String, (ReplicaStats, f64, f64)> = HashMap::new();
+        for (id, h) in &self.replicas {
+            let Some(name) = group(id, h.host.as_ref()) else {
+                continue;
+            };
+            let Some((delta, seconds, load)) = h.over(window, now_ms) else {
+                continue;
+            };
+            let sum = sums.entry(name).or_default();
+            sum.0.add(&delta);
+            sum.1 = sum.1.max(seconds);
+            sum.2 += load;
+        }
+        sums.into_iter()
+            .map(|(name, (delta, seconds, load))| row(name, &delta, seconds, load))
+            .collect()
+    }
+}
+
+fn row(name: String, delta: &ReplicaStats, seconds: f64, load: f64) -> TopRow {
+    let per_s = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    TopRow {
+        name,
+        invocations_per_s: per_s(delta.invocations),
+        errors_per_s: per_s(delta.errors),
+        p50_ms: delta.quantile(0.5).map(|d| d.as_secs_f64() * 1000.0),
+        p99_ms: delta.quantile(0.99).map(|d| d.as_secs_f64() * 1000.0),
+        fuel_per_s: per_s(delta.fuel),
+        peak_memory: delta.peak_memory,
+        in_flight: load,
+        window_s: seconds,
+    }
+}
