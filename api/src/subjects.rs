@@ -216,12 +216,20 @@ pub mod headers {
     #[cfg(feature = "nats")]
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = &'a (String, String)>,
-    ) -> async_nats::HeaderMap {
+    ) -> Result<async_nats::HeaderMap, String> {
         let mut map = async_nats::HeaderMap::new();
         for (k, v) in pairs {
-            map.append(k.as_str(), v.as_str());
+            // Parsed, never converted: a conversion asserts, and these come
+            // from API callers and guests.
+            let name: async_nats::HeaderName = k.parse().map_err(|_| {
+                format!("header name {k:?} is not allowed: use letters, digits and '-'")
+            })?;
+            let value: async_nats::HeaderValue = v
+                .parse()
+                .map_err(|_| format!("the value of header {k} holds a line break"))?;
+            map.append(name, value);
         }
-        map
+        Ok(map)
     }
 }
 

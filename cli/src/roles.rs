@@ -102,6 +102,11 @@ impl ApiSettings {
             }
             tracing::warn!(%addr, "DANGER: the API serves plain HTTP beyond this machine (--insecure-no-tls)");
         }
+        if self.insecure_no_auth && public {
+            bail!(
+                "refusing to serve the API without authentication on {addr}, which other machines reach: whoever reached it would be an admin. Drop --insecure-no-auth, or listen on 127.0.0.1"
+            );
+        }
         let auth = if self.insecure_no_auth {
             tracing::warn!(%addr, "DANGER: authentication is OFF (--insecure-no-auth): whoever reaches the API is an admin");
             AuthMode::Off

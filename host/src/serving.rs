@@ -89,7 +89,17 @@ pub(crate) async fn answer_invocation(
         payload: msg.payload.to_vec(),
     };
     let (mut out, payload) = match component.invoke(message).await {
-        Ok((reply, _)) => (headers::from_pairs(&reply.headers), reply.payload),
+        Ok((reply, _)) => match headers::from_pairs(&reply.headers) {
+            Ok(map) => (map, reply.payload),
+            Err(why) => {
+                let mut out = async_nats::HeaderMap::new();
+                out.insert(headers::ERROR, "failed");
+                (
+                    out,
+                    format!("the reply's headers are malformed: {why}").into_bytes(),
+                )
+            }
+        },
         Err(err) => {
             let mut out = async_nats::HeaderMap::new();
             out.insert(headers::ERROR, err.label());

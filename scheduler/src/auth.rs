@@ -6,6 +6,7 @@
 //! revocation made through any scheduler takes effect on all of them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::{self, kv, stream};
@@ -19,7 +20,7 @@ use shoal_api::wire::now_ms;
 use tokio::sync::watch;
 
 use crate::SchedulerError;
-use crate::tunables::{BOOTSTRAP_TOKEN_TTL, MAX_TOKEN_TTL, TOKENS_HISTORY};
+use crate::tunables::{BOOTSTRAP_TOKEN_TTL, MAX_TOKEN_TTL, TOKENS_HISTORY, TOKENS_REWATCH};
 
 /// What the scheduler keeps about a token: never its secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +108,12 @@ pub enum AuthError {
     /// Revoked.
     #[error("token {0} was revoked: ask an admin for a new one")]
     Revoked(TokenId),
+    /// The scheduler lost its watch of the tokens bucket, so it cannot
+    /// tell whether a token was revoked.
+    #[error(
+        "this scheduler cannot check tokens right now (JetStream is away): try again in a moment"
+    )]
+    Stale,
 }
 
 /// The token table and the roles.
@@ -120,6 +127,8 @@ pub struct Access {
 struct Tokens {
     bucket: kv::Store,
     table: Arc<RwLock<HashMap<TokenId, TokenRecord>>>,
+    /// False while the watch is down: revocations could be missed.
+    current: Arc<AtomicBool>,
 }
 
 fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerError {
@@ -151,30 +160,22 @@ impl Access {
             })
             .await
             .map_err(|e| unavailable("opening the tokens bucket", e))?;
-        // Watch first, then load: a change made in between is applied
-        // again after the load, never lost.
-        let updates = bucket
-            .watch_all()
-            .await
-            .map_err(|e| unavailable("watching the tokens bucket", e))?;
         let table = Arc::new(RwLock::new(HashMap::new()));
-        let mut keys = bucket
-            .keys()
-            .await
-            .map_err(|e| unavailable("listing tokens", e))?;
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| unavailable("listing tokens", e))?;
-            if let Some(value) = bucket
-                .get(key.clone())
-                .await
-                .map_err(|e| unavailable("reading a token", e))?
-            {
-                apply_update(&table, &key, Some(&value));
-            }
-        }
-        tokio::spawn(follow(updates, table.clone(), stop));
+        let updates = reload(&bucket, &table).await?;
+        let current = Arc::new(AtomicBool::new(true));
+        tokio::spawn(follow(
+            bucket.clone(),
+            updates,
+            table.clone(),
+            current.clone(),
+            stop,
+        ));
         Ok(Access {
-            tokens: Some(Tokens { bucket, table }),
+            tokens: Some(Tokens {
+                bucket,
+                table,
+                current,
+            }),
             roles,
         })
     }
@@ -189,6 +190,9 @@ impl Access {
         let Some(tokens) = &self.tokens else {
             return Ok(Caller::anonymous());
         };
+        if !tokens.current.load(Ordering::SeqCst) {
+            return Err(AuthError::Stale);
+        }
         let given = authorization
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(AuthError::Missing)?;
@@ -384,24 +388,71 @@ fn apply_update(table: &RwLock<HashMap<TokenId, TokenRecord>>, key: &str, value:
 
 /// Follows the bucket until `stop`.
 async fn follow(
+    bucket: kv::Store,
     mut updates: kv::Watch,
     table: Arc<RwLock<HashMap<TokenId, TokenRecord>>>,
+    current: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        tokio::select! {
+        let update = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            update = updates.next() => match update {
-                Some(Ok(entry)) => {
-                    let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
-                    apply_update(&table, &entry.key, value);
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "the tokens watch failed an update"),
-                None => {
-                    tracing::error!("the tokens watch ended: revocations made elsewhere are not seen until restart");
-                    return;
-                }
+            update = updates.next() => update,
+        };
+        match update {
+            Some(Ok(entry)) => {
+                let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+                apply_update(&table, &entry.key, value);
+                continue;
             }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the tokens watch failed an update");
+                continue;
+            }
+            None => {}
+        }
+        // Fail closed: a revocation made through another scheduler might
+        // go unseen until the watch is back.
+        current.store(false, Ordering::SeqCst);
+        tracing::error!("the tokens watch ended: refusing calls until it is back");
+        updates = loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(TOKENS_REWATCH) => {}
+            }
+            match reload(&bucket, &table).await {
+                Ok(watch) => break watch,
+                Err(e) => tracing::warn!(error = %e, "cannot watch the tokens bucket yet"),
+            }
+        };
+        current.store(true, Ordering::SeqCst);
+        tracing::info!("the tokens watch is back");
+    }
+}
+
+/// Watches the bucket, then loads every token into `table` (in that order,
+/// so that no change in between is lost).
+async fn reload(
+    bucket: &kv::Store,
+    table: &RwLock<HashMap<TokenId, TokenRecord>>,
+) -> Result<kv::Watch, SchedulerError> {
+    let updates = bucket
+        .watch_all()
+        .await
+        .map_err(|e| unavailable("watching the tokens bucket", e))?;
+    let mut keys = bucket
+        .keys()
+        .await
+        .map_err(|e| unavailable("listing tokens", e))?;
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| unavailable("listing tokens", e))?;
+        if let Some(value) = bucket
+            .get(key.clone())
+            .await
+            .map_err(|e| unavailable("reading a token", e))?
+        {
+            apply_update(table, &key, Some(&value));
         }
     }
+    Ok(updates)
 }

@@ -373,6 +373,12 @@ async fn watch_heartbeats(
                 continue;
             }
         };
+        // NATS lets host h publish only on h's heartbeat subject: the
+        // subject, not the body, says who sent it.
+        if msg.subject.as_str() != subjects::heartbeat(hb.host.as_str()) {
+            tracing::warn!(subject = %msg.subject, claimed = %hb.host, "ignoring a heartbeat that claims another host");
+            continue;
+        }
         let now = Instant::now();
         let (changed, news) = {
             let mut state = shared.state();

@@ -156,3 +156,11 @@ pub const TOP_COARSE: Duration = Duration::from_secs(10);
 
 /// The window `shoal top` shows without `--since`: the last beats.
 pub const TOP_WINDOW: Duration = Duration::from_secs(2);
+
+/// The longest object name an audit record keeps (names come from request
+/// paths); longer ones are cut.
+pub const AUDIT_NAME_MAX: usize = 256;
+
+/// How often a scheduler whose tokens watch ended tries to watch again
+/// (meanwhile it refuses calls: it could miss a revocation).
+pub const TOKENS_REWATCH: Duration = Duration::from_secs(1);

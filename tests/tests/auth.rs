@@ -129,6 +129,14 @@ fn each_role_does_what_it_grants_and_a_refusal_names_the_missing_permission() {
         .unwrap();
     assert!(refused(&out).contains("create on tokens"), "{}", out.stderr);
 
+    // Shoal's own principal names are not for the taking.
+    let out = cluster
+        .shoal(&[
+            "auth", "token", "create", "admin", "--role", "view", "-n", "team-a",
+        ])
+        .unwrap();
+    assert!(refused(&out).contains("keeps for itself"), "{}", out.stderr);
+
     // invoke in team-a: invokes, nothing else.
     let invoke = cluster.token("bot", "invoke", Some("team-a")).unwrap();
     let reply = cluster
@@ -601,6 +609,14 @@ fn the_api_refuses_plain_http_beyond_this_machine_and_foreign_host_names() {
     let out = shoal_tests::shoal(&args, LIMIT).unwrap();
     assert!(
         refused(&out).contains("refusing to serve the API in plain HTTP on 0.0.0.0"),
+        "{}",
+        out.stderr
+    );
+    let mut no_auth = args.to_vec();
+    no_auth.extend(["--insecure-no-tls", "--insecure-no-auth"]);
+    let out = shoal_tests::shoal(&no_auth, LIMIT).unwrap();
+    assert!(
+        refused(&out).contains("without authentication on 0.0.0.0"),
         "{}",
         out.stderr
     );

@@ -397,7 +397,7 @@ fn routes_belong_to_the_namespace_that_serves_them() {
         );
         let err = apply(&cluster, "thief.toml", &body).expect_err(route);
         assert!(
-            err.contains("default/hello") && err.contains("namespace default owns"),
+            err.contains("which another namespace serves") && !err.contains("default/hello"),
             "{route}: {err}"
         );
     }

@@ -106,7 +106,9 @@ pub(super) async fn watch_peers(
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some(msg) = next_or_stop(&mut heartbeats, &mut stop).await {
-        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload) {
+        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload)
+            && msg.subject.as_str() == subjects::heartbeat(hb.host.as_str())
+        {
             agent.routes.observe(&hb);
         }
     }

@@ -74,7 +74,7 @@ impl Host for Messaging {
             .nats
             .publish_with_headers(
                 subject,
-                headers::from_pairs(&msg.headers),
+                headers::from_pairs(&msg.headers).map_err(Error::NotAllowed)?,
                 msg.payload.into(),
             )
             .await
@@ -91,7 +91,7 @@ impl Host for Messaging {
         let name = Name::new(target.clone()).map_err(|e| Error::NotAllowed(e.to_string()))?;
         let subject = subjects::invoke(&cluster.namespace, &cluster.app, &name);
         let request = async_nats::Request::new()
-            .headers(headers::from_pairs(&msg.headers))
+            .headers(headers::from_pairs(&msg.headers).map_err(Error::NotAllowed)?)
             .payload(msg.payload.into())
             .timeout(Some(Duration::from_millis(u64::from(timeout_ms.max(1)))));
         let reply = cluster

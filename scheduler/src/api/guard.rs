@@ -26,6 +26,7 @@ use shoal_api::resources::{ApiError, AuditRecord, Outcome};
 use shoal_api::wire::now_ms;
 
 use crate::auth::Caller;
+use crate::tunables::AUDIT_NAME_MAX;
 use crate::{SchedulerError, Shared};
 
 /// An API failure as a status and a JSON body.
@@ -127,6 +128,19 @@ impl Guard {
                 Scope::Cluster => None,
                 Scope::Namespace(ns) => Some(ns.clone()),
             };
+            // Names come from paths: a few hundred kilobytes of one must
+            // not fill the trail that every namespace shares.
+            let name = name.map(|mut n| {
+                if n.len() > AUDIT_NAME_MAX {
+                    let mut cut = AUDIT_NAME_MAX;
+                    while !n.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    n.truncate(cut);
+                    n.push('…');
+                }
+                n
+            });
             *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(Note {
                 verb,
                 resource,
@@ -145,12 +159,11 @@ impl Guard {
     /// [`Guard::allow`] for `verb` on the app `name` in `namespace` (as a
     /// path gives them).
     pub fn allow_app(&self, verb: Verb, namespace: &str, name: &str) -> Result<(), Failure> {
-        self.allow(
-            verb,
-            Resource::Apps,
-            &scope_of(namespace)?,
-            Some(name.to_string()),
-        )
+        let scope = scope_of(namespace)?;
+        for part in name.split('/') {
+            Name::new(part).map_err(|e| invalid(e.to_string()))?;
+        }
+        self.allow(verb, Resource::Apps, &scope, Some(name.to_string()))
     }
 
     /// Whether the caller may upload components: whoever may create apps
@@ -243,8 +256,12 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next:
         Ok(caller) => caller,
         Err(why) => {
             tracing::warn!(method = %request.method(), path = request.uri().path(), "refused: {why}");
+            let status = match why {
+                crate::auth::AuthError::Stale => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
             let mut response = Failure(
-                StatusCode::UNAUTHORIZED,
+                status,
                 ApiError {
                     kind: "unauthorized".into(),
                     error: why.to_string(),
@@ -261,7 +278,7 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next:
     let guard = Guard {
         shared: shared.clone(),
         caller: Arc::new(caller),
-        mutating: request.method() != Method::GET,
+        mutating: !matches!(*request.method(), Method::GET | Method::HEAD),
         note: Arc::default(),
     };
     request.extensions_mut().insert(guard.clone());

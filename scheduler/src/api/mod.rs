@@ -338,13 +338,17 @@ fn route_claims(state: &crate::state::State, spec: &AppSpec) -> Vec<String> {
         for (component, host, route) in &mine {
             for (_, their_host, their_route) in claims(theirs) {
                 let hosts_overlap = host.is_none() || their_host.is_none() || host == &their_host;
-                let beneath = route == &their_route
-                    || their_route.is_empty()
-                    || route.starts_with(&format!("{their_route}/"));
+                let beneath =
+                    |a: &str, b: &str| a == b || b.is_empty() || a.starts_with(&format!("{b}/"));
+                // A route with a host name outranks any route without one at
+                // the ingress, however long: so a host-specific route above
+                // another namespace's host-less route would take its traffic.
+                let outranks =
+                    host.is_some() && their_host.is_none() && beneath(&their_route, route);
                 let conflict = if same_namespace {
                     route == &their_route && host == &their_host
                 } else {
-                    hosts_overlap && beneath
+                    hosts_overlap && (beneath(route, &their_route) || outranks)
                 };
                 if conflict {
                     let shown = |r: &str| {
@@ -354,16 +358,24 @@ fn route_claims(state: &crate::state::State, spec: &AppSpec) -> Vec<String> {
                             r.to_string()
                         }
                     };
+                    if same_namespace {
+                        problems.push(format!(
+                            "component {component}: route {:?}{} is the same as that of app {}/{}: choose another route",
+                            shown(route),
+                            host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
+                            theirs.namespace,
+                            theirs.name,
+                        ));
+                        continue;
+                    }
+                    // Another namespace's apps are not named: they are none
+                    // of this caller's business.
                     problems.push(format!(
-                        "component {component}: route {:?}{} is {} route {:?}{} of app {}/{}, which namespace {} owns: choose another route",
+                        "component {component}: route {:?}{} overlaps route {:?}{}, which another namespace serves: choose another route",
                         shown(route),
                         host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
-                        if route == &their_route { "the same as" } else { "beneath" },
                         shown(&their_route),
                         their_host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
-                        theirs.namespace,
-                        theirs.name,
-                        theirs.namespace,
                     ));
                 }
             }
@@ -932,9 +944,10 @@ async fn invoke(
     // is waited for briefly, like `kubectl run` then `exec`, instead of
     // failing at once.
     let started = tokio::time::Instant::now();
+    let header_map = subjects::headers::from_pairs(&req.headers).map_err(invalid)?;
     let replied = loop {
         let request = async_nats::Request::new()
-            .headers(subjects::headers::from_pairs(&req.headers))
+            .headers(header_map.clone())
             .payload(payload.clone())
             .timeout(Some(INVOKE_TIMEOUT));
         match shared.nats.send_request(subject.clone(), request).await {
@@ -1205,6 +1218,57 @@ async fn openapi(_headers: HeaderMap) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+
+    use super::route_claims;
+    use crate::state::{App, State, StoredApp};
+
+    fn app(namespace: &str, host: Option<&str>, route: &str) -> shoal_api::AppSpec {
+        let host = host.map(|h| format!("host = {h:?}\n")).unwrap_or_default();
+        let text = format!(
+            "name = \"a\"\nnamespace = {namespace:?}\n[components.web]\nsource = \"x.wasm\"\nkind = \"http\"\nroute = {route:?}\n{host}"
+        );
+        shoal_api::AppSpec::from_toml(&text, "test.toml").unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    fn serving(spec: shoal_api::AppSpec) -> State {
+        let mut state = State::default();
+        state.apps.insert(
+            "team-b.a".into(),
+            App {
+                stored: StoredApp {
+                    spec,
+                    digests: Default::default(),
+                    file: String::new(),
+                    generations: Default::default(),
+                    templates: Default::default(),
+                    cause: String::new(),
+                },
+                revision: 1,
+            },
+        );
+        state
+    }
+
+    #[test]
+    fn a_host_specific_route_may_not_sit_above_another_namespaces_route() {
+        let state = serving(app("team-b", None, "/shop"));
+        // Above it, with a host name: it would outrank /shop at the ingress.
+        let above = route_claims(&state, &app("team-a", Some("shop.example.com"), "/"));
+        assert_eq!(above.len(), 1, "{above:?}");
+        assert!(above[0].contains("another namespace"), "{above:?}");
+        assert!(
+            !above[0].contains("team-b"),
+            "names no other namespace: {above:?}"
+        );
+        // Beneath it: refused as before.
+        assert_eq!(
+            route_claims(&state, &app("team-a", None, "/shop/x")).len(),
+            1
+        );
+        // Beside it, or above it without a host name (longest prefix wins): fine.
+        assert!(route_claims(&state, &app("team-a", Some("shop.example.com"), "/cart")).is_empty());
+        assert!(route_claims(&state, &app("team-a", None, "/")).is_empty());
+    }
 
     #[test]
     fn openapi_describes_every_route() {

@@ -15,6 +15,10 @@ use shoal_api::wire::now_ms;
 use super::guard::{Failure, Guard, Visible, invalid};
 use crate::{SchedulerError, Shared};
 
+/// Names only Shoal gives: the first admin, and the caller when
+/// authentication is off.
+const RESERVED_PRINCIPALS: &[&str] = &["admin", "anonymous"];
+
 /// `GET /v1/auth/whoami`.
 pub async fn whoami(guard: Guard) -> Json<WhoAmI> {
     let caller = guard.caller();
@@ -92,7 +96,17 @@ pub async fn create(
                 )
             })?;
     }
-    let ttl_ms = req.ttl_seconds.saturating_mul(1000);
+    if RESERVED_PRINCIPALS.contains(&req.principal.as_str()) {
+        return Err(invalid(format!(
+            "{} is a name Shoal keeps for itself: choose another principal name",
+            req.principal
+        )));
+    }
+    // No token outlives the one that made it.
+    let mut ttl_ms = req.ttl_seconds.saturating_mul(1000);
+    if let Some(expires) = guard.caller().expires_ms {
+        ttl_ms = ttl_ms.min(expires.saturating_sub(now_ms()));
+    }
     let principal = Principal {
         name: req.principal,
         kind: req.kind,
