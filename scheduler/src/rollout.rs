@@ -161,6 +161,16 @@ pub async fn roll_back(
         }
     }
     let stored = stored.with_generations(Some(&current.stored));
+    // The old revision is checked as an apply would be: it may reserve
+    // more than the quota allows now, or a route another namespace took.
+    crate::api::check_quota(shared, key, &stored, &format!("rolling {key} back")).await?;
+    let taken = crate::api::route_claims(&shared.state(), &stored.spec);
+    if !taken.is_empty() {
+        return Err(SchedulerError::Invalid(format!(
+            "rolling {key} back to revision {target_revision} is refused:\n  {}",
+            taken.join("\n  ")
+        )));
+    }
     crate::api::ensure_queues(shared, &stored).await?;
     let revision = shared.store.put_app(key, &stored).await?;
     let e = event(

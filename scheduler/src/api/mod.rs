@@ -294,7 +294,7 @@ async fn apply(
 /// namespace may not claim the same route or one beneath it (it would take
 /// that app's traffic). Within a namespace only the very same route is
 /// refused.
-fn route_claims(state: &crate::state::State, spec: &AppSpec) -> Vec<String> {
+pub(crate) fn route_claims(state: &crate::state::State, spec: &AppSpec) -> Vec<String> {
     let mut problems = Vec::new();
     let claims = |spec: &AppSpec| -> Vec<(Name, Option<String>, String)> {
         spec.components
@@ -419,7 +419,7 @@ pub(crate) async fn ensure_queues(
 /// Refuses `stored` (replacing the app at `key`) if it would take its
 /// namespace past a quota, naming each quota, the usage it would make, and
 /// `what` was asked.
-async fn check_quota(
+pub(crate) async fn check_quota(
     shared: &Shared,
     key: &str,
     stored: &StoredApp,
