@@ -11,6 +11,18 @@ use shoal_api::{AppSpec, Digest, Name};
 
 use crate::config::{Target, http_client};
 
+/// The API refused the caller (401 or 403): retrying will not help.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Talks to one scheduler.
 pub struct Client {
     base: String,
@@ -84,10 +96,14 @@ impl Client {
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        match serde_json::from_str::<ApiError>(&text) {
-            Ok(e) => bail!("{}", e.error),
-            Err(_) => bail!("the scheduler answered {status}: {text}"),
+        let message = match serde_json::from_str::<ApiError>(&text) {
+            Ok(e) => e.error,
+            Err(_) => format!("the scheduler answered {status}: {text}"),
+        };
+        if matches!(status.as_u16(), 401 | 403) {
+            return Err(Refused(message).into());
         }
+        bail!("{message}")
     }
 
     /// GET `path` as JSON.

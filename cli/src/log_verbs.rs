@@ -9,7 +9,7 @@ use shoal_api::logs::{LogEntry, LogStream};
 use shoal_api::resources::Event;
 use shoal_api::wire::now_ms;
 
-use crate::client::Client;
+use crate::client::{Client, Refused};
 use crate::tables::{age, render};
 use crate::tunables::FOLLOW_RETRY;
 use crate::verbs::Format;
@@ -153,7 +153,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
         first = false;
         match result {
             Ok(()) if !args.follow => return Ok(()),
-            Err(e) if !args.follow || e.to_string().contains("may not") => return Err(e),
+            Err(e) if !args.follow || e.downcast_ref::<Refused>().is_some() => return Err(e),
             _ => {
                 tracing::debug!("the log stream ended; following again");
                 tokio::time::sleep(FOLLOW_RETRY).await;

@@ -111,6 +111,10 @@ pub struct Shared {
     namespaces: namespaces::NamespaceStore,
     api_names: Vec<String>,
     metrics: metrics::SchedulerMetrics,
+    /// Held from a quota check to the write it allows (apply, scale,
+    /// rollback, secret set), so that two changes cannot each pass the
+    /// check and together exceed a quota.
+    writes: tokio::sync::Mutex<()>,
     /// What each stored component exports, learnt once per digest: a
     /// component's bytes never change, so neither do its exports.
     kinds: Mutex<std::collections::HashMap<shoal_api::Digest, artifact::Inspected>>,
@@ -290,6 +294,7 @@ impl Scheduler {
             namespaces: namespace_store,
             api_names: options.api_names,
             metrics: metrics::SchedulerMetrics::default(),
+            writes: tokio::sync::Mutex::new(()),
             kinds: Mutex::default(),
             secret_box: options.secret_box,
         });

@@ -115,6 +115,7 @@ pub async fn roll_back(
     expect: Option<u64>,
     cause: &str,
 ) -> Result<(u64, u64), SchedulerError> {
+    let _writing = shared.writes.lock().await;
     let current = shared
         .state()
         .apps

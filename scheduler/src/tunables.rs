@@ -164,3 +164,7 @@ pub const AUDIT_NAME_MAX: usize = 256;
 /// How often a scheduler whose tokens watch ended tries to watch again
 /// (meanwhile it refuses calls: it could miss a revocation).
 pub const TOKENS_REWATCH: Duration = Duration::from_secs(1);
+
+/// How often a following stream (logs, events) checks that the token it
+/// began with is still valid.
+pub const TOKEN_RECHECK: Duration = Duration::from_secs(1);

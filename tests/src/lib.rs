@@ -259,6 +259,21 @@ impl Running {
     }
 
     /// Sends SIGTERM and waits up to `limit` for the exit code.
+    /// Waits up to `limit` for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("shoal did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the process with SIGTERM, waiting up to `limit`; its exit code.
     pub fn stop(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
         self.signal(Signal::TERM);
         let deadline = Instant::now() + limit;

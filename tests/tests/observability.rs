@@ -128,6 +128,39 @@ fn logs_are_kept_cluster_wide_read_once_and_followed() {
         .count();
     assert_eq!(started_2, 1, "{seen:?}");
 
+    // A follow ends when its token is revoked.
+    let token = cluster.token("watcher", "view", Some("default")).unwrap();
+    let nowhere = cluster.dir().join("none.toml").display().to_string();
+    let mut watcher = Running::start_with_env(
+        &["logs", "printer", "-f", "--tail", "0"],
+        &[
+            ("SHOAL_CONFIG", &nowhere),
+            ("SHOAL_API", &api),
+            ("SHOAL_TOKEN", &token),
+        ],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let list: Vec<serde_json::Value> = serde_json::from_str(
+        &cluster
+            .ok(&["auth", "token", "list", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let id = list
+        .iter()
+        .find(|t| t["principal"]["name"] == "watcher")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_string();
+    cluster.ok(&["auth", "token", "revoke", &id]).unwrap();
+    assert_eq!(
+        watcher.wait_exit(LIMIT).unwrap(),
+        Some(1),
+        "{:?}",
+        watcher.output()
+    );
+
     // A host killed: the lines it had shipped are still there.
     let before = cluster
         .wait_until("the last lines are stored", LIMIT, |c| {

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::guard::{Failure, Guard, Visible, invalid, scope_of};
 use crate::Shared;
 use crate::logs::{LogQuery, read, read_events};
-use crate::tunables::{LOGS_GREP_MAX_BYTES, STREAM_BUFFER};
+use crate::tunables::{LOGS_GREP_MAX_BYTES, STREAM_BUFFER, TOKEN_RECHECK};
 
 /// The query of `GET /v1/logs/{namespace}/{app}`.
 #[derive(Debug, Default, Deserialize)]
@@ -35,7 +35,28 @@ pub struct LogsQuery {
 
 /// Streams what `out` receives as newline-delimited JSON, while `work`
 /// fills it; an error of `work` ends the body with one `{"error": …}` line.
+/// Completes when the caller's token stops being valid (it expired or was
+/// revoked): a follow must not outlive the permission it started with.
+fn token_lapses(shared: Arc<Shared>, guard: &Guard) -> futures::future::BoxFuture<'static, ()> {
+    let token = guard.caller().token.clone();
+    Box::pin(async move {
+        let Some(id) = token else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(TOKEN_RECHECK).await;
+            let active = shared.access.record(&id).is_some_and(|r| {
+                r.state(shoal_api::wire::now_ms()) == shoal_api::resources::TokenState::Active
+            });
+            if !active {
+                return;
+            }
+        }
+    })
+}
+
 fn ndjson<T: Serialize + Send + 'static>(
+    lapses: futures::future::BoxFuture<'static, ()>,
     work: impl FnOnce(
         mpsc::Sender<T>,
     ) -> futures::future::BoxFuture<'static, Result<(), crate::SchedulerError>>
@@ -57,7 +78,15 @@ fn ndjson<T: Serialize + Send + 'static>(
                 }
             }
         };
-        let (result, ()) = tokio::join!(work(tx), forward);
+        let working = async {
+            tokio::select! {
+                result = work(tx) => result,
+                () = lapses => Err(crate::SchedulerError::Invalid(
+                    "the token this stream began with expired or was revoked".into(),
+                )),
+            }
+        };
+        let (result, ()) = tokio::join!(working, forward);
         if let Err(e) = result {
             let line = serde_json::json!({ "error": e.to_string() });
             let _ = lines_tx.send(format!("{line}\n").into()).await;
@@ -120,7 +149,8 @@ pub async fn logs(
         follow: q.follow,
     };
     let js = async_nats::jetstream::new(shared.nats.clone());
-    Ok(ndjson(move |tx| {
+    let lapses = token_lapses(shared.clone(), &guard);
+    Ok(ndjson(lapses, move |tx| {
         Box::pin(async move { read(&js, &namespace, &app, query, tx).await })
     }))
 }
@@ -163,7 +193,8 @@ pub async fn events(
     };
     let js = async_nats::jetstream::new(shared.nats.clone());
     let (since_ms, follow) = (q.since_ms, q.follow);
-    Ok(ndjson(move |tx| {
+    let lapses = token_lapses(shared.clone(), &guard);
+    Ok(ndjson(lapses, move |tx| {
         Box::pin(async move {
             read_events(
                 &js,

@@ -253,6 +253,7 @@ async fn apply(
         cause: format!("applied from {}", req.file),
     }
     .with_generations(previous.as_ref().map(|p| &p.stored));
+    let _writing = shared.writes.lock().await;
     check_quota(&shared, &key, &stored, &req.file).await?;
     let plan = plan(previous.as_ref(), &stored);
     let unchanged = previous.as_ref().is_some_and(|p| {
@@ -821,6 +822,7 @@ async fn scale(
     component.replicas = req.replicas;
     stored.cause = format!("{} scaled from {from} to {}", req.component, req.replicas);
     let stored = stored.with_generations(Some(&previous.stored));
+    let _writing = shared.writes.lock().await;
     check_quota(
         &shared,
         &key,
@@ -1007,6 +1009,7 @@ async fn put_secret(
     }
     let value = shoal_api::SecretValue::new(body.to_vec());
     let key = subjects::app_key(&namespace, &name);
+    let _writing = shared.writes.lock().await;
     {
         let state = shared.state();
         if !state.namespaces.contains_key(&namespace) {
