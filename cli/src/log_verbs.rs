@@ -325,30 +325,17 @@ pub async fn top(client: &Client, args: TopArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    println!(
-        "{}",
-        render(
-            &[
-                "NAME",
-                "INV/S",
-                "ERR/S",
-                "P50",
-                "P99",
-                "FUEL/S",
-                "MEMORY",
-                "IN-FLIGHT"
-            ],
-            &[
-                "INV/S",
-                "ERR/S",
-                "P50",
-                "P99",
-                "FUEL/S",
-                "MEMORY",
-                "IN-FLIGHT"
-            ],
-            table,
-        )
-    );
+    // Every column but the name holds a number: right-aligned.
+    const COLUMNS: [&str; 8] = [
+        "NAME",
+        "INV/S",
+        "ERR/S",
+        "P50",
+        "P99",
+        "FUEL/S",
+        "MEMORY",
+        "IN-FLIGHT",
+    ];
+    println!("{}", render(&COLUMNS, &COLUMNS[1..], table,));
     Ok(())
 }
