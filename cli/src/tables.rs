@@ -155,16 +155,17 @@ pub fn age(ms: u64) -> String {
     format!("{} ago", span(ms))
 }
 
-/// `ms` milliseconds in their largest unit: "4s", "3m", "2h", "5d".
+/// `ms` milliseconds in their largest unit, rounded down: "4s", "3m",
+/// "2h", "5d" (seconds up to 2 minutes, minutes up to 2 hours, hours up to
+/// 2 days).
 pub fn span(ms: u64) -> String {
     let s = ms / 1000;
-    let rounded = match s {
-        0..120 => s,
-        120..7_200 => s / 60 * 60,
-        7_200..172_800 => s / 3600 * 3600,
-        _ => s / 86_400 * 86_400,
-    };
-    humantime::format_duration(Duration::from_secs(rounded)).to_string()
+    match s {
+        0..120 => format!("{s}s"),
+        120..7_200 => format!("{}m", s / 60),
+        7_200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 /// `get namespaces`.
@@ -441,6 +442,7 @@ mod tests {
         assert_eq!(age(4_000), "4s ago");
         assert_eq!(age(200_000), "3m ago");
         assert_eq!(age(3 * 3_600_000 + 59_000), "3h ago");
-        assert_eq!(age(3 * 86_400_000), "3days ago");
+        assert_eq!(age(3 * 86_400_000), "3d ago");
+        assert_eq!(span(365 * 86_400_000), "365d");
     }
 }

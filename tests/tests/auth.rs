@@ -59,6 +59,18 @@ fn each_role_does_what_it_grants_and_a_refusal_names_the_missing_permission() {
         .shoal_as(&view, &["describe", "app", "echo", "-n", "team-a"])
         .unwrap();
     assert_eq!(described.code, Some(0), "{}", described.stderr);
+    let logs = cluster
+        .shoal_as(&view, &["logs", "echo", "-n", "team-a"])
+        .unwrap();
+    assert_eq!(logs.code, Some(0), "{}", logs.stderr);
+    let out = cluster
+        .shoal_as(&view, &["logs", "echo", "-n", "team-b"])
+        .unwrap();
+    assert!(
+        refused(&out).contains("logs on logs in namespace team-b"),
+        "{}",
+        out.stderr
+    );
     let cases: [(&[&str], &str); 3] = [
         (
             &["apply", &spec_a],
