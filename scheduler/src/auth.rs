@@ -20,6 +20,7 @@ use shoal_api::wire::now_ms;
 use tokio::sync::watch;
 
 use crate::SchedulerError;
+use crate::store::unavailable;
 use crate::tunables::{BOOTSTRAP_TOKEN_TTL, MAX_TOKEN_TTL, TOKENS_HISTORY, TOKENS_REWATCH};
 
 /// What the scheduler keeps about a token: never its secret.
@@ -129,10 +130,6 @@ struct Tokens {
     table: Arc<RwLock<HashMap<TokenId, TokenRecord>>>,
     /// False while the watch is down: revocations could be missed.
     current: Arc<AtomicBool>,
-}
-
-fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerError {
-    SchedulerError::Unavailable(format!("{what}: {err}"))
 }
 
 impl Access {
@@ -440,19 +437,8 @@ async fn reload(
         .watch_all()
         .await
         .map_err(|e| unavailable("watching the tokens bucket", e))?;
-    let mut keys = bucket
-        .keys()
-        .await
-        .map_err(|e| unavailable("listing tokens", e))?;
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| unavailable("listing tokens", e))?;
-        if let Some(value) = bucket
-            .get(key.clone())
-            .await
-            .map_err(|e| unavailable("reading a token", e))?
-        {
-            apply_update(table, &key, Some(&value));
-        }
+    for (key, value) in crate::store::kv_entries(bucket, "tokens").await? {
+        apply_update(table, &key, Some(&value));
     }
     Ok(updates)
 }

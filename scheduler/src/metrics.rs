@@ -14,7 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use shoal_api::resources::HostState;
 
 use crate::state::State;
 
@@ -159,11 +158,7 @@ impl SchedulerMetrics {
         self.hosts.clear();
         let now = Instant::now();
         for h in state.hosts.values() {
-            let host_state = match (h.is_live(now), h.heartbeat.draining) {
-                (false, _) => HostState::Lost,
-                (true, true) => HostState::Draining,
-                (true, false) => HostState::Ready,
-            };
+            let host_state = h.state(now);
             self.hosts
                 .get_or_create(&HostLabels {
                     state: host_state.word(),

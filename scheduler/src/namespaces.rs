@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_nats::jetstream::{self, kv, stream};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use shoal_api::resources::{NamespaceSpec, Quota, Usage};
 use shoal_api::subjects::NAMESPACES_BUCKET;
@@ -18,6 +17,7 @@ use shoal_api::{ByteSize, DEFAULT_NAMESPACE, Digest, Name};
 
 use crate::SchedulerError;
 use crate::state::{State, StoredApp};
+use crate::store::unavailable;
 use crate::tunables::{KV_BUCKET_MAX_BYTES, QUEUE_STREAM_MAX_BYTES};
 
 /// A namespace as stored.
@@ -33,10 +33,6 @@ pub struct StoredNamespace {
 #[derive(Clone)]
 pub struct NamespaceStore {
     bucket: kv::Store,
-}
-
-fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerError {
-    SchedulerError::Unavailable(format!("{what}: {err}"))
 }
 
 impl NamespaceStore {
@@ -65,22 +61,8 @@ impl NamespaceStore {
 
     /// Every namespace.
     pub async fn load(&self) -> Result<BTreeMap<Name, StoredNamespace>, SchedulerError> {
-        let mut keys = self
-            .bucket
-            .keys()
-            .await
-            .map_err(|e| unavailable("listing namespaces", e))?;
         let mut out = BTreeMap::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| unavailable("listing namespaces", e))?;
-            let Some(value) = self
-                .bucket
-                .get(key.clone())
-                .await
-                .map_err(|e| unavailable("reading a namespace", e))?
-            else {
-                continue;
-            };
+        for (key, value) in crate::store::kv_entries(&self.bucket, "namespaces").await? {
             match (Name::new(key.clone()), serde_json::from_slice(&value)) {
                 (Ok(name), Ok(stored)) => {
                     out.insert(name, stored);

@@ -135,6 +135,16 @@ pub struct HostEntry {
 }
 
 impl HostEntry {
+    /// Ready, draining or lost, as of `now`.
+    pub fn state(&self, now: Instant) -> shoal_api::resources::HostState {
+        use shoal_api::resources::HostState;
+        match (self.is_live(now), self.heartbeat.draining) {
+            (false, _) => HostState::Lost,
+            (true, true) => HostState::Draining,
+            (true, false) => HostState::Ready,
+        }
+    }
+
     /// Whether it heartbeated recently enough to count.
     pub fn is_live(&self, now: Instant) -> bool {
         now.duration_since(self.last_seen) <= HOST_TIMEOUT

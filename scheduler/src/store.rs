@@ -21,6 +21,30 @@ use crate::tunables::{
     EVENTS_READ_TIMEOUT, KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_STREAM_MAX_BYTES,
 };
 
+/// Every key of `bucket` with its value (keys deleted meanwhile are
+/// skipped); `what` names the entries in errors.
+pub(crate) async fn kv_entries(
+    bucket: &kv::Store,
+    what: &str,
+) -> Result<Vec<(String, bytes::Bytes)>, SchedulerError> {
+    let mut keys = bucket
+        .keys()
+        .await
+        .map_err(|e| unavailable(&format!("listing {what}"), e))?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| unavailable(&format!("listing {what}"), e))?;
+        if let Some(value) = bucket
+            .get(key.clone())
+            .await
+            .map_err(|e| unavailable(&format!("reading {what}"), e))?
+        {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
 /// The scheduler's JetStream resources.
 #[derive(Clone)]
 pub struct Store {
@@ -30,7 +54,8 @@ pub struct Store {
     js: jetstream::Context,
 }
 
-fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerError {
+/// A JetStream call that failed: try again.
+pub(crate) fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerError {
     SchedulerError::Unavailable(format!("{what}: {err}"))
 }
 
@@ -179,24 +204,11 @@ impl Store {
 
     /// Every sealed secret, by `namespace.name`.
     pub async fn load_secrets(&self) -> Result<Vec<(String, Vec<u8>)>, SchedulerError> {
-        let mut keys = self
-            .secrets
-            .keys()
-            .await
-            .map_err(|e| unavailable("listing secrets", e))?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| unavailable("listing secrets", e))?;
-            if let Some(sealed) = self
-                .secrets
-                .get(key.clone())
-                .await
-                .map_err(|e| unavailable("reading a secret", e))?
-            {
-                out.push((key, sealed.to_vec()));
-            }
-        }
-        Ok(out)
+        Ok(kv_entries(&self.secrets, "secrets")
+            .await?
+            .into_iter()
+            .map(|(key, sealed)| (key, sealed.to_vec()))
+            .collect())
     }
 
     /// Stores a sealed secret.

@@ -60,7 +60,10 @@ fn logs_are_kept_cluster_wide_read_once_and_followed() {
     let all = cluster
         .wait_until("every line is stored", LIMIT, |c| {
             let all = entries(c, &["printer"]);
-            Ok((guest_lines(&all).len() >= 100).then_some(all))
+            // Both replicas have started (the second may start later than
+            // the first answers) and every line is in.
+            let hosts: std::collections::BTreeSet<_> = all.iter().map(|e| &e.host).collect();
+            Ok((guest_lines(&all).len() >= 100 && hosts.len() == 2).then_some(all))
         })
         .unwrap();
     // Every line exactly once, in order within each invocation.

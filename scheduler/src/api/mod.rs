@@ -26,7 +26,7 @@ use serde::Deserialize;
 use shoal_api::access::{Resource, Scope, Verb};
 use shoal_api::resources::{
     ApiError, AppDetail, AppStatus, AppSummary, ApplyRequest, ApplyResponse, ComponentSummary,
-    HostInfo, HostState, InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, RevisionInfo,
+    HostInfo, InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, RevisionInfo,
     RollbackRequest, RolloutStatus, ScaleRequest,
 };
 use shoal_api::wire::{HostId, ReplicaId, ReplicaState, ReplicaStatus};
@@ -1099,11 +1099,7 @@ async fn list_hosts(
             used_memory: h.heartbeat.used_memory(),
             replicas: h.heartbeat.replicas.len() as u32,
             http: h.heartbeat.http.clone(),
-            state: match (h.is_live(now), h.heartbeat.draining) {
-                (false, _) => HostState::Lost,
-                (true, true) => HostState::Draining,
-                (true, false) => HostState::Ready,
-            },
+            state: h.state(now),
             last_seen_ms: millis(now.duration_since(h.last_seen)),
         })
         .collect();
