@@ -94,6 +94,43 @@ fn each_role_does_what_it_grants_and_a_refusal_names_the_missing_permission() {
             "{args:?}: {message}"
         );
     }
+    // The read routes built since keep to the namespace too: events, top
+    // and the scheduler's metrics (cluster-wide only).
+    let events = cluster.shoal_as(&view, &["events", "-o", "json"]).unwrap();
+    assert_eq!(events.code, Some(0), "{}", events.stderr);
+    assert!(
+        events.stdout.contains("team-a") && !events.stdout.contains("team-b"),
+        "{}",
+        events.stdout
+    );
+    let out = cluster
+        .shoal_as(&view, &["events", "-n", "team-b"])
+        .unwrap();
+    assert!(
+        refused(&out).contains("list events in namespace team-b"),
+        "{}",
+        out.stderr
+    );
+    let top = cluster
+        .shoal_as(&view, &["top", "pods", "-o", "json"])
+        .unwrap();
+    assert_eq!(top.code, Some(0), "{}", top.stderr);
+    assert!(!top.stdout.contains("team-b"), "{}", top.stdout);
+    let out = cluster.shoal_as(&view, &["top", "hosts"]).unwrap();
+    assert!(
+        refused(&out).contains("list hosts cluster-wide"),
+        "{}",
+        out.stderr
+    );
+    let api = cluster.api().trim_start_matches("http://").parse().unwrap();
+    let metrics = shoal_tests::http_request_as(api, &view, "GET", "/metrics", LIMIT).unwrap();
+    assert_eq!(metrics.status, 403, "{}", metrics.body);
+    assert!(
+        metrics.body.contains("get metrics cluster-wide"),
+        "{}",
+        metrics.body
+    );
+
     let no = cluster
         .shoal_as(&view, &["auth", "can-i", "get", "apps", "-n", "team-b"])
         .unwrap();
