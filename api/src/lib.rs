@@ -25,6 +25,9 @@
 //!   and as the API streams them ([`logs::LogEntry`]).
 //! - [`top`]: what replicas did ([`top::ReplicaStats`], in heartbeats) and
 //!   the rates `shoal top` shows ([`top::TopRow`]).
+//! - [`trace`]: the W3C trace context carried by every request
+//!   ([`trace::TraceParent`]) and the host calls `shoal invoke --trace`
+//!   shows ([`trace::HostCall`]).
 //! - [`access`]: who may do what through the API: [`access::Verb`]s on
 //!   [`access::Resource`]s, granted by [`access::Roles`] bound per namespace
 //!   to a [`access::Principal`]; [`token`]: the bearer tokens that name one.
@@ -47,6 +50,7 @@ mod spec;
 pub mod subjects;
 pub mod token;
 pub mod top;
+pub mod trace;
 pub mod wire;
 
 pub use diagnostics::{Diagnostic, SpecError};

@@ -258,6 +258,10 @@ pub struct InvokeRequest {
     /// Headers to send.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// Record the host calls the invocation makes and return them
+    /// (`shoal invoke --trace`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace: bool,
 }
 
 /// The reply to an invocation.
@@ -268,6 +272,9 @@ pub struct InvokeResponse {
     pub data: Vec<u8>,
     /// Reply headers.
     pub headers: Vec<(String, String)>,
+    /// The host calls the invocation made, when `trace` was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<crate::trace::HostCalls>,
 }
 
 /// Every API error: what went wrong, in a class a client can act on.
@@ -370,6 +377,7 @@ mod payloads {
         let req = InvokeRequest {
             data: binary.clone(),
             headers: Vec::new(),
+            trace: false,
         };
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(json, r#"{"data":"AJ+Slv8K","headers":[]}"#);

@@ -199,6 +199,12 @@ pub mod headers {
     pub const HTTP_PATH: &str = "Shoal-Http-Path";
     /// On a forwarded HTTP response: its status code.
     pub const HTTP_STATUS: &str = "Shoal-Http-Status";
+    /// On an invocation: record the host calls it makes and send them back
+    /// (`shoal invoke --trace`). Any value turns it on.
+    pub const TRACE_CALLS: &str = "Shoal-Trace-Calls";
+    /// On the reply to an invocation with [`TRACE_CALLS`]: its host calls,
+    /// as JSON ([`HostCalls`](crate::trace::HostCalls)).
+    pub const HOST_CALLS: &str = "Shoal-Host-Calls";
 
     /// Every header of a NATS message as name/value pairs, in order.
     #[cfg(feature = "nats")]

@@ -1,5 +1,6 @@
 //! `shoal scheduler`, `shoal host` and `shoal up`: the cluster roles.
 
+use shoal_host::trace::Exporting;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -219,6 +220,10 @@ pub struct HostSettings {
     /// from the ingress.
     #[arg(long, default_value = DEFAULT_METRICS)]
     metrics: SocketAddr,
+    /// Export trace spans by OTLP/HTTP to this collector (like
+    /// http://127.0.0.1:4318). Nothing is exported without it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// `shoal host`.
@@ -468,8 +473,19 @@ async fn start_host(
     data_dir: PathBuf,
     http: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<HostAgent> {
+) -> anyhow::Result<(HostAgent, Option<Exporting>)> {
     let id = host_id(settings.name)?;
+    let exporting = settings
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| {
+            shoal_host::trace::export_to(
+                endpoint,
+                "shoal-host",
+                vec![("shoal.host", id.to_string())],
+            )
+        })
+        .transpose()?;
     let layout = DataLayout::new(data_dir.clone());
     let sealing_key = shoal_host::keyfile::sealing_key(&layout.sealing_key())?;
     let nats = connect(url, &Identity::Host(id.clone()), creds, login).await?;
@@ -486,7 +502,8 @@ async fn start_host(
         metrics_addr: Some(settings.metrics),
         sealing_key: Arc::new(sealing_key),
     };
-    Ok(HostAgent::start(nats, Arc::new(runtime), config, shutdown).await?)
+    let agent = HostAgent::start(nats, Arc::new(runtime), config, shutdown).await?;
+    Ok((agent, exporting))
 }
 
 /// Runs a host until Ctrl-C.
@@ -494,7 +511,8 @@ pub async fn host(args: HostArgs) -> anyhow::Result<()> {
     let data_dir = crate::data_dir::resolve(args.role.data_dir);
     let creds = args.role.login.creds()?;
     let nats = (args.role.nats.as_str(), &creds, &args.role.login);
-    let agent = start_host(nats, args.host, data_dir, args.http, shutdown_signal()).await?;
+    let (agent, _exporting) =
+        start_host(nats, args.host, data_dir, args.http, shutdown_signal()).await?;
     if let Some(addr) = agent.http_addr() {
         println!("host ingress on http://{addr}");
     }
@@ -550,7 +568,7 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
     if settings.name.is_none() {
         settings.name = Some("local".into());
     }
-    let agent = start_host(
+    let (agent, _exporting) = start_host(
         (url.as_str(), &host_creds, &args.login),
         settings,
         data_dir.clone(),

@@ -249,6 +249,44 @@ pub fn tokens(list: &[shoal_api::resources::TokenInfo]) -> String {
     )
 }
 
+/// `invoke --trace`: one line per host call, then how many went unlisted.
+pub fn host_calls(record: &shoal_api::trace::HostCalls) -> String {
+    if record.calls.is_empty() {
+        return "no host calls".to_string();
+    }
+    let micros = |us: u64| match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    };
+    let rows = record
+        .calls
+        .iter()
+        .map(|c| {
+            vec![
+                format!("+{}", micros(c.at_us)),
+                format!("{}.{}", c.capability, c.function),
+                c.target.clone(),
+                format!("{} B", c.sent_bytes),
+                c.outcome.to_string(),
+                micros(c.took_us),
+            ]
+        })
+        .collect();
+    let mut out = render(
+        &["AT", "CALL", "TARGET", "SENT", "RESULT", "TOOK"],
+        &["AT", "SENT", "TOOK"],
+        rows,
+    );
+    if record.dropped > 0 {
+        out.push_str(&format!(
+            "\n… and {} more calls, not recorded",
+            record.dropped
+        ));
+    }
+    out
+}
+
 /// `audit`.
 pub fn audit(list: &[shoal_api::resources::AuditRecord]) -> String {
     let now = now_ms();
@@ -435,6 +473,37 @@ mod tests {
             },
         ]);
         insta::assert_snapshot!("hosts", hosts_table);
+    }
+
+    #[test]
+    fn host_calls_read_in_order_with_their_sizes() {
+        use shoal_api::trace::{CallOutcome, HostCall, HostCalls};
+        let call = |function: &str, target: &str, outcome, at_us, took_us| HostCall {
+            capability: "keyvalue".into(),
+            function: function.into(),
+            target: target.into(),
+            sent_bytes: 5,
+            outcome,
+            at_us,
+            took_us,
+        };
+        let record = HostCalls {
+            calls: vec![
+                call("set", "greeting", CallOutcome::Ok { bytes: 0 }, 120, 1_800),
+                call(
+                    "get",
+                    "missing",
+                    CallOutcome::Error {
+                        error: "the store could not be reached".into(),
+                    },
+                    2_400,
+                    1_250_000,
+                ),
+            ],
+            dropped: 3,
+        };
+        insta::assert_snapshot!("host_calls", host_calls(&record));
+        assert_eq!(host_calls(&HostCalls::default()), "no host calls");
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub struct InvokeArgs {
     /// A header, NAME=VALUE (repeatable).
     #[arg(long = "header", value_name = "NAME=VALUE")]
     headers: Vec<String>,
+    /// Also print the host calls the invocation made (capability, target,
+    /// bytes sent and received, result, time), on stderr.
+    #[arg(long)]
+    trace: bool,
 }
 
 /// `shoal secret …`.
@@ -295,9 +299,13 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
                     &InvokeRequest {
                         data: args.data.into_bytes(),
                         headers,
+                        trace: args.trace,
                     },
                 )
                 .await?;
+            if let Some(calls) = &resp.calls {
+                eprintln!("{}", crate::tables::host_calls(calls));
+            }
             // The reply as the component sent it, byte for byte; text
             // gets a final newline if it has none.
             let mut out = std::io::stdout().lock();

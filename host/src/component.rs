@@ -22,6 +22,7 @@ use crate::limiter::MemoryLimiter;
 use crate::logs::{GuestOutput, LogBudget, LogSink, Stream};
 use crate::metrics::{ComponentMetrics, Outcome};
 use crate::state::InvocationState;
+use crate::trace::{CallContext, HostCallLog, Span};
 use crate::tunables::UNMETERED_FUEL;
 use shoal_api::top::{DURATION_BUCKETS, ReplicaStats, duration_bucket};
 
@@ -320,8 +321,18 @@ impl LoadedComponent {
         self.log_budget.dropped()
     }
 
+    /// The context of one invocation's host calls, in span `span`,
+    /// recorded into `log` when given.
+    pub(crate) fn call_context(&self, span: &Span, log: Option<HostCallLog>) -> Arc<CallContext> {
+        CallContext::new(self.name.clone(), span.context(), log)
+    }
+
     /// A fresh store for one invocation, with its limits armed.
-    pub(crate) fn new_store(&self) -> Result<(Store<InvocationState>, Instant), InvokeError> {
+    /// Its host calls are made in `call`.
+    pub(crate) fn new_store(
+        &self,
+        call: &Arc<CallContext>,
+    ) -> Result<(Store<InvocationState>, Instant), InvokeError> {
         let invocation = self.invocations.fetch_add(1, Ordering::Relaxed);
         let mut wasi = WasiCtx::builder();
         wasi.args(&[self.name.as_ref()])
@@ -347,7 +358,7 @@ impl LoadedComponent {
             http: WasiHttpCtx::new(),
             table: wasmtime::component::ResourceTable::new(),
             limiter: MemoryLimiter::new(self.limits.memory.as_u64()),
-            caps: Capabilities::bind(&self.name, &self.grants),
+            caps: Capabilities::bind(call, &self.grants),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

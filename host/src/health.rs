@@ -7,6 +7,7 @@
 //! or no answer in time) fails both. [`Checks`] turns a series of answers
 //! into decisions, with the spec's failure threshold.
 
+use crate::trace::{CallContext, unexported};
 use std::time::Duration;
 
 use http_body_util::Empty;
@@ -63,7 +64,8 @@ impl LoadedComponent {
             )));
         };
         let _permit = self.permit().await?;
-        let (mut store, _) = self.new_store()?;
+        let call = CallContext::new(self.name().into(), unexported(None), None);
+        let (mut store, _) = self.new_store(&call)?;
         let outcome = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let health = instance.shoal_workload_health();

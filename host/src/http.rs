@@ -6,6 +6,10 @@
 //! connection ([`IngressLimits`]), with what it refused counted in
 //! [`IngressStats`].
 
+use opentelemetry::KeyValue;
+use shoal_api::trace::TRACEPARENT;
+
+use crate::trace::{Span, SpanKind, parse_traceparent};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -453,7 +457,35 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
     }
 }
 
-async fn dispatch(routes: &dyn Routes, req: hyper::Request<Incoming>) -> HttpResponse {
+/// Serves one request at the ingress, in a span that continues the
+/// request's `traceparent` (or starts a trace) and is passed on to the
+/// replica that serves it, here or on another host.
+async fn dispatch(routes: &dyn Routes, mut req: hyper::Request<Incoming>) -> HttpResponse {
+    let parent = parse_traceparent(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+    let mut span = Span::start(
+        format!("ingress {}", req.method()),
+        SpanKind::Server,
+        parent,
+        || {
+            vec![
+                KeyValue::new("http.request.method", req.method().to_string()),
+                KeyValue::new("url.path", req.uri().path().to_string()),
+            ]
+        },
+    );
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&span.context().to_string()) {
+        req.headers_mut().insert(TRACEPARENT, value);
+    }
+    let response = route_request(routes, req).await;
+    let status = response.status();
+    span.set(|| KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+    if status.is_server_error() {
+        span.fail(status);
+    }
+    response
+}
+
+async fn route_request(routes: &dyn Routes, req: hyper::Request<Incoming>) -> HttpResponse {
     let host = req
         .headers()
         .get(hyper::header::HOST)

@@ -11,10 +11,16 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use std::sync::Arc;
+
+use shoal_api::subjects::headers;
+use shoal_api::trace::{TRACEPARENT, TraceParent};
+
 use crate::bindings::types::{HandlerError, Message, Reply};
 use crate::component::{Entry, LoadedComponent, Usage};
 use crate::error::InvokeError;
 use crate::state::InvocationState;
+use crate::trace::{CallContext, HostCallLog, Span, SpanKind, parse_traceparent};
 use crate::tunables::EPOCH_TICK;
 
 /// An HTTP response from a component, its body streamed from the guest.
@@ -23,19 +29,50 @@ pub type HttpResponse = hyper::Response<HyperOutgoingBody>;
 impl LoadedComponent {
     /// Calls a worker's handler with `msg` in a fresh instance.
     pub async fn invoke(&self, msg: Message) -> Result<(Reply, Usage), InvokeError> {
+        self.invoke_recorded(msg, None).await
+    }
+
+    /// [`invoke`](Self::invoke), recording the host calls the guest makes
+    /// into `log` when given. The invocation continues the trace of the
+    /// message's `traceparent` (or starts one), and the guest sees its own
+    /// span there.
+    pub async fn invoke_recorded(
+        &self,
+        mut msg: Message,
+        log: Option<HostCallLog>,
+    ) -> Result<(Reply, Usage), InvokeError> {
         let started = std::time::Instant::now();
         self.begin();
-        let outcome = self.invoke_once(msg).await;
+        let parent = parse_traceparent(
+            msg.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
+                .map(|(_, v)| v.as_str()),
+        );
+        let mut span = self.span(parent);
+        msg.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(TRACEPARENT) && k != headers::TRACE_CALLS);
+        msg.headers
+            .push((TRACEPARENT.to_string(), span.context().to_string()));
+        let call = self.call_context(&span, log);
+        let outcome = self.invoke_once(msg, &call).await;
+        if let Err(e) = &outcome {
+            span.fail(e);
+        }
         self.note(started, &outcome);
         outcome
     }
 
-    async fn invoke_once(&self, msg: Message) -> Result<(Reply, Usage), InvokeError> {
+    async fn invoke_once(
+        &self,
+        msg: Message,
+        call: &Arc<CallContext>,
+    ) -> Result<(Reply, Usage), InvokeError> {
         let Entry::Worker(pre) = &self.entry else {
             return Err(self.wrong_kind("only worker components handle messages"));
         };
         let _permit = self.permit().await?;
-        let (mut store, started) = self.new_store()?;
+        let (mut store, started) = self.new_store(call)?;
         let call = async {
             let worker = pre.instantiate_async(&mut store).await?;
             worker
@@ -60,13 +97,18 @@ impl LoadedComponent {
             return Err(self.wrong_kind("only job components run to completion"));
         };
         let _permit = self.permit().await?;
-        let (mut store, started) = self.new_store()?;
+        let mut span = self.span(None);
+        let call_context = self.call_context(&span, None);
+        let (mut store, started) = self.new_store(&call_context)?;
         let call = async {
             let command = pre.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
         };
         let result = self.within_deadline(call).await;
         let usage = self.usage(&store, started);
+        if let Some(Err(e)) = &result {
+            span.fail(e);
+        }
         match result {
             None => Err(self.deadline()),
             Some(Ok(Ok(()))) => Ok(usage),
@@ -82,9 +124,12 @@ impl LoadedComponent {
     /// Serves one HTTP request in a fresh instance. The response arrives as
     /// soon as the guest sets it; its body streams while the guest writes it,
     /// still under the same deadline.
+    ///
+    /// The request continues the trace of its `traceparent` (or starts
+    /// one), and the guest sees its own span there.
     pub async fn handle_http<B>(
         &self,
-        request: hyper::Request<B>,
+        mut request: hyper::Request<B>,
     ) -> Result<HttpResponse, InvokeError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -92,14 +137,50 @@ impl LoadedComponent {
     {
         let started = std::time::Instant::now();
         self.begin();
-        let outcome = self.handle_http_once(request).await;
+        let parent = parse_traceparent(
+            request
+                .headers()
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let mut span = self.span(parent);
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&span.context().to_string()) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let call = self.call_context(&span, None);
+        let outcome = self.handle_http_once(request, &call).await;
+        match &outcome {
+            Ok(response) => span.set(|| {
+                opentelemetry::KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                )
+            }),
+            Err(e) => span.fail(e),
+        }
         self.note(started, &outcome);
         outcome
+    }
+
+    /// The span of one invocation of this component, under `parent`.
+    fn span(&self, parent: Option<TraceParent>) -> Span {
+        Span::start(
+            format!("invoke {}", self.name()),
+            SpanKind::Internal,
+            parent,
+            || {
+                vec![opentelemetry::KeyValue::new(
+                    "shoal.component",
+                    self.name().to_string(),
+                )]
+            },
+        )
     }
 
     async fn handle_http_once<B>(
         &self,
         request: hyper::Request<B>,
+        call: &Arc<CallContext>,
     ) -> Result<HttpResponse, InvokeError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -109,7 +190,7 @@ impl LoadedComponent {
             return Err(self.wrong_kind("only http components serve HTTP"));
         };
         let permit = self.permit().await?;
-        let (mut store, _) = self.new_store()?;
+        let (mut store, _) = self.new_store(call)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
             let req = store

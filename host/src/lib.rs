@@ -24,6 +24,9 @@
 //!   private keys (the sealing key that opens its secrets).
 //! - [`http`]: serving http components behind one listener; [`ingress`]:
 //!   the host's routing table.
+//! - [`trace`]: the W3C trace context every request carries, spans
+//!   exported by OTLP when configured, and the host calls of an invocation
+//!   recorded for `shoal invoke --trace`.
 //! - [`agent::HostAgent`]: the host's side of the cluster protocol over
 //!   NATS: heartbeats, start/stop commands, invocations. Each replica has a
 //!   supervisor that serves it behind its readiness, runs its [`health`]
@@ -52,6 +55,7 @@ mod runtime;
 mod serving;
 mod state;
 mod supervisor;
+pub mod trace;
 pub mod tunables;
 
 pub use bindings::types::{HandlerError, Message, Reply};

@@ -18,6 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::Message;
 use crate::component::LoadedComponent;
+use crate::trace::HostCallLog;
+use shoal_api::trace::HostCalls;
 
 /// Open while the replica takes work. Dropping the sender closes it for good.
 pub(crate) type Gate = watch::Receiver<bool>;
@@ -88,7 +90,12 @@ pub(crate) async fn answer_invocation(
         headers: headers::to_pairs(msg.headers.as_ref()),
         payload: msg.payload.to_vec(),
     };
-    let (mut out, payload) = match component.invoke(message).await {
+    let traced = msg
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(headers::TRACE_CALLS).is_some());
+    let log = traced.then(HostCallLog::default);
+    let (mut out, payload) = match component.invoke_recorded(message, log.clone()).await {
         Ok((reply, _)) => match headers::from_pairs(&reply.headers) {
             Ok(map) => (map, reply.payload),
             Err(why) => {
@@ -107,6 +114,13 @@ pub(crate) async fn answer_invocation(
         }
     };
     out.insert(headers::REPLICA, replica.as_ref());
+    if let Some(log) = log {
+        let (calls, dropped) = log.take();
+        match serde_json::to_string(&HostCalls { calls, dropped }) {
+            Ok(json) => out.insert(headers::HOST_CALLS, json.as_str()),
+            Err(e) => tracing::debug!(error = %e, "host calls not sent"),
+        }
+    }
     if let Err(e) = nats
         .publish_with_headers(reply_to, out, payload.into())
         .await

@@ -192,3 +192,14 @@ pub const LOG_BUFFER_MAX_LINES: usize = 100_000;
 
 /// How long a flush waits for JetStream to acknowledge a batch.
 pub const LOG_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often spans are exported when `--otlp-endpoint` is given: a span
+/// reaches the collector at most this long after it ends.
+pub const SPAN_EXPORT_DELAY: Duration = Duration::from_secs(1);
+
+/// Host calls one invocation records for `shoal invoke --trace` at most;
+/// later ones are counted, not kept.
+pub const MAX_RECORDED_CALLS: usize = 256;
+
+/// A recorded call's target and error are cut to this many characters.
+pub const MAX_CALL_ERROR_CHARS: usize = 200;

@@ -8,6 +8,8 @@
 //!   a subject or a work queue) and reply.
 //! - [`http::Handler`] + [`export_http!`]: serve HTTP requests.
 //! - [`Health`] + [`export_health!`]: answer liveness and readiness checks.
+//! - [`trace`]: the W3C trace the request or message belongs to; Shoal
+//!   carries it through outbound HTTP and messaging by itself.
 //! - [`secrets`], [`config`], [`messaging`], [`keyvalue`]: the capabilities a
 //!   workload may ask for. Each is denied unless the app spec grants it, and
 //!   a denial comes back as an error value, never a trap.
@@ -63,6 +65,7 @@ pub mod http;
 pub mod keyvalue;
 pub mod messaging;
 pub mod secrets;
+pub mod trace;
 mod worker;
 
 pub use health::Health;

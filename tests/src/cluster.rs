@@ -321,6 +321,16 @@ impl Cluster {
 
     /// Starts a host called `name` with `labels` (k=v,k=v); returns its ingress address.
     pub fn start_host(&mut self, name: &str, labels: &str) -> anyhow::Result<SocketAddr> {
+        self.start_host_with(name, labels, &[])
+    }
+
+    /// [`start_host`](Self::start_host) with more flags.
+    pub fn start_host_with(
+        &mut self,
+        name: &str,
+        labels: &str,
+        flags: &[&str],
+    ) -> anyhow::Result<SocketAddr> {
         let data = self
             .dir
             .path()
@@ -354,6 +364,7 @@ impl Cluster {
         ];
         let tls = self.nats.client_args();
         args.extend(tls.iter().map(String::as_str));
+        args.extend(flags);
         let mut h = Running::start(&args)?;
         let line = h.wait_for_line("host ingress on http://", START_LIMIT)?;
         let addr = line

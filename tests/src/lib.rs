@@ -16,6 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use rustix::process::Signal;
 
 pub mod cluster;
+pub mod recorder;
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
@@ -377,13 +378,50 @@ pub fn http_request_as(
     )
 }
 
+/// Like [`http_request`], with a bearer token and a JSON body (an API
+/// call that takes one).
+pub fn http_post_json_as(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    body: &serde_json::Value,
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
+    let auth = format!("Bearer {token}");
+    http_exchange(
+        addr,
+        &addr.to_string(),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        "POST",
+        path,
+        body.to_string().as_bytes(),
+        limit,
+    )
+}
+
 /// One HTTP/1.1 request with `host` as the `Host` header and `headers`.
-fn http_request_with(
+pub fn http_request_with(
     addr: SocketAddr,
     host: &str,
     headers: &[(&str, &str)],
     method: &str,
     path: &str,
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
+    http_exchange(addr, host, headers, method, path, &[], limit)
+}
+
+/// One HTTP/1.1 request with a body, read to the end of its response.
+fn http_exchange(
+    addr: SocketAddr,
+    host: &str,
+    headers: &[(&str, &str)],
+    method: &str,
+    path: &str,
+    body: &[u8],
     limit: Duration,
 ) -> anyhow::Result<HttpReply> {
     let mut stream = TcpStream::connect_timeout(&addr, limit)?;
@@ -395,8 +433,10 @@ fn http_request_with(
         .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
     )?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -34,7 +34,7 @@ impl Capability for Environment {
         Ok(Arc::new(vars))
     }
 
-    fn bind(_component: &Arc<str>, _grant: &Self::Grant) -> Self::Provider {}
+    fn bind(_call: &Arc<crate::trace::CallContext>, _grant: &Self::Grant) -> Self::Provider {}
 
     fn prepare_wasi(grant: &Self::Grant, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
         wasi.envs(grant);

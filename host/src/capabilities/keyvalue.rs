@@ -16,6 +16,7 @@ use super::{Capability, GrantContext, HostContext};
 use crate::bindings;
 use crate::bindings::keyvalue::{Error, Host};
 use crate::state::InvocationState;
+use crate::trace::{CallContext, CallSite};
 
 /// An app's bucket, opened on first use and shared by its invocations.
 pub struct Bucket {
@@ -50,21 +51,30 @@ impl Bucket {
 
 /// The key-value provider of one invocation.
 pub struct KeyValue {
-    component: Arc<str>,
+    call: Arc<CallContext>,
     bucket: Option<Arc<Bucket>>,
 }
 
 impl KeyValue {
-    /// Access to `bucket`, if granted.
-    pub fn new(component: Arc<str>, bucket: Option<Arc<Bucket>>) -> Self {
-        KeyValue { component, bucket }
+    /// Access to `bucket`, if granted, in `call`.
+    pub fn new(call: Arc<CallContext>, bucket: Option<Arc<Bucket>>) -> Self {
+        KeyValue { call, bucket }
+    }
+
+    fn site<'a>(function: &'static str, key: &'a str, sent_bytes: usize) -> CallSite<'a> {
+        CallSite {
+            capability: "keyvalue",
+            function,
+            target: key,
+            sent_bytes,
+        }
     }
 
     async fn store(&self, key: Option<&str>) -> Result<&kv::Store, Error> {
         let Some(bucket) = &self.bucket else {
             return Err(Error::NotGranted(format!(
                 "component {} has no key-value access: add `keyvalue = true` to its app spec (in a cluster)",
-                self.component
+                self.call.component()
             )));
         };
         if let Some(key) = key
@@ -93,46 +103,67 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 
 impl Host for KeyValue {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
-        let store = self.store(Some(&key)).await?;
-        Ok(store
-            .get(key)
-            .await
-            .map_err(unavailable)?
-            .map(|b| b.to_vec()))
+        let get = async {
+            let store = self.store(Some(&key)).await?;
+            Ok(store
+                .get(key.as_str())
+                .await
+                .map_err(unavailable)?
+                .map(|b| b.to_vec()))
+        };
+        let site = KeyValue::site("get", &key, 0);
+        let received = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        self.call.record(site, received, get).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
-        let store = self.store(Some(&key)).await?;
         let size = value.len();
-        store.put(key, value.into()).await.map_err(|e| {
-            // JetStream refuses a put past the bucket's size limits; say so
-            // in the guest's terms.
-            let text = e.to_string();
-            if text.contains("maximum bytes") || text.contains("message size") || text.contains("resources") {
-                Error::Unavailable(format!(
-                    "the app's key-value bucket is full or the value ({size} bytes) is too large: delete keys you no longer need ({text})"
-                ))
-            } else {
-                unavailable(e)
-            }
-        })?;
-        Ok(())
+        let set = async {
+            let store = self.store(Some(&key)).await?;
+            store.put(key.as_str(), value.into()).await.map_err(|e| {
+                // JetStream refuses a put past the bucket's size limits; say so
+                // in the guest's terms.
+                let text = e.to_string();
+                if text.contains("maximum bytes") || text.contains("message size") || text.contains("resources") {
+                    Error::Unavailable(format!(
+                        "the app's key-value bucket is full or the value ({size} bytes) is too large: delete keys you no longer need ({text})"
+                    ))
+                } else {
+                    unavailable(e)
+                }
+            })?;
+            Ok(())
+        };
+        self.call
+            .record(KeyValue::site("set", &key, size), |_| 0, set)
+            .await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), Error> {
-        let store = self.store(Some(&key)).await?;
-        store.delete(key).await.map_err(unavailable)
+        let delete = async {
+            let store = self.store(Some(&key)).await?;
+            store.delete(key.as_str()).await.map_err(unavailable)
+        };
+        self.call
+            .record(KeyValue::site("delete", &key, 0), |_| 0, delete)
+            .await
     }
 
     async fn list_keys(&mut self) -> Result<Vec<String>, Error> {
-        let store = self.store(None).await?;
-        let mut keys = store.keys().await.map_err(unavailable)?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            out.push(key.map_err(unavailable)?);
-        }
-        out.sort();
-        Ok(out)
+        let list = async {
+            let store = self.store(None).await?;
+            let mut keys = store.keys().await.map_err(unavailable)?;
+            let mut out = Vec::new();
+            while let Some(key) = keys.next().await {
+                out.push(key.map_err(unavailable)?);
+            }
+            out.sort();
+            Ok(out)
+        };
+        let received = |keys: &Vec<String>| keys.iter().map(String::len).sum();
+        self.call
+            .record(KeyValue::site("list-keys", "", 0), received, list)
+            .await
     }
 }
 
@@ -174,8 +205,8 @@ impl Capability for KeyValueCapability {
         bindings::keyvalue::add_to_linker::<_, HasSelf<KeyValue>>(linker, |s| &mut s.caps.keyvalue)
     }
 
-    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
-        KeyValue::new(component.clone(), grant.clone())
+    fn bind(call: &Arc<CallContext>, grant: &Self::Grant) -> Self::Provider {
+        KeyValue::new(call.clone(), grant.clone())
     }
 }
 

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use shoal_api::subjects::{self, headers};
+use shoal_api::trace::TRACEPARENT;
 use shoal_api::{MessagingGrant, Name};
 
 use wasmtime::component::{HasSelf, Linker};
@@ -20,23 +22,25 @@ use crate::bindings;
 use crate::bindings::messaging::{Error, Host};
 use crate::bindings::types::Message;
 use crate::state::InvocationState;
+use crate::trace::{CallContext, CallSite, Span, SpanKind};
 
 /// The messaging provider of one invocation.
 pub struct Messaging {
-    component: Arc<str>,
+    call: Arc<CallContext>,
     grant: Option<MessagingGrant>,
     cluster: Option<ClusterLink>,
 }
 
 impl Messaging {
-    /// Publishing under `grant`, calls within the app of `cluster`.
+    /// Publishing under `grant`, calls within the app of `cluster`, made
+    /// in `call`.
     pub fn new(
-        component: Arc<str>,
+        call: Arc<CallContext>,
         grant: Option<MessagingGrant>,
         cluster: Option<ClusterLink>,
     ) -> Self {
         Messaging {
-            component,
+            call,
             grant,
             cluster,
         }
@@ -46,52 +50,78 @@ impl Messaging {
         self.cluster.as_ref().ok_or_else(|| {
             Error::NotAllowed(format!(
                 "component {} runs outside a cluster: messaging needs one (`shoal up`)",
-                self.component
+                self.call.component()
             ))
         })
     }
-}
 
-impl Host for Messaging {
-    async fn publish(&mut self, msg: Message) -> Result<(), Error> {
+    /// The guest's headers as NATS headers, carrying `span`'s trace
+    /// context unless the guest set a `traceparent` of its own.
+    fn headers(pairs: &[(String, String)], span: &Span) -> Result<async_nats::HeaderMap, Error> {
+        let mut map = headers::from_pairs(pairs).map_err(Error::NotAllowed)?;
+        if map.get(TRACEPARENT).is_none() {
+            map.insert(TRACEPARENT, span.context().to_string().as_str());
+        }
+        Ok(map)
+    }
+
+    async fn publish_now(&self, msg: Message) -> Result<(), Error> {
         if let Err(why) = shoal_api::check_user_subject(&msg.subject, false) {
             return Err(Error::NotAllowed(format!(
                 "component {} may not publish to {:?}: {why}",
-                self.component, msg.subject
+                self.call.component(),
+                msg.subject
             )));
         }
         if !self.grant.as_ref().is_some_and(|g| g.allows(&msg.subject)) {
             return Err(Error::NotAllowed(format!(
                 "component {} may not publish to {:?}: allow it with `messaging = {{ publish = [...] }}` in its app spec",
-                self.component, msg.subject
+                self.call.component(),
+                msg.subject
             )));
         }
         let cluster = self.cluster()?;
         // The namespace comes from the app, never from the guest: whatever
         // the guest names lands inside its own namespace's space.
         let subject = subjects::user_subject(&cluster.namespace, &msg.subject);
-        cluster
+        let mut span = Span::start(
+            "publish",
+            SpanKind::Producer,
+            Some(self.call.trace()),
+            || vec![KeyValue::new("messaging.destination.name", subject.clone())],
+        );
+        let sent = cluster
             .nats
             .publish_with_headers(
                 subject,
-                headers::from_pairs(&msg.headers).map_err(Error::NotAllowed)?,
+                Messaging::headers(&msg.headers, &span)?,
                 msg.payload.into(),
             )
             .await
-            .map_err(|e| Error::Failed(format!("publishing failed: {e}")))
+            .map_err(|e| Error::Failed(format!("publishing failed: {e}")));
+        if let Err(e) = &sent {
+            span.fail(e);
+        }
+        sent
     }
 
-    async fn request(
-        &mut self,
-        target: String,
+    async fn request_now(
+        &self,
+        target: &str,
         msg: Message,
         timeout_ms: u32,
     ) -> Result<Message, Error> {
         let cluster = self.cluster()?;
-        let name = Name::new(target.clone()).map_err(|e| Error::NotAllowed(e.to_string()))?;
+        let name = Name::new(target).map_err(|e| Error::NotAllowed(e.to_string()))?;
         let subject = subjects::invoke(&cluster.namespace, &cluster.app, &name);
+        let mut span = Span::start(
+            format!("call {target}"),
+            SpanKind::Client,
+            Some(self.call.trace()),
+            || vec![KeyValue::new("shoal.component", target.to_string())],
+        );
         let request = async_nats::Request::new()
-            .headers(headers::from_pairs(&msg.headers).map_err(Error::NotAllowed)?)
+            .headers(Messaging::headers(&msg.headers, &span)?)
             .payload(msg.payload.into())
             .timeout(Some(Duration::from_millis(u64::from(timeout_ms.max(1)))));
         let reply = cluster
@@ -107,18 +137,57 @@ impl Host for Messaging {
                     Error::Timeout(format!("{target} did not answer within {timeout_ms} ms"))
                 }
                 _ => Error::Failed(format!("calling {target} failed: {e}")),
-            })?;
+            });
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                span.fail(&e);
+                return Err(e);
+            }
+        };
         let reply_headers = headers::to_pairs(reply.headers.as_ref());
         if reply_headers.iter().any(|(k, _)| k == headers::ERROR) {
-            return Err(Error::Failed(
-                String::from_utf8_lossy(&reply.payload).into_owned(),
-            ));
+            let why = String::from_utf8_lossy(&reply.payload).into_owned();
+            span.fail(&why);
+            return Err(Error::Failed(why));
         }
         Ok(Message {
             subject: reply.subject.to_string(),
             headers: reply_headers,
             payload: reply.payload.to_vec(),
         })
+    }
+}
+
+impl Host for Messaging {
+    async fn publish(&mut self, msg: Message) -> Result<(), Error> {
+        let subject = msg.subject.clone();
+        let site = CallSite {
+            capability: "messaging",
+            function: "publish",
+            target: &subject,
+            sent_bytes: msg.payload.len(),
+        };
+        let call = self.call.clone();
+        call.record(site, |_| 0, self.publish_now(msg)).await
+    }
+
+    async fn request(
+        &mut self,
+        target: String,
+        msg: Message,
+        timeout_ms: u32,
+    ) -> Result<Message, Error> {
+        let site = CallSite {
+            capability: "messaging",
+            function: "request",
+            target: &target,
+            sent_bytes: msg.payload.len(),
+        };
+        let received = |reply: &Message| reply.payload.len();
+        let call = self.call.clone();
+        call.record(site, received, self.request_now(&target, msg, timeout_ms))
+            .await
     }
 }
 
@@ -179,11 +248,7 @@ impl Capability for MessagingCapability {
         })
     }
 
-    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
-        Messaging::new(
-            component.clone(),
-            grant.publish.clone(),
-            grant.cluster.clone(),
-        )
+    fn bind(call: &Arc<CallContext>, grant: &Self::Grant) -> Self::Provider {
+        Messaging::new(call.clone(), grant.publish.clone(), grant.cluster.clone())
     }
 }

@@ -46,6 +46,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::layout::DataLayout;
 use crate::state::InvocationState;
+use crate::trace::CallContext;
 
 /// What a host offers its capabilities: its NATS connection, where its data
 /// lives, its sealing key. `None` under `shoal run`, outside a cluster.
@@ -119,8 +120,8 @@ pub trait Capability: Send + Sync + Sized + 'static {
         Ok(())
     }
 
-    /// The provider of one invocation of `component`.
-    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider;
+    /// The provider of one invocation, made in `call`.
+    fn bind(call: &Arc<CallContext>, grant: &Self::Grant) -> Self::Provider;
 
     /// Puts what lives in the WASI context (environment, preopened
     /// directories) into one invocation's.
@@ -216,10 +217,10 @@ macro_rules! capabilities {
         }
 
         impl Capabilities {
-            /// Binds `grants` for one invocation of `component`.
-            pub fn bind(component: &Arc<str>, grants: &Grants) -> Self {
+            /// Binds `grants` for one invocation, made in `call`.
+            pub fn bind(call: &Arc<CallContext>, grants: &Grants) -> Self {
                 Capabilities {
-                    $($field: <$cap as Capability>::bind(component, &grants.$field),)*
+                    $($field: <$cap as Capability>::bind(call, &grants.$field),)*
                 }
             }
         }

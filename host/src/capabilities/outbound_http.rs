@@ -41,19 +41,23 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use opentelemetry::KeyValue;
+use shoal_api::trace::TRACEPARENT;
+
+use crate::trace::{CallContext, CallSite, Span, SpanKind};
 use crate::tunables::{OUTBOUND_CONNECT_TIMEOUT, OUTBOUND_DNS_TIMEOUT, OUTBOUND_RESPONSE_TIMEOUT};
 
 /// The outbound HTTP provider of one invocation.
 pub struct OutboundHttp {
-    component: Arc<str>,
+    call: Arc<CallContext>,
     allowed: Arc<Vec<String>>,
 }
 
 impl OutboundHttp {
     /// Requests to `allowed` hosts only (entries as in the spec's
-    /// `allowed_hosts`).
-    pub fn new(component: Arc<str>, allowed: Arc<Vec<String>>) -> Self {
-        OutboundHttp { component, allowed }
+    /// `allowed_hosts`), made in `call`.
+    pub fn new(call: Arc<CallContext>, allowed: Arc<Vec<String>>) -> Self {
+        OutboundHttp { call, allowed }
     }
 
     /// The parsed `allowed_hosts`; entries that do not parse allow nothing
@@ -322,26 +326,86 @@ type SendFuture =
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> SendFuture {
-        let component = self.component.clone();
+        let call = self.call.clone();
         let allowed = self.entries();
+        // The query is left out: it may carry credentials.
+        let target = format!(
+            "{} {}{}",
+            request.method(),
+            request.uri().authority().map_or("", |a| a.as_str()),
+            request.uri().path()
+        );
+        let mut span = Span::start(
+            format!("HTTP {}", request.method()),
+            SpanKind::Client,
+            Some(call.trace()),
+            || {
+                vec![
+                    KeyValue::new("http.request.method", request.method().to_string()),
+                    KeyValue::new(
+                        "server.address",
+                        request.uri().host().unwrap_or_default().to_string(),
+                    ),
+                ]
+            },
+        );
+        if !request.headers().contains_key(TRACEPARENT)
+            && let Ok(value) = http::HeaderValue::from_str(&span.context().to_string())
+        {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let sent_bytes = request
+            .body()
+            .size_hint()
+            .exact()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
         Box::new(async move {
-            let Some(dest) = Destination::of(request.uri()) else {
-                return Err(Error::HttpRequestUriInvalid);
+            let send = async {
+                let Some(dest) = Destination::of(request.uri()) else {
+                    return Err(Error::HttpRequestUriInvalid);
+                };
+                if let Err(refusal) = listed(&allowed, &dest) {
+                    deny(call.component(), &dest, &refusal);
+                    return Err(Error::HttpRequestDenied);
+                }
+                let addrs = resolve(&dest).await?;
+                if let Err(refusal) = vet(&allowed, &addrs) {
+                    deny(call.component(), &dest, &refusal);
+                    return Err(Error::DestinationIpProhibited);
+                }
+                send(request, options, &dest, &addrs).await
             };
-            if let Err(refusal) = listed(&allowed, &dest) {
-                deny(&component, &dest, &refusal);
-                return Err(Error::HttpRequestDenied);
+            let site = CallSite {
+                capability: "http",
+                function: "request",
+                target: &target,
+                sent_bytes,
+            };
+            // What the response's length says; the body itself is still
+            // on its way when the call returns.
+            let received = |(response, _): &(http::Response<WasiBody>, IoFuture)| {
+                response
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let result = call.record(site, received, send).await;
+            match &result {
+                Ok((response, _)) => span.set(|| {
+                    KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(response.status().as_u16()),
+                    )
+                }),
+                Err(e) => span.fail(e),
             }
-            let addrs = resolve(&dest).await?;
-            if let Err(refusal) = vet(&allowed, &addrs) {
-                deny(&component, &dest, &refusal);
-                return Err(Error::DestinationIpProhibited);
-            }
-            send(request, options, &dest, &addrs).await
+            result
         })
     }
 }
@@ -575,8 +639,8 @@ impl super::Capability for OutboundHttpCapability {
         Ok(Arc::new(ctx.spec.allowed_hosts.clone()))
     }
 
-    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
-        OutboundHttp::new(component.clone(), grant.clone())
+    fn bind(call: &Arc<CallContext>, grant: &Self::Grant) -> Self::Provider {
+        OutboundHttp::new(call.clone(), grant.clone())
     }
 }
 
@@ -744,7 +808,9 @@ mod tests {
     }
 
     async fn get(allowed_hosts: &[String], uri: &str) -> Result<(u16, Bytes), Error> {
-        let mut hooks = OutboundHttp::new("test".into(), Arc::new(allowed_hosts.to_vec()));
+        let trace = Span::start("test", SpanKind::Internal, None, Vec::new).context();
+        let call = CallContext::new("test".into(), trace, None);
+        let mut hooks = OutboundHttp::new(call, Arc::new(allowed_hosts.to_vec()));
         let authority = uri
             .parse::<http::Uri>()
             .unwrap()

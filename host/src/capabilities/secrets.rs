@@ -11,6 +11,7 @@ use super::{Capability, GrantContext, HostContext};
 use crate::bindings;
 use crate::bindings::secrets::{Error, Host};
 use crate::state::InvocationState;
+use crate::trace::{CallContext, CallSite};
 
 /// The secrets granted to one component: the names its spec lists, and
 /// the values of those that have been set.
@@ -24,23 +25,21 @@ pub struct SecretGrant {
 
 /// The secrets provider of one invocation.
 pub struct Secrets {
-    component: Arc<str>,
+    call: Arc<CallContext>,
     grant: Arc<SecretGrant>,
 }
 
 impl Secrets {
-    /// Serves `grant` to `component`.
-    pub fn new(component: Arc<str>, grant: Arc<SecretGrant>) -> Self {
-        Secrets { component, grant }
+    /// Serves `grant` in `call`.
+    pub fn new(call: Arc<CallContext>, grant: Arc<SecretGrant>) -> Self {
+        Secrets { call, grant }
     }
-}
 
-impl Host for Secrets {
-    async fn get(&mut self, name: String) -> Result<Vec<u8>, Error> {
+    fn lookup(&self, name: &str) -> Result<Vec<u8>, Error> {
         if !self.grant.listed.iter().any(|n| n.as_str() == name) {
             return Err(Error::NotGranted(format!(
                 "component {} is not granted secret {name:?}: list it under `secrets` in its app spec",
-                self.component
+                self.call.component()
             )));
         }
         match self.grant.values.iter().find(|(n, _)| n.as_str() == name) {
@@ -49,6 +48,20 @@ impl Host for Secrets {
                 "secret {name:?} has not been set: set it with `shoal secret set {name}`"
             ))),
         }
+    }
+}
+
+impl Host for Secrets {
+    async fn get(&mut self, name: String) -> Result<Vec<u8>, Error> {
+        let site = CallSite {
+            capability: "secrets",
+            function: "get",
+            target: &name,
+            sent_bytes: 0,
+        };
+        let found = self.lookup(&name);
+        // A trace never tells a secret's length.
+        self.call.record(site, |_| 0, async { found }).await
     }
 }
 
@@ -92,7 +105,7 @@ impl Capability for SecretsCapability {
         bindings::secrets::add_to_linker::<_, HasSelf<Secrets>>(linker, |s| &mut s.caps.secrets)
     }
 
-    fn bind(component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
-        Secrets::new(component.clone(), grant.clone())
+    fn bind(call: &Arc<CallContext>, grant: &Self::Grant) -> Self::Provider {
+        Secrets::new(call.clone(), grant.clone())
     }
 }

@@ -283,7 +283,7 @@ impl Capability for VolumesCapability {
         add_metered_writes(linker)
     }
 
-    fn bind(_component: &Arc<str>, grant: &Self::Grant) -> Self::Provider {
+    fn bind(_call: &Arc<crate::trace::CallContext>, grant: &Self::Grant) -> Self::Provider {
         quotas(grant)
     }
 

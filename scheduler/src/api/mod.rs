@@ -10,6 +10,7 @@ mod log_routes;
 mod namespace_routes;
 mod token_routes;
 
+use shoal_api::trace::{HostCalls, TRACEPARENT, TraceParent};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -916,6 +917,7 @@ async fn invoke(
     State(shared): State<Shared_>,
     guard: Guard,
     Path((namespace, name, component)): Path<(String, String, String)>,
+    http_headers: axum::http::HeaderMap,
     Json(req): Json<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, Failure> {
     guard.allow_app(Verb::Invoke, &namespace, &format!("{name}/{component}"))?;
@@ -946,7 +948,20 @@ async fn invoke(
     // is waited for briefly, like `kubectl run` then `exec`, instead of
     // failing at once.
     let started = tokio::time::Instant::now();
-    let header_map = subjects::headers::from_pairs(&req.headers).map_err(invalid)?;
+    let mut header_map = subjects::headers::from_pairs(&req.headers).map_err(invalid)?;
+    if req.trace {
+        header_map.insert(subjects::headers::TRACE_CALLS, "1");
+    }
+    // The caller's trace continues into the invocation, unless its
+    // message headers name one themselves.
+    if header_map.get(TRACEPARENT).is_none()
+        && let Some(parent) = http_headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<TraceParent>().ok())
+    {
+        header_map.insert(TRACEPARENT, parent.to_string().as_str());
+    }
     let replied = loop {
         let request = async_nats::Request::new()
             .headers(header_map.clone())
@@ -976,7 +991,15 @@ async fn invoke(
         };
         Failure(status, ApiError { kind: "unavailable".into(), error: message })
     })?;
-    let headers = subjects::headers::to_pairs(reply.headers.as_ref());
+    let mut headers = subjects::headers::to_pairs(reply.headers.as_ref());
+    let calls = req.trace.then(|| {
+        headers
+            .iter()
+            .find(|(k, _)| k == subjects::headers::HOST_CALLS)
+            .and_then(|(_, v)| serde_json::from_str::<HostCalls>(v).ok())
+            .unwrap_or_default()
+    });
+    headers.retain(|(k, _)| k != subjects::headers::HOST_CALLS);
     let data = reply.payload.to_vec();
     if let Some((_, label)) = headers.iter().find(|(k, _)| k == subjects::headers::ERROR) {
         return Err(Failure(
@@ -987,7 +1010,11 @@ async fn invoke(
             },
         ));
     }
-    Ok(Json(InvokeResponse { data, headers }))
+    Ok(Json(InvokeResponse {
+        data,
+        headers,
+        calls,
+    }))
 }
 
 async fn put_secret(
