@@ -100,6 +100,9 @@ vocabulary! {
         Logs => "logs",
         /// Events.
         Events => "events",
+        /// Core dumps of trapping invocations: they hold a guest's memory,
+        /// so whoever reads them may read what the guest read.
+        Dumps => "dumps",
         /// Secrets.
         Secrets => "secrets",
         /// Hosts (cluster-wide only).
@@ -503,7 +506,7 @@ impl Roles {
     pub fn builtin() -> Roles {
         use Resource as R;
         use Verb as V;
-        let workloads = [R::Apps, R::Pods, R::Logs, R::Events, R::Secrets];
+        let workloads = [R::Apps, R::Pods, R::Logs, R::Events, R::Secrets, R::Dumps];
         let readable = [R::Apps, R::Pods, R::Logs, R::Events, R::Namespaces];
         let reading = [V::Get, V::List, V::Watch];
         let role = |description: &str, rules: Vec<Rule>| Role {
@@ -521,7 +524,7 @@ impl Roles {
             (
                 "edit",
                 role(
-                    "Deploy, change, scale, invoke and delete apps; set and list secrets; read logs and events",
+                    "Deploy, change, scale, invoke and delete apps; set and list secrets; read logs, events and core dumps",
                     vec![
                         Rule::new(
                             &[

@@ -84,6 +84,9 @@ pub const MAX_HEALTH_TIMEOUT: Duration = MAX_HEALTH_INTERVAL;
 /// The most consecutive failed health checks before Shoal acts.
 pub const MAX_FAILURE_THRESHOLD: u32 = 100;
 
+/// Core dumps one replica keeps at most (`debug.coredumps`).
+pub const MAX_COREDUMPS: u32 = 100;
+
 /// The longest `rollout.progress_deadline`: a rollout stuck for a day is
 /// rolled back.
 pub const MAX_PROGRESS_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);

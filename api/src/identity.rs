@@ -11,7 +11,8 @@
 use crate::Name;
 use crate::subjects::{
     self, ACTIVATE, ALL_DEAD_LETTERS, ALL_HEARTBEATS, ALL_HTTP, ALL_INVOKES, ALL_LOGS, APPS_BUCKET,
-    DORMANT_ROUTES, NAMESPACES_BUCKET, SECRETS_BUCKET, TOKENS_BUCKET, USER_PREFIX,
+    COMPONENTS_BUCKET, DORMANT_ROUTES, NAMESPACES_BUCKET, SECRETS_BUCKET, TOKENS_BUCKET,
+    USER_PREFIX,
 };
 use crate::wire::HostId;
 
@@ -104,8 +105,12 @@ impl Identity {
                             "$JS.ACK.>".into(),
                             "$JS.FC.>".into(),
                             "$KV.>".into(),
+                            // Core dumps, into each namespace's store.
+                            "$O.>".into(),
                         ],
                         deny: vec![
+                            // Component bytes are the scheduler's to write.
+                            format!("$O.{COMPONENTS_BUCKET}.>"),
                             // Desired state and secrets are the scheduler's.
                             format!("$KV.{APPS_BUCKET}.>"),
                             format!("$KV.{SECRETS_BUCKET}.>"),
@@ -169,6 +174,9 @@ mod tests {
         assert!(!allowed(&h1.publish, "shoal.v1.hosts.h1.cmd"));
         assert!(!allowed(&h1.publish, "$KV.shoal-apps.default.hello"));
         assert!(allowed(&h1.publish, "$KV.shoal-kv_default_hello.k"));
+        assert!(allowed(&h1.publish, "$O.shoal-dumps-default.C.abc"));
+        assert!(!allowed(&h1.publish, "$O.shoal-components.C.abc"));
+        assert!(!allowed(&h1.publish, "$O.shoal-components.M.abc"));
         assert!(allowed(&h1.subscribe, "shoal.v1.hosts.h1.cmd"));
         assert!(!allowed(&h1.subscribe, "shoal.v1.hosts.h2.cmd"));
         assert!(allowed(&h1.subscribe, "_INBOX.host-h1.abc"));

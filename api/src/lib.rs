@@ -25,6 +25,9 @@
 //!   and as the API streams them ([`logs::LogEntry`]).
 //! - [`top`]: what replicas did ([`top::ReplicaStats`], in heartbeats) and
 //!   the rates `shoal top` shows ([`top::TopRow`]).
+//! - [`dumps`]: core dumps of trapping invocations, as hosts store them
+//!   ([`dumps::DumpId`]) and `shoal debug dumps` lists them
+//!   ([`dumps::DumpInfo`]).
 //! - [`trace`]: the W3C trace context carried by every request
 //!   ([`trace::TraceParent`]) and the host calls `shoal invoke --trace`
 //!   shows ([`trace::HostCall`]).
@@ -39,6 +42,7 @@ pub mod base64_serde;
 pub mod bounds;
 mod diagnostics;
 mod digest;
+pub mod dumps;
 pub mod identity;
 pub mod logs;
 mod name;
@@ -60,8 +64,9 @@ pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
 pub use sealed::{SealError, SealedSecret, SealingKey};
 pub use secret::SecretValue;
 pub use spec::{
-    AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, HealthSpec, KeyValueGrant,
-    Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement, PodSpec,
-    RestartPolicy, RolloutSpec, VolumeMount, VolumeScope, VolumeSpec, exports, subject_matches,
+    AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, DebugSpec, HealthSpec,
+    KeyValueGrant, Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement,
+    PodSpec, RestartPolicy, RolloutSpec, VolumeMount, VolumeScope, VolumeSpec, exports,
+    subject_matches,
 };
 pub use spec::{SubjectError, check_user_subject};

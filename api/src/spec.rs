@@ -14,11 +14,11 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::bounds::{
-    MAX_ALLOWED_HOSTS, MAX_COMPONENTS, MAX_CONCURRENCY, MAX_CONFIG_VALUE_LEN, MAX_DELIVER,
-    MAX_ENTRIES, MAX_ENV_VALUE_LEN, MAX_FAILURE_THRESHOLD, MAX_FUEL, MAX_HEALTH_INTERVAL,
-    MAX_HEALTH_TIMEOUT, MAX_HOST_LEN, MAX_IDLE, MAX_KEY_LEN, MAX_PATH_LEN, MAX_PROGRESS_DEADLINE,
-    MAX_PUBLISH_PATTERNS, MAX_SCALE_TARGET, MAX_SECRETS, MAX_SPEC_BYTES, MAX_SUBJECT_LEN,
-    MAX_TIMEOUT, MAX_VOLUME_SIZE, MAX_VOLUMES,
+    MAX_ALLOWED_HOSTS, MAX_COMPONENTS, MAX_CONCURRENCY, MAX_CONFIG_VALUE_LEN, MAX_COREDUMPS,
+    MAX_DELIVER, MAX_ENTRIES, MAX_ENV_VALUE_LEN, MAX_FAILURE_THRESHOLD, MAX_FUEL,
+    MAX_HEALTH_INTERVAL, MAX_HEALTH_TIMEOUT, MAX_HOST_LEN, MAX_IDLE, MAX_KEY_LEN, MAX_PATH_LEN,
+    MAX_PROGRESS_DEADLINE, MAX_PUBLISH_PATTERNS, MAX_SCALE_TARGET, MAX_SECRETS, MAX_SPEC_BYTES,
+    MAX_SUBJECT_LEN, MAX_TIMEOUT, MAX_VOLUME_SIZE, MAX_VOLUMES,
 };
 use crate::diagnostics::{Collector, span_of};
 use crate::subjects::USER_PREFIX;
@@ -250,6 +250,21 @@ pub struct ComponentSpec {
     /// Hosts (`name` or `name:port`) the component may send HTTP requests to.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Debugging aids: core dumps of trapping invocations.
+    #[serde(default)]
+    pub debug: Option<DebugSpec>,
+}
+
+/// Debugging aids for one component.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugSpec {
+    /// Keep a Wasm core dump of each trapping invocation, at most this
+    /// many per replica (`shoal debug dumps APP` lists them). They hold the
+    /// guest's memory, secrets it read included: only roles that may read
+    /// `dumps` can fetch them.
+    #[serde(default)]
+    pub coredumps: u32,
 }
 
 /// What a component may publish.
@@ -498,6 +513,7 @@ impl ComponentSpec {
             messaging: None,
             keyvalue: None,
             allowed_hosts: Vec::new(),
+            debug: None,
         }
     }
 
@@ -1072,6 +1088,16 @@ impl AppSpec {
                         );
                     }
                 }
+            }
+            if let Some(debug) = &c.debug {
+                check_max(
+                    problems,
+                    at_in("debug", "coredumps"),
+                    "debug.coredumps",
+                    debug.coredumps,
+                    (0, MAX_COREDUMPS),
+                    "a few dumps of a trap tell as much as many",
+                );
             }
             if let Some(rollout) = &c.rollout {
                 if rollout.max_surge == 0 && rollout.max_unavailable == 0 {

@@ -108,6 +108,11 @@ pub fn logs_stream(namespace: &Name) -> String {
     format!("SHOAL_LOGS_{namespace}")
 }
 
+/// The object store holding `namespace`'s core dumps.
+pub fn dumps_bucket(namespace: &Name) -> String {
+    format!("shoal-dumps-{namespace}")
+}
+
 /// JetStream key-value bucket holding desired state: one key per app.
 pub const APPS_BUCKET: &str = "shoal-apps";
 

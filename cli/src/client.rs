@@ -111,6 +111,18 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// GET `path` as raw bytes.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self
+            .checked(self.request(reqwest::Method::GET, path))
+            .await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("the download from {} broke off", self.base))?;
+        Ok(bytes.to_vec())
+    }
+
     /// POST `body` to `path`, JSON both ways.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -147,42 +147,8 @@ impl ClientConfig {
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("cannot create the directory {}", dir.display()))?;
-        let name = path
-            .file_name()
-            .ok_or_else(|| anyhow!("the shoal config path {} is not a file", path.display()))?;
-        let mut temp_name = OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".{}.tmp", std::process::id()));
-        let temp = dir.join(temp_name);
-        // Left over by a crash of an earlier process with the same id.
-        match std::fs::remove_file(&temp) {
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", temp.display()));
-            }
-            _ => {}
-        }
-        let written = (|| -> std::io::Result<()> {
-            // create_new: never follow a symlink planted at the temporary name.
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temp, path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e)
-                .with_context(|| format!("cannot write the shoal config {}", path.display()));
-        }
-        // Make the rename itself durable. Some file systems cannot sync a
-        // directory; the config is written either way, so this is best effort.
-        if let Ok(dir) = File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        write_private(path, text.as_bytes())
+            .with_context(|| format!("cannot write the shoal config {}", path.display()))
     }
 
     /// Adds the context `name`, or replaces it, and makes it the current
@@ -814,6 +780,50 @@ fn contexts_table(config: &ClientConfig) -> String {
         })
         .collect();
     crate::tables::render(&["CURRENT", "NAME", "API", "NAMESPACE", "AUTH"], &[], rows)
+}
+
+/// Writes `bytes` to `path` whole and readable by its owner only: to a
+/// temporary file created with mode 0600 beside it, synced, then renamed
+/// over `path`. A crash leaves the old file or the new one, and the bytes
+/// are never readable by others, not even for an instant.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "the path names no file"))?;
+    let mut temp_name = OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = dir.join(temp_name);
+    // Left over by a crash of an earlier process with the same id.
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let written = (|| -> std::io::Result<()> {
+        // create_new: never follow a symlink planted at the temporary name.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    // Make the rename itself durable. Some file systems cannot sync a
+    // directory; the file is written either way, so this is best effort.
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

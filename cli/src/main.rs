@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod credentials;
 mod data_dir;
+mod debug_verbs;
 mod log_verbs;
 mod nats;
 mod roles;

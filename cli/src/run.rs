@@ -133,6 +133,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         grants,
         log_sink: None,
         metrics: None,
+        dumps: None,
     };
     let data_dir = crate::data_dir::resolve(args.data_dir);
     let runtime =

@@ -287,6 +287,30 @@ pub fn host_calls(record: &shoal_api::trace::HostCalls) -> String {
     out
 }
 
+/// `debug dumps`.
+pub fn dumps(list: &[shoal_api::dumps::DumpInfo]) -> String {
+    let now = now_ms();
+    let rows = list
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                age(now.saturating_sub(d.at_ms)),
+                d.replica.clone(),
+                d.host.clone(),
+                d.trap.clone(),
+                d.function.clone(),
+                ByteSize::bytes(d.bytes).to_string(),
+            ]
+        })
+        .collect();
+    render(
+        &["ID", "WHEN", "REPLICA", "HOST", "TRAP", "FUNCTION", "SIZE"],
+        &["SIZE"],
+        rows,
+    )
+}
+
 /// `audit`.
 pub fn audit(list: &[shoal_api::resources::AuditRecord]) -> String {
     let now = now_ms();

@@ -14,6 +14,7 @@ use shoal_api::wire::now_ms;
 
 use crate::access_verbs::{self, AuditArgs, AuthVerb, CreateVerb, UpdateVerb};
 use crate::client::Client;
+use crate::debug_verbs::{self, DebugVerb};
 use crate::log_verbs::{self, EventsArgs, LogsArgs, TopArgs};
 use crate::tables::{self, age, ready_text, state_text};
 
@@ -218,6 +219,9 @@ pub enum Verb {
     /// Live figures per pod, app or host: invocations and errors a second,
     /// p50/p99 durations, fuel, memory, in flight.
     Top(TopArgs),
+    /// Core dumps of trapping invocations.
+    #[command(subcommand)]
+    Debug(DebugVerb),
 }
 
 /// `path`, narrowed to the namespace `-n` gave, if it gave one.
@@ -352,6 +356,7 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Logs(args) => log_verbs::logs(client, args).await?,
         Verb::Events(args) => log_verbs::events(client, args).await?,
         Verb::Top(args) => log_verbs::top(client, args).await?,
+        Verb::Debug(verb) => debug_verbs::run(client, verb).await?,
         Verb::Secret(SecretVerb::List) => {
             let names: Vec<String> = client.get(&listing("/v1/secrets", client)).await?;
             for name in names {

@@ -17,13 +17,14 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::bindings::{HealthCheckPre, WorkerPre};
 use crate::cache::CacheStatus;
 use crate::capabilities::{Capabilities, Grants};
+use crate::coredumps::{CoreDump, DumpSink, function_name};
 use crate::error::{InvokeError, LoadError};
 use crate::limiter::MemoryLimiter;
 use crate::logs::{GuestOutput, LogBudget, LogSink, Stream};
 use crate::metrics::{ComponentMetrics, Outcome};
 use crate::state::InvocationState;
 use crate::trace::{CallContext, HostCallLog, Span};
-use crate::tunables::UNMETERED_FUEL;
+use crate::tunables::{MAX_COREDUMP_BYTES, UNMETERED_FUEL};
 use shoal_api::top::{DURATION_BUCKETS, ReplicaStats, duration_bucket};
 
 /// How one component is run: its kind (or `None` to tell from its
@@ -41,6 +42,8 @@ pub struct ComponentSettings {
     pub log_sink: Option<Arc<dyn LogSink>>,
     /// Where its invocations are counted and measured, on a host.
     pub metrics: Option<ComponentMetrics>,
+    /// Where core dumps of its traps go, when its spec asks for them.
+    pub dumps: Option<Arc<dyn DumpSink>>,
 }
 
 /// The linked entry point, by kind.
@@ -80,6 +83,8 @@ pub struct LoadedComponent {
     metrics: Option<ComponentMetrics>,
     /// What it has done, for `shoal top` (through heartbeats).
     work: WorkCounters,
+    /// Where core dumps of its traps go, if anywhere.
+    dumps: Option<Arc<dyn DumpSink>>,
 }
 
 /// A component's counters for `shoal top`: they only grow, but the peak
@@ -190,6 +195,7 @@ impl LoadedComponent {
             busy_ns: AtomicU64::new(0),
             log_budget: LogBudget::default(),
             metrics: settings.metrics,
+            dumps: settings.dumps,
             work: WorkCounters::default(),
         })
     }
@@ -407,6 +413,36 @@ impl LoadedComponent {
         }
     }
 
+    /// Keeps the core dump attached to `err`, when this component keeps
+    /// dumps and has some of its allowance left. Call it before the
+    /// trapped store is dropped: the dump reads the guest's memory there.
+    pub(crate) fn dump(&self, err: &wasmtime::Error, store: &mut Store<InvocationState>) {
+        let Some(sink) = &self.dumps else {
+            return;
+        };
+        let Some(core) = err.downcast_ref::<wasmtime::WasmCoreDump>() else {
+            return;
+        };
+        if !sink.reserve() {
+            return;
+        }
+        let bytes = core.serialize(&mut *store, &self.name);
+        if bytes.len() > MAX_COREDUMP_BYTES {
+            tracing::warn!(
+                component = %self.name,
+                bytes = bytes.len(),
+                "a core dump over {MAX_COREDUMP_BYTES} bytes was not kept"
+            );
+            return;
+        }
+        sink.keep(CoreDump {
+            bytes,
+            trap: err.root_cause().to_string(),
+            function: core.frames().first().map(function_name).unwrap_or_default(),
+            at_ms: shoal_api::wire::now_ms(),
+        });
+    }
+
     /// The deadline as an error, for a guest stuck outside Wasm code.
     pub(crate) fn deadline(&self) -> InvokeError {
         InvokeError::Deadline {
@@ -449,16 +485,7 @@ impl LoadedComponent {
 fn trap_message(err: &wasmtime::Error) -> String {
     let mut message = err.root_cause().to_string();
     if let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let frames: Vec<String> = trace
-            .frames()
-            .iter()
-            .take(3)
-            .map(|f| {
-                f.func_name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| format!("func[{}]", f.func_index()))
-            })
-            .collect();
+        let frames: Vec<String> = trace.frames().iter().take(3).map(function_name).collect();
         if !frames.is_empty() {
             message.push_str(&format!(" (in {})", frames.join(" <- ")));
         }

@@ -35,6 +35,9 @@ pub fn build_engine() -> wasmtime::Result<Engine> {
         .consume_fuel(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
+        // Cheap until a trap: the dump only refers to the store's state,
+        // and is serialized only for components that keep dumps.
+        .coredump_on_trap(true)
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)

@@ -87,7 +87,10 @@ impl LoadedComponent {
             Some(Ok(Ok(reply))) => Ok((reply, usage)),
             Some(Ok(Err(HandlerError::InvalidInput(why)))) => Err(InvokeError::InvalidInput(why)),
             Some(Ok(Err(HandlerError::Failed(why)))) => Err(InvokeError::HandlerFailed(why)),
-            Some(Err(err)) => Err(self.classify(&err, &store)),
+            Some(Err(err)) => {
+                self.dump(&err, &mut store);
+                Err(self.classify(&err, &store))
+            }
         }
     }
 
@@ -116,7 +119,10 @@ impl LoadedComponent {
             Some(Err(err)) => match err.downcast_ref::<I32Exit>() {
                 Some(I32Exit(0)) => Ok(usage),
                 Some(I32Exit(code)) => Err(InvokeError::Exit { code: *code }),
-                None => Err(self.classify(&err, &store)),
+                None => {
+                    self.dump(&err, &mut store);
+                    Err(self.classify(&err, &store))
+                }
             },
         }
     }
@@ -225,10 +231,10 @@ impl LoadedComponent {
             Err(_) => {
                 // The guest dropped its response-outparam without setting it:
                 // find out why from the task.
-                let (result, store) = task.await.map_err(|e| InvokeError::Trap {
+                let (result, mut store) = task.await.map_err(|e| InvokeError::Trap {
                     message: format!("the request task failed: {e}"),
                 })?;
-                Err(self.outcome_without_response(result, &store))
+                Err(self.outcome_without_response(result, &mut store))
             }
         }
     }
@@ -236,11 +242,14 @@ impl LoadedComponent {
     fn outcome_without_response(
         &self,
         result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
-        store: &Store<InvocationState>,
+        store: &mut Store<InvocationState>,
     ) -> InvokeError {
         match result {
             Err(_) => self.deadline(),
-            Ok(Err(err)) => self.classify(&err, store),
+            Ok(Err(err)) => {
+                self.dump(&err, store);
+                self.classify(&err, store)
+            }
             Ok(Ok(())) => InvokeError::Trap {
                 message: "the guest returned without setting a response".into(),
             },

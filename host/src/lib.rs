@@ -24,6 +24,8 @@
 //!   private keys (the sealing key that opens its secrets).
 //! - [`http`]: serving http components behind one listener; [`ingress`]:
 //!   the host's routing table.
+//! - [`coredumps`]: Wasm core dumps of trapping invocations, kept for
+//!   components that ask, at most N per replica.
 //! - [`trace`]: the W3C trace context every request carries, spans
 //!   exported by OTLP when configured, and the host calls of an invocation
 //!   recorded for `shoal invoke --trace`.
@@ -37,6 +39,7 @@ pub mod bindings;
 pub mod cache;
 pub mod capabilities;
 mod component;
+pub mod coredumps;
 mod engine;
 mod error;
 mod forward;

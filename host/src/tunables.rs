@@ -193,6 +193,13 @@ pub const LOG_BUFFER_MAX_LINES: usize = 100_000;
 /// How long a flush waits for JetStream to acknowledge a batch.
 pub const LOG_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Core dumps waiting to be stored at most; a trap past them keeps none.
+pub const DUMP_UPLOADS_PENDING: usize = 4;
+
+/// A core dump bigger than this is not kept (it would hold a guest's
+/// whole linear memory).
+pub const MAX_COREDUMP_BYTES: usize = 256 << 20;
+
 /// How often spans are exported when `--otlp-endpoint` is given: a span
 /// reaches the collector at most this long after it ends.
 pub const SPAN_EXPORT_DELAY: Duration = Duration::from_secs(1);

@@ -22,6 +22,7 @@ pub mod artifact;
 pub mod audit;
 pub mod auth;
 pub mod autoscale;
+pub mod dumps;
 pub mod logs;
 pub mod metrics;
 pub mod namespaces;
@@ -239,7 +240,7 @@ impl Scheduler {
             ..State::default()
         };
         for (name, ns) in &state.namespaces {
-            logs::ensure_stream(&js, name, &ns.spec.logs).await?;
+            namespaces::ensure_storage(&js, name, &ns.spec).await?;
         }
         for app in store.load_apps().await? {
             let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);

@@ -20,6 +20,23 @@ use crate::state::{State, StoredApp};
 use crate::store::unavailable;
 use crate::tunables::{KV_BUCKET_MAX_BYTES, QUEUE_STREAM_MAX_BYTES};
 
+/// Makes sure `namespace`'s logs stream and dump store exist, with the
+/// retention `spec` asks for.
+pub async fn ensure_storage(
+    js: &jetstream::Context,
+    namespace: &Name,
+    spec: &NamespaceSpec,
+) -> Result<(), SchedulerError> {
+    crate::logs::ensure_stream(js, namespace, &spec.logs).await?;
+    crate::dumps::ensure_bucket(js, namespace, &spec.logs).await
+}
+
+/// Removes `namespace`'s logs and core dumps.
+pub async fn delete_storage(js: &jetstream::Context, namespace: &Name) {
+    crate::logs::delete_stream(js, namespace).await;
+    crate::dumps::delete_bucket(js, namespace).await;
+}
+
 /// A namespace as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredNamespace {

@@ -127,6 +127,10 @@ pub const LOGS_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 /// oldest lines go first.
 pub const LOGS_MAX_BYTES: i64 = 256 << 20;
 
+/// The most a namespace's core dumps take; past it, new dumps are refused
+/// until old ones age out with the namespace's logs.
+pub const DUMPS_MAX_BYTES: i64 = 512 << 20;
+
 /// The most lines one read of the stored logs returns (the newest).
 pub const LOGS_READ_MAX_LINES: usize = 100_000;
 

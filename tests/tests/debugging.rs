@@ -237,3 +237,103 @@ fn invoke_trace_shows_the_key_value_call() {
         resp.headers
     );
 }
+
+#[test]
+fn a_trapping_component_leaves_core_dumps_to_list_and_download() {
+    use shoal_api::dumps::DumpInfo;
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let spec = cluster
+        .spec(
+            "tools.toml",
+            "name = \"tools\"\n[components.toolbox]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\ndebug = { coredumps = 2 }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &spec]).unwrap();
+    cluster
+        .wait_until("the toolbox answers", LIMIT, |c| {
+            let out = c.shoal(&["invoke", "tools/toolbox", "--data", "print 0"])?;
+            Ok((out.code == Some(0)).then_some(()))
+        })
+        .unwrap();
+    // Three traps; the spec keeps two.
+    for _ in 0..3 {
+        let out = cluster
+            .shoal(&["invoke", "tools/toolbox", "--data", "trap"])
+            .unwrap();
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains("crash_on_purpose"), "{}", out.stderr);
+    }
+    let dumps: Vec<DumpInfo> = cluster
+        .wait_until("two dumps are stored", LIMIT, |c| {
+            let out = c.ok(&["debug", "dumps", "tools", "-o", "json"])?;
+            let dumps: Vec<DumpInfo> = serde_json::from_str(&out)?;
+            Ok((dumps.len() >= 2).then_some(dumps))
+        })
+        .unwrap();
+    // A moment more, and still two: the third was never kept.
+    std::thread::sleep(Duration::from_secs(1));
+    let again: Vec<DumpInfo> = serde_json::from_str(
+        &cluster
+            .ok(&["debug", "dumps", "tools", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again.len(), 2, "{again:?}");
+    for dump in &dumps {
+        assert!(dump.function.contains("crash_on_purpose"), "{dump:?}");
+        assert!(dump.trap.contains("unreachable"), "{dump:?}");
+        assert_eq!(dump.replica, "default/tools/toolbox-0");
+        assert_eq!(dump.host, "h1");
+        assert!(dump.bytes > 0);
+    }
+    let table = cluster.ok(&["debug", "dumps", "tools"]).unwrap();
+    assert!(
+        table.starts_with("ID")
+            && table.contains(&dumps[0].id)
+            && table.contains("crash_on_purpose"),
+        "{table}"
+    );
+
+    // Downloaded, it is a Wasm core dump, readable by its owner only.
+    let file = cluster.dir().join("trap.core.wasm");
+    let file_arg = file.display().to_string();
+    cluster
+        .ok(&["debug", "dump", &dumps[0].id, "-o", &file_arg])
+        .unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len() as u64, dumps[0].bytes);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut sections = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        if let wasmparser::Payload::CustomSection(section) = payload.unwrap() {
+            sections.push(section.name().to_string());
+        }
+    }
+    assert!(
+        sections.iter().any(|s| s == "core") && sections.iter().any(|s| s == "corestack"),
+        "{sections:?}"
+    );
+
+    // They hold the guest's memory: a viewer may see the app, not them.
+    let viewer = cluster.token("viewer", "view", Some("default")).unwrap();
+    let refused = cluster
+        .shoal_as(&viewer, &["debug", "dumps", "tools"])
+        .unwrap();
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("dumps"), "{}", refused.stderr);
+    let no_such = cluster
+        .shoal(&["debug", "dump", "tools.toolbox.1.00000000", "-o", &file_arg])
+        .unwrap();
+    assert_eq!(no_such.code, Some(1));
+    assert!(
+        no_such.stderr.contains("no core dump"),
+        "{}",
+        no_such.stderr
+    );
+}

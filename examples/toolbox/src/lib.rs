@@ -10,7 +10,8 @@
 //! Commands: `env KEY`, `config KEY`, `secret NAME`, `read PATH`,
 //! `write PATH TEXT`, `fill PATH BYTES`, `ls PATH`, `publish SUBJECT TEXT`,
 //! `call COMPONENT TEXT`, `kv-set KEY VALUE`, `kv-fill KEY BYTES`,
-//! `kv-get KEY`, `kv-del KEY`, `kv-keys`, `print LINES`, `http-get URL`.
+//! `kv-get KEY`, `kv-del KEY`, `kv-keys`, `print LINES`, `http-get URL`,
+//! `trap` (a Wasm trap in `crash_on_purpose`, for core dumps).
 //! A refused capability comes back as the handler's error, with the host's
 //! reason.
 
@@ -70,8 +71,16 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
         "http-get" => shoal_sdk::http::get(a)
             .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
             .map_err(|e| err(&e)),
+        "trap" => crash_on_purpose(),
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// Traps with `unreachable`: the guest fault that core dumps and restart
+/// policies are shown with.
+#[inline(never)]
+fn crash_on_purpose() -> ! {
+    core::arch::wasm32::unreachable()
 }
 
 impl Worker for Toolbox {

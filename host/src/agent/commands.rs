@@ -103,6 +103,7 @@ fn stop_copy(agent: &Arc<Agent>, key: &CopyKey) {
         let _ = r.task.await;
         let still_here = agent.replicas().keys().any(|(i, _)| i == &id);
         if !still_here {
+            agent.dumps.forget(&id);
             let (registry, gone) = (agent.registry.clone(), id.clone());
             let released = tokio::task::spawn_blocking(move || registry.release(&gone)).await;
             if let Ok(Err(e)) = released {

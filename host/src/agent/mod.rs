@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::capabilities::{GrantContext, HostContext, Registry};
 use crate::component::{ComponentSettings, LoadedComponent};
+use crate::coredumps::DumpStore;
 use crate::http::serve;
 use crate::ingress::IngressRoutes;
 use crate::layout::DataLayout;
@@ -120,6 +121,8 @@ pub(crate) struct Agent {
     pub(crate) logs: Arc<LogShipper>,
     /// What `/metrics` shows.
     pub(crate) metrics: Arc<HostMetrics>,
+    /// Core dumps of replicas that keep them.
+    pub(crate) dumps: Arc<DumpStore>,
 }
 
 impl Agent {
@@ -166,6 +169,8 @@ impl ReplicaHost for Agent {
         let (runtime, registry) = (self.runtime.clone(), self.registry.clone());
         let (start, component) = (start.clone(), component.clone());
         let metrics = self.metrics.component(&start.id, component.name.as_str());
+        let coredumps = component.spec.debug.as_ref().map_or(0, |d| d.coredumps);
+        let dumps = self.dumps.sink(&start.id, &component.name, coredumps);
         tokio::task::spawn_blocking(move || {
             let grants = registry
                 .grant(&GrantContext {
@@ -182,6 +187,7 @@ impl ReplicaHost for Agent {
                 grants,
                 log_sink: Some(log_sink),
                 metrics: Some(metrics),
+                dumps,
             };
             runtime
                 .load(component.name.as_str(), &bytes, settings)
@@ -265,8 +271,10 @@ impl HostAgent {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (logs, shipping) = LogShipper::start(nats.clone(), config.id.clone(), stop_rx.clone());
         let metrics = HostMetrics::new();
+        let dumps = DumpStore::start(nats.clone(), config.id.clone());
         let agent = Arc::new(Agent {
             logs,
+            dumps,
             metrics: metrics.clone(),
             config,
             nats,

@@ -5,6 +5,7 @@
 //! before it reads or changes anything.
 
 mod audit_routes;
+mod dump_routes;
 pub mod guard;
 mod log_routes;
 mod namespace_routes;
@@ -99,6 +100,11 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
         ("/v1/top/{kind}", get(top)),
         ("/v1/logs/{namespace}/{app}", get(log_routes::logs)),
         ("/v1/events", get(log_routes::events)),
+        ("/v1/dumps/{namespace}/{app}", get(dump_routes::list)),
+        (
+            "/v1/dumps/{namespace}/{app}/{id}",
+            get(dump_routes::download),
+        ),
     ]
 }
 

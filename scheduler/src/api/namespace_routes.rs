@@ -130,7 +130,7 @@ pub async fn put(
         created_ms: existing.map_or_else(now_ms, |e| e.created_ms),
     };
     let js = async_nats::jetstream::new(shared.nats.clone());
-    crate::logs::ensure_stream(&js, &name, &stored.spec.logs).await?;
+    crate::namespaces::ensure_storage(&js, &name, &stored.spec).await?;
     shared
         .namespaces
         .put(name.as_str(), &stored, req.create)
@@ -250,7 +250,8 @@ pub async fn delete(
         shared.state().secrets.remove(key);
     }
     shared.namespaces.delete(name.as_str()).await?;
-    crate::logs::delete_stream(&async_nats::jetstream::new(shared.nats.clone()), &name).await;
+    crate::namespaces::delete_storage(&async_nats::jetstream::new(shared.nats.clone()), &name)
+        .await;
     shared.state().namespaces.remove(&name);
     tracing::info!(namespace = %name, secrets = secrets.len(), "namespace deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -1,0 +1,75 @@
+//! `GET /v1/dumps/{namespace}/{app}` and
+//! `GET /v1/dumps/{namespace}/{app}/{id}`: an app's core dumps, listed and
+//! downloaded. They hold a guest's memory, so both need the `dumps`
+//! resource (roles admin and edit), not just read access to the app.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use shoal_api::Name;
+use shoal_api::access::{Resource, Verb};
+use shoal_api::dumps::{DumpId, DumpInfo};
+
+use super::guard::{Failure, Guard, invalid, scope_of};
+use crate::Shared;
+
+/// `GET /v1/dumps/{namespace}/{app}`: needs `list` on `dumps` there.
+pub async fn list(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, app)): Path<(String, String)>,
+) -> Result<Json<Vec<DumpInfo>>, Failure> {
+    guard.allow(
+        Verb::List,
+        Resource::Dumps,
+        &scope_of(&namespace)?,
+        Some(app.clone()),
+    )?;
+    let namespace = Name::new(namespace).map_err(|e| invalid(format!("namespace: {e}")))?;
+    let app = Name::new(app).map_err(|e| invalid(format!("app: {e}")))?;
+    let js = async_nats::jetstream::new(shared.nats.clone());
+    Ok(Json(crate::dumps::list(&js, &namespace, &app).await?))
+}
+
+/// `GET /v1/dumps/{namespace}/{app}/{id}`: the dump's bytes (a Wasm core
+/// dump); needs `get` on `dumps` there.
+pub async fn download(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, app, id)): Path<(String, String, String)>,
+) -> Result<Response, Failure> {
+    guard.allow(
+        Verb::Get,
+        Resource::Dumps,
+        &scope_of(&namespace)?,
+        Some(app.clone()),
+    )?;
+    let namespace = Name::new(namespace).map_err(|e| invalid(format!("namespace: {e}")))?;
+    let id: DumpId = id.parse().map_err(|e| invalid(format!("{e}")))?;
+    if id.app.as_str() != app {
+        return Err(invalid(format!(
+            "dump {id} belongs to app {}, not {app}",
+            id.app
+        )));
+    }
+    let js = async_nats::jetstream::new(shared.nats.clone());
+    let object = crate::dumps::open(&js, &namespace, &id).await?;
+    let size = object.info().size;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(object));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.wasm\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
