@@ -243,12 +243,7 @@ impl LoadedComponent {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(metrics) = &self.metrics {
-            let how = match outcome {
-                Ok(_) => Outcome::ok,
-                Err(err) if err.is_trap() => Outcome::trap,
-                Err(_) => Outcome::error,
-            };
-            metrics.ended(how, started.elapsed().as_secs_f64());
+            metrics.ended(Outcome::of(outcome), started.elapsed().as_secs_f64());
         }
         match outcome {
             Err(err) if err.is_trap() => {

@@ -32,7 +32,7 @@ pub struct ComponentLabels {
     component: String,
 }
 
-/// How an invocation ended.
+/// How an invocation ended: the label values of `outcome`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum Outcome {
@@ -40,8 +40,39 @@ pub enum Outcome {
     ok,
     /// It failed without trapping (bad input, a handler error, a non-zero exit).
     error,
-    /// It trapped, ran out of fuel, memory or time.
+    /// It trapped on a fault of its own (`unreachable`, out of bounds, …).
     trap,
+    /// It ran out of fuel.
+    fuel_exhausted,
+    /// It asked for memory past its limit.
+    memory_limit,
+    /// It ran past its deadline.
+    deadline,
+}
+
+impl Outcome {
+    /// Every outcome, in the order [`ComponentMetrics`] keeps them.
+    const ALL: [Outcome; 6] = [
+        Outcome::ok,
+        Outcome::error,
+        Outcome::trap,
+        Outcome::fuel_exhausted,
+        Outcome::memory_limit,
+        Outcome::deadline,
+    ];
+
+    /// How `result` ended.
+    pub fn of<T>(result: &Result<T, crate::InvokeError>) -> Outcome {
+        use crate::InvokeError as E;
+        match result {
+            Ok(_) => Outcome::ok,
+            Err(E::FuelExhausted { .. }) => Outcome::fuel_exhausted,
+            Err(E::MemoryLimit { .. }) => Outcome::memory_limit,
+            Err(E::Deadline { .. }) => Outcome::deadline,
+            Err(E::Trap { .. }) => Outcome::trap,
+            Err(_) => Outcome::error,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,9 +210,7 @@ impl HostMetrics {
                 .clone()
         };
         ComponentMetrics {
-            ok: outcome(Outcome::ok),
-            error: outcome(Outcome::error),
-            trap: outcome(Outcome::trap),
+            outcomes: Outcome::ALL.map(outcome),
             duration: self.duration.get_or_create(&labels).clone(),
             fuel: self.fuel.get_or_create(&labels).clone(),
             memory: self.memory.get_or_create(&labels).clone(),
@@ -202,9 +231,8 @@ impl HostMetrics {
 /// One component's metrics, resolved once when it is loaded.
 #[derive(Debug, Clone)]
 pub struct ComponentMetrics {
-    ok: Counter,
-    error: Counter,
-    trap: Counter,
+    /// By outcome, in the order of [`Outcome::ALL`].
+    outcomes: [Counter; 6],
     duration: Histogram,
     fuel: Histogram,
     memory: Histogram,
@@ -220,11 +248,9 @@ impl ComponentMetrics {
     /// An invocation ended after `seconds`, with `outcome`.
     pub fn ended(&self, outcome: Outcome, seconds: f64) {
         self.in_flight.dec();
-        match outcome {
-            Outcome::ok => self.ok.inc(),
-            Outcome::error => self.error.inc(),
-            Outcome::trap => self.trap.inc(),
-        };
+        if let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) {
+            self.outcomes[i].inc();
+        }
         self.duration.observe(seconds);
     }
 

@@ -274,6 +274,24 @@ fn metrics_count_exactly_what_happened_with_bounded_labels() {
             .ok(&["invoke", "metered/toolbox", "--data", "print 1"])
             .unwrap();
     }
+    // Two components whose figures are known: one burns its whole fuel
+    // budget, one grows its memory up to its limit.
+    let known = cluster
+        .spec(
+            "known.toml",
+            "name = \"known\"\n[components.burner]\nsource = \"SOURCE(fuel-burner)\"\nkind = \"worker\"\nlimits = { fuel = 10_000_000, timeout = \"10s\" }\n[components.hog]\nsource = \"SOURCE(memory-hog)\"\nkind = \"worker\"\nlimits = { memory = \"16MiB\", timeout = \"10s\" }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &known]).unwrap();
+    for (component, says) in [("burner", "out of fuel"), ("hog", "memory")] {
+        let out = cluster
+            .wait_until("the component runs", LIMIT, |c| {
+                let out = c.shoal(&["invoke", &format!("known/{component}"), "--data", "x"])?;
+                Ok((!out.stderr.contains("no replica")).then_some(out))
+            })
+            .unwrap();
+        assert!(out.stderr.contains(says), "{out:?}");
+    }
     let labels = [
         ("namespace", "default"),
         ("app", "metered"),
@@ -308,6 +326,42 @@ fn metrics_count_exactly_what_happened_with_bounded_labels() {
         "{text}"
     );
     assert!(text.contains("shoal_host_slots_offered"), "{text}");
+    let of = |component| [("app", "known"), ("component", component)];
+    assert_eq!(
+        value(
+            &host_scrape,
+            "shoal_invocations_total",
+            &[of("burner").as_slice(), &[("outcome", "fuel_exhausted")]].concat()
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &host_scrape,
+            "shoal_invocations_total",
+            &[of("hog").as_slice(), &[("outcome", "memory_limit")]].concat()
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The burner spent exactly its budget; the hog held just under its
+    // 16 MiB when the next mebibyte was refused.
+    assert_eq!(
+        value(&host_scrape, "shoal_invocation_fuel_sum", &of("burner")),
+        Some(10_000_000.0),
+        "{text}"
+    );
+    let peak = value(
+        &host_scrape,
+        "shoal_invocation_memory_bytes_sum",
+        &of("hog"),
+    )
+    .unwrap();
+    assert!(
+        (15.0 * 1048576.0..=16.0 * 1048576.0).contains(&peak),
+        "peak {peak}: {text}"
+    );
     // No label holds a replica or a path.
     for sample in &host_scrape.samples {
         assert!(
