@@ -462,17 +462,15 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
 /// replica that serves it, here or on another host.
 async fn dispatch(routes: &dyn Routes, mut req: hyper::Request<Incoming>) -> HttpResponse {
     let parent = parse_traceparent(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
-    let mut span = Span::start(
-        format!("ingress {}", req.method()),
-        SpanKind::Server,
-        parent,
-        || {
+    let mut span = Span::start(SpanKind::Server, parent, || {
+        (
+            format!("ingress {}", req.method()).into(),
             vec![
                 KeyValue::new("http.request.method", req.method().to_string()),
                 KeyValue::new("url.path", req.uri().path().to_string()),
-            ]
-        },
-    );
+            ],
+        )
+    });
     if let Ok(value) = hyper::header::HeaderValue::from_str(&span.context().to_string()) {
         req.headers_mut().insert(TRACEPARENT, value);
     }

@@ -170,17 +170,15 @@ impl LoadedComponent {
 
     /// The span of one invocation of this component, under `parent`.
     fn span(&self, parent: Option<TraceParent>) -> Span {
-        Span::start(
-            format!("invoke {}", self.name()),
-            SpanKind::Internal,
-            parent,
-            || {
+        Span::start(SpanKind::Internal, parent, || {
+            (
+                format!("invoke {}", self.name()).into(),
                 vec![opentelemetry::KeyValue::new(
                     "shoal.component",
                     self.name().to_string(),
-                )]
-            },
-        )
+                )],
+            )
+        })
     }
 
     async fn handle_http_once<B>(

@@ -125,14 +125,14 @@ pub struct Span {
 }
 
 impl Span {
-    /// Starts a span called `name` under `parent`, or a new trace when
-    /// there is none. `attributes` are only built when the span is
-    /// exported.
+    /// Starts a span under `parent`, or a new trace when there is none.
+    /// `describe` names it and gives its attributes; it is only called
+    /// when the span is exported, so an unexported span costs two random
+    /// ids and nothing else.
     pub fn start(
-        name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
         parent: Option<TraceParent>,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        describe: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
     ) -> Span {
         let recorded = parent.is_none_or(|p| p.sampled);
         if let (Some(tracer), true) = (EXPORTER.get(), recorded) {
@@ -146,10 +146,11 @@ impl Span {
                 )),
                 None => Context::new(),
             };
+            let (name, attributes) = describe();
             let span = tracer
                 .span_builder(name)
                 .with_kind(kind)
-                .with_attributes(attributes())
+                .with_attributes(attributes)
                 .start_with_context(tracer, &cx);
             let sc = span.span_context();
             return Span {
@@ -331,20 +332,24 @@ fn micros(d: std::time::Duration) -> u64 {
 mod tests {
     use super::*;
 
+    fn nothing() -> (Cow<'static, str>, Vec<KeyValue>) {
+        ("test".into(), Vec::new())
+    }
+
     #[test]
     fn a_span_continues_its_parents_trace_or_starts_one() {
-        let root = Span::start("root", SpanKind::Server, None, Vec::new);
+        let root = Span::start(SpanKind::Server, None, nothing);
         assert!(root.context().sampled);
-        let child = Span::start("child", SpanKind::Internal, Some(root.context()), Vec::new);
+        let child = Span::start(SpanKind::Internal, Some(root.context()), nothing);
         assert_eq!(child.context().trace_id, root.context().trace_id);
         assert_ne!(child.context().span_id, root.context().span_id);
-        let other = Span::start("other", SpanKind::Server, None, Vec::new);
+        let other = Span::start(SpanKind::Server, None, nothing);
         assert_ne!(other.context().trace_id, root.context().trace_id);
     }
 
     #[tokio::test]
     async fn recorded_calls_say_what_happened_and_unrecorded_ones_cost_nothing() {
-        let trace = Span::start("t", SpanKind::Internal, None, Vec::new).context();
+        let trace = Span::start(SpanKind::Internal, None, nothing).context();
         let log = HostCallLog::default();
         let cx = CallContext::new("c".into(), trace, Some(log.clone()));
         let site = |function| CallSite {

@@ -84,12 +84,12 @@ impl Messaging {
         // The namespace comes from the app, never from the guest: whatever
         // the guest names lands inside its own namespace's space.
         let subject = subjects::user_subject(&cluster.namespace, &msg.subject);
-        let mut span = Span::start(
-            "publish",
-            SpanKind::Producer,
-            Some(self.call.trace()),
-            || vec![KeyValue::new("messaging.destination.name", subject.clone())],
-        );
+        let mut span = Span::start(SpanKind::Producer, Some(self.call.trace()), || {
+            (
+                "publish".into(),
+                vec![KeyValue::new("messaging.destination.name", subject.clone())],
+            )
+        });
         let sent = cluster
             .nats
             .publish_with_headers(
@@ -114,12 +114,12 @@ impl Messaging {
         let cluster = self.cluster()?;
         let name = Name::new(target).map_err(|e| Error::NotAllowed(e.to_string()))?;
         let subject = subjects::invoke(&cluster.namespace, &cluster.app, &name);
-        let mut span = Span::start(
-            format!("call {target}"),
-            SpanKind::Client,
-            Some(self.call.trace()),
-            || vec![KeyValue::new("shoal.component", target.to_string())],
-        );
+        let mut span = Span::start(SpanKind::Client, Some(self.call.trace()), || {
+            (
+                format!("call {target}").into(),
+                vec![KeyValue::new("shoal.component", target.to_string())],
+            )
+        });
         let request = async_nats::Request::new()
             .headers(Messaging::headers(&msg.headers, &span)?)
             .payload(msg.payload.into())

@@ -339,20 +339,18 @@ impl WasiHttpHooks for OutboundHttp {
             request.uri().authority().map_or("", |a| a.as_str()),
             request.uri().path()
         );
-        let mut span = Span::start(
-            format!("HTTP {}", request.method()),
-            SpanKind::Client,
-            Some(call.trace()),
-            || {
+        let mut span = Span::start(SpanKind::Client, Some(call.trace()), || {
+            (
+                format!("HTTP {}", request.method()).into(),
                 vec![
                     KeyValue::new("http.request.method", request.method().to_string()),
                     KeyValue::new(
                         "server.address",
                         request.uri().host().unwrap_or_default().to_string(),
                     ),
-                ]
-            },
-        );
+                ],
+            )
+        });
         if !request.headers().contains_key(TRACEPARENT)
             && let Ok(value) = http::HeaderValue::from_str(&span.context().to_string())
         {
@@ -808,7 +806,7 @@ mod tests {
     }
 
     async fn get(allowed_hosts: &[String], uri: &str) -> Result<(u16, Bytes), Error> {
-        let trace = Span::start("test", SpanKind::Internal, None, Vec::new).context();
+        let trace = Span::start(SpanKind::Internal, None, || ("test".into(), Vec::new())).context();
         let call = CallContext::new("test".into(), trace, None);
         let mut hooks = OutboundHttp::new(call, Arc::new(allowed_hosts.to_vec()));
         let authority = uri
