@@ -62,21 +62,36 @@ limits = {{ memory = "16MiB", timeout = "60s", concurrency = 1 }}
     );
     let noisy = cluster.dir().join("noisy.toml");
     std::fs::write(&noisy, spec).unwrap();
-    cluster
-        .ok(&["apply", &quiet.display().to_string()])
-        .unwrap();
-    cluster
-        .ok(&["apply", &noisy.display().to_string()])
-        .unwrap();
-    cluster
-        .wait_until("both apps run", Duration::from_secs(60), |c| {
-            let ready = c.pods()?.iter().filter(|p| p.ready).count();
-            let answered =
-                shoal_tests::http_request(ingress, "GET", "/quiet", Duration::from_secs(5))
-                    .is_ok_and(|r| r.status == 200);
-            Ok((ready == NOISY_REPLICAS + 2 && answered).then_some(()))
-        })
-        .unwrap();
+    let spec = format!(
+        r#"name = "spinner"
+[components.burner]
+source = "{burner}"
+kind = "worker"
+limits = {{ memory = "16MiB", fuel = 1_000_000_000, timeout = "60s", concurrency = 1 }}
+"#,
+        burner = wasm_path("fuel-burner").unwrap().display(),
+    );
+    let spinner = cluster.dir().join("spinner.toml");
+    std::fs::write(&spinner, spec).unwrap();
+    for file in [&quiet, &noisy, &spinner] {
+        cluster.ok(&["apply", &file.display().to_string()]).unwrap();
+    }
+    let running = cluster.wait_until("the three apps run", Duration::from_secs(60), |c| {
+        let pods = c.pods()?;
+        let ready = pods.iter().filter(|p| p.ready).count();
+        let answered = shoal_tests::http_request(ingress, "GET", "/quiet", Duration::from_secs(5))
+            .is_ok_and(|r| r.status == 200);
+        Ok((ready == NOISY_REPLICAS + 2 && answered).then_some(()))
+    });
+    if let Err(e) = running {
+        panic!(
+            "{e}: {}\n{}",
+            cluster.ok(&["get", "pods"]).unwrap_or_default(),
+            cluster
+                .ok(&["describe", "app", "spinner"])
+                .unwrap_or_else(|e| e.to_string())
+        );
+    }
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let nats = rt.block_on(cluster.nats.admin()).unwrap();

@@ -161,6 +161,62 @@ fn a_traceparent_crosses_the_ingress_a_forward_and_the_guests_outbound_call() {
 }
 
 #[test]
+fn a_guests_published_message_carries_the_trace_on() {
+    use futures::StreamExt;
+
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let spec = cluster
+        .spec(
+            "tools.toml",
+            "name = \"tools\"\n[components.toolbox]\nsource = \"SOURCE(toolbox)\"\nkind = \"worker\"\nmessaging = { publish = [\"audit.>\"] }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &spec]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut audit = rt.block_on(async {
+        let nats = cluster.nats.admin().await.unwrap();
+        let sub = nats.subscribe("ns.default.audit.>").await.unwrap();
+        nats.flush().await.unwrap();
+        (nats, sub)
+    });
+    let sent: TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        .parse()
+        .unwrap();
+    let header = format!("traceparent={sent}");
+    cluster
+        .wait_until("the toolbox publishes", LIMIT, |c| {
+            let out = c.shoal(&[
+                "invoke",
+                "tools/toolbox",
+                "--header",
+                &header,
+                "--data",
+                "publish audit.login alice",
+            ])?;
+            Ok((out.code == Some(0)).then_some(()))
+        })
+        .unwrap();
+    let message = rt
+        .block_on(tokio::time::timeout(LIMIT, audit.1.next()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(&message.payload[..], b"alice");
+    let carried: TraceParent = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .expect("the message carries a traceparent")
+        .as_str()
+        .parse()
+        .unwrap();
+    // The same trace, sent on from the invocation's own span.
+    assert_eq!(carried.trace_id, sent.trace_id);
+    assert_ne!(carried.span_id, sent.span_id);
+    drop(audit.0);
+}
+
+#[test]
 fn invoke_trace_shows_the_key_value_call() {
     let mut cluster = Cluster::start().unwrap();
     cluster.start_host("h1", "").unwrap();
