@@ -292,6 +292,10 @@ struct LineBuffer {
     pending: Vec<u8>,
     cut: bool,
     budget: Option<LogBudget>,
+    /// The last line was dropped over the budget: the guest is made to
+    /// yield on its next write, so that a guest writing far past its
+    /// budget gives way to its neighbours between lines.
+    over_budget: bool,
 }
 
 impl LineBuffer {
@@ -314,22 +318,30 @@ impl LineBuffer {
     }
 
     fn emit(&mut self) {
-        let mut text = String::from_utf8_lossy(&self.pending).into_owned();
-        if text.ends_with('\r') {
-            text.pop();
+        if self.pending.last() == Some(&b'\r') {
+            self.pending.pop();
         }
-        if self.cut {
-            text.push_str(CUT_MARK);
-        }
-        self.pending.clear();
-        self.cut = false;
+        let cut = std::mem::take(&mut self.cut);
         if let Some(budget) = &self.budget {
-            match budget.admit(text.len()) {
-                Admission::Drop => return,
+            // Charged before the line is built: a dropped line costs no
+            // allocation.
+            let len = self.pending.len() + if cut { CUT_MARK.len() } else { 0 };
+            match budget.admit(len) {
+                Admission::Drop => {
+                    self.pending.clear();
+                    self.over_budget = true;
+                    return;
+                }
                 Admission::Pass { dropped_before: 0 } => {}
                 Admission::Pass { dropped_before } => self.deliver(budget.marker(dropped_before)),
             }
+            self.over_budget = false;
         }
+        let mut text = String::from_utf8_lossy(&self.pending).into_owned();
+        if cut {
+            text.push_str(CUT_MARK);
+        }
+        self.pending.clear();
         self.deliver(text);
     }
 
@@ -407,6 +419,7 @@ impl GuestOutput {
                 pending: Vec::new(),
                 cut: false,
                 budget,
+                over_budget: false,
             })),
         }
     }
@@ -436,7 +449,12 @@ impl StdoutStream for GuestOutput {
 
 #[async_trait::async_trait]
 impl Pollable for GuestOutput {
-    async fn ready(&mut self) {}
+    async fn ready(&mut self) {
+        let over = self.buffer.lock().is_ok_and(|b| b.over_budget);
+        if over {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl OutputStream for GuestOutput {
