@@ -198,7 +198,7 @@ fn a_guests_published_message_carries_the_trace_on() {
         })
         .unwrap();
     let message = rt
-        .block_on(tokio::time::timeout(LIMIT, audit.1.next()))
+        .block_on(async { tokio::time::timeout(LIMIT, audit.1.next()).await })
         .unwrap()
         .unwrap();
     assert_eq!(&message.payload[..], b"alice");
