@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::logs::{LogLine, LogSink, Stream, TracingSink};
 use crate::tunables::{
-    LOG_ACK_TIMEOUT, LOG_BATCH_BYTES, LOG_BUFFER_MAX_LINES, LOG_CHANNEL_LINES, LOG_FLUSH_INTERVAL,
+    DRAIN_NATS_WAIT, LOG_ACK_TIMEOUT, LOG_BATCH_BYTES, LOG_BUFFER_MAX_LINES, LOG_CHANNEL_LINES,
+    LOG_FLUSH_INTERVAL,
 };
 
 /// One line on its way.
@@ -193,7 +194,21 @@ async fn ship(
     while let Ok(shipped) = rx.try_recv() {
         pending.add(shipped);
     }
-    flush(&js, &host, &mut pending, &shipper).await;
+    // The last lines, within a bound: a host told to stop while NATS is
+    // away must still stop, and say what it could not store.
+    let last = pending.lines;
+    let flushed = tokio::time::timeout(DRAIN_NATS_WAIT, flush(&js, &host, &mut pending, &shipper))
+        .await
+        .is_ok();
+    // Cut off mid-flush, any of the last lines may be missing.
+    let lost = if flushed { pending.lines } else { last };
+    if lost > 0 {
+        shipper.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+        tracing::warn!(
+            lines = lost,
+            "NATS is unreachable: up to {lost} last log lines of this host's replicas were not stored"
+        );
+    }
 }
 
 /// Publishes every pending batch and waits for the acknowledgements;
@@ -223,16 +238,21 @@ async fn flush(
             continue;
         };
         let ack = js.publish(subject, payload.into()).await;
-        acks.push((key, batch.lines, size, ack));
+        acks.push((key, batch.lines, size, Some(ack)));
     }
-    for (key, lines, size, ack) in acks {
-        let stored = match ack {
-            Ok(ack) => matches!(
+    // Every batch's acknowledgement is awaited at once: a flush takes at
+    // most LOG_ACK_TIMEOUT however many batches NATS leaves unanswered.
+    let stored = futures::future::join_all(acks.iter_mut().map(|(_, _, _, ack)| async move {
+        match ack.take() {
+            Some(Ok(ack)) => matches!(
                 tokio::time::timeout(LOG_ACK_TIMEOUT, ack.into_future()).await,
                 Ok(Ok(_))
             ),
-            Err(_) => false,
-        };
+            _ => false,
+        }
+    }))
+    .await;
+    for ((key, lines, size, _), stored) in acks.into_iter().zip(stored) {
         if stored {
             continue;
         }

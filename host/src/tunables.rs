@@ -94,6 +94,12 @@ pub const DRAIN_HANDOFF: Duration = Duration::from_secs(1);
 /// finish the work they hold.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long a host that is shutting down waits on NATS for each of its
+/// last words (its announcement, its final heartbeat, its last log lines)
+/// before it leaves without them: with NATS unreachable, a host told to
+/// stop still stops.
+pub const DRAIN_NATS_WAIT: Duration = Duration::from_secs(2);
+
 /// Guest log lines per second a replica may write, all its invocations
 /// together; lines beyond it are dropped and counted (see
 /// [`LogBudget`](crate::logs::LogBudget)). Generous for request logging,

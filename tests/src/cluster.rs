@@ -237,6 +237,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     scheduler_flags: Vec<String>,
     metrics: Vec<(String, SocketAddr)>,
+    /// What hosts stopped by [`Cluster::stop_host`] printed.
+    stopped_output: Vec<String>,
 }
 
 impl Cluster {
@@ -273,6 +275,7 @@ impl Cluster {
             dir,
             scheduler_flags: Vec::new(),
             metrics: Vec::new(),
+            stopped_output: Vec::new(),
         })
     }
 
@@ -406,7 +409,7 @@ impl Cluster {
 
     /// Everything every process printed so far.
     pub fn all_output(&mut self) -> String {
-        let mut out = Vec::new();
+        let mut out = self.stopped_output.clone();
         if let Some(s) = &mut self.scheduler {
             out.extend(s.output());
         }
@@ -425,6 +428,7 @@ impl Cluster {
             .find(|(n, _)| n == name)
             .ok_or_else(|| anyhow!("no host {name}"))?;
         let code = host.stop(limit)?;
+        self.stopped_output.extend(host.output());
         self.hosts.retain(|(n, _)| n != name);
         Ok(code)
     }

@@ -275,6 +275,34 @@ fn a_restarted_scheduler_neither_stops_nor_duplicates_replicas() {
 }
 
 #[test]
+fn a_host_told_to_stop_while_nats_is_gone_exits_within_its_drain_bound() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let echo = spec(&cluster, "echo.toml", ECHO_SPREAD);
+    cluster.ok(&["apply", &echo]).unwrap();
+    wait_all_running(&cluster, 3, Duration::from_secs(20));
+    // Some lines for the shipper to hold when NATS goes.
+    cluster
+        .ok(&["invoke", "echo/echo", "--data", "before"])
+        .unwrap();
+
+    cluster.nats.kill();
+    let told = std::time::Instant::now();
+    let code = cluster
+        .stop_host("h1", Duration::from_secs(30))
+        .expect("the host exits although NATS is gone");
+    let took = told.elapsed();
+    assert_eq!(code, Some(0));
+    // The drain's own bounds (replicas 10 s, NATS 2 s) and some slack.
+    let said = cluster.all_output();
+    assert!(took < Duration::from_secs(16), "took {took:?}: {said}");
+    assert!(
+        said.contains("NATS is unreachable"),
+        "the host says what it could not hand over: {said}"
+    );
+}
+
+#[test]
 fn hosts_and_scheduler_ride_out_a_nats_restart() {
     let mut cluster = Cluster::start().unwrap();
     let ingress = cluster.start_host("h1", "").unwrap();

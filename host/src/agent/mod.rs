@@ -38,7 +38,7 @@ use crate::logs::LogSink;
 use crate::metrics::HostMetrics;
 use crate::runtime::Runtime;
 use crate::supervisor::{CopyKey, CopyStatus, ReplicaHost};
-use crate::tunables::{DRAIN_HANDOFF, DRAIN_LIMIT};
+use crate::tunables::{DRAIN_HANDOFF, DRAIN_LIMIT, DRAIN_NATS_WAIT};
 
 /// How a host presents itself to the cluster.
 #[derive(Debug, Clone)]
@@ -369,9 +369,10 @@ impl HostAgent {
 async fn drain(agent: &Arc<Agent>) {
     tracing::info!(host = %agent.config.id, "draining: replicas move elsewhere, then stop");
     agent.draining.store(true, Ordering::Relaxed);
-    heartbeat::publish_heartbeat(agent).await;
-    // Alone in the cluster, there is nowhere to hand over to.
-    if agent.routes.has_live_peers() {
+    let announced = said(agent).await;
+    // Alone in the cluster, or cut off from it, there is nowhere to hand
+    // over to.
+    if announced && agent.routes.has_live_peers() {
         tokio::time::sleep(DRAIN_HANDOFF).await;
     }
     let copies: Vec<(CopyKey, Replica)> = agent.replicas().drain().collect();
@@ -387,8 +388,22 @@ async fn drain(agent: &Arc<Agent>) {
     {
         tracing::warn!("replicas still busy after {DRAIN_LIMIT:?}; leaving anyway");
     }
-    heartbeat::publish_heartbeat(agent).await;
-    let _ = agent.nats.flush().await;
+    if !said(agent).await {
+        tracing::warn!(
+            "NATS is unreachable: the cluster was not told this host left; the scheduler finds it lost after its grace period and places its replicas elsewhere"
+        );
+    }
+}
+
+/// Publishes a heartbeat and waits until NATS has it, for at most
+/// [`DRAIN_NATS_WAIT`]. False if NATS did not take it in time.
+async fn said(agent: &Agent) -> bool {
+    let sent = tokio::time::timeout(DRAIN_NATS_WAIT, async {
+        heartbeat::publish_heartbeat(agent).await;
+        agent.nats.flush().await
+    })
+    .await;
+    matches!(sent, Ok(Ok(())))
 }
 
 /// The next message, or `None` once the subscription ends or `stop` is set.
