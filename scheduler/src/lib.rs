@@ -22,6 +22,7 @@ pub mod artifact;
 pub mod audit;
 pub mod auth;
 pub mod autoscale;
+pub mod commands;
 pub mod dumps;
 pub mod logs;
 pub mod metrics;
@@ -42,16 +43,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use shoal_api::resources::Event;
 use shoal_api::subjects;
 use shoal_api::wire::{CommandReply, Heartbeat, HostCommand, ReplicaStatus};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::reconcile::Action;
 use crate::state::{HostEntry, State, event};
 use crate::store::Store;
-use crate::tunables::{COMMAND_TIMEOUT, MAX_COMMANDS_IN_FLIGHT, RECONCILE_INTERVAL, STARTUP_GRACE};
+use crate::tunables::{COMMAND_TIMEOUT, RECONCILE_INTERVAL, STARTUP_GRACE};
 
 /// Why the scheduler could not do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +120,8 @@ pub struct Shared {
     /// component's bytes never change, so neither do its exports.
     kinds: Mutex<std::collections::HashMap<shoal_api::Digest, artifact::Inspected>>,
     secret_box: secrets::SecretBox,
+    /// Sends host commands without holding up the reconciler.
+    commands: commands::Dispatcher,
 }
 
 impl Shared {
@@ -298,6 +300,7 @@ impl Scheduler {
             writes: tokio::sync::Mutex::new(()),
             kinds: Mutex::default(),
             secret_box: options.secret_box,
+            commands: commands::Dispatcher::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {
@@ -512,7 +515,6 @@ fn replica_news(previous: Option<&Heartbeat>, now: &Heartbeat) -> Vec<Event> {
 }
 
 async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let limit = Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT));
     loop {
         tokio::select! {
             () = shared.wake.notified() => {},
@@ -535,19 +537,11 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Err(e) => tracing::warn!(app = stalled.app, error = %e, "cannot roll back"),
             }
         }
-        let mut running: FuturesUnordered<_> = pass
-            .actions
-            .into_iter()
-            .map(|action| {
-                let shared = shared.clone();
-                let limit = limit.clone();
-                async move {
-                    let _permit = limit.acquire().await;
-                    execute(&shared, action).await;
-                }
-            })
-            .collect();
-        while running.next().await.is_some() {}
+        // Sent in the background: a host that does not answer must not
+        // hold up the next pass, nor other hosts' commands.
+        for action in pass.actions {
+            shared.commands.dispatch(&shared, action);
+        }
         shared.metrics.reconciled(began.elapsed());
     }
 }

@@ -26,6 +26,10 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Commands in flight at once, over all hosts.
 pub const MAX_COMMANDS_IN_FLIGHT: usize = 512;
 
+/// Commands in flight at once to one host: a host that does not answer
+/// holds no more of [`MAX_COMMANDS_IN_FLIGHT`] than this.
+pub const MAX_COMMANDS_PER_HOST: usize = 64;
+
 /// After a failed start, wait this long before placing the replica again.
 pub const START_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 

@@ -275,6 +275,60 @@ fn a_restarted_scheduler_neither_stops_nor_duplicates_replicas() {
 }
 
 #[test]
+fn a_host_that_does_not_answer_delays_no_other_hosts_starts() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("slow", "role=slow").unwrap();
+    cluster.start_host("fast", "role=fast").unwrap();
+    cluster
+        .wait_until("both hosts ready", Duration::from_secs(20), |c| {
+            Ok((c.hosts()?.len() == 2).then_some(()))
+        })
+        .unwrap();
+    let pinned = |name: &str, role: &str| {
+        format!(
+            "name = \"{name}\"\n[components.echo]\nsource = \"SOURCE(echo-worker)\"\nkind = \"worker\"\nreplicas = 2\nlimits = {{ memory = \"16MiB\" }}\nplacement = {{ labels = {{ role = \"{role}\" }} }}\n"
+        )
+    };
+    let ready = |app: &'static str| {
+        move |c: &Cluster| {
+            let running = c
+                .pods()?
+                .iter()
+                .filter(|p| p.id.app.as_str() == app && p.ready)
+                .count();
+            Ok((running == 2).then_some(()))
+        }
+    };
+    // A first app on `fast`, running: the scheduler is past its start-up
+    // grace and places as soon as it is told.
+    let warm = spec(&cluster, "warm.toml", &pinned("warm", "fast"));
+    cluster.ok(&["apply", &warm]).unwrap();
+    cluster
+        .wait_until("warm runs on fast", Duration::from_secs(20), ready("warm"))
+        .unwrap();
+    let stuck = spec(&cluster, "stuck.toml", &pinned("stuck", "slow"));
+    let quick = spec(&cluster, "quick.toml", &pinned("quick", "fast"));
+    // Frozen, `slow` answers nothing, yet is not lost for its grace
+    // period: the scheduler's starts for it each wait out the 5 s timeout.
+    cluster.host("slow").unwrap().pause();
+    cluster.ok(&["apply", &stuck]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let applied = std::time::Instant::now();
+    cluster.ok(&["apply", &quick]).unwrap();
+    cluster
+        .wait_until(
+            "quick runs on fast",
+            Duration::from_secs(20),
+            ready("quick"),
+        )
+        .unwrap();
+    let took = applied.elapsed();
+    cluster.host("slow").unwrap().resume();
+    // Well inside the 5 s a command to `slow` waits before it gives up.
+    assert!(took < Duration::from_secs(3), "quick took {took:?}");
+}
+
+#[test]
 fn a_host_told_to_stop_while_nats_is_gone_exits_within_its_drain_bound() {
     let mut cluster = Cluster::start().unwrap();
     cluster.start_host("h1", "").unwrap();
