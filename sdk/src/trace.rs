@@ -30,6 +30,8 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// Parses a `traceparent` value (`00-<trace id>-<span id>-<flags>`).
+    // The host's parser lives in `shoal-api`, which guests do not link
+    // (it brings NATS and key handling): this small one stands in for it.
     pub fn parse(value: &str) -> Option<TraceContext> {
         let mut fields = value.trim().split('-');
         let (version, trace, span, flags) = (

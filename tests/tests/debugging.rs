@@ -383,6 +383,25 @@ fn a_trapping_component_leaves_core_dumps_to_list_and_download() {
         .unwrap();
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(refused.stderr.contains("dumps"), "{}", refused.stderr);
+    // Nor may an editor of another namespace, nor an id ride under
+    // another app's name.
+    cluster.create_namespace("other").unwrap();
+    let outsider = cluster.token("outsider", "edit", Some("other")).unwrap();
+    let refused = cluster
+        .shoal_as(&outsider, &["debug", "dumps", "tools", "-n", "default"])
+        .unwrap();
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    let api = cluster.api().trim_start_matches("http://").parse().unwrap();
+    let admin = cluster.admin_token().unwrap();
+    let smuggled = shoal_tests::http_request_as(
+        api,
+        &admin,
+        "GET",
+        &format!("/v1/dumps/default/elsewhere/{}", dumps[0].id),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(smuggled.status, 400, "{smuggled:?}");
     let no_such = cluster
         .shoal(&["debug", "dump", "tools.toolbox.1.00000000", "-o", &file_arg])
         .unwrap();
