@@ -11,8 +11,8 @@
 use crate::Name;
 use crate::subjects::{
     self, ACTIVATE, ALL_DEAD_LETTERS, ALL_HEARTBEATS, ALL_HTTP, ALL_INVOKES, ALL_LOGS, APPS_BUCKET,
-    COMPONENTS_BUCKET, DORMANT_ROUTES, NAMESPACES_BUCKET, SECRETS_BUCKET, TOKENS_BUCKET,
-    USER_PREFIX,
+    COMPONENTS_BUCKET, CONTROL_BUCKET, DORMANT_ROUTES, LEADER_ANNOUNCEMENTS, NAMESPACES_BUCKET,
+    SCHEDULERS_BUCKET, SECRETS_BUCKET, TOKENS_BUCKET, USER_PREFIX,
 };
 use crate::wire::HostId;
 
@@ -116,6 +116,8 @@ impl Identity {
                             format!("$KV.{SECRETS_BUCKET}.>"),
                             format!("$KV.{TOKENS_BUCKET}.>"),
                             format!("$KV.{NAMESPACES_BUCKET}.>"),
+                            format!("$KV.{CONTROL_BUCKET}.>"),
+                            format!("$KV.{SCHEDULERS_BUCKET}.>"),
                             "$JS.API.STREAM.CREATE.>".into(),
                             "$JS.API.STREAM.UPDATE.>".into(),
                             "$JS.API.STREAM.DELETE.>".into(),
@@ -128,6 +130,7 @@ impl Identity {
                             subjects::host_commands(id.as_str()),
                             ALL_HEARTBEATS.into(),
                             DORMANT_ROUTES.into(),
+                            LEADER_ANNOUNCEMENTS.into(),
                             ALL_INVOKES.into(),
                             ALL_HTTP.into(),
                             own_inbox,
@@ -173,6 +176,8 @@ mod tests {
         assert!(!allowed(&h1.publish, "shoal.v1.hosts.h2.cmd"));
         assert!(!allowed(&h1.publish, "shoal.v1.hosts.h1.cmd"));
         assert!(!allowed(&h1.publish, "$KV.shoal-apps.default.hello"));
+        assert!(!allowed(&h1.publish, "$KV.shoal-control.leader"));
+        assert!(allowed(&h1.subscribe, "shoal.v1.leader"));
         assert!(allowed(&h1.publish, "$KV.shoal-kv_default_hello.k"));
         assert!(allowed(&h1.publish, "$O.shoal-dumps-default.C.abc"));
         assert!(!allowed(&h1.publish, "$O.shoal-components.C.abc"));

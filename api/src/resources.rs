@@ -22,6 +22,11 @@ pub struct ApplyRequest {
     /// Only say what would change.
     #[serde(default)]
     pub dry_run: bool,
+    /// Apply only if the app is at this revision now (0: only if it does
+    /// not exist), else answer 409. Without it, the revision the scheduler
+    /// read when the call began is the one expected.
+    #[serde(default)]
+    pub if_revision: Option<u64>,
 }
 
 /// What an apply did, or would do.
@@ -201,6 +206,24 @@ pub struct HostInfo {
     /// Whether it takes replicas.
     pub state: HostState,
     /// Milliseconds since its last heartbeat.
+    pub last_seen_ms: u64,
+}
+
+/// A running scheduler, in `shoal get schedulers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerInfo {
+    /// Its id, made when it starts.
+    pub id: String,
+    /// Where its API listens.
+    pub api: String,
+    /// When it started, in ms since the epoch.
+    pub started_at_ms: u64,
+    /// Whether it holds the leader lease, and so acts.
+    pub leader: bool,
+    /// The lease epoch it leads with, when it leads.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    /// Milliseconds since it last said it is there.
     pub last_seen_ms: u64,
 }
 

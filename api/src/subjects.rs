@@ -134,6 +134,23 @@ pub const TOKENS_BUCKET: &str = "shoal-tokens";
 /// per namespace.
 pub const NAMESPACES_BUCKET: &str = "shoal-namespaces";
 
+/// JetStream key-value bucket holding what the leading scheduler decided
+/// and must remember: the leader lease ([`LEADER_KEY`]), autoscaled
+/// counts, rollout progress and finished jobs. Only schedulers write it.
+pub const CONTROL_BUCKET: &str = "shoal-control";
+
+/// The key of the leader lease in [`CONTROL_BUCKET`].
+pub const LEADER_KEY: &str = "leader";
+
+/// JetStream key-value bucket where each running scheduler says it is
+/// there; an entry not renewed expires with the bucket's age limit.
+pub const SCHEDULERS_BUCKET: &str = "shoal-schedulers";
+
+/// Where the leading scheduler announces its lease epoch
+/// ([`crate::wire::LeaderAnnouncement`]) so that every host learns it even
+/// before the leader sends it a command.
+pub const LEADER_ANNOUNCEMENTS: &str = "shoal.v1.leader";
+
 /// JetStream stream holding the audit trail of mutating API calls.
 pub const AUDIT_STREAM: &str = "SHOAL_AUDIT";
 

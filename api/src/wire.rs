@@ -237,6 +237,10 @@ pub struct Heartbeat {
     /// publish its heartbeat.
     #[serde(default)]
     pub seal_key: Option<String>,
+    /// The newest scheduler lease epoch this host has seen: a scheduler
+    /// that leads with an older one learns from it that it lost its lease.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// An HTTP route a host serves.
@@ -332,6 +336,29 @@ impl StartReplica {
     }
 }
 
+/// A host command with the lease epoch of the scheduler that sent it: a
+/// fencing token. A host refuses a command from an epoch older than the
+/// newest it has seen, so a leader that lost its lease (paused, cut off)
+/// cannot undo what its successor decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FencedCommand {
+    /// The sender's lease epoch.
+    pub epoch: u64,
+    /// What to do.
+    pub command: HostCommand,
+}
+
+/// Published by the leading scheduler on
+/// [`crate::subjects::LEADER_ANNOUNCEMENTS`] when it takes the lease and
+/// while it holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderAnnouncement {
+    /// The lease epoch.
+    pub epoch: u64,
+    /// The leading scheduler's id.
+    pub scheduler: String,
+}
+
 /// A command from the scheduler to a host, sent as a NATS request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -370,6 +397,14 @@ pub enum CommandReply {
     Failed {
         /// Why.
         reason: String,
+    },
+    /// Refused: the sender's lease epoch is older than one the host has
+    /// seen, so the sender is no longer the leader.
+    StaleEpoch {
+        /// The command's epoch.
+        epoch: u64,
+        /// The newest epoch the host has seen.
+        newest: u64,
     },
 }
 

@@ -23,6 +23,18 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// The API answered 409: what the call was based on changed meanwhile.
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
 /// Talks to one scheduler.
 pub struct Client {
     base: String,
@@ -102,6 +114,9 @@ impl Client {
         };
         if matches!(status.as_u16(), 401 | 403) {
             return Err(Refused(message).into());
+        }
+        if status.as_u16() == 409 {
+            return Err(Conflict(message).into());
         }
         bail!("{message}")
     }
@@ -223,15 +238,29 @@ impl Client {
             .with_context(|| format!("component {name} ({})", source.display()))?;
             digests.insert(name.clone(), digest);
         }
-        self.post(
-            "/v1/apps",
-            &ApplyRequest {
-                file: shown,
-                spec: text,
-                digests,
-                dry_run,
-            },
-        )
-        .await
+        let request = ApplyRequest {
+            file: shown,
+            spec: text,
+            digests,
+            dry_run,
+            if_revision: None,
+        };
+        // A concurrent change (another apply, a scale, through any
+        // scheduler) makes the scheduler refuse this one. The spec is
+        // unchanged, so it is sent once more against what is stored now;
+        // a second conflict is the user's to look at.
+        match self.post("/v1/apps", &request).await {
+            Err(e) if e.downcast_ref::<Conflict>().is_some() => {
+                self.post("/v1/apps", &request).await.map_err(|again| {
+                    match again.downcast_ref::<Conflict>() {
+                        Some(c) => anyhow::anyhow!(
+                            "{c}\n(the app kept changing while this apply was retried: see `shoal describe app` and `shoal rollout history`, then apply again)"
+                        ),
+                        None => again,
+                    }
+                })
+            }
+            other => other,
+        }
     }
 }

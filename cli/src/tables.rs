@@ -9,7 +9,7 @@ use comfy_table::{CellAlignment, ContentArrangement, Table};
 use shoal_api::ByteSize;
 #[cfg(test)]
 use shoal_api::resources::{AppStatus, HostState};
-use shoal_api::resources::{AppSummary, HostInfo, PodInfo, PodState};
+use shoal_api::resources::{AppSummary, HostInfo, PodInfo, PodState, SchedulerInfo};
 use shoal_api::wire::{ReplicaState, now_ms};
 
 /// A table of `rows` under `header`, columns two spaces apart, no trailing
@@ -87,6 +87,27 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
     render(
         &["HOST", "STATE", "REPLICAS", "MEMORY", "HTTP", "LABELS"],
         &["REPLICAS"],
+        rows,
+    )
+}
+
+/// `get schedulers`: the leader first.
+pub fn schedulers(schedulers: &[SchedulerInfo]) -> String {
+    let rows = schedulers
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                if s.leader { "leader" } else { "standby" }.to_string(),
+                s.epoch.map_or_else(|| "-".to_string(), |e| e.to_string()),
+                s.api.clone(),
+                age(shoal_api::wire::now_ms().saturating_sub(s.started_at_ms)),
+            ]
+        })
+        .collect();
+    render(
+        &["SCHEDULER", "ROLE", "EPOCH", "API", "AGE"],
+        &["EPOCH"],
         rows,
     )
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::resources::{
     AppDetail, AppSummary, ApplyResponse, HostInfo, InvokeRequest, InvokeResponse, PodInfo,
-    RevisionInfo, RollbackRequest, RolloutState, RolloutStatus, ScaleRequest,
+    RevisionInfo, RollbackRequest, RolloutState, RolloutStatus, ScaleRequest, SchedulerInfo,
 };
 use shoal_api::wire::now_ms;
 
@@ -48,6 +48,8 @@ pub enum Kind {
     Pods,
     /// Hosts, with capacity and usage.
     Hosts,
+    /// Schedulers, and which one leads.
+    Schedulers,
     /// Namespaces, with their usage and quotas.
     Namespaces,
 }
@@ -536,6 +538,14 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!("{}", tables::hosts(&hosts));
+        }
+        Kind::Schedulers => {
+            let schedulers: Vec<SchedulerInfo> = client.get("/v1/schedulers").await?;
+            if let Format::Json = args.format {
+                println!("{}", serde_json::to_string_pretty(&schedulers)?);
+                return Ok(());
+            }
+            println!("{}", tables::schedulers(&schedulers));
         }
         Kind::Namespaces => access_verbs::list_namespaces(client, args.format).await?,
     }

@@ -558,6 +558,9 @@ async fn wake(
         match serde_json::from_slice::<CommandReply>(&reply.payload) {
             Ok(CommandReply::Ok) => Ok(()),
             Ok(CommandReply::Failed { reason }) => Err(reason),
+            Ok(CommandReply::StaleEpoch { .. }) => {
+                Err("a scheduler that no longer leads answered".to_string())
+            }
             Err(e) => Err(format!("the scheduler answered nonsense: {e}")),
         }
     };

@@ -27,7 +27,8 @@ use futures::StreamExt;
 use shoal_api::resources::ApplyRequest;
 use shoal_api::subjects;
 use shoal_api::wire::{
-    Capacity, CommandReply, Heartbeat, HostCommand, HostId, ReplicaId, ReplicaState, ReplicaStatus,
+    Capacity, CommandReply, FencedCommand, Heartbeat, HostCommand, HostId, ReplicaId, ReplicaState,
+    ReplicaStatus,
 };
 use shoal_api::{Digest, Name};
 use shoal_scheduler::{Scheduler, SchedulerOptions};
@@ -100,6 +101,7 @@ impl SimHost {
             routes: Vec::new(),
             draining: false,
             seal_key: None,
+            epoch: 0,
         }
     }
 }
@@ -124,7 +126,9 @@ async fn run_sim_host(nats: async_nats::Client, host: Arc<SimHost>, running_at: 
         })
     };
     while let Some(msg) = commands.next().await {
-        let cmd: HostCommand = serde_json::from_slice(&msg.payload).unwrap();
+        let cmd: HostCommand = serde_json::from_slice::<FencedCommand>(&msg.payload)
+            .unwrap()
+            .command;
         match cmd {
             HostCommand::Start(start) => {
                 let status = ReplicaStatus {
@@ -177,6 +181,7 @@ impl Api {
             spec,
             digests: [(Name::new("w").unwrap(), digest)].into(),
             dry_run: false,
+            if_revision: None,
         };
         let resp = self
             .http

@@ -72,6 +72,10 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(AUTOSCALE_INTERVAL) => {},
             _ = stop.wait_for(|s| *s) => return,
         }
+        // Only the leader scales: the others follow its decisions.
+        if shared.leadership.epoch().is_none() {
+            continue;
+        }
         let targets = targets(&shared);
         let mut changed = false;
         for t in &targets {
@@ -117,6 +121,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             announce_dormant(&shared, &targets).await;
         }
         if changed {
+            shared.keeper.save(&shared).await;
             shared.wake();
         }
     }
@@ -205,6 +210,10 @@ pub async fn serve_activations(
             },
             _ = stop.wait_for(|s| *s) => return,
         };
+        // Only the leader answers; the ingress asks again if none does.
+        if shared.leadership.epoch().is_none() {
+            continue;
+        }
         let reply = match serde_json::from_slice::<Activate>(&msg.payload) {
             Ok(activate) => activate_one(&shared, &activate).await,
             Err(e) => CommandReply::Failed {

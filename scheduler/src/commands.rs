@@ -6,7 +6,9 @@
 //! ([`MAX_COMMANDS_IN_FLIGHT`]): a host that does not answer holds up only
 //! its own commands, each for at most the command timeout, and never the
 //! starts other hosts are sent. A command already on its way is not sent
-//! again by a later pass.
+//! again by a later pass. Each command carries the lease epoch it was
+//! decided under, and is dropped if this scheduler no longer leads with it
+//! when its turn comes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -72,7 +74,7 @@ impl Default for Dispatcher {
 impl Dispatcher {
     /// Sends `action`'s command in the background, unless the same one is
     /// already on its way.
-    pub(crate) fn dispatch(&self, shared: &Arc<Shared>, action: Action) {
+    pub(crate) fn dispatch(&self, shared: &Arc<Shared>, action: Action, epoch: u64) {
         let key = CommandKey::of(&action);
         let fresh = self
             .on_their_way
@@ -96,8 +98,12 @@ impl Dispatcher {
             // host hold none of the overall one.
             let host_slot = host_slots.acquire_owned().await;
             let slot = overall.acquire_owned().await;
-            if let (Ok(_host_slot), Ok(_slot)) = (host_slot, slot) {
-                crate::execute(&shared, action).await;
+            // Waiting for a slot may outlast the lease: a command goes
+            // out only under the epoch it was decided with.
+            if let (Ok(_host_slot), Ok(_slot)) = (host_slot, slot)
+                && shared.leadership.epoch() == Some(epoch)
+            {
+                crate::execute(&shared, action, epoch).await;
             }
             shared
                 .commands

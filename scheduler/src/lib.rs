@@ -24,11 +24,14 @@ pub mod auth;
 pub mod autoscale;
 pub mod commands;
 pub mod dumps;
+pub mod follow;
+pub mod lease;
 pub mod logs;
 pub mod metrics;
 pub mod namespaces;
 pub mod placement;
 pub mod reconcile;
+pub mod remembered;
 pub mod rollout;
 pub mod secrets;
 pub mod state;
@@ -44,8 +47,8 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use shoal_api::resources::Event;
-use shoal_api::subjects;
 use shoal_api::wire::{CommandReply, Heartbeat, HostCommand, ReplicaStatus};
+use shoal_api::{Name, subjects};
 use tokio::sync::{Notify, watch};
 
 use crate::reconcile::Action;
@@ -122,6 +125,10 @@ pub struct Shared {
     secret_box: secrets::SecretBox,
     /// Sends host commands without holding up the reconciler.
     commands: commands::Dispatcher,
+    /// Whether this scheduler leads, and with which epoch.
+    leadership: Arc<lease::Leadership>,
+    /// Writes what the leader must remember.
+    keeper: remembered::Keeper,
 }
 
 impl Shared {
@@ -237,6 +244,21 @@ impl Scheduler {
         let first_admin = access.bootstrap().await?;
         let audit = audit::AuditTrail::open(&js).await?;
         let namespace_store = namespaces::NamespaceStore::open(&js).await?;
+        // Watches first, then loads: no change in between is missed.
+        let followed = [
+            (store.kv.clone(), follow::Followed::Apps),
+            (store.secrets.clone(), follow::Followed::Secrets),
+            (
+                namespace_store.bucket().clone(),
+                follow::Followed::Namespaces,
+            ),
+            (store.control.clone(), follow::Followed::Control),
+        ];
+        let mut watches = Vec::new();
+        for (bucket, what) in followed {
+            let updates = follow::watch(&bucket, what).await?;
+            watches.push((bucket, what, updates));
+        }
         let mut state = State {
             namespaces: namespace_store.load().await?,
             ..State::default()
@@ -251,6 +273,7 @@ impl Scheduler {
         for e in store.load_events().await {
             state.remember(e);
         }
+        remembered::load(&store.control, &mut state).await?;
         for (key, sealed) in store.load_secrets().await? {
             match options.secret_box.open(&key, &sealed) {
                 Ok(secrets::Opened::Current(value)) => {
@@ -286,6 +309,7 @@ impl Scheduler {
             .local_addr()
             .map_err(|e| SchedulerError::Internal(e.to_string()))?;
 
+        let leadership = Arc::new(lease::Leadership::new(api_addr.to_string()));
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             nats,
@@ -301,6 +325,8 @@ impl Scheduler {
             kinds: Mutex::default(),
             secret_box: options.secret_box,
             commands: commands::Dispatcher::default(),
+            leadership: leadership.clone(),
+            keeper: remembered::Keeper::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {
@@ -312,6 +338,22 @@ impl Scheduler {
             heartbeats,
             stop_rx.clone(),
         ));
+        tasks.spawn(lease::run(
+            leadership,
+            shared.store.control.clone(),
+            shared.store.presence.clone(),
+            shared.nats.clone(),
+            stop_rx.clone(),
+        ));
+        for (bucket, what, updates) in watches {
+            tasks.spawn(follow::run(
+                shared.clone(),
+                bucket,
+                what,
+                updates,
+                stop_rx.clone(),
+            ));
+        }
         tasks.spawn(run_reconciler(shared.clone(), stop_rx.clone()));
         tasks.spawn(autoscale::run(shared.clone(), stop_rx.clone()));
         tasks.spawn(autoscale::serve_activations(
@@ -388,6 +430,9 @@ async fn watch_heartbeats(
             tracing::warn!(subject = %msg.subject, claimed = %hb.host, "ignoring a heartbeat that claims another host");
             continue;
         }
+        if hb.epoch > 0 {
+            shared.leadership.saw_epoch(hb.epoch);
+        }
         let now = Instant::now();
         let (changed, news) = {
             let mut state = shared.state();
@@ -431,8 +476,11 @@ async fn watch_heartbeats(
             };
             (changed, news)
         };
-        for e in news {
-            shared.record(e).await;
+        // What replicas did is told once, by the leader.
+        if shared.leadership.holds() {
+            for e in news {
+                shared.record(e).await;
+            }
         }
         if changed {
             shared.wake();
@@ -515,6 +563,7 @@ fn replica_news(previous: Option<&Heartbeat>, now: &Heartbeat) -> Vec<Event> {
 }
 
 async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut leading = false;
     loop {
         tokio::select! {
             () = shared.wake.notified() => {},
@@ -525,6 +574,19 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if now < shared.ready_at {
             continue;
         }
+        // Only the leader acts; the others keep their picture current.
+        let Some(epoch) = shared.leadership.epoch() else {
+            if leading {
+                tracing::warn!("this scheduler no longer leads: it stops acting");
+                leading = false;
+            }
+            continue;
+        };
+        if !leading {
+            tracing::info!(epoch, "this scheduler acts as the leader");
+            shared.keeper.reset().await;
+            leading = true;
+        }
         let began = Instant::now();
         let pass = reconcile::plan(&mut shared.state(), now);
         shared.publish(&pass.events).await;
@@ -534,20 +596,45 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 .await
             {
                 Ok((revision, to)) => tracing::warn!(app = stalled.app, revision, to, "{cause}"),
-                Err(e) => tracing::warn!(app = stalled.app, error = %e, "cannot roll back"),
+                Err(e) => {
+                    // Tried again once another progress deadline passes.
+                    tracing::warn!(app = stalled.app, error = %e, "cannot roll back");
+                    if let Some(r) = shared
+                        .state()
+                        .rollouts
+                        .get_mut(&(stalled.app.clone(), stalled.pod.clone()))
+                    {
+                        r.rolled_back = false;
+                        r.last_progress = Instant::now();
+                    }
+                    if let Some((namespace, app)) = stalled.app.split_once('.')
+                        && let (Ok(namespace), Ok(app)) =
+                            (Name::new(namespace.to_string()), Name::new(app.to_string()))
+                    {
+                        shared
+                            .record(event(
+                                &namespace,
+                                &app,
+                                "rollback_failed",
+                                format!("{cause}, but the rollback failed (tried again after the progress deadline): {e}"),
+                            ))
+                            .await;
+                    }
+                }
             }
         }
         // Sent in the background: a host that does not answer must not
         // hold up the next pass, nor other hosts' commands.
         for action in pass.actions {
-            shared.commands.dispatch(&shared, action);
+            shared.commands.dispatch(&shared, action, epoch);
         }
+        shared.keeper.save(&shared).await;
         shared.metrics.reconciled(began.elapsed());
     }
 }
 
-/// Sends one command and records what came of it.
-async fn execute(shared: &Shared, action: Action) {
+/// Sends one command with the lease `epoch` and records what came of it.
+async fn execute(shared: &Shared, action: Action, epoch: u64) {
     let (host, command) = match &action {
         Action::Start { host, replica } => {
             shared.metrics.placed();
@@ -563,7 +650,7 @@ async fn execute(shared: &Shared, action: Action) {
             },
         ),
     };
-    let outcome = send(shared, &host, &command).await;
+    let outcome = send(shared, &host, &command, epoch).await;
     match (action, outcome) {
         (Action::Start { host, replica }, Ok(())) => {
             let id = &replica.id;
@@ -618,12 +705,20 @@ async fn execute(shared: &Shared, action: Action) {
     }
 }
 
+/// Sends `command` to `host` with the lease `epoch` and waits for its
+/// answer. A host that has seen a newer epoch refuses it, and this
+/// scheduler learns that it no longer leads.
 async fn send(
     shared: &Shared,
     host: &shoal_api::wire::HostId,
     command: &HostCommand,
+    epoch: u64,
 ) -> Result<(), String> {
-    let payload = serde_json::to_vec(command).map_err(|e| e.to_string())?;
+    let fenced = shoal_api::wire::FencedCommand {
+        epoch,
+        command: command.clone(),
+    };
+    let payload = serde_json::to_vec(&fenced).map_err(|e| e.to_string())?;
     let request = async_nats::Request::new()
         .payload(payload.into())
         .timeout(Some(COMMAND_TIMEOUT));
@@ -635,6 +730,12 @@ async fn send(
     match serde_json::from_slice::<CommandReply>(&reply.payload) {
         Ok(CommandReply::Ok) => Ok(()),
         Ok(CommandReply::Failed { reason }) => Err(reason),
+        Ok(CommandReply::StaleEpoch { epoch, newest }) => {
+            shared.leadership.saw_epoch(newest);
+            Err(format!(
+                "host {host} refused a command of lease epoch {epoch}: a scheduler leads with epoch {newest}"
+            ))
+        }
         Err(e) => Err(format!("host {host} answered nonsense: {e}")),
     }
 }

@@ -76,6 +76,11 @@ impl NamespaceStore {
         Ok(store)
     }
 
+    /// The bucket, to follow it.
+    pub(crate) fn bucket(&self) -> &kv::Store {
+        &self.bucket
+    }
+
     /// Every namespace.
     pub async fn load(&self) -> Result<BTreeMap<Name, StoredNamespace>, SchedulerError> {
         let mut out = BTreeMap::new();

@@ -15,7 +15,7 @@ use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SealedSecret, Secre
 
 use crate::placement::{Candidate, Need, choose};
 use crate::state::{App, Rollout, Starting, State, event};
-use crate::tunables::START_CONFIRM_TIMEOUT;
+use crate::tunables::{HOST_LOSS_INTERVAL, OUTAGE_BOUND, START_CONFIRM_TIMEOUT};
 
 /// Something to tell a host.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,8 @@ pub enum Action {
 pub struct Rollback {
     /// The app's key.
     pub app: String,
+    /// The pod that stalled.
+    pub pod: Name,
     /// The stored revision that stalled.
     pub revision: u64,
     /// What stalled, in words.
@@ -72,6 +74,9 @@ struct Seen {
     /// Takes work, or (a job) completed: what a rollout waits for.
     ready: bool,
     rejoined: bool,
+    /// A job's completion remembered after its host forgot it: counts as
+    /// done, and there is nothing to stop.
+    remembered: bool,
 }
 
 /// Decides one pass. Mutates `state` only for bookkeeping: starts sent are
@@ -99,7 +104,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         if desired.contains(id) {
             continue;
         }
-        for s in list {
+        for s in list.iter().filter(|s| !s.remembered) {
             if state.starting.get(id).is_some_and(|st| st.host == s.host) {
                 state.starting.remove(id);
             }
@@ -112,6 +117,13 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         }
     }
     state.pending.retain(|id, _| desired.contains(id));
+    let apps = &state.apps;
+    state.jobs_done.retain(|id, done| {
+        desired.contains(id)
+            && apps
+                .get(&shoal_api::subjects::app_key(&id.namespace, &id.app))
+                .is_some_and(|a| a.stored.generation(&id.pod) == done.revision)
+    });
     state.rollouts.retain(|(key, pod), _| {
         state
             .apps
@@ -127,13 +139,19 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
 fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> HashMap<ReplicaId, Vec<Seen>> {
     let mut seen: HashMap<ReplicaId, Vec<Seen>> = HashMap::new();
     let mut failed: Vec<(HostId, ReplicaId, u64, String)> = Vec::new();
+    let mut completed: Vec<(ReplicaId, u64, HostId)> = Vec::new();
     for (id, host) in &state.hosts {
         // A draining host's copies are on their way out: their replicas
-        // are placed elsewhere, and the host stops them itself.
-        if !host.is_live(now) || host.heartbeat.draining {
+        // are placed elsewhere, and the host stops them itself. A silent
+        // host not declared lost (yet, or during an outage) keeps its
+        // replicas.
+        if host.lost || host.heartbeat.draining {
             continue;
         }
         for r in &host.heartbeat.replicas {
+            if r.state == ReplicaState::Completed {
+                completed.push((r.id.clone(), r.revision, id.clone()));
+            }
             match &r.state {
                 ReplicaState::Failed { reason } => {
                     failed.push((id.clone(), r.id.clone(), r.revision, reason.clone()));
@@ -145,8 +163,32 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> HashMap<ReplicaI
                     ready: (r.ready && matches!(replica_state, ReplicaState::Running))
                         || matches!(replica_state, ReplicaState::Completed),
                     rejoined: host.rejoined.is_some(),
+                    remembered: false,
                 }),
             }
+        }
+    }
+    for (id, revision, host) in completed {
+        state
+            .jobs_done
+            .insert(id, crate::state::JobDone { revision, host });
+    }
+    // Jobs that completed on a host that has forgotten them since (it
+    // restarted): done, not to be run again.
+    for (id, done) in &state.jobs_done {
+        let current = app_of(state, id).map(|a| a.stored.generation(&id.pod));
+        if current == Some(done.revision) && !seen.contains_key(id) {
+            seen.insert(
+                id.clone(),
+                vec![Seen {
+                    host: done.host.clone(),
+                    revision: done.revision,
+                    running: false,
+                    ready: true,
+                    rejoined: false,
+                    remembered: true,
+                }],
+            );
         }
     }
     for (host, id, revision, reason) in failed {
@@ -176,7 +218,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> HashMap<ReplicaI
             v.iter()
                 .any(|x| x.host == s.host && x.revision == s.revision)
         });
-        let host_live = state.hosts.get(&s.host).is_some_and(|h| h.is_live(now));
+        let host_live = state.hosts.get(&s.host).is_some_and(|h| !h.lost);
         !confirmed && host_live && now.duration_since(s.since) < START_CONFIRM_TIMEOUT
     });
     for (id, s) in &state.starting {
@@ -191,6 +233,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> HashMap<ReplicaI
                 running: false,
                 ready: false,
                 rejoined: false,
+                remembered: false,
             });
         }
     }
@@ -445,8 +488,11 @@ impl<'a> PodPlan<'a> {
     }
 }
 
-/// Stops the copy `s` of `id`.
+/// Stops the copy `s` of `id` (a remembered completion has nothing to stop).
 fn stop(pass: &mut Pass, s: &Seen, id: &ReplicaId, reason: String) {
+    if s.remembered {
+        return;
+    }
     pass.actions.push(Action::Stop {
         host: s.host.clone(),
         id: id.clone(),
@@ -536,6 +582,7 @@ fn track_rollout(
         r.rolled_back = true;
         pass.rollbacks.push(Rollback {
             app: key.clone(),
+            pod: pod.clone(),
             revision: app.revision,
             reason: format!(
                 "pod {pod} made no progress for {} ({} of its replicas at generation {generation} ready)",
@@ -556,13 +603,48 @@ fn app_of<'a>(state: &'a State, id: &ReplicaId) -> Option<&'a App> {
         .get(&shoal_api::subjects::app_key(&id.namespace, &id.app))
 }
 
-/// Hosts silent too long are lost: say so once per host.
+/// Hosts silent too long are lost: say so once per host. When most hosts
+/// fall silent at once the trouble is NATS (or this scheduler's link to
+/// it), not the hosts: none is declared lost until they are back or the
+/// silence outlasts [`OUTAGE_BOUND`]. Hosts are declared lost one per
+/// [`HOST_LOSS_INTERVAL`] at most.
 fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
+    let mut silent: Vec<(Instant, HostId)> = state
+        .hosts
+        .iter()
+        .filter(|(_, h)| !h.lost && !h.is_live(now))
+        .map(|(id, h)| (h.last_seen, id.clone()))
+        .collect();
+    let known = state.hosts.values().filter(|h| !h.lost).count();
+    if silent.len() >= 2 && silent.len() * 2 > known && state.outage_since.is_none() {
+        tracing::warn!(
+            silent = silent.len(),
+            known,
+            "most hosts fell silent at once: holding their replicas where they are for up to {OUTAGE_BOUND:?}"
+        );
+        state.outage_since = Some(now);
+    }
+    if let Some(since) = state.outage_since {
+        if silent.is_empty() {
+            tracing::info!("the silent hosts are back");
+            state.outage_since = None;
+        } else if now.duration_since(since) < OUTAGE_BOUND {
+            return;
+        }
+    }
+    silent.sort();
     let mut lost = Vec::new();
-    for (id, host) in state.hosts.iter_mut() {
-        if !host.lost && !host.is_live(now) {
+    for (_, id) in silent {
+        if state
+            .last_host_lost
+            .is_some_and(|t| now.duration_since(t) < HOST_LOSS_INTERVAL)
+        {
+            break;
+        }
+        if let Some(host) = state.hosts.get_mut(&id) {
             host.lost = true;
-            lost.push((id.clone(), host.heartbeat.replicas.clone()));
+            state.last_host_lost = Some(now);
+            lost.push((id, host.heartbeat.replicas.clone()));
         }
     }
     for (host, replicas) in lost {
@@ -770,6 +852,7 @@ mod tests {
                     routes: Vec::new(),
                     draining: false,
                     seal_key: None,
+                    epoch: 0,
                 },
                 last_seen: now,
                 lost: false,

@@ -136,13 +136,17 @@ pub async fn roll_back(
                 history.len()
             ))
         })?,
+        // The template before the current one: revisions that only
+        // scaled run what the current one runs.
         None => history
             .iter()
             .rev()
-            .find(|(r, _, _)| *r < current.revision)
+            .find(|(r, _, stored)| {
+                *r < current.revision && stored.generations != current.stored.generations
+            })
             .ok_or_else(|| {
                 SchedulerError::Invalid(format!(
-                    "{key} has no revision before {} to go back to",
+                    "{key} has no earlier template before revision {} to go back to",
                     current.revision
                 ))
             })?,
@@ -173,17 +177,14 @@ pub async fn roll_back(
         )));
     }
     crate::api::ensure_queues(shared, &stored).await?;
-    let revision = shared.store.put_app(key, &stored).await?;
+    let revision = shared.store.put_app(key, &stored, current.revision).await?;
     let e = event(
         &stored.spec.namespace,
         &stored.spec.name,
         "rolled_back",
         format!("revision {revision} stored: {}", stored.cause),
     );
-    shared
-        .state()
-        .apps
-        .insert(key.to_string(), App { stored, revision });
+    crate::api::remember_app(shared, key.to_string(), App { stored, revision });
     shared.record(e).await;
     shared.wake();
     Ok((revision, *target_revision))

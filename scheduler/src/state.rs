@@ -187,10 +187,17 @@ pub struct State {
     pub scale: HashMap<(String, Name), ScaleState>,
     /// Rollouts in progress, by app key and pod.
     pub rollouts: HashMap<(String, Name), Rollout>,
+    /// Job replicas that completed at their pod's current generation: not
+    /// run again when their host restarts and forgets them.
+    pub jobs_done: HashMap<ReplicaId, JobDone>,
     /// Namespaces, with their settings.
     pub namespaces: BTreeMap<Name, crate::namespaces::StoredNamespace>,
     /// What each replica did, for `shoal top`.
     pub top: crate::top::Top,
+    /// Since when most hosts have been silent at once, while they are.
+    pub outage_since: Option<Instant>,
+    /// When a host was last declared lost.
+    pub last_host_lost: Option<Instant>,
 }
 
 /// A pod's rollout in progress: old copies are still running.
@@ -205,6 +212,15 @@ pub struct Rollout {
     pub last_progress: Instant,
     /// Rolled back already: do it once.
     pub rolled_back: bool,
+}
+
+/// A job replica that completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDone {
+    /// The generation it completed at.
+    pub revision: u64,
+    /// Where it ran.
+    pub host: HostId,
 }
 
 /// The autoscaler's view of one pod.

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use shoal_api::Digest;
 use shoal_api::resources::Event;
 use shoal_api::subjects::{
-    ALL_DEAD_LETTERS, ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, DEAD_LETTER_STREAM,
-    EVENTS_STREAM, QUEUE_CONSUMER, SECRETS_BUCKET,
+    ALL_DEAD_LETTERS, ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, CONTROL_BUCKET,
+    DEAD_LETTER_STREAM, EVENTS_STREAM, QUEUE_CONSUMER, SCHEDULERS_BUCKET, SECRETS_BUCKET,
 };
 use tokio::io::AsyncReadExt;
 
@@ -19,6 +19,7 @@ use crate::state::{App, StoredApp};
 use crate::tunables::{
     COMPONENT_STORE_MAX_BYTES, DEAD_LETTER_MAX_BYTES, EVENTS_MAX_BYTES, EVENTS_PER_APP,
     EVENTS_READ_TIMEOUT, KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_STREAM_MAX_BYTES,
+    SCHEDULER_PRESENCE_TTL,
 };
 
 /// Every key of `bucket` with its value (keys deleted meanwhile are
@@ -48,8 +49,12 @@ pub(crate) async fn kv_entries(
 /// The scheduler's JetStream resources.
 #[derive(Clone)]
 pub struct Store {
-    kv: kv::Store,
-    secrets: kv::Store,
+    pub(crate) kv: kv::Store,
+    pub(crate) secrets: kv::Store,
+    /// The leader lease and what the leader must remember.
+    pub(crate) control: kv::Store,
+    /// Which schedulers run.
+    pub(crate) presence: kv::Store,
     objects: object_store::ObjectStore,
     js: jetstream::Context,
 }
@@ -83,6 +88,27 @@ impl Store {
             })
             .await
             .map_err(|e| unavailable("opening the secrets bucket", e))?;
+        let control = js
+            .create_or_update_key_value(kv::Config {
+                bucket: CONTROL_BUCKET.to_string(),
+                description: "Shoal's leader lease and what the leader must remember".into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("opening the control bucket", e))?;
+        let presence = js
+            .create_or_update_key_value(kv::Config {
+                bucket: SCHEDULERS_BUCKET.to_string(),
+                description: "Shoal's running schedulers, each renewing its own key".into(),
+                history: 1,
+                max_age: SCHEDULER_PRESENCE_TTL,
+                storage: stream::StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("opening the schedulers bucket", e))?;
         let objects = match js.get_object_store(COMPONENTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
@@ -118,6 +144,8 @@ impl Store {
         Ok(Store {
             kv,
             secrets,
+            control,
+            presence,
             objects,
             js,
         })
@@ -154,13 +182,56 @@ impl Store {
         Ok(apps)
     }
 
-    /// Stores an app; returns its new revision.
-    pub async fn put_app(&self, key: &str, app: &StoredApp) -> Result<u64, SchedulerError> {
+    /// Stores an app if it is still at revision `based_on` (0: if it does
+    /// not exist); returns its new revision. A change made meanwhile (by
+    /// another call, through any scheduler) is a conflict: nothing is
+    /// written, and the error says which revision the app is at now.
+    pub async fn put_app(
+        &self,
+        key: &str,
+        app: &StoredApp,
+        based_on: u64,
+    ) -> Result<u64, SchedulerError> {
         let value = serde_json::to_vec(app).map_err(|e| SchedulerError::Internal(e.to_string()))?;
-        self.kv
-            .put(key, value.into())
-            .await
-            .map_err(|e| unavailable("storing the app", e))
+        let written = if based_on == 0 {
+            self.kv.create(key, value.into()).await.map_err(|e| {
+                (e.kind() == kv::CreateErrorKind::AlreadyExists)
+                    .then_some(())
+                    .ok_or_else(|| unavailable("storing the app", e))
+            })
+        } else {
+            self.kv
+                .update(key, value.into(), based_on)
+                .await
+                .map_err(|e| {
+                    (e.kind() == kv::UpdateErrorKind::WrongLastRevision)
+                        .then_some(())
+                        .ok_or_else(|| unavailable("storing the app", e))
+                })
+        };
+        match written {
+            Ok(revision) => Ok(revision),
+            Err(Err(e)) => Err(e),
+            Err(Ok(())) => Err(self.conflict(key, based_on).await),
+        }
+    }
+
+    /// The error for a write based on revision `based_on` of the app at
+    /// `key` that lost to another write.
+    async fn conflict(&self, key: &str, based_on: u64) -> SchedulerError {
+        let now = match self.kv.entry(key).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put => format!("revision {}", e.revision),
+            Ok(_) => "deleted".to_string(),
+            Err(_) => "changed".to_string(),
+        };
+        let was = if based_on == 0 {
+            "absent".to_string()
+        } else {
+            format!("at revision {based_on}")
+        };
+        SchedulerError::Conflict(format!(
+            "app {key} changed meanwhile: this change was made while it was {was}, and it is {now} now; nothing was written: look at it again and retry"
+        ))
     }
 
     /// The revisions of the app at `key` the bucket still keeps, oldest
@@ -194,12 +265,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes an app.
-    pub async fn delete_app(&self, key: &str) -> Result<(), SchedulerError> {
-        self.kv
-            .delete(key)
-            .await
-            .map_err(|e| unavailable("deleting the app", e))
+    /// Removes an app if it is still at revision `based_on`.
+    pub async fn delete_app(&self, key: &str, based_on: u64) -> Result<(), SchedulerError> {
+        match self.kv.delete_expect_revision(key, Some(based_on)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => {
+                Err(self.conflict(key, based_on).await)
+            }
+            Err(e) => Err(unavailable("deleting the app", e)),
+        }
     }
 
     /// Every sealed secret, by `namespace.name`.

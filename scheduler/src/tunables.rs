@@ -20,6 +20,42 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(200);
 /// replica counts as missing again.
 pub const START_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the leader lease lasts unrenewed: a scheduler that sees the
+/// lease record unchanged for this long takes it over. Kubernetes' leader
+/// election uses 15 s; Shoal's schedulers share one NATS cluster and take
+/// over within 5 s.
+pub const LEASE_DURATION: Duration = Duration::from_millis(2_500);
+
+/// A leader that could not renew its lease for this long stops acting,
+/// before anyone may take the lease over ([`LEASE_DURATION`]).
+pub const LEASE_RENEW_DEADLINE: Duration = Duration::from_millis(1_500);
+
+/// How often the leader renews its lease, and others look at it.
+pub const LEASE_RETRY: Duration = Duration::from_millis(400);
+
+/// A new leader waits this long before acting, so that the heartbeats of
+/// hosts show the last commands of the leader before it.
+pub const LEADER_SETTLE: Duration = Duration::from_millis(500);
+
+/// How often the leader announces its epoch to hosts.
+pub const LEADER_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often each scheduler says it is there (`shoal get schedulers`).
+pub const SCHEDULER_PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A scheduler that has not said it is there for this long is gone from
+/// `shoal get schedulers`.
+pub const SCHEDULER_PRESENCE_TTL: Duration = Duration::from_secs(10);
+
+/// When more than half of the hosts (and at least two) fall silent at
+/// once, the trouble is NATS, not the hosts: none is declared lost until
+/// they return or the silence lasts this long.
+pub const OUTAGE_BOUND: Duration = Duration::from_secs(60);
+
+/// At most one host is declared lost per this interval, so a wave of
+/// silent hosts is not evicted all at once.
+pub const HOST_LOSS_INTERVAL: Duration = Duration::from_millis(500);
+
 /// How long a host may take to answer a command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 

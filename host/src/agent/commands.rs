@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shoal_api::Name;
-use shoal_api::wire::{CommandReply, HostCommand, ReplicaId, ReplicaState, StartReplica};
+use shoal_api::wire::{
+    CommandReply, FencedCommand, HostCommand, LeaderAnnouncement, ReplicaId, ReplicaState,
+    StartReplica,
+};
 use tokio::sync::watch;
 
 use super::{Agent, Replica, next_or_stop};
@@ -18,23 +21,59 @@ pub(super) async fn take_commands(
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some(msg) = next_or_stop(&mut commands, &mut stop).await {
-        let reply = match serde_json::from_slice::<HostCommand>(&msg.payload) {
-            Ok(HostCommand::Start(start)) => start_replica(&agent, start),
-            Ok(HostCommand::Stop { id, revision }) => {
-                stop_replica(&agent, &id, revision);
-                CommandReply::Ok
-            }
-            Ok(HostCommand::Forget {
-                namespace,
-                app,
-                retain,
-            }) => forget_app(&agent, namespace, app, retain).await,
+        let reply = match serde_json::from_slice::<FencedCommand>(&msg.payload) {
+            Ok(fenced) => match agent.see_epoch(fenced.epoch) {
+                Err(newest) => {
+                    tracing::warn!(
+                        epoch = fenced.epoch,
+                        newest,
+                        "refusing a command from a scheduler that no longer leads"
+                    );
+                    CommandReply::StaleEpoch {
+                        epoch: fenced.epoch,
+                        newest,
+                    }
+                }
+                Ok(()) => obey(&agent, fenced.command).await,
+            },
             Err(e) => CommandReply::Failed {
                 reason: format!("malformed command: {e}"),
             },
         };
         if let (Some(reply_to), Ok(payload)) = (msg.reply, serde_json::to_vec(&reply)) {
             let _ = agent.nats.publish(reply_to, payload.into()).await;
+        }
+    }
+}
+
+async fn obey(agent: &Arc<Agent>, command: HostCommand) -> CommandReply {
+    match command {
+        HostCommand::Start(start) => start_replica(agent, start),
+        HostCommand::Stop { id, revision } => {
+            stop_replica(agent, &id, revision);
+            CommandReply::Ok
+        }
+        HostCommand::Forget {
+            namespace,
+            app,
+            retain,
+        } => forget_app(agent, namespace, app, retain).await,
+    }
+}
+
+/// Learns the lease epoch of the leading scheduler from its
+/// announcements.
+pub(super) async fn watch_leader(
+    agent: Arc<Agent>,
+    mut announcements: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Some(msg) = next_or_stop(&mut announcements, &mut stop).await {
+        match serde_json::from_slice::<LeaderAnnouncement>(&msg.payload) {
+            Ok(a) => {
+                let _ = agent.see_epoch(a.epoch);
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring a malformed leader announcement"),
         }
     }
 }

@@ -49,6 +49,7 @@ impl Agent {
             routes,
             draining: self.draining.load(Ordering::Relaxed),
             seal_key: Some(self.config.sealing_key.public_key()),
+            epoch: self.epoch.load(Ordering::Acquire),
         }
     }
 }

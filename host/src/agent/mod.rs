@@ -17,7 +17,7 @@ mod heartbeat;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
@@ -123,11 +123,27 @@ pub(crate) struct Agent {
     pub(crate) metrics: Arc<HostMetrics>,
     /// Core dumps of replicas that keep them.
     pub(crate) dumps: Arc<DumpStore>,
+    /// The newest scheduler lease epoch seen: commands from older ones
+    /// are refused.
+    epoch: AtomicU64,
 }
 
 impl Agent {
     fn replicas(&self) -> MutexGuard<'_, HashMap<CopyKey, Replica>> {
         self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes note of a scheduler's lease epoch. Refuses (with the newest
+    /// seen) one older than an epoch seen before.
+    fn see_epoch(&self, epoch: u64) -> Result<(), u64> {
+        let before = self.epoch.fetch_max(epoch, Ordering::AcqRel);
+        if epoch < before {
+            return Err(before);
+        }
+        if epoch > before {
+            tracing::info!(epoch, "a scheduler leads with a new lease epoch");
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +284,13 @@ impl HostAgent {
                 subject: subjects::DORMANT_ROUTES.into(),
                 reason: e.to_string(),
             })?;
+        let leader = nats
+            .subscribe(subjects::LEADER_ANNOUNCEMENTS)
+            .await
+            .map_err(|e| AgentError::Subscribe {
+                subject: subjects::LEADER_ANNOUNCEMENTS.into(),
+                reason: e.to_string(),
+            })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (logs, shipping) = LogShipper::start(nats.clone(), config.id.clone(), stop_rx.clone());
         let metrics = HostMetrics::new();
@@ -285,6 +308,7 @@ impl HostAgent {
             started_at_ms: shoal_api::wire::now_ms(),
             beat: Notify::new(),
             draining: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             registry,
             layout,
         });
@@ -302,6 +326,11 @@ impl HostAgent {
         tasks.spawn(commands::take_commands(
             agent.clone(),
             commands,
+            stop_rx.clone(),
+        ));
+        tasks.spawn(commands::watch_leader(
+            agent.clone(),
+            leader,
             stop_rx.clone(),
         ));
         tasks.spawn(heartbeat::watch_peers(

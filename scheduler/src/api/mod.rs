@@ -78,6 +78,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
         ("/v1/secrets/{namespace}/{name}", put(put_secret)),
         ("/v1/pods", get(list_pods)),
         ("/v1/hosts", get(list_hosts)),
+        ("/v1/schedulers", get(list_schedulers)),
         ("/v1/auth/whoami", get(token_routes::whoami)),
         ("/v1/auth/can-i", get(token_routes::can_i)),
         (
@@ -246,6 +247,15 @@ async fn apply(
     let key = subjects::app_key(&spec.namespace, &spec.name);
     let app_name = format!("{}/{}", spec.namespace, spec.name);
     let previous = shared.state().apps.get(&key).cloned();
+    let based_on = previous.as_ref().map_or(0, |p| p.revision);
+    if let Some(expected) = req.if_revision
+        && expected != based_on
+    {
+        return Err(SchedulerError::Conflict(format!(
+            "app {app_name} is at revision {based_on}, not {expected} as the apply expects: look at it again and retry"
+        ))
+        .into());
+    }
     let digests: BTreeMap<Name, Digest> = spec
         .components
         .keys()
@@ -278,14 +288,14 @@ async fn apply(
         }));
     }
     ensure_queues(&shared, &stored).await?;
-    let revision = shared.store.put_app(&key, &stored).await?;
+    let revision = shared.store.put_app(&key, &stored, based_on).await?;
     let e = event(
         &stored.spec.namespace,
         &stored.spec.name,
         "applied",
         format!("revision {revision} applied from {}", req.file),
     );
-    shared.state().apps.insert(key, App { stored, revision });
+    remember_app(&shared, key, App { stored, revision });
     shared.record(e).await;
     shared.wake();
     Ok(Json(ApplyResponse {
@@ -718,6 +728,19 @@ async fn describe(
     Ok(Json(detail))
 }
 
+/// Puts an app just written into memory, unless the KV watch brought a
+/// newer revision already.
+pub(crate) fn remember_app(shared: &Shared, key: String, app: App) {
+    let mut state = shared.state();
+    if state
+        .apps
+        .get(&key)
+        .is_none_or(|a| a.revision < app.revision)
+    {
+        state.apps.insert(key, app);
+    }
+}
+
 fn find<'a>(state: &'a SchedulerState, namespace: &str, name: &str) -> Result<&'a App, Failure> {
     state
         .apps
@@ -734,14 +757,23 @@ async fn delete(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Failure> {
     guard.allow_app(Verb::Delete, &namespace, &name)?;
-    let (key, spec) = {
+    let (key, spec, revision) = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
         let spec = app.stored.spec.clone();
-        (subjects::app_key(&spec.namespace, &spec.name), spec)
+        (
+            subjects::app_key(&spec.namespace, &spec.name),
+            spec,
+            app.revision,
+        )
     };
-    shared.store.delete_app(&key).await?;
-    shared.state().apps.remove(&key);
+    shared.store.delete_app(&key, revision).await?;
+    {
+        let mut state = shared.state();
+        if state.apps.get(&key).is_some_and(|a| a.revision == revision) {
+            state.apps.remove(&key);
+        }
+    }
     forget(&shared, &spec).await;
     shared
         .record(event(
@@ -780,7 +812,8 @@ async fn forget(shared: &Shared, spec: &AppSpec) {
         retain,
     };
     for host in hosts {
-        if let Err(e) = crate::send(shared, &host, &command).await {
+        let epoch = shared.leadership.known_epoch();
+        if let Err(e) = crate::send(shared, &host, &command, epoch).await {
             tracing::warn!(%host, error = %e, "could not remove the deleted app's volumes");
         }
     }
@@ -838,7 +871,10 @@ async fn scale(
     )
     .await?;
     let plan = plan(Some(&previous), &stored);
-    let revision = shared.store.put_app(&key, &stored).await?;
+    let revision = shared
+        .store
+        .put_app(&key, &stored, previous.revision)
+        .await?;
     let e = event(
         &stored.spec.namespace,
         &stored.spec.name,
@@ -848,7 +884,7 @@ async fn scale(
             req.component, req.replicas
         ),
     );
-    shared.state().apps.insert(key, App { stored, revision });
+    remember_app(&shared, key, App { stored, revision });
     shared.record(e).await;
     shared.wake();
     Ok(Json(ApplyResponse {
@@ -1138,6 +1174,18 @@ async fn list_hosts(
         .collect();
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(hosts))
+}
+
+/// `GET /v1/schedulers`: every running scheduler, the leader first.
+/// Needs `list hosts`: both are the cluster's machinery.
+async fn list_schedulers(
+    State(shared): State<Shared_>,
+    guard: Guard,
+) -> Result<Json<Vec<shoal_api::resources::SchedulerInfo>>, Failure> {
+    guard.allow(Verb::List, Resource::Hosts, &Scope::Cluster, None)?;
+    Ok(Json(
+        shared.leadership.schedulers(&shared.store.presence).await?,
+    ))
 }
 
 /// `GET /metrics`: needs `get metrics` cluster-wide (a Prometheus scrape
