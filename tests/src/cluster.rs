@@ -233,12 +233,17 @@ pub struct Cluster {
     pub scheduler: Option<Running>,
     /// Host processes by name.
     pub hosts: Vec<(String, Running)>,
+    /// Where the verbs go.
     api_port: u16,
+    /// The first scheduler's API port.
+    first_port: u16,
     dir: tempfile::TempDir,
     scheduler_flags: Vec<String>,
     metrics: Vec<(String, SocketAddr)>,
     /// What hosts stopped by [`Cluster::stop_host`] printed.
     stopped_output: Vec<String>,
+    /// More schedulers beside the first, by API port.
+    pub standbys: Vec<(u16, Running)>,
 }
 
 impl Cluster {
@@ -267,15 +272,18 @@ impl Cluster {
     }
 
     fn new(nats: Nats, dir: tempfile::TempDir) -> anyhow::Result<Self> {
+        let port = free_port()?;
         Ok(Cluster {
             nats,
             scheduler: None,
             hosts: Vec::new(),
-            api_port: free_port()?,
+            api_port: port,
+            first_port: port,
             dir,
             scheduler_flags: Vec::new(),
             metrics: Vec::new(),
             stopped_output: Vec::new(),
+            standbys: Vec::new(),
         })
     }
 
@@ -293,8 +301,69 @@ impl Cluster {
     /// Starts (or restarts) the scheduler process.
     pub fn start_scheduler(&mut self) -> anyhow::Result<()> {
         self.scheduler = None;
+        self.scheduler = Some(self.spawn_scheduler(self.first_port)?);
+        Ok(())
+    }
+
+    /// Starts one more scheduler beside the others, with an API of its
+    /// own, sharing NATS, data directory and secret key: it stands by
+    /// until it takes the lease. Returns its API port.
+    pub fn start_standby(&mut self) -> anyhow::Result<u16> {
+        let port = free_port()?;
+        let s = self.spawn_scheduler(port)?;
+        self.standbys.push((port, s));
+        Ok(port)
+    }
+
+    /// The API ports of every scheduler process running.
+    pub fn scheduler_ports(&self) -> Vec<u16> {
+        let first = self.scheduler.as_ref().map(|_| self.first_port);
+        first
+            .into_iter()
+            .chain(self.standbys.iter().map(|(p, _)| *p))
+            .collect()
+    }
+
+    /// The scheduler process whose API is on `port`.
+    pub fn scheduler_on(&self, port: u16) -> Option<&Running> {
+        if port == self.first_port {
+            return self.scheduler.as_ref();
+        }
+        self.standbys
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, s)| s)
+    }
+
+    /// Kills (SIGKILL) the scheduler whose API is on `port`.
+    pub fn kill_scheduler_on(&mut self, port: u16) {
+        if port == self.first_port {
+            self.scheduler = None;
+        } else {
+            self.standbys.retain(|(p, _)| *p != port);
+        }
+    }
+
+    /// Starts a scheduler on `port` again, after [`Cluster::kill_scheduler_on`].
+    pub fn restart_scheduler_on(&mut self, port: u16) -> anyhow::Result<()> {
+        let s = self.spawn_scheduler(port)?;
+        if port == self.first_port {
+            self.scheduler = Some(s);
+        } else {
+            self.standbys.push((port, s));
+        }
+        Ok(())
+    }
+
+    /// Points [`Cluster::shoal`] and [`Cluster::api`] at the scheduler on
+    /// `port`.
+    pub fn use_scheduler(&mut self, port: u16) {
+        self.api_port = port;
+    }
+
+    fn spawn_scheduler(&self, port: u16) -> anyhow::Result<Running> {
         let data = self.dir.path().join("scheduler").display().to_string();
-        let api = format!("127.0.0.1:{}", self.api_port);
+        let api = format!("127.0.0.1:{port}");
         let nats = self.nats.url();
         let creds = self.nats.creds("scheduler")?.display().to_string();
         let mut args = vec![
@@ -313,8 +382,7 @@ impl Cluster {
         args.extend(self.scheduler_flags.iter().map(String::as_str));
         let mut s = Running::start(&args)?;
         s.wait_for_line("scheduler API on", START_LIMIT)?;
-        self.scheduler = Some(s);
-        Ok(())
+        Ok(s)
     }
 
     /// Kills the scheduler process.
@@ -411,6 +479,9 @@ impl Cluster {
     pub fn all_output(&mut self) -> String {
         let mut out = self.stopped_output.clone();
         if let Some(s) = &mut self.scheduler {
+            out.extend(s.output());
+        }
+        for (_, s) in &mut self.standbys {
             out.extend(s.output());
         }
         for (_, h) in &mut self.hosts {

@@ -16,6 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use rustix::process::Signal;
 
 pub mod cluster;
+pub mod control;
 pub mod recorder;
 
 /// The repository's root directory.

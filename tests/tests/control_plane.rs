@@ -1,0 +1,482 @@
+//! Many schedulers, one leader: real scheduler processes sharing a real
+//! nats-server, real hosts and real components. Leaders are killed and
+//! frozen mid-stream; writes race; NATS goes away.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shoal_api::Digest;
+use shoal_api::resources::{AppDetail, PodState, RolloutStatus};
+use shoal_api::wire::ReplicaState;
+use shoal_tests::cluster::Cluster;
+use shoal_tests::control::{self, HeartbeatWatch};
+
+/// An app of one worker, `replicas` copies, its template marked by `mark`.
+fn worker_spec(app: &str, replicas: u32, mark: &str) -> String {
+    format!(
+        "name = \"{app}\"\n[components.w]\nsource = \"w.wasm\"\nkind = \"worker\"\nreplicas = {replicas}\nlimits = {{ memory = \"16MiB\" }}\nenv = {{ MARK = \"{mark}\" }}\n"
+    )
+}
+
+/// Uploads the echo worker once (through an apply with the CLI) and
+/// returns its digest, for applies sent straight to the API.
+fn upload_worker(cluster: &Cluster) -> Digest {
+    let spec = cluster
+        .spec(
+            "seed.toml",
+            "name = \"seed\"\n[components.w]\nsource = \"SOURCE(echo-worker)\"\nkind = \"worker\"\nreplicas = 0\nlimits = { memory = \"16MiB\" }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &spec]).unwrap();
+    Digest::of(&shoal_tests::wasm_bytes("echo-worker").unwrap())
+}
+
+fn apply_body(
+    app: &str,
+    replicas: u32,
+    mark: &str,
+    digest: Digest,
+    if_revision: Option<u64>,
+) -> serde_json::Value {
+    json!({
+        "file": format!("{app}.toml"),
+        "spec": worker_spec(app, replicas, mark),
+        "digests": { "w": digest },
+        "if_revision": if_revision,
+    })
+}
+
+fn describe(port: u16, token: &str, app: &str) -> Option<AppDetail> {
+    let reply = control::get(port, token, &format!("/v1/apps/default/{app}")).ok()?;
+    (reply.status == 200).then(|| serde_json::from_str(&reply.body).unwrap())
+}
+
+fn rollout(port: u16, token: &str, app: &str) -> Option<RolloutStatus> {
+    let reply = control::get(port, token, &format!("/v1/apps/default/{app}/rollout")).ok()?;
+    (reply.status == 200).then(|| serde_json::from_str(&reply.body).unwrap())
+}
+
+/// Whether `app` runs exactly `replicas` copies, all of its current
+/// template marked `mark`, as the scheduler on `port` sees it.
+fn in_effect(port: u16, token: &str, app: &str, replicas: u32, mark: &str) -> Result<(), String> {
+    let detail = describe(port, token, app).ok_or("not found")?;
+    let c = &detail.spec.components[&shoal_api::Name::new("w").unwrap()];
+    let stored_mark = c.env.get("MARK").cloned().unwrap_or_default();
+    if c.replicas != replicas || stored_mark != mark {
+        return Err(format!(
+            "stored {} replicas marked {stored_mark}, wanted {replicas} marked {mark}",
+            c.replicas
+        ));
+    }
+    let status = rollout(port, token, app).ok_or("no rollout status")?;
+    let pod = status.pods.first().ok_or("no pod")?;
+    let running: Vec<_> = detail
+        .pods
+        .iter()
+        .filter(|p| matches!(p.state, PodState::Host(ReplicaState::Running)))
+        .collect();
+    let current = running.iter().all(|p| p.revision == pod.generation);
+    if running.len() as u32 != replicas
+        || detail.pods.len() as u32 != replicas
+        || !current
+        || pod.old != 0
+    {
+        return Err(format!(
+            "{} running of {} pods ({} old), generation {}: {:?}",
+            running.len(),
+            detail.pods.len(),
+            pod.old,
+            pod.generation,
+            detail
+                .pods
+                .iter()
+                .map(|p| (p.id.to_string(), p.revision))
+                .collect::<Vec<_>>()
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until some scheduler among `ports` leads, other than `not`.
+fn wait_leader(
+    cluster: &Cluster,
+    token: &str,
+    ports: &[u16],
+    not: Option<u16>,
+    limit: Duration,
+) -> (u16, u64) {
+    cluster
+        .wait_until("a leader", limit, |_| {
+            for port in ports {
+                if let Ok(Some((leader, epoch))) = control::leader(*port, token)
+                    && Some(leader) != not
+                    && ports.contains(&leader)
+                {
+                    return Ok(Some((leader, epoch)));
+                }
+            }
+            Ok(None)
+        })
+        .unwrap()
+}
+
+/// Sends an apply (or a scale, when `scale`) to the scheduler on `port`;
+/// a 409 (another scheduler's write not yet seen here) is sent again.
+fn change(
+    port: u16,
+    token: &str,
+    app: &str,
+    replicas: u32,
+    mark: &str,
+    digest: Digest,
+    scale: bool,
+) -> u16 {
+    for _ in 0..5 {
+        let reply = if scale {
+            control::post(
+                port,
+                token,
+                &format!("/v1/apps/default/{app}/scale"),
+                &json!({ "component": "w", "replicas": replicas }),
+            )
+        } else {
+            control::post(
+                port,
+                token,
+                "/v1/apps",
+                &apply_body(app, replicas, mark, digest, None),
+            )
+        }
+        .unwrap();
+        if reply.status != 409 {
+            assert!(
+                (200..300).contains(&reply.status),
+                "{app}: {} {}",
+                reply.status,
+                reply.body
+            );
+            return reply.status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{app}: conflicts kept coming");
+}
+
+/// Rounds of the failover drill: `SHOAL_FAILOVER_ROUNDS`, else `default`.
+fn rounds(default: usize) -> usize {
+    std::env::var("SHOAL_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
+fn failover_drill(rounds: usize) {
+    let mut cluster = Cluster::start().unwrap();
+    let token = cluster.admin_token().unwrap();
+    cluster.start_standby().unwrap();
+    cluster.start_standby().unwrap();
+    cluster.start_host("h1", "zone=a").unwrap();
+    cluster.start_host("h2", "zone=b").unwrap();
+    let digest = upload_worker(&cluster);
+    let watch = HeartbeatWatch::start(&cluster.nats).unwrap();
+    let apps = ["a0", "a1", "a2", "a3", "a4"];
+    let mut wanted: BTreeMap<&str, (u32, String)> = BTreeMap::new();
+    let mut takeovers = Vec::new();
+    for round in 0..rounds {
+        let ports = cluster.scheduler_ports();
+        let (leader, epoch) = wait_leader(&cluster, &token, &ports, None, Duration::from_secs(20));
+        let others: Vec<u16> = ports.iter().copied().filter(|p| *p != leader).collect();
+        let mut killed_at = None;
+        for i in 0..100usize {
+            if i == 50 {
+                cluster.kill_scheduler_on(leader);
+                killed_at = Some(Instant::now());
+            }
+            let app = apps[i % apps.len()];
+            let port = others[i % others.len()];
+            let scale = i % 3 == 0 && wanted.contains_key(app);
+            let replicas = ((i * 7 + round) % 4) as u32;
+            let mark = if scale {
+                wanted[app].1.clone()
+            } else {
+                format!("r{round}i{i}")
+            };
+            change(port, &token, app, replicas, &mark, digest, scale);
+            wanted.insert(app, (replicas, mark));
+        }
+        let killed_at = killed_at.unwrap();
+        let (new_leader, new_epoch) = wait_leader(
+            &cluster,
+            &token,
+            &others,
+            Some(leader),
+            Duration::from_secs(10),
+        );
+        assert!(
+            new_epoch > epoch,
+            "round {round}: epoch {new_epoch} after {epoch}"
+        );
+        for (app, (replicas, mark)) in &wanted {
+            cluster
+                .wait_until(
+                    &format!("round {round}: {app} in effect"),
+                    Duration::from_secs(30),
+                    |_| {
+                        Ok(in_effect(new_leader, &token, app, *replicas, mark)
+                            .map_err(|e| anyhow::anyhow!(e))
+                            .ok())
+                    },
+                )
+                .unwrap();
+        }
+        // The copies started after the kill are the new leader's: the
+        // first one says when it began to act.
+        let acted = watch
+            .first_new_copy_after(killed_at + Duration::from_millis(300))
+            .expect("the new leader started nothing");
+        let took = acted.duration_since(killed_at);
+        takeovers.push(took);
+        assert!(
+            took <= Duration::from_secs(5),
+            "round {round}: the new leader acted {took:?} after the kill"
+        );
+        let twice = watch.twice();
+        assert!(
+            twice.is_empty(),
+            "round {round}: replicas ran twice: {twice:?}"
+        );
+        cluster.restart_scheduler_on(leader).unwrap();
+    }
+    takeovers.sort();
+    println!(
+        "failover over {rounds} rounds: median {:?}, max {:?}",
+        takeovers[takeovers.len() / 2],
+        takeovers[takeovers.len() - 1]
+    );
+}
+
+#[test]
+fn the_leader_killed_mid_stream_is_replaced_and_every_accepted_change_holds() {
+    failover_drill(rounds(10));
+}
+
+/// The long drill: `cargo test -p shoal-tests --test control_plane -- --ignored`.
+#[test]
+#[ignore]
+fn the_leader_killed_a_hundred_times() {
+    failover_drill(rounds(100));
+}
+
+#[test]
+fn a_frozen_leader_is_fenced_by_hosts_and_steps_down() {
+    let mut cluster = Cluster::start().unwrap();
+    let token = cluster.admin_token().unwrap();
+    cluster.start_standby().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    let digest = upload_worker(&cluster);
+    let ports = cluster.scheduler_ports();
+    let (old, epoch) = wait_leader(&cluster, &token, &ports, None, Duration::from_secs(20));
+    let other = ports.iter().copied().find(|p| *p != old).unwrap();
+    change(other, &token, "steady", 2, "one", digest, false);
+    cluster
+        .wait_until("steady placed", Duration::from_secs(20), |_| {
+            Ok(in_effect(other, &token, "steady", 2, "one").ok())
+        })
+        .unwrap();
+
+    // Frozen past its lease: the other scheduler takes over.
+    cluster.scheduler_on(old).unwrap().pause();
+    let (new, new_epoch) = wait_leader(
+        &cluster,
+        &token,
+        &[other],
+        Some(old),
+        Duration::from_secs(10),
+    );
+    assert_eq!(new, other);
+    assert!(new_epoch > epoch);
+    // The new leader acts: a change goes into effect through it.
+    change(other, &token, "steady", 3, "one", digest, true);
+    cluster
+        .wait_until(
+            "steady scaled by the new leader",
+            Duration::from_secs(20),
+            |_| Ok(in_effect(other, &token, "steady", 3, "one").ok()),
+        )
+        .unwrap();
+
+    // A command under the old epoch, sent with the schedulers' own NATS
+    // credential, as the frozen leader's would be: the host refuses it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reply: shoal_api::wire::CommandReply = rt.block_on(async {
+        let nats = cluster
+            .nats
+            .client_as("scheduler", "_INBOX.scheduler")
+            .await
+            .unwrap();
+        let command = shoal_api::wire::FencedCommand {
+            epoch,
+            command: shoal_api::wire::HostCommand::Stop {
+                id: shoal_api::wire::ReplicaId {
+                    namespace: shoal_api::Name::new("default").unwrap(),
+                    app: shoal_api::Name::new("steady").unwrap(),
+                    pod: shoal_api::Name::new("w").unwrap(),
+                    index: 0,
+                },
+                revision: None,
+            },
+        };
+        let reply = nats
+            .request(
+                shoal_api::subjects::host_commands("h1"),
+                serde_json::to_vec(&command).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    });
+    assert_eq!(
+        reply,
+        shoal_api::wire::CommandReply::StaleEpoch {
+            epoch,
+            newest: new_epoch
+        }
+    );
+
+    // Woken up, the old leader learns it lost the lease, steps down and
+    // changes nothing: the replicas stay as the new leader left them.
+    cluster.scheduler_on(old).unwrap().resume();
+    cluster
+        .wait_until("the old leader follows", Duration::from_secs(10), |_| {
+            Ok(control::leader(old, &token)?.filter(|(l, _)| *l == other))
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    in_effect(other, &token, "steady", 3, "one").unwrap();
+    in_effect(old, &token, "steady", 3, "one").unwrap();
+    let out = cluster.all_output();
+    assert!(
+        out.contains("stepping down") || out.contains("no longer leads"),
+        "{out}"
+    );
+}
+
+#[test]
+fn of_two_concurrent_applies_one_wins_and_the_other_gets_409() {
+    let mut cluster = Cluster::start().unwrap();
+    let token = cluster.admin_token().unwrap();
+    let other = cluster.start_standby().unwrap();
+    let first = cluster.scheduler_ports()[0];
+    cluster.start_host("h1", "").unwrap();
+    let digest = upload_worker(&cluster);
+    change(first, &token, "race", 1, "start", digest, false);
+    for round in 0..5 {
+        let revision = cluster
+            .wait_until("both schedulers agree", Duration::from_secs(10), |_| {
+                let a = describe(first, &token, "race").map(|d| d.summary.revision);
+                let b = describe(other, &token, "race").map(|d| d.summary.revision);
+                Ok(a.filter(|a| Some(*a) == b))
+            })
+            .unwrap();
+        let marks = [format!("left{round}"), format!("right{round}")];
+        let sent: Vec<(u16, String)> = std::thread::scope(|s| {
+            let calls: Vec<_> = [first, other]
+                .into_iter()
+                .zip(&marks)
+                .map(|(port, mark)| {
+                    let body = apply_body("race", 2, mark, digest, Some(revision));
+                    let token = &token;
+                    s.spawn(move || {
+                        let reply = control::post(port, token, "/v1/apps", &body).unwrap();
+                        (reply.status, reply.body)
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let statuses: Vec<u16> = sent.iter().map(|(s, _)| *s).collect();
+        let winners: Vec<usize> = (0..2).filter(|i| statuses[*i] == 200).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {sent:?}");
+        let loser = 1 - winners[0];
+        assert_eq!(statuses[loser], 409, "round {round}: {sent:?}");
+        assert!(sent[loser].1.contains("revision"), "{}", sent[loser].1);
+        let mark = &marks[winners[0]];
+        for port in [first, other] {
+            cluster
+                .wait_until(
+                    &format!("round {round}: the winner runs"),
+                    Duration::from_secs(30),
+                    |_| Ok(in_effect(port, &token, "race", 2, mark).ok()),
+                )
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn nats_gone_for_ten_seconds_moves_nothing_but_a_dead_host_moves_at_once() {
+    let mut cluster = Cluster::start().unwrap();
+    let token = cluster.admin_token().unwrap();
+    let port = cluster.scheduler_ports()[0];
+    for h in ["h1", "h2", "h3"] {
+        cluster.start_host(h, "").unwrap();
+    }
+    let digest = upload_worker(&cluster);
+    change(port, &token, "calm", 6, "one", digest, false);
+    cluster
+        .wait_until("calm placed", Duration::from_secs(20), |_| {
+            Ok(in_effect(port, &token, "calm", 6, "one").ok())
+        })
+        .unwrap();
+    let before = placement(port, &token, "calm");
+
+    cluster.nats.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    cluster.nats.restart().unwrap();
+    // Every host is back; nothing moved, and no start or stop went out.
+    cluster
+        .wait_until("the hosts are back", Duration::from_secs(30), |c| {
+            Ok(c.hosts()?
+                .iter()
+                .all(|h| h.state == shoal_api::resources::HostState::Ready)
+                .then_some(()))
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(placement(port, &token, "calm"), before);
+    let out = cluster.all_output();
+    assert!(!out.contains("host lost"), "{out}");
+    assert!(out.contains("most hosts fell silent at once"), "{out}");
+
+    // One host dies for real: its replicas move within 5 s.
+    let victim = before.values().next().unwrap().clone();
+    cluster.kill_host(&victim);
+    let killed = Instant::now();
+    cluster
+        .wait_until(
+            "the dead host's replicas moved",
+            Duration::from_secs(10),
+            |_| {
+                let now = placement(port, &token, "calm");
+                Ok((now.len() == 6 && now.values().all(|h| *h != victim)).then_some(()))
+            },
+        )
+        .unwrap();
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(5), "moved after {took:?}");
+}
+
+/// Replica → host of `app`'s running replicas.
+fn placement(port: u16, token: &str, app: &str) -> BTreeMap<String, String> {
+    describe(port, token, app)
+        .map(|d| {
+            d.pods
+                .iter()
+                .filter(|p| matches!(p.state, PodState::Host(ReplicaState::Running)))
+                .filter_map(|p| Some((p.id.to_string(), p.host.as_ref()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
