@@ -835,7 +835,12 @@ mod tests {
     }
 
     fn report(state: &mut State, copies: Vec<ReplicaStatus>, now: Instant) {
-        let host = HostId::new("h1").unwrap();
+        report_on(state, "h1", copies, now);
+    }
+
+    /// Host `name` reports `copies`, heard last at `at`.
+    fn report_on(state: &mut State, name: &str, copies: Vec<ReplicaStatus>, at: Instant) {
+        let host = HostId::new(name).unwrap();
         state.hosts.insert(
             host.clone(),
             HostEntry {
@@ -854,7 +859,7 @@ mod tests {
                     seal_key: None,
                     epoch: 0,
                 },
-                last_seen: now,
+                last_seen: at,
                 lost: false,
                 rejoined: None,
             },
@@ -969,6 +974,77 @@ mod tests {
         assert_eq!(stalled.rollbacks.len(), 1, "{:?}", stalled.rollbacks);
         assert!(stalled.rollbacks[0].reason.contains("no progress"));
         assert!(plan(&mut state, past).rollbacks.is_empty(), "asked once");
+    }
+
+    /// Three hosts, each running one of the app's copies (the app wants
+    /// three), heard last at `at`, but `silent` at `long_ago`.
+    fn three_hosts(silent: &[&str], at: Instant, long_ago: Instant) -> State {
+        let mut app = stored("v1", "{}", None);
+        if let Some(c) = app.spec.components.values_mut().next() {
+            c.replicas = 3;
+        }
+        let mut state = state(app, Vec::new(), at);
+        for (i, h) in ["h1", "h2", "h3"].into_iter().enumerate() {
+            let heard = if silent.contains(&h) { long_ago } else { at };
+            report_on(&mut state, h, vec![copy(i as u32, 1, true)], heard);
+        }
+        state
+    }
+
+    #[test]
+    fn most_hosts_silent_at_once_is_an_outage_and_moves_nothing_until_its_bound() {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(10);
+        let mut state = three_hosts(&["h1", "h2", "h3"], now, start);
+        let pass = plan(&mut state, now);
+        assert_eq!(actions(&pass), (vec![], vec![]));
+        assert!(state.hosts.values().all(|h| !h.lost));
+        // Two come back: the third is still held, the outage not over.
+        let back = now + Duration::from_secs(1);
+        report_on(&mut state, "h1", vec![copy(0, 1, true)], back);
+        report_on(&mut state, "h2", vec![copy(1, 1, true)], back);
+        assert_eq!(actions(&plan(&mut state, back)), (vec![], vec![]));
+        // Past the bound, the one still silent is lost and its copy moves.
+        let past = now + OUTAGE_BOUND + Duration::from_secs(1);
+        report_on(&mut state, "h1", vec![copy(0, 1, true)], past);
+        report_on(&mut state, "h2", vec![copy(1, 1, true)], past);
+        let pass = plan(&mut state, past);
+        assert_eq!(actions(&pass), (vec![(2, 1)], vec![]));
+        assert!(state.hosts[&HostId::new("h3").unwrap()].lost);
+    }
+
+    #[test]
+    fn one_silent_host_of_three_is_lost_at_once_and_its_copy_moves() {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(10);
+        let mut state = three_hosts(&["h3"], now, start);
+        let pass = plan(&mut state, now);
+        assert_eq!(actions(&pass), (vec![(2, 1)], vec![]));
+        assert!(pass.events.iter().any(|e| e.reason == "host_lost"));
+    }
+
+    #[test]
+    fn a_completed_job_is_not_run_again_when_its_host_forgets_it() {
+        let now = Instant::now();
+        let text =
+            "name = \"web\"\n[components.web]\nsource = \"j.wasm\"\nkind = \"job\"\nreplicas = 1\n";
+        let app = StoredApp {
+            spec: AppSpec::from_toml(text, "job.toml").unwrap(),
+            digests: BTreeMap::from([(Name::new("web").unwrap(), Digest::of(b"job"))]),
+            file: "job.toml".into(),
+            generations: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            cause: String::new(),
+        }
+        .with_generations(None);
+        let mut done = copy(0, 1, true);
+        done.state = ReplicaState::Completed;
+        let mut state = state(app, vec![done], now);
+        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        // The host restarted and reports nothing: the job stays done.
+        report(&mut state, Vec::new(), now);
+        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        assert_eq!(state.jobs_done.len(), 1);
     }
 
     #[test]
