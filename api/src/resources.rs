@@ -340,6 +340,10 @@ pub struct PodRollout {
     pub state: RolloutState,
     /// In words: what the rollout waits for.
     pub message: String,
+    /// While it progresses: when it is rolled back unless a replica of
+    /// the new generation gets ready first (ms since the epoch).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
 }
 
 /// One stored revision of an app, for `rollout history`.

@@ -64,7 +64,19 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
         } else {
             format!("{ready} of {desired} replicas at generation {generation} ready")
         };
+        let deadline_ms = state
+            .rollouts
+            .get(&(key.clone(), pod.name.clone()))
+            .filter(|r| !complete && r.generation == generation && !r.rolled_back)
+            .map(|r| {
+                let deadline = r.last_progress + pod.rollout().progress_deadline.get();
+                let left = deadline.saturating_duration_since(now);
+                let past = now.saturating_duration_since(deadline);
+                (crate::state::now_ms() + crate::state::millis(left))
+                    .saturating_sub(crate::state::millis(past))
+            });
         pods.push(PodRollout {
+            deadline_ms,
             pod: pod.name.clone(),
             generation,
             desired,

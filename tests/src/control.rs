@@ -138,6 +138,19 @@ impl HeartbeatWatch {
             .clone()
     }
 
+    /// The copies that start or run now, by every host's last heartbeat.
+    pub fn current(&self) -> Vec<Copy> {
+        let now = Instant::now();
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hosts
+            .values()
+            .filter(|(at, _)| now.duration_since(*at) < BEAT_FRESH)
+            .flat_map(|(_, copies)| copies.iter().cloned())
+            .collect()
+    }
+
     /// When the first copy not seen before `after` appeared, if one did.
     pub fn first_new_copy_after(&self, after: Instant) -> Option<Instant> {
         self.seen

@@ -354,6 +354,20 @@ fn a_frozen_leader_is_fenced_by_hosts_and_steps_down() {
         })
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    // `shoal get schedulers` through either shows both, the new leader marked.
+    for port in [old, other] {
+        cluster.use_scheduler(port);
+        let out = cluster.shoal_as(&token, &["get", "schedulers"]).unwrap();
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let table = out.stdout;
+        let leader_line = table
+            .lines()
+            .find(|l| l.contains("leader"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(leader_line.contains(&format!(":{other}")), "{table}");
+        assert!(leader_line.contains(&new_epoch.to_string()), "{table}");
+        assert_eq!(table.matches("standby").count(), 1, "{table}");
+    }
     in_effect(other, &token, "steady", 3, "one").unwrap();
     in_effect(old, &token, "steady", 3, "one").unwrap();
     let out = cluster.all_output();
@@ -492,4 +506,147 @@ fn placement(port: u16, token: &str, app: &str) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+const AUTOSCALED: &str = "name = \"auto\"\n[components.worker]\nsource = \"SOURCE(queue-worker)\"\nkind = \"worker\"\nqueue = \"auto.in\"\nlimits = { memory = \"16MiB\", timeout = \"1s\", concurrency = 1 }\nmessaging = { publish = [\"jobs.>\"] }\nautoscale = { min = 0, max = 4, target_queue_depth = 100, idle = \"60s\" }\nplacement = { labels = { role = \"work\" } }\n";
+
+const ONE_SHOT: &str = "name = \"once\"\n[components.job]\nsource = \"SOURCE(crash-job)\"\nkind = \"job\"\nenv = { EXIT_CODE = \"0\" }\nlimits = { memory = \"16MiB\", timeout = \"1s\" }\nplacement = { labels = { role = \"jobs\" } }\n";
+
+fn web(cluster: &Cluster, mark: &str, ready: bool) -> String {
+    cluster
+        .spec(
+            &format!("web-{mark}.toml"),
+            &format!(
+                "name = \"web\"\n[components.web]\nsource = \"SOURCE(hello-http)\"\nkind = \"http\"\nroute = \"/\"\nreplicas = 1\nenv = {{ GREETING = \"{mark}\", READY = \"{ready}\" }}\nhealth = {{ path = \"/healthz\", interval = \"200ms\", failure_threshold = 1 }}\nrollout = {{ max_surge = 1, max_unavailable = 0, progress_deadline = \"120s\" }}\nplacement = {{ labels = {{ role = \"work\" }} }}\n"
+            ),
+        )
+        .unwrap()
+}
+
+fn desired_of(cluster: &Cluster, app: &str) -> u32 {
+    cluster
+        .apps()
+        .unwrap()
+        .iter()
+        .filter(|a| a.name.as_str() == app)
+        .flat_map(|a| &a.components)
+        .map(|c| c.desired)
+        .sum()
+}
+
+fn deadline_of(cluster: &Cluster) -> u64 {
+    let out = cluster
+        .ok(&["rollout", "status", "web", "-o", "json"])
+        .unwrap();
+    let status: RolloutStatus = serde_json::from_str(&out).unwrap();
+    status.pods[0]
+        .deadline_ms
+        .expect("a rollout in progress has a deadline")
+}
+
+#[test]
+fn a_restarted_scheduler_keeps_scaled_counts_finished_jobs_and_rollout_deadlines() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "role=work").unwrap();
+    cluster.start_host("h2", "role=jobs").unwrap();
+
+    // An autoscaled worker under a backlog that lasts (each job 50 ms).
+    let auto = cluster.spec("auto.toml", AUTOSCALED).unwrap();
+    cluster.ok(&["apply", &auto]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(cluster.nats.admin().await.unwrap());
+        let mut acks = Vec::new();
+        for i in 0..3000 {
+            acks.push(
+                js.publish("ns.default.auto.in", format!("slow-{i}").into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    });
+    cluster
+        .wait_until("scaled to 4", Duration::from_secs(30), |c| {
+            Ok((desired_of(c, "auto") == 4).then_some(()))
+        })
+        .unwrap();
+
+    // A job that completes.
+    let once = cluster.spec("once.toml", ONE_SHOT).unwrap();
+    cluster.ok(&["apply", &once]).unwrap();
+    cluster
+        .wait_until("the job completed", Duration::from_secs(30), |c| {
+            Ok(c.pods()?
+                .iter()
+                .any(|p| matches!(p.state, PodState::Host(ReplicaState::Completed)))
+                .then_some(()))
+        })
+        .unwrap();
+
+    // A rollout that cannot progress (the new version never gets ready).
+    cluster.ok(&["apply", &web(&cluster, "v1", true)]).unwrap();
+    cluster
+        .wait_until("web v1 ready", Duration::from_secs(30), |c| {
+            Ok(c.pods()?
+                .iter()
+                .any(|p| p.id.app.as_str() == "web" && p.ready)
+                .then_some(()))
+        })
+        .unwrap();
+    cluster.ok(&["apply", &web(&cluster, "v2", false)]).unwrap();
+    let deadline = cluster
+        .wait_until("the rollout has a deadline", Duration::from_secs(10), |c| {
+            let out = c.ok(&["rollout", "status", "web", "-o", "json"])?;
+            let status: RolloutStatus = serde_json::from_str(&out)?;
+            Ok(status.pods[0].deadline_ms)
+        })
+        .unwrap();
+
+    // The scheduler restarts; the hosts' heartbeats say what runs.
+    let watch = HeartbeatWatch::start(&cluster.nats).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.kill_scheduler();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_scheduler().unwrap();
+    // Until it leads and after: the worker keeps its 4 replicas.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(8) {
+        if let Ok(apps) = cluster.apps() {
+            let desired: u32 = apps
+                .iter()
+                .filter(|a| a.name.as_str() == "auto")
+                .flat_map(|a| &a.components)
+                .map(|c| c.desired)
+                .sum();
+            assert_eq!(desired, 4, "the autoscaled count after the restart");
+        }
+        let running = watch
+            .current()
+            .iter()
+            .filter(|(id, _)| id.starts_with("default/auto/"))
+            .count();
+        assert_eq!(running, 4, "the worker's replicas after the restart");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The rollout's deadline is the one set before the restart.
+    let after = deadline_of(&cluster);
+    assert!(
+        after.abs_diff(deadline) < 1_000,
+        "deadline {deadline} before the restart, {after} after"
+    );
+
+    // The job's host restarts and forgets the job: it is not run again.
+    cluster.stop_host("h2", Duration::from_secs(15)).unwrap();
+    cluster.start_host("h2", "role=jobs").unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, h2) = cluster.hosts.iter_mut().find(|(n, _)| n == "h2").unwrap();
+    let reran: Vec<String> = h2
+        .output()
+        .into_iter()
+        .filter(|l| l.contains("crash-job on"))
+        .collect();
+    assert!(reran.is_empty(), "the job ran again: {reran:?}");
 }
