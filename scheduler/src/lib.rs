@@ -11,11 +11,18 @@
 //! within the pod's surge and unavailability budget, and is rolled back by
 //! itself when it stalls ([`rollout`]). [`autoscale`] sizes queue workers
 //! by queue depth and http components by requests in flight, from zero.
-//! Nothing is kept that cannot be rebuilt from JetStream and heartbeats, so
-//! a restarted scheduler picks up where it left off.
+//!
+//! Any number of schedulers may run: each serves the API, and the one
+//! holding the leader lease ([`lease`]) reconciles, autoscales and commands
+//! hosts, every command fenced by the lease's epoch. Writes to desired
+//! state are compare-and-set on the KV revision, and every scheduler
+//! follows the buckets with watches ([`follow`]). What the leader decides
+//! and must remember is stored ([`remembered`]); nothing else is kept that
+//! cannot be rebuilt from JetStream and heartbeats, so a new or restarted
+//! leader picks up where the last one left off.
 //!
 //! Key types: [`Scheduler`] (start it with [`Scheduler::start`]),
-//! [`SchedulerError`].
+//! [`SchedulerError`], [`lease::Leadership`].
 
 pub mod api;
 pub mod artifact;
