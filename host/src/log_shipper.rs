@@ -178,7 +178,12 @@ async fn ship(
     let mut tick = tokio::time::interval(LOG_FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Stopping comes first: with NATS away each flush waits out its
+        // acknowledgements, and lines and ticks are always ready, so an
+        // unbiased choice could put the final flush off again and again.
         tokio::select! {
+            biased;
+            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
             line = rx.recv() => match line {
                 Some(shipped) => {
                     if pending.add(shipped) {
@@ -188,7 +193,6 @@ async fn ship(
                 None => break,
             },
             _ = tick.tick() => flush(&js, &host, &mut pending, &shipper).await,
-            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
         }
     }
     while let Ok(shipped) = rx.try_recv() {

@@ -6,7 +6,9 @@
 //! next pass. Replicas are numbered `0..replicas` per pod, so "what is
 //! missing" and "what is extra" are set differences.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Instant;
 
 use shoal_api::resources::Event;
@@ -65,6 +67,11 @@ pub struct Pass {
     pub rollbacks: Vec<Rollback>,
 }
 
+/// Every copy seen, by replica. Hashed with FxHash: a pass hashes every
+/// replica id several times, and SipHash's defence against flooding buys
+/// nothing for keys the scheduler makes itself.
+type SeenCopies = FxHashMap<ReplicaId, Vec<Seen>>;
+
 /// A replica copy seen on a host (or being started there).
 #[derive(Debug, Clone)]
 struct Seen {
@@ -92,7 +99,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         .iter()
         .map(|(k, a)| (k.clone(), a.clone()))
         .collect();
-    let mut desired: HashSet<ReplicaId> = HashSet::new();
+    let mut desired: FxHashSet<ReplicaId> = FxHashSet::default();
     for (key, app) in &apps {
         for pod in app.stored.spec.pods() {
             let plan = PodPlan::new(key, app, &pod);
@@ -136,8 +143,8 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
 /// Every copy live hosts report, by replica, with the starts still in
 /// flight. Failed copies are stopped (and their replica backs off) rather
 /// than counted: their replica is missing.
-fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> HashMap<ReplicaId, Vec<Seen>> {
-    let mut seen: HashMap<ReplicaId, Vec<Seen>> = HashMap::new();
+fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
+    let mut seen: SeenCopies = FxHashMap::default();
     let mut failed: Vec<(HostId, ReplicaId, u64, String)> = Vec::new();
     let mut completed: Vec<(ReplicaId, u64, HostId)> = Vec::new();
     for (id, host) in &state.hosts {
@@ -286,21 +293,21 @@ impl<'a> PodPlan<'a> {
         state: &mut State,
         pass: &mut Pass,
         candidates: &mut [Candidate],
-        seen: &HashMap<ReplicaId, Vec<Seen>>,
-        desired: &mut HashSet<ReplicaId>,
+        seen: &SeenCopies,
+        desired: &mut FxHashSet<ReplicaId>,
         now: Instant,
     ) {
         let spec = &self.app.stored.spec;
         let generation = self.generation;
-        let slots: Vec<(ReplicaId, Vec<Seen>)> = (0..state.replicas_of(self.key, self.pod))
+        let slots: Vec<(ReplicaId, &[Seen])> = (0..state.replicas_of(self.key, self.pod))
             .map(|i| {
                 let id = replica_id(spec, &self.pod.name, i);
-                let list = seen.get(&id).cloned().unwrap_or_default();
+                let list = seen.get(&id).map_or(&[][..], Vec::as_slice);
                 (id, list)
             })
             .collect();
         let mut pod_on_host: HashMap<HostId, u32> = HashMap::new();
-        for s in slots.iter().flat_map(|(_, l)| l) {
+        for s in slots.iter().flat_map(|(_, l)| l.iter()) {
             *pod_on_host.entry(s.host.clone()).or_default() += 1;
         }
         // The rollout's budget: slots running a new copy, not ready yet,
