@@ -238,7 +238,8 @@ pub struct Event {
     pub app: Name,
     /// What happened: `applied`, `placed`, `pending`, `stopped`, `failed`,
     /// `scaled`, `deleted`, `host_lost`, `restarted`, `crash_loop`,
-    /// `rollout_started`, `rollout_complete`, `rolled_back`.
+    /// `rollout_started`, `rollout_complete`, `rolled_back`,
+    /// `rollback_failed`, `quota_reached`, `volume_left_behind`.
     pub reason: String,
     /// In words.
     pub message: String,

@@ -461,6 +461,7 @@ async fn watch_heartbeats(
                     if entry.lost {
                         tracing::info!(host = %hb.host, "host is back");
                         entry.lost = false;
+                        entry.lost_at = None;
                         entry.rejoined = Some(now);
                     }
                     entry.heartbeat = hb;
@@ -476,6 +477,7 @@ async fn watch_heartbeats(
                             last_seen: now,
                             lost: false,
                             rejoined: None,
+                            lost_at: None,
                         },
                     );
                     true

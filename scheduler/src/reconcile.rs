@@ -17,7 +17,9 @@ use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SealedSecret, Secre
 
 use crate::placement::{Candidate, Need, choose};
 use crate::state::{App, Rollout, Starting, State, event};
-use crate::tunables::{HOST_LOSS_INTERVAL, OUTAGE_BOUND, START_CONFIRM_TIMEOUT};
+use crate::tunables::{
+    HOST_LOSS_INTERVAL, OUTAGE_BOUND, START_CONFIRM_TIMEOUT, VOLUME_RETURN_WAIT,
+};
 
 /// Something to tell a host.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +63,7 @@ pub struct Rollback {
 pub struct Pass {
     /// Commands to send.
     pub actions: Vec<Action>,
-    /// Events to publish (already remembered in the state).
+    /// Events to publish (already held in the state).
     pub events: Vec<Event>,
     /// Rollouts to undo.
     pub rollbacks: Vec<Rollback>,
@@ -81,9 +83,10 @@ struct Seen {
     /// Takes work, or (a job) completed: what a rollout waits for.
     ready: bool,
     rejoined: bool,
-    /// A job's completion remembered after its host forgot it: counts as
-    /// done, and there is nothing to stop.
-    remembered: bool,
+    /// Not on a live host: a job's completion remembered after its host
+    /// forgot it (done), or a copy with volume data on a lost host that
+    /// may still come back (waited for). There is nothing to stop.
+    held: bool,
 }
 
 /// Decides one pass. Mutates `state` only for bookkeeping: starts sent are
@@ -111,7 +114,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         if desired.contains(id) {
             continue;
         }
-        for s in list.iter().filter(|s| !s.remembered) {
+        for s in list.iter().filter(|s| !s.held) {
             if state.starting.get(id).is_some_and(|st| st.host == s.host) {
                 state.starting.remove(id);
             }
@@ -170,8 +173,31 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
                     ready: (r.ready && matches!(replica_state, ReplicaState::Running))
                         || matches!(replica_state, ReplicaState::Completed),
                     rejoined: host.rejoined.is_some(),
-                    remembered: false,
+                    held: false,
                 }),
+            }
+        }
+    }
+    // Copies with volume data on a host lost a short while ago: they wait
+    // for it, as their data is there.
+    for (host_id, host) in &state.hosts {
+        let waiting = host.lost
+            && host
+                .lost_at
+                .is_some_and(|at| now.duration_since(at) < VOLUME_RETURN_WAIT);
+        if !waiting {
+            continue;
+        }
+        for r in &host.heartbeat.replicas {
+            if keeps_data(state, &r.id) {
+                seen.entry(r.id.clone()).or_default().push(Seen {
+                    host: host_id.clone(),
+                    revision: r.revision,
+                    running: false,
+                    ready: false,
+                    rejoined: false,
+                    held: true,
+                });
             }
         }
     }
@@ -193,7 +219,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
                     running: false,
                     ready: true,
                     rejoined: false,
-                    remembered: true,
+                    held: true,
                 }],
             );
         }
@@ -240,7 +266,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
                 running: false,
                 ready: false,
                 rejoined: false,
-                remembered: false,
+                held: false,
             });
         }
     }
@@ -495,9 +521,9 @@ impl<'a> PodPlan<'a> {
     }
 }
 
-/// Stops the copy `s` of `id` (a remembered completion has nothing to stop).
+/// Stops the copy `s` of `id` (a held completion has nothing to stop).
 fn stop(pass: &mut Pass, s: &Seen, id: &ReplicaId, reason: String) {
-    if s.remembered {
+    if s.held {
         return;
     }
     pass.actions.push(Action::Stop {
@@ -604,6 +630,25 @@ fn remember(state: &mut State, pass: &mut Pass, e: Event) {
     pass.events.push(e);
 }
 
+/// Whether the replica's pod mounts a persistent volume (scope `app`):
+/// its data lives on its host. Scratch volumes (scope `pod`) go with the
+/// pod anyway.
+fn keeps_data(state: &State, id: &ReplicaId) -> bool {
+    app_of(state, id).is_some_and(|app| {
+        let spec = &app.stored.spec;
+        spec.pods()
+            .iter()
+            .filter(|p| p.name == id.pod)
+            .flat_map(|p| &p.components)
+            .flat_map(|(_, c)| &c.volumes)
+            .any(|m| {
+                spec.volumes
+                    .get(&m.name)
+                    .is_some_and(|v| v.scope == shoal_api::VolumeScope::App)
+            })
+    })
+}
+
 fn app_of<'a>(state: &'a State, id: &ReplicaId) -> Option<&'a App> {
     state
         .apps
@@ -650,6 +695,7 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
         }
         if let Some(host) = state.hosts.get_mut(&id) {
             host.lost = true;
+            host.lost_at = Some(now);
             state.last_host_lost = Some(now);
             lost.push((id, host.heartbeat.replicas.clone()));
         }
@@ -657,11 +703,49 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
     for (host, replicas) in lost {
         tracing::warn!(%host, "host lost: no heartbeat for {:?}", crate::tunables::HOST_TIMEOUT);
         for r in replicas {
+            let what = if keeps_data(state, &r.id) {
+                format!(
+                    "waiting up to {VOLUME_RETURN_WAIT:?} for the host to return, as its volume data is there"
+                )
+            } else {
+                "placing it elsewhere".to_string()
+            };
             let e = event(
                 &r.id.namespace,
                 &r.id.app,
                 "host_lost",
-                format!("{} lost with host {host}: placing it elsewhere", r.id),
+                format!("{} lost with host {host}: {what}", r.id),
+            );
+            remember(state, pass, e);
+        }
+    }
+    // Hosts that did not return in time: their replicas with volume data
+    // move now, and their data stays behind.
+    let overdue: Vec<(HostId, Vec<ReplicaId>)> = state
+        .hosts
+        .iter_mut()
+        .filter(|(_, h)| {
+            h.lost
+                && h.lost_at
+                    .is_some_and(|at| now.duration_since(at) >= VOLUME_RETURN_WAIT)
+        })
+        .map(|(id, h)| {
+            h.lost_at = None;
+            let ids = h.heartbeat.replicas.iter().map(|r| r.id.clone()).collect();
+            (id.clone(), ids)
+        })
+        .collect();
+    for (host, ids) in overdue {
+        let with_data: Vec<ReplicaId> =
+            ids.into_iter().filter(|id| keeps_data(state, id)).collect();
+        for id in with_data {
+            let e = event(
+                &id.namespace,
+                &id.app,
+                "volume_left_behind",
+                format!(
+                    "{id} is placed elsewhere without its data: host {host} did not return within {VOLUME_RETURN_WAIT:?}, and its volume data stays there"
+                ),
             );
             remember(state, pass, e);
         }
@@ -869,6 +953,7 @@ mod tests {
                 last_seen: at,
                 lost: false,
                 rejoined: None,
+                lost_at: None,
             },
         );
     }
@@ -1030,20 +1115,59 @@ mod tests {
         assert!(pass.events.iter().any(|e| e.reason == "host_lost"));
     }
 
+    /// An app of one component called `web`, from its spec's text.
+    fn stored_from(text: &str) -> StoredApp {
+        StoredApp {
+            spec: AppSpec::from_toml(text, "web.toml").unwrap(),
+            digests: BTreeMap::from([(Name::new("web").unwrap(), Digest::of(b"web"))]),
+            file: "web.toml".into(),
+            generations: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            cause: String::new(),
+        }
+        .with_generations(None)
+    }
+
+    #[test]
+    fn a_replica_with_volume_data_waits_for_its_lost_host_then_moves_and_says_so() {
+        let text = "name = \"web\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nreplicas = 1\nvolumes = [{ name = \"data\", path = \"/data\" }]\n[volumes.data]\nsize = \"1GiB\"\n";
+        let start = Instant::now();
+        let mut state = state(stored_from(text), vec![copy(0, 1, true)], start);
+        let now = start + Duration::from_secs(10);
+        report_on(&mut state, "h2", Vec::new(), now);
+        // h1 falls silent: lost, but its copy waits for it.
+        let pass = plan(&mut state, now);
+        assert_eq!(actions(&pass), (vec![], vec![]));
+        assert!(
+            pass.events
+                .iter()
+                .any(|e| e.reason == "host_lost" && e.message.contains("volume data")),
+            "{:?}",
+            pass.events
+        );
+        let within = now + VOLUME_RETURN_WAIT - Duration::from_secs(1);
+        report_on(&mut state, "h2", Vec::new(), within);
+        assert_eq!(actions(&plan(&mut state, within)), (vec![], vec![]));
+        // Past the wait it moves, and says its data stayed behind.
+        let past = now + VOLUME_RETURN_WAIT + Duration::from_secs(1);
+        report_on(&mut state, "h2", Vec::new(), past);
+        let pass = plan(&mut state, past);
+        assert_eq!(actions(&pass), (vec![(0, 1)], vec![]));
+        assert!(
+            pass.events
+                .iter()
+                .any(|e| e.reason == "volume_left_behind" && e.message.contains("h1")),
+            "{:?}",
+            pass.events
+        );
+    }
+
     #[test]
     fn a_completed_job_is_not_run_again_when_its_host_forgets_it() {
         let now = Instant::now();
         let text =
             "name = \"web\"\n[components.web]\nsource = \"j.wasm\"\nkind = \"job\"\nreplicas = 1\n";
-        let app = StoredApp {
-            spec: AppSpec::from_toml(text, "job.toml").unwrap(),
-            digests: BTreeMap::from([(Name::new("web").unwrap(), Digest::of(b"job"))]),
-            file: "job.toml".into(),
-            generations: BTreeMap::new(),
-            templates: BTreeMap::new(),
-            cause: String::new(),
-        }
-        .with_generations(None);
+        let app = stored_from(text);
         let mut done = copy(0, 1, true);
         done.state = ReplicaState::Completed;
         let mut state = state(app, vec![done], now);

@@ -132,6 +132,9 @@ pub struct HostEntry {
     /// When it came back after being lost: its replicas lose ties with
     /// copies placed while it was away.
     pub rejoined: Option<Instant>,
+    /// When it was declared lost, while it is: its replicas that keep data
+    /// in volumes wait for it for a while before they move.
+    pub lost_at: Option<Instant>,
 }
 
 impl HostEntry {

@@ -56,6 +56,10 @@ pub const OUTAGE_BOUND: Duration = Duration::from_secs(60);
 /// silent hosts is not evicted all at once.
 pub const HOST_LOSS_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A replica that mounts volumes waits this long for its lost host to
+/// come back (its data is there) before it is placed elsewhere without it.
+pub const VOLUME_RETURN_WAIT: Duration = Duration::from_secs(30);
+
 /// How long a host may take to answer a command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
