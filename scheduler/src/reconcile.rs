@@ -127,6 +127,7 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
         }
     }
     state.pending.retain(|id, _| desired.contains(id));
+    state.data_homes.retain(|id, _| desired.contains(id));
     let apps = &state.apps;
     state.jobs_done.retain(|id, done| {
         desired.contains(id)
@@ -287,6 +288,8 @@ struct PodPlan<'a> {
     /// The label to spread replicas over, from the first component naming one.
     spread: Option<&'a str>,
     rollout: RolloutSpec,
+    /// It mounts a persistent volume: its data lives where it ran.
+    keeps_data: bool,
 }
 
 impl<'a> PodPlan<'a> {
@@ -306,6 +309,7 @@ impl<'a> PodPlan<'a> {
             labels,
             spread,
             rollout: pod.rollout(),
+            keeps_data: pod_keeps_data(&app.stored.spec, pod),
         }
     }
 
@@ -452,9 +456,31 @@ impl<'a> PodPlan<'a> {
         id: &ReplicaId,
         now: Instant,
     ) {
-        match choose(candidates, &self.need(pod_on_host)) {
+        let need = self.need(pod_on_host);
+        // A replica with volume data goes back where its data is, when
+        // that host can take it.
+        let home = self
+            .keeps_data
+            .then(|| state.data_homes.get(id))
+            .flatten()
+            .and_then(|home| candidates.iter().position(|c| &c.id == home))
+            .filter(|&i| choose(std::slice::from_ref(&candidates[i]), &need).is_ok());
+        match home.map_or_else(|| choose(candidates, &need), Ok) {
             Ok(chosen) => {
                 let host = candidates[chosen].id.clone();
+                if self.keeps_data
+                    && let Some(home) = state.data_homes.get(id).filter(|h| **h != host)
+                {
+                    let e = event(
+                        &id.namespace,
+                        &id.app,
+                        "volume_left_behind",
+                        format!(
+                            "{id} placed on {host} without its data: its volume data stays on {home}, which cannot take it"
+                        ),
+                    );
+                    remember(state, pass, e);
+                }
                 reserve(candidates, &host, self.memory);
                 *pod_on_host.entry(host.clone()).or_default() += 1;
                 state.pending.remove(id);
@@ -494,6 +520,9 @@ impl<'a> PodPlan<'a> {
         id: &ReplicaId,
         now: Instant,
     ) {
+        if self.keeps_data {
+            state.data_homes.insert(id.clone(), host.clone());
+        }
         state.starting.insert(
             id.clone(),
             Starting {
@@ -630,23 +659,28 @@ fn remember(state: &mut State, pass: &mut Pass, e: Event) {
     pass.events.push(e);
 }
 
-/// Whether the replica's pod mounts a persistent volume (scope `app`):
-/// its data lives on its host. Scratch volumes (scope `pod`) go with the
-/// pod anyway.
+/// Whether the replica's pod mounts a persistent volume: its data lives
+/// on its host.
 fn keeps_data(state: &State, id: &ReplicaId) -> bool {
     app_of(state, id).is_some_and(|app| {
         let spec = &app.stored.spec;
         spec.pods()
             .iter()
-            .filter(|p| p.name == id.pod)
-            .flat_map(|p| &p.components)
-            .flat_map(|(_, c)| &c.volumes)
-            .any(|m| {
-                spec.volumes
-                    .get(&m.name)
-                    .is_some_and(|v| v.scope == shoal_api::VolumeScope::App)
-            })
+            .any(|p| p.name == id.pod && pod_keeps_data(spec, p))
     })
+}
+
+/// Whether `pod` mounts a persistent volume (scope `app`). Scratch volumes
+/// (scope `pod`) go with the pod anyway.
+fn pod_keeps_data(spec: &AppSpec, pod: &PodSpec<'_>) -> bool {
+    pod.components
+        .iter()
+        .flat_map(|(_, c)| &c.volumes)
+        .any(|m| {
+            spec.volumes
+                .get(&m.name)
+                .is_some_and(|v| v.scope == shoal_api::VolumeScope::App)
+        })
 }
 
 fn app_of<'a>(state: &'a State, id: &ReplicaId) -> Option<&'a App> {
@@ -715,37 +749,6 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
                 &r.id.app,
                 "host_lost",
                 format!("{} lost with host {host}: {what}", r.id),
-            );
-            remember(state, pass, e);
-        }
-    }
-    // Hosts that did not return in time: their replicas with volume data
-    // move now, and their data stays behind.
-    let overdue: Vec<(HostId, Vec<ReplicaId>)> = state
-        .hosts
-        .iter_mut()
-        .filter(|(_, h)| {
-            h.lost
-                && h.lost_at
-                    .is_some_and(|at| now.duration_since(at) >= VOLUME_RETURN_WAIT)
-        })
-        .map(|(id, h)| {
-            h.lost_at = None;
-            let ids = h.heartbeat.replicas.iter().map(|r| r.id.clone()).collect();
-            (id.clone(), ids)
-        })
-        .collect();
-    for (host, ids) in overdue {
-        let with_data: Vec<ReplicaId> =
-            ids.into_iter().filter(|id| keeps_data(state, id)).collect();
-        for id in with_data {
-            let e = event(
-                &id.namespace,
-                &id.app,
-                "volume_left_behind",
-                format!(
-                    "{id} is placed elsewhere without its data: host {host} did not return within {VOLUME_RETURN_WAIT:?}, and its volume data stays there"
-                ),
             );
             remember(state, pass, e);
         }
@@ -1128,11 +1131,33 @@ mod tests {
         .with_generations(None)
     }
 
+    const VOLUME_APP: &str = "name = \"web\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nreplicas = 1\nvolumes = [{ name = \"data\", path = \"/data\" }]\n[volumes.data]\nsize = \"1GiB\"\n";
+
+    #[test]
+    fn a_replica_with_volume_data_goes_back_to_the_host_holding_it() {
+        let now = Instant::now();
+        // Both hosts empty: placement alone would pick h1.
+        let mut state = state(stored_from(VOLUME_APP), Vec::new(), now);
+        report_on(&mut state, "h2", Vec::new(), now);
+        state.data_homes.insert(id(0), HostId::new("h2").unwrap());
+        let pass = plan(&mut state, now);
+        let hosts: Vec<&str> = pass
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start { host, .. } => Some(host.as_str()),
+                Action::Stop { .. } => None,
+            })
+            .collect();
+        assert_eq!(hosts, vec!["h2"]);
+        assert!(!pass.events.iter().any(|e| e.reason == "volume_left_behind"));
+    }
+
     #[test]
     fn a_replica_with_volume_data_waits_for_its_lost_host_then_moves_and_says_so() {
-        let text = "name = \"web\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nreplicas = 1\nvolumes = [{ name = \"data\", path = \"/data\" }]\n[volumes.data]\nsize = \"1GiB\"\n";
         let start = Instant::now();
-        let mut state = state(stored_from(text), vec![copy(0, 1, true)], start);
+        let mut state = state(stored_from(VOLUME_APP), vec![copy(0, 1, true)], start);
+        state.data_homes.insert(id(0), HostId::new("h1").unwrap());
         let now = start + Duration::from_secs(10);
         report_on(&mut state, "h2", Vec::new(), now);
         // h1 falls silent: lost, but its copy waits for it.

@@ -197,6 +197,9 @@ pub struct State {
     pub namespaces: BTreeMap<Name, crate::namespaces::StoredNamespace>,
     /// What each replica did, for `shoal top`.
     pub top: crate::top::Top,
+    /// Where each replica with persistent volume data was last started:
+    /// placed there again when that host can take it. Kept in memory only.
+    pub data_homes: HashMap<ReplicaId, HostId>,
     /// Since when most hosts have been silent at once, while they are.
     pub outage_since: Option<Instant>,
     /// When a host was last declared lost.
