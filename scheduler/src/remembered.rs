@@ -1,7 +1,8 @@
 //! What the leader decides and must remember, kept in the control bucket
 //! so that the next leader (or this one, restarted) continues exactly: the
 //! autoscaler's counts and last decision, each rollout's progress and
-//! deadline, and the jobs that finished.
+//! deadline, the jobs that finished, and where each replica with volume
+//! data keeps it.
 //!
 //! The leader writes after each reconcile pass and autoscaler round what
 //! changed since its last write ([`Keeper::save`]); the other schedulers
@@ -9,7 +10,8 @@
 //! milliseconds, so a deadline is absolute and survives a restart.
 //!
 //! Keys: `scale.<ns>.<app>.<pod>`, `rollout.<ns>.<app>.<pod>`,
-//! `job.<ns>.<app>.<pod>.<index>` (names hold no dots).
+//! `job.<ns>.<app>.<pod>.<index>`, `home.<ns>.<app>.<pod>.<index>` (names
+//! hold no dots).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -43,6 +45,8 @@ enum Record {
     },
     /// A job replica that completed.
     JobDone { revision: u64, host: HostId },
+    /// Where a replica with persistent volume data was last started.
+    DataHome { host: HostId },
 }
 
 /// Converts between this process's monotonic clock and wall-clock
@@ -140,6 +144,12 @@ fn snapshot(state: &State, clock: &Clock) -> BTreeMap<String, Vec<u8>> {
             },
         );
     }
+    for (id, host) in &state.data_homes {
+        put(
+            format!("home.{}.{}.{}.{}", id.namespace, id.app, id.pod, id.index),
+            Record::DataHome { host: host.clone() },
+        );
+    }
     out
 }
 
@@ -212,6 +222,17 @@ pub fn apply(state: &mut State, key: &str, value: Option<&[u8]>) {
                 }
             }
         }
+        ("home", record) => {
+            let Some(id) = replica(rest) else { return };
+            match record {
+                Some(Record::DataHome { host }) => {
+                    state.data_homes.insert(id, host);
+                }
+                _ => {
+                    state.data_homes.remove(&id);
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -274,4 +295,80 @@ pub async fn load(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn id(index: u32) -> ReplicaId {
+        ReplicaId {
+            namespace: Name::new("default").unwrap(),
+            app: Name::new("web").unwrap(),
+            pod: Name::new("api").unwrap(),
+            index,
+        }
+    }
+
+    #[test]
+    fn what_one_leader_writes_another_reads_back() {
+        let clock = Clock::default();
+        let now = Instant::now();
+        let pod = Name::new("api").unwrap();
+        let mut leader = State::default();
+        let mut scale = ScaleState::new(4, now);
+        scale.last_decision = Some("api scaled from 1 to 4".into());
+        leader
+            .scale
+            .insert(("default.web".into(), pod.clone()), scale);
+        leader.rollouts.insert(
+            ("default.web".into(), pod.clone()),
+            Rollout {
+                generation: 3,
+                done: 1,
+                last_progress: now - Duration::from_secs(20),
+                rolled_back: false,
+            },
+        );
+        let h1 = HostId::new("h1").unwrap();
+        leader.jobs_done.insert(
+            id(0),
+            JobDone {
+                revision: 3,
+                host: h1.clone(),
+            },
+        );
+        leader.data_homes.insert(id(1), h1.clone());
+
+        let mut standby = State::default();
+        for (key, bytes) in snapshot(&leader, &clock) {
+            apply(&mut standby, &key, Some(&bytes));
+        }
+        let slot = ("default.web".to_string(), pod);
+        assert_eq!(standby.scale[&slot].desired, 4);
+        assert_eq!(
+            standby.scale[&slot].last_decision.as_deref(),
+            Some("api scaled from 1 to 4")
+        );
+        let r = &standby.rollouts[&slot];
+        assert_eq!((r.generation, r.done, r.rolled_back), (3, 1, false));
+        // The deadline is absolute: the progress is as old as it was.
+        let age = now.duration_since(r.last_progress);
+        assert!(
+            age.abs_diff(Duration::from_secs(20)) < Duration::from_millis(50),
+            "{age:?}"
+        );
+        assert_eq!(standby.jobs_done[&id(0)].revision, 3);
+        assert_eq!(standby.data_homes[&id(1)], h1);
+
+        // A deleted record is forgotten.
+        apply(&mut standby, "job.default.web.api.0", None);
+        assert!(standby.jobs_done.is_empty());
+        // Keys that are not Shoal's are ignored.
+        apply(&mut standby, "job.too.many.parts.here.0", Some(b"{}"));
+        apply(&mut standby, "nonsense", Some(b"{}"));
+        assert_eq!(standby.data_homes.len(), 1);
+    }
 }

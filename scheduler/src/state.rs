@@ -198,7 +198,7 @@ pub struct State {
     /// What each replica did, for `shoal top`.
     pub top: crate::top::Top,
     /// Where each replica with persistent volume data was last started:
-    /// placed there again when that host can take it. Kept in memory only.
+    /// placed there again when that host can take it.
     pub data_homes: HashMap<ReplicaId, HostId>,
     /// Since when most hosts have been silent at once, while they are.
     pub outage_since: Option<Instant>,
