@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::{self, kv, stream};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use shoal_api::access::{Principal, Roles};
 use shoal_api::resources::{TokenInfo, TokenState};
@@ -21,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::SchedulerError;
 use crate::store::unavailable;
-use crate::tunables::{BOOTSTRAP_TOKEN_TTL, MAX_TOKEN_TTL, TOKENS_HISTORY, TOKENS_REWATCH};
+use crate::tunables::{BOOTSTRAP_TOKEN_TTL, MAX_TOKEN_TTL, TOKENS_HISTORY};
 
 /// What the scheduler keeps about a token: never its secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -383,48 +382,33 @@ fn apply_update(table: &RwLock<HashMap<TokenId, TokenRecord>>, key: &str, value:
     }
 }
 
-/// Follows the bucket until `stop`.
+/// Follows the bucket until `stop`. When the watch ends, calls are refused
+/// (fail closed: a revocation made through another scheduler might go
+/// unseen) until it is back and every token loaded again.
 async fn follow(
     bucket: kv::Store,
-    mut updates: kv::Watch,
+    updates: kv::Watch,
     table: Arc<RwLock<HashMap<TokenId, TokenRecord>>>,
     current: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let update = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            update = updates.next() => update,
-        };
-        match update {
-            Some(Ok(entry)) => {
-                let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
-                apply_update(&table, &entry.key, value);
-                continue;
+    crate::follow::follow_bucket(
+        "tokens",
+        updates,
+        stop,
+        |entry| {
+            let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+            apply_update(&table, &entry.key, value);
+        },
+        |back| {
+            current.store(back, Ordering::SeqCst);
+            if !back {
+                tracing::error!("the tokens watch ended: refusing calls until it is back");
             }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "the tokens watch failed an update");
-                continue;
-            }
-            None => {}
-        }
-        // Fail closed: a revocation made through another scheduler might
-        // go unseen until the watch is back.
-        current.store(false, Ordering::SeqCst);
-        tracing::error!("the tokens watch ended: refusing calls until it is back");
-        updates = loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                () = tokio::time::sleep(TOKENS_REWATCH) => {}
-            }
-            match reload(&bucket, &table).await {
-                Ok(watch) => break watch,
-                Err(e) => tracing::warn!(error = %e, "cannot watch the tokens bucket yet"),
-            }
-        };
-        current.store(true, Ordering::SeqCst);
-        tracing::info!("the tokens watch is back");
-    }
+        },
+        || reload(&bucket, &table),
+    )
+    .await;
 }
 
 /// Watches the bucket, then loads every token into `table` (in that order,

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::Shared;
 use crate::state::{App, StoredApp};
-use crate::tunables::TOKENS_REWATCH;
+use crate::tunables::REWATCH_INTERVAL;
 
 /// A bucket whose entries feed the scheduler's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +59,43 @@ pub async fn run(
     shared: Arc<Shared>,
     bucket: kv::Store,
     what: Followed,
+    updates: kv::Watch,
+    stop: watch::Receiver<bool>,
+) {
+    let rewatch = || {
+        let bucket = &bucket;
+        // The last value of every key, then changes.
+        async move {
+            bucket.watch_with_history(">").await.map_err(|e| {
+                crate::store::unavailable(&format!("watching the {} bucket", what.name()), e)
+            })
+        }
+    };
+    follow_bucket(
+        what.name(),
+        updates,
+        stop,
+        |entry| apply(&shared, what, entry),
+        |_| {},
+        rewatch,
+    )
+    .await;
+}
+
+/// Hands every entry of a bucket's watch to `apply` until `stop`. When the
+/// watch ends (NATS went away), `gap(false)` is called, then `rewatch`
+/// every [`REWATCH_INTERVAL`] until it gives a new watch, caught up with
+/// what was missed, and then `gap(true)`.
+pub(crate) async fn follow_bucket<Fut>(
+    what: &str,
     mut updates: kv::Watch,
     mut stop: watch::Receiver<bool>,
-) {
+    mut apply: impl FnMut(&kv::Entry),
+    mut gap: impl FnMut(bool),
+    mut rewatch: impl FnMut() -> Fut,
+) where
+    Fut: std::future::Future<Output = Result<kv::Watch, crate::SchedulerError>>,
+{
     loop {
         let update = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -69,27 +103,29 @@ pub async fn run(
         };
         match update {
             Some(Ok(entry)) => {
-                apply(&shared, what, &entry);
+                apply(&entry);
                 continue;
             }
             Some(Err(e)) => {
-                tracing::warn!(bucket = what.name(), error = %e, "a watch update failed");
+                tracing::warn!(bucket = what, error = %e, "a watch update failed");
                 continue;
             }
             None => {}
         }
-        tracing::warn!(bucket = what.name(), "the watch ended: taking it up again");
+        tracing::warn!(bucket = what, "the watch ended: taking it up again");
+        gap(false);
         updates = loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                () = tokio::time::sleep(TOKENS_REWATCH) => {}
+                () = tokio::time::sleep(REWATCH_INTERVAL) => {}
             }
-            // The last value of every key, then changes.
-            match bucket.watch_with_history(">").await {
+            match rewatch().await {
                 Ok(watch) => break watch,
-                Err(e) => tracing::warn!(bucket = what.name(), error = %e, "cannot watch yet"),
+                Err(e) => tracing::warn!(bucket = what, error = %e, "cannot watch yet"),
             }
         };
+        tracing::info!(bucket = what, "the watch is back");
+        gap(true);
     }
 }
 

@@ -209,9 +209,10 @@ pub const TOP_WINDOW: Duration = Duration::from_secs(2);
 /// paths); longer ones are cut.
 pub const AUDIT_NAME_MAX: usize = 256;
 
-/// How often a scheduler whose tokens watch ended tries to watch again
-/// (meanwhile it refuses calls: it could miss a revocation).
-pub const TOKENS_REWATCH: Duration = Duration::from_secs(1);
+/// How often a scheduler whose watch of a bucket ended tries to watch it
+/// again (meanwhile, without the tokens watch, it refuses calls: it could
+/// miss a revocation).
+pub const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often a following stream (logs, events) checks that the token it
 /// began with is still valid.
