@@ -94,22 +94,33 @@ impl History {
 #[derive(Debug, Default)]
 pub struct Top {
     replicas: HashMap<ReplicaId, History>,
+    /// When histories past [`TOP_HISTORY`] were last dropped.
+    pruned_ms: u64,
 }
 
 impl Top {
     /// Records a host's heartbeat.
     pub fn record(&mut self, host: &HostId, replicas: &[ReplicaStatus], at_ms: u64) {
         for r in replicas {
-            self.replicas
-                .entry(r.id.clone())
-                .or_default()
-                .push(host, r, at_ms);
+            match self.replicas.get_mut(&r.id) {
+                Some(history) => history.push(host, r, at_ms),
+                None => self
+                    .replicas
+                    .entry(r.id.clone())
+                    .or_default()
+                    .push(host, r, at_ms),
+            }
         }
-        self.replicas.retain(|_, h| {
-            h.samples
-                .back()
-                .is_some_and(|s| s.at_ms + ms(TOP_HISTORY) >= at_ms)
-        });
+        // Every replica's history is looked over at most once per
+        // TOP_COARSE, not on every heartbeat of every host.
+        if at_ms >= self.pruned_ms + ms(TOP_COARSE) {
+            self.pruned_ms = at_ms;
+            self.replicas.retain(|_, h| {
+                h.samples
+                    .back()
+                    .is_some_and(|s| s.at_ms + ms(TOP_HISTORY) >= at_ms)
+            });
+        }
     }
 
     /// One row per replica that `keep` accepts.
