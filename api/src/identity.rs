@@ -178,6 +178,9 @@ mod tests {
         assert!(!allowed(&h1.publish, "$KV.shoal-apps.default.hello"));
         assert!(!allowed(&h1.publish, "$KV.shoal-control.leader"));
         assert!(allowed(&h1.subscribe, "shoal.v1.leader"));
+        // Only schedulers announce a lease epoch or write the lease.
+        assert!(!allowed(&h1.publish, "shoal.v1.leader"));
+        assert!(!allowed(&h1.publish, "$KV.shoal-schedulers.scheduler-1"));
         assert!(allowed(&h1.publish, "$KV.shoal-kv_default_hello.k"));
         assert!(allowed(&h1.publish, "$O.shoal-dumps-default.C.abc"));
         assert!(!allowed(&h1.publish, "$O.shoal-components.C.abc"));
@@ -194,6 +197,7 @@ mod tests {
         assert!(allowed(&a.publish, "ns.team-a.orders"));
         assert!(!allowed(&a.publish, "ns.team-b.orders"));
         assert!(!allowed(&a.publish, "shoal.v1.hosts.h1.cmd"));
+        assert!(!allowed(&a.publish, "shoal.v1.leader"));
         assert!(!allowed(&a.subscribe, "ns.team-b.>"));
         assert!(!allowed(&a.subscribe, ">"));
         assert!(allowed(&a.subscribe, "_INBOX.ns-team-a.x"));

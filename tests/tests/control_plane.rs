@@ -370,6 +370,13 @@ fn a_frozen_leader_is_fenced_by_hosts_and_steps_down() {
     }
     in_effect(other, &token, "steady", 3, "one").unwrap();
     in_effect(old, &token, "steady", 3, "one").unwrap();
+    // The schedulers are cluster machinery: an editor of one namespace
+    // may not list them.
+    // (Made through the first scheduler, whose API the admin's context names.)
+    cluster.use_scheduler(cluster.scheduler_ports()[0]);
+    let editor = cluster.token("eve", "edit", Some("default")).unwrap();
+    let refused = control::get(other, &editor, "/v1/schedulers").unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.body);
     let out = cluster.all_output();
     assert!(
         out.contains("stepping down") || out.contains("no longer leads"),
