@@ -151,6 +151,18 @@ pub const SCHEDULERS_BUCKET: &str = "shoal-schedulers";
 /// before the leader sends it a command.
 pub const LEADER_ANNOUNCEMENTS: &str = "shoal.v1.leader";
 
+/// The file storage JetStream offers on a nats-server Shoal starts itself
+/// (`shoal up` and the tests), for its `max_file_store` setting.
+///
+/// JetStream counts each stream's size limit as reserved from the moment
+/// the stream is made, and by default offers 75% of the disk free at start.
+/// Shoal's limits are ceilings, not expected use (a queue stream per
+/// component, a logs stream per namespace), so with a few apps their sum
+/// passes what a small disk offers although little is stored. A stated
+/// size makes the reservation an upper bound instead; disk use is then
+/// watched like any other server's.
+pub const JETSTREAM_MAX_FILE_STORE: &str = "1TB";
+
 /// JetStream stream holding the audit trail of mutating API calls.
 pub const AUDIT_STREAM: &str = "SHOAL_AUDIT";
 

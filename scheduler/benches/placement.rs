@@ -60,9 +60,20 @@ fn start_nats(store: &std::path::Path) -> (NatsChild, String) {
         bin.display()
     );
     let port = free_port();
+    let config = store.join("nats-server.conf");
+    std::fs::create_dir_all(store).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: {:?}, max_file_store: {} }}\n",
+            store.display().to_string(),
+            subjects::JETSTREAM_MAX_FILE_STORE
+        ),
+    )
+    .unwrap();
     let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
+        .arg("-c")
+        .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

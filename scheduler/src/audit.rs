@@ -11,6 +11,7 @@ use shoal_api::resources::AuditRecord;
 use shoal_api::subjects::{ALL_AUDIT, AUDIT_STREAM, audit};
 
 use crate::SchedulerError;
+use crate::store::unavailable;
 use crate::tunables::{AUDIT_LIST_LIMIT, AUDIT_MAX_AGE, AUDIT_MAX_BYTES, AUDIT_READ_TIMEOUT};
 
 /// The audit stream.
@@ -32,7 +33,7 @@ impl AuditTrail {
             ..Default::default()
         })
         .await
-        .map_err(|e| SchedulerError::Unavailable(format!("opening the audit stream: {e}")))?;
+        .map_err(|e| unavailable("opening the audit stream", e))?;
         Ok(AuditTrail { js: js.clone() })
     }
 
@@ -40,9 +41,7 @@ impl AuditTrail {
     pub async fn append(&self, record: &AuditRecord) -> Result<(), SchedulerError> {
         let payload =
             serde_json::to_vec(record).map_err(|e| SchedulerError::Internal(e.to_string()))?;
-        let failed = |e: &dyn std::fmt::Display| {
-            SchedulerError::Unavailable(format!("appending to the audit trail: {e}"))
-        };
+        let failed = |e: &dyn std::fmt::Display| unavailable("appending to the audit trail", e);
         self.js
             .publish(audit(record.namespace.as_ref()), payload.into())
             .await
@@ -60,9 +59,7 @@ impl AuditTrail {
         namespace: Option<&Name>,
         since_ms: u64,
     ) -> Result<Vec<AuditRecord>, SchedulerError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            SchedulerError::Unavailable(format!("reading the audit trail: {e}"))
-        };
+        let failed = |e: &dyn std::fmt::Display| unavailable("reading the audit trail", e);
         let mut stream = self
             .js
             .get_stream(AUDIT_STREAM)

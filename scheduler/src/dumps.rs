@@ -9,6 +9,7 @@ use shoal_api::resources::LogRetention;
 use shoal_api::{Name, subjects};
 
 use crate::SchedulerError;
+use crate::store::unavailable;
 use crate::tunables::{DUMPS_MAX_BYTES, LOGS_MAX_AGE};
 
 /// Makes sure `namespace`'s dump store exists and keeps dumps as long as
@@ -22,7 +23,7 @@ pub async fn ensure_bucket(
     let bucket = subjects::dumps_bucket(namespace);
     let max_age = retention.max_age.map_or(LOGS_MAX_AGE, |d| d.get());
     let failed = |e: &dyn std::fmt::Display| {
-        SchedulerError::Unavailable(format!("making the dump store of {namespace}: {e}"))
+        unavailable(&format!("making the dump store of {namespace}"), e)
     };
     if js.get_object_store(&bucket).await.is_err() {
         js.create_object_store(object_store::Config {
@@ -66,9 +67,7 @@ async fn bucket(
 ) -> Result<object_store::ObjectStore, SchedulerError> {
     js.get_object_store(subjects::dumps_bucket(namespace))
         .await
-        .map_err(|e| {
-            SchedulerError::Unavailable(format!("opening the dump store of {namespace}: {e}"))
-        })
+        .map_err(|e| unavailable(&format!("opening the dump store of {namespace}"), e))
 }
 
 /// The dumps of `app` in `namespace`, oldest first.

@@ -18,6 +18,7 @@ use shoal_api::{Name, subjects};
 use tokio::sync::mpsc;
 
 use crate::SchedulerError;
+use crate::store::unavailable;
 use crate::tunables::{LOGS_MAX_AGE, LOGS_MAX_BYTES, LOGS_READ_MAX_LINES, LOGS_WAIT};
 
 /// Makes sure `namespace`'s logs stream exists with `retention` (or the
@@ -44,7 +45,7 @@ pub async fn ensure_stream(
         Ok(_) => js.update_stream(config).await.map(|_| ()),
         Err(_) => js.create_stream(config).await.map(|_| ()),
     }
-    .map_err(|e| SchedulerError::Unavailable(format!("making the logs stream of {namespace}: {e}")))
+    .map_err(|e| unavailable(&format!("making the logs stream of {namespace}"), e))
 }
 
 /// Removes `namespace`'s logs stream.

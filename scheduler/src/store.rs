@@ -10,7 +10,8 @@ use shoal_api::Digest;
 use shoal_api::resources::Event;
 use shoal_api::subjects::{
     ALL_DEAD_LETTERS, ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, CONTROL_BUCKET,
-    DEAD_LETTER_STREAM, EVENTS_STREAM, QUEUE_CONSUMER, SCHEDULERS_BUCKET, SECRETS_BUCKET,
+    DEAD_LETTER_STREAM, EVENTS_STREAM, JETSTREAM_MAX_FILE_STORE, QUEUE_CONSUMER, SCHEDULERS_BUCKET,
+    SECRETS_BUCKET,
 };
 use tokio::io::AsyncReadExt;
 
@@ -60,7 +61,22 @@ pub struct Store {
 }
 
 /// A JetStream call that failed: try again.
+///
+/// JetStream counts every stream's size limit as reserved the moment the
+/// stream is made, and by default offers only 75% of the disk that is free
+/// when nats-server starts. A server too small for Shoal's limits refuses
+/// with error code 10047; that refusal gets a hint saying what to change,
+/// since trying again alone will not help.
 pub(crate) fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerError {
+    let err = err.to_string();
+    if err.contains("error code 10047") {
+        return SchedulerError::Unavailable(format!(
+            "{what}: {err}. JetStream reserves each stream's size limit as the stream is made, \
+             and this nats-server offers less file storage than Shoal's limits add up to: set \
+             `max_file_store` in the `jetstream` block of its configuration (the nats-server \
+             Shoal starts itself uses {JETSTREAM_MAX_FILE_STORE}), or free disk space and restart it"
+        ));
+    }
     SchedulerError::Unavailable(format!("{what}: {err}"))
 }
 
@@ -448,5 +464,23 @@ impl Store {
             }
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_without_room_for_the_limits_is_told_how_to_make_room() {
+        let refusal = "jetstream error: insufficient storage resources available \
+                       (code 500, error code 10047)";
+        let message = unavailable("opening the component store", refusal).to_string();
+        assert!(message.contains("opening the component store"), "{message}");
+        assert!(message.contains("max_file_store"), "{message}");
+        assert!(message.contains(JETSTREAM_MAX_FILE_STORE), "{message}");
+
+        let other = unavailable("listing apps", "timed out").to_string();
+        assert!(!other.contains("max_file_store"), "{other}");
     }
 }
