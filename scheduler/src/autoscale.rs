@@ -112,7 +112,10 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             };
-            changed |= decide(&shared, t, demand).await;
+            if decide(&shared, t, demand).await {
+                shared.wake_app(&t.namespace, &t.app);
+                changed = true;
+            }
         }
         // Announced before the reconciler stops the last replica, so that
         // no request finds neither a replica nor a dormant route.
@@ -122,7 +125,6 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         if changed {
             shared.keeper.save(&shared).await;
-            shared.wake();
         }
     }
 }
@@ -267,7 +269,7 @@ async fn activate_one(shared: &Shared, a: &Activate) -> CommandReply {
         shared
             .record(event(&a.namespace, &a.app, "scaled", why))
             .await;
-        shared.wake();
+        shared.wake_app(&a.namespace, &a.app);
     }
     CommandReply::Ok
 }

@@ -165,7 +165,7 @@ fn apply_app(shared: &Shared, key: &str, value: Option<&[u8]>, revision: u64) {
         }
     };
     if changed {
-        shared.wake();
+        shared.queue.app_key(key);
     }
 }
 

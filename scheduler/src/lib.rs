@@ -2,10 +2,12 @@
 //!
 //! Desired state lives in JetStream ([`store::Store`]): an app per key, one
 //! revision per apply, component bytes in an object store. Observed state
-//! comes from host heartbeats. The reconciler ([`reconcile::plan`]) compares
-//! the two on every change and at least every
-//! [`tunables::RECONCILE_INTERVAL`], and sends start and stop commands to
-//! hosts by request/reply. Placement ([`placement::choose`]) bin-packs by
+//! comes from host heartbeats ([`heartbeats`]). The reconciler
+//! ([`reconcile::plan`]) compares the two for the apps a change queued
+//! ([`workqueue`]: an apply reconciles its app, not the cluster), for every
+//! app at least every [`tunables::RESYNC_INTERVAL`], and sends start and
+//! stop commands to hosts by request/reply, each host in its own queue
+//! ([`commands`]). Placement ([`placement::choose`]) bin-packs by
 //! declared memory, honours labels, spreads over a label and keeps replicas
 //! of a pod apart. A changed pod template rolls out replica by replica
 //! within the pod's surge and unavailability budget, and is rolled back by
@@ -32,6 +34,7 @@ pub mod autoscale;
 pub mod commands;
 pub mod dumps;
 pub mod follow;
+pub mod heartbeats;
 pub mod lease;
 pub mod logs;
 pub mod metrics;
@@ -46,22 +49,23 @@ pub mod store;
 pub mod tls;
 pub mod top;
 pub mod tunables;
+pub mod workqueue;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use futures::StreamExt;
 use shoal_api::resources::Event;
-use shoal_api::wire::{CommandReply, Heartbeat, HostCommand, ReplicaStatus};
+use shoal_api::wire::{CommandReply, HostCommand};
 use shoal_api::{Name, subjects};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::reconcile::Action;
-use crate::state::{HostEntry, State, event};
+use crate::state::{State, event};
+use crate::workqueue::Scope;
 use crate::store::Store;
-use crate::tunables::{COMMAND_TIMEOUT, RECONCILE_INTERVAL, STARTUP_GRACE};
+use crate::tunables::{COMMAND_TIMEOUT, RECONCILE_INTERVAL, RESYNC_INTERVAL, STARTUP_GRACE};
 
 /// Why the scheduler could not do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,7 +119,8 @@ pub struct Shared {
     state: Mutex<State>,
     nats: async_nats::Client,
     store: Store,
-    wake: Notify,
+    /// Which apps the reconciler looks at next.
+    queue: workqueue::WorkQueue,
     ready_at: Instant,
     access: auth::Access,
     audit: audit::AuditTrail,
@@ -201,9 +206,14 @@ impl Shared {
             .insert(digest, inspected);
     }
 
-    /// Asks the reconciler for a pass now.
+    /// Asks the reconciler for a pass over every app now.
     fn wake(&self) {
-        self.wake.notify_one();
+        self.queue.everything();
+    }
+
+    /// Asks the reconciler for a pass over `app` of `namespace` now.
+    fn wake_app(&self, namespace: &Name, app: &Name) {
+        self.queue.app(namespace, app);
     }
 
     /// Publishes events on their app's subject (the events stream keeps them).
@@ -321,7 +331,7 @@ impl Scheduler {
             state: Mutex::new(state),
             nats,
             store,
-            wake: Notify::new(),
+            queue: workqueue::WorkQueue::default(),
             ready_at: Instant::now() + STARTUP_GRACE,
             access,
             audit,
@@ -340,7 +350,7 @@ impl Scheduler {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        tasks.spawn(watch_heartbeats(
+        tasks.spawn(heartbeats::watch(
             shared.clone(),
             heartbeats,
             stop_rx.clone(),
@@ -411,171 +421,13 @@ impl Scheduler {
     }
 }
 
-async fn watch_heartbeats(
-    shared: Arc<Shared>,
-    mut heartbeats: async_nats::Subscriber,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let msg = tokio::select! {
-            msg = heartbeats.next() => match msg {
-                Some(msg) => msg,
-                None => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let hb: Heartbeat = match serde_json::from_slice(&msg.payload) {
-            Ok(hb) => hb,
-            Err(e) => {
-                tracing::warn!(subject = %msg.subject, error = %e, "ignoring a malformed heartbeat");
-                continue;
-            }
-        };
-        // NATS lets host h publish only on h's heartbeat subject: the
-        // subject, not the body, says who sent it.
-        if msg.subject.as_str() != subjects::heartbeat(hb.host.as_str()) {
-            tracing::warn!(subject = %msg.subject, claimed = %hb.host, "ignoring a heartbeat that claims another host");
-            continue;
-        }
-        if hb.epoch > 0 {
-            shared.leadership.saw_epoch(hb.epoch);
-        }
-        let now = Instant::now();
-        let (changed, news) = {
-            let mut state = shared.state();
-            state
-                .top
-                .record(&hb.host, &hb.replicas, shoal_api::wire::now_ms());
-            let news = replica_news(state.hosts.get(&hb.host).map(|e| &e.heartbeat), &hb);
-            let changed = match state.hosts.get_mut(&hb.host) {
-                Some(entry) => {
-                    // Load figures change every beat and only the autoscaler
-                    // reads them: they do not wake the reconciler.
-                    let changed = entry.lost
-                        || !same_replicas(&entry.heartbeat.replicas, &hb.replicas)
-                        || entry.heartbeat.draining != hb.draining
-                        || entry.heartbeat.started_at_ms != hb.started_at_ms;
-                    if hb.draining && !entry.heartbeat.draining {
-                        tracing::info!(host = %hb.host, "host draining: placing its replicas elsewhere");
-                    }
-                    if entry.lost {
-                        tracing::info!(host = %hb.host, "host is back");
-                        entry.lost = false;
-                        entry.lost_at = None;
-                        entry.rejoined = Some(now);
-                    }
-                    entry.heartbeat = hb;
-                    entry.last_seen = now;
-                    changed
-                }
-                None => {
-                    tracing::info!(host = %hb.host, labels = ?hb.labels, "host joined");
-                    state.hosts.insert(
-                        hb.host.clone(),
-                        HostEntry {
-                            heartbeat: hb,
-                            last_seen: now,
-                            lost: false,
-                            rejoined: None,
-                            lost_at: None,
-                        },
-                    );
-                    true
-                }
-            };
-            (changed, news)
-        };
-        // What replicas did is told once, by the leader.
-        if shared.leadership.holds() {
-            for e in news {
-                shared.record(e).await;
-            }
-        }
-        if changed {
-            shared.wake();
-        }
-    }
-}
-
-/// Whether two heartbeats report the same replicas, load figures aside.
-fn same_replicas(a: &[ReplicaStatus], b: &[ReplicaStatus]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_apart_from_load(y))
-}
-
-/// Events for what a host's replicas did since its previous heartbeat:
-/// restarts, crash loops, readiness lost and regained.
-fn replica_news(previous: Option<&Heartbeat>, now: &Heartbeat) -> Vec<Event> {
-    use shoal_api::wire::ReplicaState;
-    let mut out = Vec::new();
-    for r in &now.replicas {
-        let before = previous.and_then(|p| {
-            p.replicas
-                .iter()
-                .find(|b| b.id == r.id && b.revision == r.revision)
-        });
-        let id = &r.id;
-        let why = r.last_error.as_deref().unwrap_or("no reason given");
-        let (restarts_before, was_ready, was_crash_loop) = before.map_or((0, false, false), |b| {
-            (
-                b.restarts,
-                b.ready,
-                matches!(b.state, ReplicaState::CrashLoop { .. }),
-            )
-        });
-        if r.restarts > restarts_before {
-            let retry = match &r.state {
-                ReplicaState::Restarting { retry_in_ms, .. }
-                | ReplicaState::CrashLoop { retry_in_ms, .. } => {
-                    format!(", starting again in {retry_in_ms}ms")
-                }
-                _ => String::new(),
-            };
-            out.push(event(
-                &id.namespace,
-                &id.app,
-                "restarted",
-                format!(
-                    "{id} restarted on {} (restart {}{retry}): {why}",
-                    now.host, r.restarts
-                ),
-            ));
-        }
-        if matches!(r.state, ReplicaState::CrashLoop { .. }) && !was_crash_loop {
-            out.push(event(
-                &id.namespace,
-                &id.app,
-                "crash_loop",
-                format!("{id} is crash-looping on {}: {why}", now.host),
-            ));
-        }
-        if r.state == ReplicaState::Running && was_ready && !r.ready {
-            out.push(event(
-                &id.namespace,
-                &id.app,
-                "unready",
-                format!("{id} on {} is not ready, out of rotation: {why}", now.host),
-            ));
-        }
-        if r.state == ReplicaState::Running
-            && r.ready
-            && before.is_some_and(|b| b.state == ReplicaState::Running && !b.ready)
-        {
-            out.push(event(
-                &id.namespace,
-                &id.app,
-                "ready",
-                format!("{id} on {} is ready and in rotation", now.host),
-            ));
-        }
-    }
-    out
-}
-
 async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut leading = false;
+    // When every app was last reconciled: none yet.
+    let mut resynced: Option<Instant> = None;
     loop {
         tokio::select! {
-            () = shared.wake.notified() => {},
+            () = shared.queue.notified() => {},
             () = tokio::time::sleep(RECONCILE_INTERVAL) => {},
             _ = stop.wait_for(|s| *s) => return,
         }
@@ -595,9 +447,19 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tracing::info!(epoch, "this scheduler acts as the leader");
             shared.keeper.reset().await;
             leading = true;
+            resynced = None;
         }
         let began = Instant::now();
-        let pass = reconcile::plan(&mut shared.state(), now);
+        // What was queued since the last pass; every app at the periodic
+        // resync, the level-triggered net under the queue.
+        let mut scope = shared.queue.take();
+        if resynced.is_none_or(|at| now.duration_since(at) >= RESYNC_INTERVAL) {
+            scope = Scope::Everything;
+        }
+        let pass = reconcile::plan(&mut shared.state(), now, &mut scope);
+        if matches!(scope, Scope::Everything) {
+            resynced = Some(now);
+        }
         shared.publish(&pass.events).await;
         for stalled in pass.rollbacks {
             let cause = format!("automatic rollback: {}", stalled.reason);
@@ -640,9 +502,8 @@ async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         shared.keeper.save(&shared).await;
         let took = began.elapsed();
         shared.metrics.reconciled(took);
-        // A pass looks at every replica: under a burst of changes, rest as
-        // long as the pass took, so that the next one takes in many of
-        // them at once instead of each paying for a whole pass.
+        // Under a burst of changes, rest as long as the pass took, so that
+        // the next one takes in many of them at once.
         tokio::time::sleep(took.min(RECONCILE_INTERVAL)).await;
     }
 }

@@ -20,6 +20,7 @@ use crate::state::{App, Rollout, Starting, State, event};
 use crate::tunables::{
     HOST_LOSS_INTERVAL, OUTAGE_BOUND, START_CONFIRM_TIMEOUT, VOLUME_RETURN_WAIT,
 };
+use crate::workqueue::Scope;
 
 /// Something to tell a host.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,19 +90,41 @@ struct Seen {
     held: bool,
 }
 
-/// Decides one pass. Mutates `state` only for bookkeeping: starts sent are
-/// reserved, pending reasons and lost hosts recorded, rollouts followed.
-pub fn plan(state: &mut State, now: Instant) -> Pass {
+/// Decides one pass over the apps in `scope` (and their copies on every
+/// host). Mutates `state` only for bookkeeping: starts sent are reserved,
+/// pending reasons and lost hosts recorded, rollouts followed.
+///
+/// The pass widens `scope` by the apps with something due (see
+/// [`widen_by_due`]), and to every app when it declares a host lost.
+/// Placement weighs every host's whole load whatever the scope, so a pass
+/// over some apps places as a pass over all would.
+pub fn plan(state: &mut State, now: Instant, scope: &mut Scope) -> Pass {
     let mut pass = Pass::default();
-    mark_lost_hosts(state, now, &mut pass);
-    let seen = observe(state, now, &mut pass);
+    if mark_lost_hosts(state, now, &mut pass) {
+        *scope = Scope::Everything;
+    }
+    widen_by_due(state, now, scope);
+    if scope.is_empty() {
+        return pass;
+    }
+    let seen = observe(state, now, &mut pass, scope);
     state.backoff.retain(|_, until| *until > now);
     let mut candidates = candidates(state, now);
-    let apps: Vec<(String, App)> = state
-        .apps
-        .iter()
-        .map(|(k, a)| (k.clone(), a.clone()))
-        .collect();
+    let apps: Vec<(String, App)> = match &*scope {
+        Scope::Everything => state
+            .apps
+            .iter()
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect(),
+        Scope::Apps(set) => set
+            .iter()
+            .filter_map(|(namespace, app)| {
+                let key = subjects::app_key(namespace, app);
+                let app = state.apps.get(&key)?.clone();
+                Some((key, app))
+            })
+            .collect(),
+    };
     let mut desired: FxHashSet<ReplicaId> = FxHashSet::default();
     for (key, app) in &apps {
         for pod in app.stored.spec.pods() {
@@ -109,7 +132,8 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
             plan.decide(state, &mut pass, &mut candidates, &seen, &mut desired, now);
         }
     }
-    // Copies nobody wants any more.
+    // Copies nobody wants any more (of the apps in scope: `seen` holds
+    // only theirs).
     for (id, list) in &seen {
         if desired.contains(id) {
             continue;
@@ -126,14 +150,20 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
             });
         }
     }
-    state.pending.retain(|id, _| desired.contains(id));
-    state.data_homes.retain(|id, _| desired.contains(id));
+    let scope = &*scope;
+    state
+        .pending
+        .retain(|id, _| !scope.covers(id) || desired.contains(id));
+    state
+        .data_homes
+        .retain(|id, _| !scope.covers(id) || desired.contains(id));
     let apps = &state.apps;
     state.jobs_done.retain(|id, done| {
-        desired.contains(id)
-            && apps
-                .get(&shoal_api::subjects::app_key(&id.namespace, &id.app))
-                .is_some_and(|a| a.stored.generation(&id.pod) == done.revision)
+        !scope.covers(id)
+            || desired.contains(id)
+                && apps
+                    .get(&subjects::app_key(&id.namespace, &id.app))
+                    .is_some_and(|a| a.stored.generation(&id.pod) == done.revision)
     });
     state.rollouts.retain(|(key, pod), _| {
         state
@@ -144,10 +174,38 @@ pub fn plan(state: &mut State, now: Instant) -> Pass {
     pass
 }
 
-/// Every copy live hosts report, by replica, with the starts still in
-/// flight. Failed copies are stopped (and their replica backs off) rather
-/// than counted: their replica is missing.
-fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
+/// Adds to `scope` the apps with something due that no change queues: a
+/// start unconfirmed past [`START_CONFIRM_TIMEOUT`], a back-off over, a
+/// rollout to follow (its progress deadline), a replica pending (room may
+/// have been made by another app).
+fn widen_by_due(state: &State, now: Instant, scope: &mut Scope) {
+    if !matches!(scope, Scope::Apps(_)) {
+        return;
+    }
+    let due_starts = state
+        .starting
+        .iter()
+        .filter(|(_, s)| now.duration_since(s.since) >= START_CONFIRM_TIMEOUT)
+        .map(|(id, _)| id);
+    let over_backoffs = state
+        .backoff
+        .iter()
+        .filter(|(_, until)| **until <= now)
+        .map(|(id, _)| id);
+    for id in due_starts.chain(over_backoffs).chain(state.pending.keys()) {
+        scope.add(&id.namespace, &id.app);
+    }
+    for (key, _) in state.rollouts.keys() {
+        if let Some(app) = state.apps.get(key) {
+            scope.add(&app.stored.spec.namespace, &app.stored.spec.name);
+        }
+    }
+}
+
+/// Every copy live hosts report of the apps in `scope`, by replica, with
+/// the starts still in flight. Failed copies are stopped (and their
+/// replica backs off) rather than counted: their replica is missing.
+fn observe(state: &mut State, now: Instant, pass: &mut Pass, scope: &Scope) -> SeenCopies {
     let mut seen: SeenCopies = FxHashMap::default();
     let mut failed: Vec<(HostId, ReplicaId, u64, String)> = Vec::new();
     let mut completed: Vec<(ReplicaId, u64, HostId)> = Vec::new();
@@ -159,7 +217,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
         if host.lost || host.heartbeat.draining {
             continue;
         }
-        for r in &host.heartbeat.replicas {
+        for r in host.heartbeat.replicas.iter().filter(|r| scope.covers(&r.id)) {
             if r.state == ReplicaState::Completed {
                 completed.push((r.id.clone(), r.revision, id.clone()));
             }
@@ -189,7 +247,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
         if !waiting {
             continue;
         }
-        for r in &host.heartbeat.replicas {
+        for r in host.heartbeat.replicas.iter().filter(|r| scope.covers(&r.id)) {
             if keeps_data(state, &r.id) {
                 seen.entry(r.id.clone()).or_default().push(Seen {
                     host: host_id.clone(),
@@ -209,7 +267,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
     }
     // Jobs that completed on a host that has forgotten them since (it
     // restarted): done, not to be run again.
-    for (id, done) in &state.jobs_done {
+    for (id, done) in state.jobs_done.iter().filter(|(id, _)| scope.covers(id)) {
         let current = app_of(state, id).map(|a| a.stored.generation(&id.pod));
         if current == Some(done.revision) && !seen.contains_key(id) {
             seen.insert(
@@ -248,6 +306,9 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
     // Starts in flight count as seen until a heartbeat confirms them or
     // they time out.
     state.starting.retain(|id, s| {
+        if !scope.covers(id) {
+            return true;
+        }
         let confirmed = seen.get(id).is_some_and(|v| {
             v.iter()
                 .any(|x| x.host == s.host && x.revision == s.revision)
@@ -255,7 +316,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass) -> SeenCopies {
         let host_live = state.hosts.get(&s.host).is_some_and(|h| !h.lost);
         !confirmed && host_live && now.duration_since(s.since) < START_CONFIRM_TIMEOUT
     });
-    for (id, s) in &state.starting {
+    for (id, s) in state.starting.iter().filter(|(id, _)| scope.covers(id)) {
         let list = seen.entry(id.clone()).or_default();
         if !list
             .iter()
@@ -694,7 +755,9 @@ fn app_of<'a>(state: &'a State, id: &ReplicaId) -> Option<&'a App> {
 /// it), not the hosts: none is declared lost until they are back or the
 /// silence outlasts [`OUTAGE_BOUND`]. Hosts are declared lost one per
 /// [`HOST_LOSS_INTERVAL`] at most.
-fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
+///
+/// Says whether it declared any host lost.
+fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) -> bool {
     let mut silent: Vec<(Instant, HostId)> = state
         .hosts
         .iter()
@@ -715,7 +778,7 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
             tracing::info!("the silent hosts are back");
             state.outage_since = None;
         } else if now.duration_since(since) < OUTAGE_BOUND {
-            return;
+            return false;
         }
     }
     silent.sort();
@@ -734,6 +797,7 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
             lost.push((id, host.heartbeat.replicas.clone()));
         }
     }
+    let any = !lost.is_empty();
     for (host, replicas) in lost {
         tracing::warn!(%host, "host lost: no heartbeat for {:?}", crate::tunables::HOST_TIMEOUT);
         for r in replicas {
@@ -753,6 +817,7 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) {
             remember(state, pass, e);
         }
     }
+    any
 }
 
 /// The copy to keep: ready before running before starting, a host that
@@ -763,21 +828,14 @@ fn best<'a>(list: &[&'a Seen]) -> Option<&'a Seen> {
         .copied()
 }
 
-/// Live hosts with what they hold, starts in flight included.
+/// Live hosts with what they hold, starts in flight included (a start a
+/// heartbeat reported is no longer in flight: see [`crate::heartbeats`]).
 fn candidates(state: &State, now: Instant) -> Vec<Candidate> {
-    let mut extra: HashMap<&HostId, (u64, u32)> = HashMap::new();
-    for (id, s) in &state.starting {
-        let in_heartbeat = state.hosts.get(&s.host).is_some_and(|h| {
-            h.heartbeat
-                .replicas
-                .iter()
-                .any(|r| &r.id == id && r.revision == s.revision)
-        });
-        if !in_heartbeat {
-            let e = extra.entry(&s.host).or_default();
-            e.0 += s.memory;
-            e.1 += 1;
-        }
+    let mut extra: FxHashMap<&HostId, (u64, u32)> = FxHashMap::default();
+    for s in state.starting.values() {
+        let e = extra.entry(&s.host).or_default();
+        e.0 += s.memory;
+        e.1 += 1;
     }
     let mut out: Vec<Candidate> = state
         .hosts
@@ -874,6 +932,10 @@ mod tests {
 
     use super::*;
     use crate::state::{HostEntry, StoredApp};
+
+    fn plan_all(state: &mut State, now: Instant) -> Pass {
+        plan(state, now, &mut Scope::Everything)
+    }
 
     fn stored(greeting: &str, rollout: &str, previous: Option<&StoredApp>) -> StoredApp {
         let text = format!(
@@ -979,14 +1041,64 @@ mod tests {
         (starts, stops)
     }
 
+    fn only(namespace: &str, app: &str) -> Scope {
+        let mut set = crate::workqueue::AppSet::default();
+        set.insert(&Name::new(namespace).unwrap(), &Name::new(app).unwrap());
+        Scope::Apps(set)
+    }
+
+    #[test]
+    fn a_pass_over_some_apps_decides_for_those_alone() {
+        let now = Instant::now();
+        let mut state = state(stored("hi", "{}", None), vec![], now);
+        let pass = plan(&mut state, now, &mut only("default", "other"));
+        assert_eq!(actions(&pass), (vec![], vec![]), "web was not queued");
+        let pass = plan(&mut state, now, &mut only("default", "web"));
+        assert_eq!(actions(&pass), (vec![(0, 1), (1, 1)], vec![]));
+
+        // Deleted, with copies running: only a pass over it stops them.
+        let mut state = State::default();
+        report(&mut state, vec![copy(0, 1, true), copy(1, 1, true)], now);
+        let pass = plan(&mut state, now, &mut only("default", "other"));
+        assert_eq!(actions(&pass), (vec![], vec![]));
+        let pass = plan(&mut state, now, &mut only("default", "web"));
+        assert_eq!(actions(&pass), (vec![], vec![(0, 1), (1, 1)]));
+    }
+
+    #[test]
+    fn a_pass_that_loses_a_host_looks_at_every_app() {
+        let now = Instant::now();
+        let mut state = state(stored("hi", "{}", None), vec![], now);
+        report_on(
+            &mut state,
+            "h2",
+            vec![copy(0, 1, true), copy(1, 1, true)],
+            now - Duration::from_secs(60),
+        );
+        let mut scope = only("default", "other");
+        let pass = plan(&mut state, now, &mut scope);
+        assert!(matches!(scope, Scope::Everything));
+        assert_eq!(actions(&pass), (vec![(0, 1), (1, 1)], vec![]));
+    }
+
+    #[test]
+    fn a_pending_replica_is_looked_at_again_without_being_queued() {
+        let now = Instant::now();
+        let mut state = state(stored("hi", "{}", None), vec![], now);
+        state.pending.insert(id(0), "no room".into());
+        let pass = plan(&mut state, now, &mut only("default", "other"));
+        assert_eq!(actions(&pass), (vec![(0, 1), (1, 1)], vec![]));
+        assert!(state.pending.is_empty(), "placed, so no longer pending");
+    }
+
     #[test]
     fn a_new_app_is_placed() {
         let now = Instant::now();
         let mut state = state(stored("v1", "{}", None), Vec::new(), now);
-        let pass = plan(&mut state, now);
+        let pass = plan_all(&mut state, now);
         assert_eq!(actions(&pass), (vec![(0, 1), (1, 1)], vec![]));
         // Starts in flight are not sent twice.
-        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, now)), (vec![], vec![]));
     }
 
     #[test]
@@ -998,14 +1110,14 @@ mod tests {
         let mut state = state(v2, vec![copy(0, 1, true), copy(1, 1, true)], now);
 
         // One new copy beside its old one; nothing stops yet.
-        assert_eq!(actions(&plan(&mut state, now)), (vec![(0, 2)], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, now)), (vec![(0, 2)], vec![]));
         // Started but not ready: the surge budget is spent.
         report(
             &mut state,
             vec![copy(0, 1, true), copy(0, 2, false), copy(1, 1, true)],
             now,
         );
-        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, now)), (vec![], vec![]));
         // Ready: its old copy stops, and the next replica's new copy starts.
         report(
             &mut state,
@@ -1013,7 +1125,7 @@ mod tests {
             now,
         );
         assert_eq!(
-            actions(&plan(&mut state, now)),
+            actions(&plan_all(&mut state, now)),
             (vec![(1, 2)], vec![(0, 1)])
         );
         // Every new copy ready: the last old one stops, and that is the end.
@@ -1022,11 +1134,11 @@ mod tests {
             vec![copy(0, 2, true), copy(1, 1, true), copy(1, 2, true)],
             now,
         );
-        let done = plan(&mut state, now);
+        let done = plan_all(&mut state, now);
         assert_eq!(actions(&done), (vec![], vec![(1, 1)]));
         assert!(done.events.iter().any(|e| e.reason == "rollout_complete"));
         report(&mut state, vec![copy(0, 2, true), copy(1, 2, true)], now);
-        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, now)), (vec![], vec![]));
     }
 
     #[test]
@@ -1037,7 +1149,7 @@ mod tests {
         let v2 = stored("v2", rollout, Some(&v1));
         let mut state = state(v2, vec![copy(0, 1, true), copy(1, 1, true)], now);
         assert_eq!(
-            actions(&plan(&mut state, now)),
+            actions(&plan_all(&mut state, now)),
             (vec![(0, 2)], vec![(0, 1)])
         );
     }
@@ -1049,7 +1161,7 @@ mod tests {
         let v1 = stored("v1", rollout, None);
         let v2 = stored("v2", rollout, Some(&v1));
         let mut state = state(v2, vec![copy(0, 1, true), copy(1, 1, true)], now);
-        let first = plan(&mut state, now);
+        let first = plan_all(&mut state, now);
         assert!(first.events.iter().any(|e| e.reason == "rollout_started"));
         assert!(first.rollbacks.is_empty());
         let later = now + Duration::from_secs(1);
@@ -1058,17 +1170,17 @@ mod tests {
             vec![copy(0, 1, true), copy(0, 2, false), copy(1, 1, true)],
             later,
         );
-        assert!(plan(&mut state, later).rollbacks.is_empty());
+        assert!(plan_all(&mut state, later).rollbacks.is_empty());
         let past = now + Duration::from_secs(3);
         report(
             &mut state,
             vec![copy(0, 1, true), copy(0, 2, false), copy(1, 1, true)],
             past,
         );
-        let stalled = plan(&mut state, past);
+        let stalled = plan_all(&mut state, past);
         assert_eq!(stalled.rollbacks.len(), 1, "{:?}", stalled.rollbacks);
         assert!(stalled.rollbacks[0].reason.contains("no progress"));
-        assert!(plan(&mut state, past).rollbacks.is_empty(), "asked once");
+        assert!(plan_all(&mut state, past).rollbacks.is_empty(), "asked once");
     }
 
     /// Three hosts, each running one of the app's copies (the app wants
@@ -1091,19 +1203,19 @@ mod tests {
         let start = Instant::now();
         let now = start + Duration::from_secs(10);
         let mut state = three_hosts(&["h1", "h2", "h3"], now, start);
-        let pass = plan(&mut state, now);
+        let pass = plan_all(&mut state, now);
         assert_eq!(actions(&pass), (vec![], vec![]));
         assert!(state.hosts.values().all(|h| !h.lost));
         // Two come back: the third is still held, the outage not over.
         let back = now + Duration::from_secs(1);
         report_on(&mut state, "h1", vec![copy(0, 1, true)], back);
         report_on(&mut state, "h2", vec![copy(1, 1, true)], back);
-        assert_eq!(actions(&plan(&mut state, back)), (vec![], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, back)), (vec![], vec![]));
         // Past the bound, the one still silent is lost and its copy moves.
         let past = now + OUTAGE_BOUND + Duration::from_secs(1);
         report_on(&mut state, "h1", vec![copy(0, 1, true)], past);
         report_on(&mut state, "h2", vec![copy(1, 1, true)], past);
-        let pass = plan(&mut state, past);
+        let pass = plan_all(&mut state, past);
         assert_eq!(actions(&pass), (vec![(2, 1)], vec![]));
         assert!(state.hosts[&HostId::new("h3").unwrap()].lost);
     }
@@ -1113,7 +1225,7 @@ mod tests {
         let start = Instant::now();
         let now = start + Duration::from_secs(10);
         let mut state = three_hosts(&["h3"], now, start);
-        let pass = plan(&mut state, now);
+        let pass = plan_all(&mut state, now);
         assert_eq!(actions(&pass), (vec![(2, 1)], vec![]));
         assert!(pass.events.iter().any(|e| e.reason == "host_lost"));
     }
@@ -1140,7 +1252,7 @@ mod tests {
         let mut state = state(stored_from(VOLUME_APP), Vec::new(), now);
         report_on(&mut state, "h2", Vec::new(), now);
         state.data_homes.insert(id(0), HostId::new("h2").unwrap());
-        let pass = plan(&mut state, now);
+        let pass = plan_all(&mut state, now);
         let hosts: Vec<&str> = pass
             .actions
             .iter()
@@ -1161,7 +1273,7 @@ mod tests {
         let now = start + Duration::from_secs(10);
         report_on(&mut state, "h2", Vec::new(), now);
         // h1 falls silent: lost, but its copy waits for it.
-        let pass = plan(&mut state, now);
+        let pass = plan_all(&mut state, now);
         assert_eq!(actions(&pass), (vec![], vec![]));
         assert!(
             pass.events
@@ -1172,11 +1284,11 @@ mod tests {
         );
         let within = now + VOLUME_RETURN_WAIT - Duration::from_secs(1);
         report_on(&mut state, "h2", Vec::new(), within);
-        assert_eq!(actions(&plan(&mut state, within)), (vec![], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, within)), (vec![], vec![]));
         // Past the wait it moves, and says its data stayed behind.
         let past = now + VOLUME_RETURN_WAIT + Duration::from_secs(1);
         report_on(&mut state, "h2", Vec::new(), past);
-        let pass = plan(&mut state, past);
+        let pass = plan_all(&mut state, past);
         assert_eq!(actions(&pass), (vec![(0, 1)], vec![]));
         assert!(
             pass.events
@@ -1196,10 +1308,10 @@ mod tests {
         let mut done = copy(0, 1, true);
         done.state = ReplicaState::Completed;
         let mut state = state(app, vec![done], now);
-        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, now)), (vec![], vec![]));
         // The host restarted and reports nothing: the job stays done.
         report(&mut state, Vec::new(), now);
-        assert_eq!(actions(&plan(&mut state, now)), (vec![], vec![]));
+        assert_eq!(actions(&plan_all(&mut state, now)), (vec![], vec![]));
         assert_eq!(state.jobs_done.len(), 1);
     }
 

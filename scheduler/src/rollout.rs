@@ -197,7 +197,7 @@ pub async fn roll_back(
         format!("revision {revision} stored: {}", stored.cause),
     );
     crate::api::remember_app(shared, key.to_string(), App { stored, revision });
+    shared.wake_app(&e.namespace, &e.app);
     shared.record(e).await;
-    shared.wake();
     Ok((revision, *target_revision))
 }

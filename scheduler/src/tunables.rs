@@ -13,8 +13,14 @@ pub const HOST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Two heartbeats and a margin.
 pub const STARTUP_GRACE: Duration = Duration::from_millis(2_500);
 
-/// The reconciler runs at least this often, and at once on any change.
+/// The reconciler runs at once on any change and at least this often,
+/// then looking at the apps with something due: starts unconfirmed for
+/// too long, back-offs over, rollouts to follow, replicas pending.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Every app is reconciled at least this often, whether or not anything
+/// was queued for it: the level-triggered net under the work queue.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a start command may go unconfirmed by a heartbeat before the
 /// replica counts as missing again.

@@ -296,8 +296,8 @@ async fn apply(
         format!("revision {revision} applied from {}", req.file),
     );
     remember_app(&shared, key, App { stored, revision });
+    shared.wake_app(&e.namespace, &e.app);
     shared.record(e).await;
-    shared.wake();
     Ok(Json(ApplyResponse {
         app: app_name,
         revision,
@@ -783,7 +783,7 @@ async fn delete(
             "app deleted: stopping its replicas".into(),
         ))
         .await;
-    shared.wake();
+    shared.wake_app(&spec.namespace, &spec.name);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -885,8 +885,8 @@ async fn scale(
         ),
     );
     remember_app(&shared, key, App { stored, revision });
+    shared.wake_app(&e.namespace, &e.app);
     shared.record(e).await;
-    shared.wake();
     Ok(Json(ApplyResponse {
         app: format!("{namespace}/{name}"),
         revision,
