@@ -140,10 +140,8 @@ fn compare(previous: &[ReplicaStatus], now: &Heartbeat) -> (Vec<Event>, AppSet) 
     if unchanged {
         return (news, touched);
     }
-    let mut before: FxHashMap<(&shoal_api::wire::ReplicaId, u64), &ReplicaStatus> = previous
-        .iter()
-        .map(|r| ((&r.id, r.revision), r))
-        .collect();
+    let mut before: FxHashMap<(&shoal_api::wire::ReplicaId, u64), &ReplicaStatus> =
+        previous.iter().map(|r| ((&r.id, r.revision), r)).collect();
     for r in &now.replicas {
         let was = before.remove(&(&r.id, r.revision));
         if was.is_none_or(|b| !b.same_apart_from_load(r)) {

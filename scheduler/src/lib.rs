@@ -63,9 +63,9 @@ use tokio::sync::watch;
 
 use crate::reconcile::Action;
 use crate::state::{State, event};
-use crate::workqueue::Scope;
 use crate::store::Store;
 use crate::tunables::{COMMAND_TIMEOUT, RECONCILE_INTERVAL, RESYNC_INTERVAL, STARTUP_GRACE};
+use crate::workqueue::Scope;
 
 /// Why the scheduler could not do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -217,7 +217,12 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass, scope: &Scope) -> S
         if host.lost || host.heartbeat.draining {
             continue;
         }
-        for r in host.heartbeat.replicas.iter().filter(|r| scope.covers(&r.id)) {
+        for r in host
+            .heartbeat
+            .replicas
+            .iter()
+            .filter(|r| scope.covers(&r.id))
+        {
             if r.state == ReplicaState::Completed {
                 completed.push((r.id.clone(), r.revision, id.clone()));
             }
@@ -247,7 +252,12 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass, scope: &Scope) -> S
         if !waiting {
             continue;
         }
-        for r in host.heartbeat.replicas.iter().filter(|r| scope.covers(&r.id)) {
+        for r in host
+            .heartbeat
+            .replicas
+            .iter()
+            .filter(|r| scope.covers(&r.id))
+        {
             if keeps_data(state, &r.id) {
                 seen.entry(r.id.clone()).or_default().push(Seen {
                     host: host_id.clone(),
@@ -1180,7 +1190,10 @@ mod tests {
         let stalled = plan_all(&mut state, past);
         assert_eq!(stalled.rollbacks.len(), 1, "{:?}", stalled.rollbacks);
         assert!(stalled.rollbacks[0].reason.contains("no progress"));
-        assert!(plan_all(&mut state, past).rollbacks.is_empty(), "asked once");
+        assert!(
+            plan_all(&mut state, past).rollbacks.is_empty(),
+            "asked once"
+        );
     }
 
     /// Three hosts, each running one of the app's copies (the app wants

@@ -1,9 +1,9 @@
 //! `shoal top`'s figures: each replica's counters as its heartbeats
 //! brought them, kept [`TOP_HISTORY`] back, and the rates over a window.
 //!
-//! Every beat is kept for the last [`TOP_FINE`]; older ones are thinned
-//! to one per [`TOP_COARSE`], so a replica costs a few kilobytes however
-//! long it runs.
+//! Beats are kept [`TOP_SPACING`] apart for the last [`TOP_FINE`]; older
+//! ones are thinned to one per [`TOP_COARSE`], so a replica costs a few
+//! kilobytes however long it runs and however often its host beats.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use shoal_api::top::{ReplicaStats, TopRow};
 use shoal_api::wire::{HostId, ReplicaId, ReplicaStatus};
 
-use crate::tunables::{TOP_COARSE, TOP_FINE, TOP_HISTORY};
+use crate::tunables::{TOP_COARSE, TOP_FINE, TOP_HISTORY, TOP_SPACING};
 
 /// One beat's figures.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ struct Sample {
 pub struct History {
     host: Option<HostId>,
     samples: VecDeque<Sample>,
+    /// When the samples were last thinned.
+    thinned_ms: u64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -34,12 +36,37 @@ fn ms(d: Duration) -> u64 {
 
 impl History {
     fn push(&mut self, host: &HostId, status: &ReplicaStatus, at_ms: u64) {
-        self.host = Some(host.clone());
-        self.samples.push_back(Sample {
-            at_ms,
-            stats: status.stats.clone(),
-            load_milli: status.load_milli,
-        });
+        if self.host.as_ref() != Some(host) {
+            self.host = Some(host.clone());
+        }
+        // Beats closer than TOP_SPACING to the sample before the newest
+        // replace the newest: a host that beats on every change keeps no
+        // more samples than one that beats on time. The counters only
+        // grow, so the newest holds what the replaced one did; the peak is
+        // carried over.
+        let len = self.samples.len();
+        if len >= 2
+            && let Some(before) = self.samples.get(len - 2)
+            && at_ms < before.at_ms + ms(TOP_SPACING)
+            && let Some(newest) = self.samples.back_mut()
+            && newest.at_ms <= at_ms
+        {
+            let peak = newest.stats.peak_memory.max(status.stats.peak_memory);
+            newest.stats.clone_from(&status.stats);
+            newest.stats.peak_memory = peak;
+            newest.load_milli = status.load_milli;
+            newest.at_ms = at_ms;
+        } else {
+            self.samples.push_back(Sample {
+                at_ms,
+                stats: status.stats.clone(),
+                load_milli: status.load_milli,
+            });
+        }
+        if at_ms < self.thinned_ms + ms(TOP_COARSE) {
+            return;
+        }
+        self.thinned_ms = at_ms;
         while self
             .samples
             .front()
@@ -47,20 +74,18 @@ impl History {
         {
             self.samples.pop_front();
         }
-        // Thin what is older than the fine window.
+        // Thin what is older than the fine window, in place.
         let fine_from = at_ms.saturating_sub(ms(TOP_FINE));
-        let mut kept: VecDeque<Sample> = VecDeque::with_capacity(self.samples.len());
-        for s in self.samples.drain(..) {
+        let mut last_kept: Option<u64> = None;
+        self.samples.retain(|s| {
             let coarse = s.at_ms < fine_from;
-            let too_close = kept
-                .back()
-                .is_some_and(|last: &Sample| s.at_ms < last.at_ms + ms(TOP_COARSE));
+            let too_close = last_kept.is_some_and(|last| s.at_ms < last + ms(TOP_COARSE));
             if coarse && too_close {
-                continue;
+                return false;
             }
-            kept.push_back(s);
-        }
-        self.samples = kept;
+            last_kept = Some(s.at_ms);
+            true
+        });
     }
 
     /// What happened over the last `window` before `now_ms`: the counters'
@@ -185,5 +210,62 @@ fn row(name: String, delta: &ReplicaStats, seconds: f64, load: f64) -> TopRow {
         peak_memory: delta.peak_memory,
         in_flight: load,
         window_s: seconds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_api::Name;
+    use shoal_api::wire::ReplicaState;
+
+    use super::*;
+
+    fn status(invocations: u64, peak_memory: u64) -> ReplicaStatus {
+        ReplicaStatus {
+            id: ReplicaId {
+                namespace: Name::new("default").unwrap(),
+                app: Name::new("web").unwrap(),
+                pod: Name::new("web").unwrap(),
+                index: 0,
+            },
+            revision: 1,
+            memory: 64 << 20,
+            state: ReplicaState::Running,
+            ready: true,
+            restarts: 0,
+            last_error: None,
+            load_milli: 0,
+            stats: ReplicaStats {
+                invocations,
+                peak_memory,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn beats_closer_than_the_spacing_keep_the_newest_counts_and_the_peak() {
+        let host = HostId::new("h1").unwrap();
+        let mut top = Top::default();
+        // A beat every 10 ms for 2 s, 10 invocations each, one big peak.
+        for i in 0..=200u64 {
+            let peak = if i == 57 { 900 } else { 100 };
+            top.record(&host, &[status(i * 10, peak)], 1_000_000 + i * 10);
+        }
+        let history = top.replicas.values().next().unwrap();
+        assert!(
+            history.samples.len() <= 10,
+            "{} samples kept of 201 beats",
+            history.samples.len()
+        );
+        let rows = top.pods(Duration::from_secs(2), 1_002_000, |_| true);
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert!(
+            (row.invocations_per_s - 1000.0).abs() < 1.0,
+            "{}",
+            row.invocations_per_s
+        );
+        assert_eq!(row.peak_memory, 900, "the replaced beat's peak is kept");
     }
 }

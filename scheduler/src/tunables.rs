@@ -208,6 +208,11 @@ pub const TOP_FINE: Duration = Duration::from_secs(60);
 /// ... and one per this much before that.
 pub const TOP_COARSE: Duration = Duration::from_secs(10);
 
+/// `shoal top` keeps samples at least this far apart: a host beats on
+/// every change as well as on time, and under a burst of starts that is
+/// many times a second.
+pub const TOP_SPACING: Duration = Duration::from_millis(250);
+
 /// The window `shoal top` shows without `--since`: the last beats.
 pub const TOP_WINDOW: Duration = Duration::from_secs(2);
 

@@ -122,9 +122,10 @@ impl WorkQueue {
 
     /// Queues the app stored under `key` (`namespace.app`).
     pub fn app_key(&self, key: &str) {
-        match key.split_once('.').map(|(ns, app)| {
-            (Name::new(ns.to_string()), Name::new(app.to_string()))
-        }) {
+        match key
+            .split_once('.')
+            .map(|(ns, app)| (Name::new(ns.to_string()), Name::new(app.to_string())))
+        {
             Some((Ok(namespace), Ok(app))) => self.app(&namespace, &app),
             // Not an app's key: look at everything rather than miss it.
             _ => self.everything(),
