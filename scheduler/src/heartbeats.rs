@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
 use shoal_api::resources::Event;
 use shoal_api::subjects;
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::Shared;
 use crate::state::{HostEntry, State, event};
+use crate::tunables::HEARTBEAT_BATCH;
 use crate::workqueue::{AppSet, WorkQueue};
 
 /// Takes in heartbeats until `stop`.
@@ -29,42 +30,70 @@ pub(crate) async fn watch(
     mut heartbeats: async_nats::Subscriber,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut batch: Vec<async_nats::Message> = Vec::new();
     loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             msg = heartbeats.next() => match msg {
                 Some(msg) => msg,
                 None => return,
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let hb: Heartbeat = match serde_json::from_slice(&msg.payload) {
-            Ok(hb) => hb,
-            Err(e) => {
-                tracing::warn!(subject = %msg.subject, error = %e, "ignoring a malformed heartbeat");
-                continue;
+        // Whatever else has arrived meanwhile is taken too, and of several
+        // beats of one host only the newest is read: a scheduler behind a
+        // burst of beats catches up instead of parsing each stale one.
+        batch.clear();
+        batch.push(first);
+        while batch.len() < HEARTBEAT_BATCH {
+            match heartbeats.next().now_or_never() {
+                Some(Some(msg)) => batch.push(msg),
+                Some(None) | None => break,
             }
-        };
-        // NATS lets host h publish only on h's heartbeat subject: the
-        // subject, not the body, says who sent it.
-        if msg.subject.as_str() != subjects::heartbeat(hb.host.as_str()) {
-            tracing::warn!(subject = %msg.subject, claimed = %hb.host, "ignoring a heartbeat that claims another host");
-            continue;
         }
-        if hb.epoch > 0 {
-            shared.leadership.saw_epoch(hb.epoch);
+        let mut newest: FxHashMap<&str, &async_nats::Message> = FxHashMap::default();
+        for msg in &batch {
+            newest.insert(msg.subject.as_str(), msg);
         }
-        let news = {
-            let mut state = shared.state();
-            state
-                .top
-                .record(&hb.host, &hb.replicas, shoal_api::wire::now_ms());
-            take_in(&mut state, hb, Instant::now(), &shared.queue)
-        };
-        // What replicas did is told once, by the leader.
-        if shared.leadership.holds() {
-            for e in news {
-                shared.record(e).await;
+        for msg in &batch {
+            if newest
+                .get(msg.subject.as_str())
+                .is_some_and(|latest| std::ptr::eq(*latest, msg))
+            {
+                take_in_message(&shared, msg).await;
             }
+        }
+    }
+}
+
+/// Reads one heartbeat message and takes it in.
+async fn take_in_message(shared: &Shared, msg: &async_nats::Message) {
+    let hb: Heartbeat = match serde_json::from_slice(&msg.payload) {
+        Ok(hb) => hb,
+        Err(e) => {
+            tracing::warn!(subject = %msg.subject, error = %e, "ignoring a malformed heartbeat");
+            return;
+        }
+    };
+    // NATS lets host h publish only on h's heartbeat subject: the
+    // subject, not the body, says who sent it.
+    if msg.subject.as_str() != subjects::heartbeat(hb.host.as_str()) {
+        tracing::warn!(subject = %msg.subject, claimed = %hb.host, "ignoring a heartbeat that claims another host");
+        return;
+    }
+    if hb.epoch > 0 {
+        shared.leadership.saw_epoch(hb.epoch);
+    }
+    let news = {
+        let mut state = shared.state();
+        state
+            .top
+            .record(&hb.host, &hb.replicas, shoal_api::wire::now_ms());
+        take_in(&mut state, hb, Instant::now(), &shared.queue)
+    };
+    // What replicas did is told once, by the leader.
+    if shared.leadership.holds() {
+        for e in news {
+            shared.record(e).await;
         }
     }
 }

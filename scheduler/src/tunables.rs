@@ -8,6 +8,10 @@ pub const HEARTBEAT_INTERVAL: Duration = shoal_api::wire::HEARTBEAT_INTERVAL;
 /// A host silent for this long is lost: its replicas are placed elsewhere.
 pub const HOST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The most heartbeats read off the subscription at once; of several from
+/// one host in such a batch, only the newest is parsed.
+pub const HEARTBEAT_BATCH: usize = 256;
+
 /// After a (re)start, the scheduler listens this long before acting, so it
 /// knows every live host's replicas and neither duplicates nor stops any.
 /// Two heartbeats and a margin.
