@@ -19,6 +19,12 @@ pub fn now_ms() -> u64 {
 /// How often hosts publish a [`Heartbeat`].
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A host also beats at once after a change, but no sooner than this after
+/// its previous beat: under a burst of starts, changes within the gap go
+/// out together in one beat instead of one each, which bounds what every
+/// scheduler parses to a few beats per host per second.
+pub const HEARTBEAT_MIN_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A host's identity: what it is called in subjects, events and `get hosts`.
 ///
 /// 1 to 64 characters of ASCII letters, digits, `-` and `_`: no dots,

@@ -27,8 +27,8 @@ use futures::StreamExt;
 use shoal_api::resources::ApplyRequest;
 use shoal_api::subjects;
 use shoal_api::wire::{
-    Capacity, CommandReply, FencedCommand, Heartbeat, HostCommand, HostId, ReplicaId, ReplicaState,
-    ReplicaStatus,
+    Capacity, CommandReply, FencedCommand, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat,
+    HostCommand, HostId, ReplicaId, ReplicaState, ReplicaStatus,
 };
 use shoal_api::{Digest, Name};
 use shoal_scheduler::{Scheduler, SchedulerOptions};
@@ -129,9 +129,14 @@ async fn run_sim_host(nats: async_nats::Client, host: Arc<SimHost>, running_at: 
             loop {
                 let payload = serde_json::to_vec(&host.heartbeat()).unwrap();
                 let _ = nats.publish(subject.clone(), payload.into()).await;
+                // As a real host beats: on time, and soon after a change.
+                let sent = tokio::time::Instant::now();
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {},
-                    () = host.beat.notified() => {},
+                    () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {},
+                    () = async {
+                        host.beat.notified().await;
+                        tokio::time::sleep_until(sent + HEARTBEAT_MIN_GAP).await;
+                    } => {},
                 }
             }
         })

@@ -1,12 +1,15 @@
 //! Heartbeats: what this host tells the cluster every
-//! [`HEARTBEAT_INTERVAL`] and at once after any change, and what it learns
+//! [`HEARTBEAT_INTERVAL`] and soon after any change (within
+//! [`HEARTBEAT_MIN_GAP`] of the beat before), and what it learns
 //! from other hosts' heartbeats and the scheduler's route table.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shoal_api::subjects;
-use shoal_api::wire::{DormantRoutes, HEARTBEAT_INTERVAL, Heartbeat, ReplicaStatus};
+use shoal_api::wire::{
+    DormantRoutes, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, ReplicaStatus,
+};
 use tokio::sync::watch;
 
 use super::{Agent, next_or_stop};
@@ -79,9 +82,13 @@ pub(super) async fn publish_heartbeat(agent: &Agent) {
 pub(super) async fn heartbeats(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     loop {
         publish_heartbeat(&agent).await;
+        let sent = tokio::time::Instant::now();
         tokio::select! {
             () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {},
-            () = agent.beat.notified() => {},
+            () = async {
+                agent.beat.notified().await;
+                tokio::time::sleep_until(sent + HEARTBEAT_MIN_GAP).await;
+            } => {},
             _ = stop.wait_for(|s| *s) => return,
         }
     }
