@@ -8,7 +8,9 @@
 //!   as `zone`), then the host with the least memory left after placing
 //!   (bin-packing, so large replicas still find room later).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use shoal_api::ByteSize;
 use shoal_api::wire::HostId;
@@ -30,6 +32,11 @@ pub struct Candidate {
     pub used_slots: u32,
 }
 
+/// How many replicas of one pod each host runs. Hashed with FxHash: it is
+/// looked up once per candidate host for every replica placed, with keys
+/// the scheduler made itself.
+pub type PodOnHost = FxHashMap<HostId, u32>;
+
 /// What one replica needs.
 #[derive(Debug, Clone)]
 pub struct Need<'a> {
@@ -40,20 +47,57 @@ pub struct Need<'a> {
     /// The host label to spread replicas of the pod over.
     pub spread: Option<&'a str>,
     /// How many replicas of the same pod each host already runs.
-    pub pod_on_host: &'a HashMap<HostId, u32>,
+    pub pod_on_host: &'a PodOnHost,
 }
 
 /// Picks the index of the best host in `hosts` for `need`, or says why none fits.
+///
+/// Runs once per replica placed, over every candidate host: it allocates
+/// nothing on the way to a choice; words are made only for a refusal.
 pub fn choose(hosts: &[Candidate], need: &Need<'_>) -> Result<usize, String> {
-    let labelled: Vec<usize> = (0..hosts.len())
-        .filter(|&i| {
-            need.labels
-                .iter()
-                .all(|(k, v)| hosts[i].labels.get(k) == Some(v))
-        })
-        .collect();
+    let labelled = |c: &Candidate| {
+        need.labels
+            .iter()
+            .all(|(k, v)| c.labels.get(k) == Some(v))
+    };
+    let fits = |c: &Candidate| {
+        c.used_slots < c.slots && c.memory.saturating_sub(c.used_memory) >= need.memory
+    };
+    // Replicas per value of the spread label, over every host.
+    let mut spread_count: FxHashMap<&str, u32> = FxHashMap::default();
+    if let Some(key) = need.spread {
+        for c in hosts {
+            if let Some(n) = need.pod_on_host.get(&c.id)
+                && let Some(value) = c.labels.get(key)
+            {
+                *spread_count.entry(value.as_str()).or_default() += n;
+            }
+        }
+    }
+    let best = hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| labelled(c) && fits(c))
+        .min_by_key(|(_, c)| {
+            let same_pod = if need.pod_on_host.is_empty() {
+                0
+            } else {
+                need.pod_on_host.get(&c.id).copied().unwrap_or(0)
+            };
+            let spread = need.spread.map_or(0, |key| {
+                c.labels.get(key).map_or(u32::MAX, |v| {
+                    spread_count.get(v.as_str()).copied().unwrap_or(0)
+                })
+            });
+            let left = c.memory - c.used_memory - need.memory;
+            (same_pod, spread, left, &c.id)
+        });
+    if let Some((i, _)) = best {
+        return Ok(i);
+    }
     let with = describe_labels(need.labels);
-    if labelled.is_empty() {
+    let mut labelled_hosts = hosts.iter().filter(|c| labelled(c)).peekable();
+    if labelled_hosts.peek().is_none() {
         return Err(if hosts.is_empty() {
             "no host has joined the cluster".to_string()
         } else {
@@ -63,49 +107,15 @@ pub fn choose(hosts: &[Candidate], need: &Need<'_>) -> Result<usize, String> {
             )
         });
     }
-    let fits = |c: &Candidate| {
-        c.used_slots < c.slots && c.memory.saturating_sub(c.used_memory) >= need.memory
-    };
-    // Replicas per value of the spread label, over every host.
-    let mut spread_count: HashMap<&str, u32> = HashMap::new();
-    if let Some(key) = need.spread {
-        for (host, n) in need.pod_on_host {
-            if let Some(c) = hosts.iter().find(|c| &c.id == host)
-                && let Some(value) = c.labels.get(key)
-            {
-                *spread_count.entry(value.as_str()).or_default() += n;
-            }
-        }
+    let size = ByteSize::bytes(need.memory);
+    Err(if labelled_hosts.all(|c| c.used_slots >= c.slots) {
+        format!("every host {with} is full (no free replica slot)")
+    } else {
+        format!("no host has {size} free {with}")
     }
-    let best = labelled
-        .iter()
-        .copied()
-        .filter(|&i| fits(&hosts[i]))
-        .min_by_key(|&i| {
-            let c = &hosts[i];
-            let same_pod = need.pod_on_host.get(&c.id).copied().unwrap_or(0);
-            let spread = need.spread.map_or(0, |key| {
-                c.labels.get(key).map_or(u32::MAX, |v| {
-                    spread_count.get(v.as_str()).copied().unwrap_or(0)
-                })
-            });
-            let left = c.memory - c.used_memory - need.memory;
-            (same_pod, spread, left, c.id.clone())
-        });
-    best.ok_or_else(|| {
-        let size = ByteSize::bytes(need.memory);
-        if labelled
-            .iter()
-            .all(|&i| hosts[i].used_slots >= hosts[i].slots)
-        {
-            format!("every host {with} is full (no free replica slot)")
-        } else {
-            format!("no host has {size} free {with}")
-        }
-        .replace("  ", " ")
-        .trim_end()
-        .to_string()
-    })
+    .replace("  ", " ")
+    .trim_end()
+    .to_string())
 }
 
 fn describe_labels(labels: &BTreeMap<String, String>) -> String {
@@ -135,7 +145,7 @@ mod tests {
         memory_mib: u64,
         labels: &'a BTreeMap<String, String>,
         spread: Option<&'a str>,
-        on: &'a HashMap<HostId, u32>,
+        on: &'a PodOnHost,
     ) -> Need<'a> {
         Need {
             memory: memory_mib << 20,
@@ -153,7 +163,7 @@ mod tests {
             host("b1", "b", 1024),
         ];
         let none = BTreeMap::new();
-        let mut on = HashMap::new();
+        let mut on = PodOnHost::default();
         let first = choose(&hosts, &need(64, &none, Some("zone"), &on)).unwrap();
         on.insert(hosts[first].id.clone(), 1);
         let second = choose(&hosts, &need(64, &none, Some("zone"), &on)).unwrap();
@@ -168,7 +178,7 @@ mod tests {
         let mut hosts = vec![host("big", "a", 4096), host("small", "a", 1024)];
         hosts[1].used_memory = 512 << 20;
         let none = BTreeMap::new();
-        let on = HashMap::new();
+        let on = PodOnHost::default();
         let i = choose(&hosts, &need(256, &none, None, &on)).unwrap();
         assert_eq!(
             hosts[i].id.as_str(),
@@ -182,7 +192,7 @@ mod tests {
     #[test]
     fn says_why_nothing_fits() {
         let hosts = vec![host("a1", "a", 128)];
-        let on = HashMap::new();
+        let on = PodOnHost::default();
         let eu: BTreeMap<String, String> = [("region".to_string(), "eu".to_string())].into();
         assert_eq!(
             choose(&hosts, &need(64, &eu, None, &on)).unwrap_err(),

@@ -15,7 +15,7 @@ use shoal_api::resources::Event;
 use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
 use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SealedSecret, SecretValue, subjects};
 
-use crate::placement::{Candidate, Need, choose};
+use crate::placement::{Candidate, Need, PodOnHost, choose};
 use crate::state::{App, Rollout, Starting, State, event};
 use crate::tunables::{
     HOST_LOSS_INTERVAL, OUTAGE_BOUND, START_CONFIRM_TIMEOUT, VOLUME_RETURN_WAIT,
@@ -407,7 +407,7 @@ impl<'a> PodPlan<'a> {
                 (id, list)
             })
             .collect();
-        let mut pod_on_host: HashMap<HostId, u32> = HashMap::new();
+        let mut pod_on_host = PodOnHost::default();
         for s in slots.iter().flat_map(|(_, l)| l.iter()) {
             *pod_on_host.entry(s.host.clone()).or_default() += 1;
         }
@@ -503,7 +503,7 @@ impl<'a> PodPlan<'a> {
         &self,
         candidates: &[Candidate],
         old_host: &HostId,
-        pod_on_host: &HashMap<HostId, u32>,
+        pod_on_host: &PodOnHost,
     ) -> Option<HostId> {
         let need = self.need(pod_on_host);
         let here = candidates.iter().find(|c| &c.id == old_host);
@@ -523,7 +523,7 @@ impl<'a> PodPlan<'a> {
         state: &mut State,
         pass: &mut Pass,
         candidates: &mut [Candidate],
-        pod_on_host: &mut HashMap<HostId, u32>,
+        pod_on_host: &mut PodOnHost,
         id: &ReplicaId,
         now: Instant,
     ) {
@@ -572,7 +572,7 @@ impl<'a> PodPlan<'a> {
         }
     }
 
-    fn need<'b>(&'b self, pod_on_host: &'b HashMap<HostId, u32>) -> Need<'b> {
+    fn need<'b>(&'b self, pod_on_host: &'b PodOnHost) -> Need<'b> {
         Need {
             memory: self.memory,
             labels: &self.labels,
