@@ -15,7 +15,7 @@ use shoal_api::resources::Event;
 use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
 use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SealedSecret, SecretValue, subjects};
 
-use crate::placement::{Candidate, Need, PodOnHost, choose};
+use crate::placement::{Candidate, Need, PodOnHost, Ranking, choose};
 use crate::state::{App, Rollout, Starting, State, event};
 use crate::tunables::{
     HOST_LOSS_INTERVAL, OUTAGE_BOUND, START_CONFIRM_TIMEOUT, VOLUME_RETURN_WAIT,
@@ -426,6 +426,8 @@ impl<'a> PodPlan<'a> {
             .filter(|(_, l)| !l.iter().any(|s| s.ready))
             .count() as u32;
         let (mut rolling, mut updated_ready) = (0u32, 0u32);
+        // The hosts ranked for this pod, made on the first replica to place.
+        let mut ranking: Option<Ranking> = None;
         for (id, list) in slots {
             desired.insert(id.clone());
             let current: Vec<&Seen> = list.iter().filter(|s| s.revision == generation).collect();
@@ -462,12 +464,19 @@ impl<'a> PodPlan<'a> {
                     continue;
                 };
                 let host = if in_place {
-                    Some(old_copy.host.clone())
+                    old_copy.host.clone()
                 } else {
-                    self.surge_host(candidates, &old_copy.host, &pod_on_host)
-                };
-                let Some(host) = host else {
-                    continue;
+                    let Some(i) =
+                        self.surge_host(candidates, &old_copy.host, &pod_on_host, &mut ranking)
+                    else {
+                        continue;
+                    };
+                    surging += 1;
+                    reserve(candidates, i, self.memory);
+                    if let Some(r) = &mut ranking {
+                        r.reserved(candidates, &self.need(&pod_on_host), i);
+                    }
+                    candidates[i].id.clone()
                 };
                 if in_place {
                     if old_copy.ready {
@@ -476,13 +485,17 @@ impl<'a> PodPlan<'a> {
                     for s in &old {
                         stop(pass, s, &id, format!("replaced by revision {generation}"));
                     }
-                } else {
-                    surging += 1;
-                    reserve(candidates, &host, self.memory);
                 }
                 self.start(state, pass, host, &id, now);
             } else if !state.backoff.contains_key(&id) {
-                self.place(state, pass, candidates, &mut pod_on_host, &id, now);
+                self.place(
+                    state,
+                    pass,
+                    (candidates, &mut ranking),
+                    &mut pod_on_host,
+                    &id,
+                    now,
+                );
             }
         }
         track_rollout(
@@ -497,24 +510,26 @@ impl<'a> PodPlan<'a> {
         );
     }
 
-    /// Where a surge copy goes: beside the old copy when that host has
-    /// room, else wherever placement says.
+    /// Where a surge copy goes (an index into `candidates`): beside the
+    /// old copy when that host has room, else wherever placement says.
     fn surge_host(
         &self,
         candidates: &[Candidate],
         old_host: &HostId,
         pod_on_host: &PodOnHost,
-    ) -> Option<HostId> {
+        ranking: &mut Option<Ranking>,
+    ) -> Option<usize> {
         let need = self.need(pod_on_host);
-        let here = candidates.iter().find(|c| &c.id == old_host);
-        if let Some(c) = here
-            && choose(std::slice::from_ref(c), &need).is_ok()
+        let here = candidates.binary_search_by(|c| c.id.cmp(old_host)).ok();
+        if let Some(i) = here
+            && choose(std::slice::from_ref(&candidates[i]), &need).is_ok()
         {
-            return Some(c.id.clone());
+            return Some(i);
         }
-        choose(candidates, &need)
+        ranking
+            .get_or_insert_with(|| Ranking::new(candidates, &need))
+            .best(candidates, &need)
             .ok()
-            .map(|i| candidates[i].id.clone())
     }
 
     /// Places a missing replica, or records why it cannot be placed.
@@ -522,7 +537,7 @@ impl<'a> PodPlan<'a> {
         &self,
         state: &mut State,
         pass: &mut Pass,
-        candidates: &mut [Candidate],
+        (candidates, ranking): (&mut [Candidate], &mut Option<Ranking>),
         pod_on_host: &mut PodOnHost,
         id: &ReplicaId,
         now: Instant,
@@ -534,9 +549,15 @@ impl<'a> PodPlan<'a> {
             .keeps_data
             .then(|| state.data_homes.get(id))
             .flatten()
-            .and_then(|home| candidates.iter().position(|c| &c.id == home))
+            .and_then(|home| candidates.binary_search_by(|c| c.id.cmp(home)).ok())
             .filter(|&i| choose(std::slice::from_ref(&candidates[i]), &need).is_ok());
-        match home.map_or_else(|| choose(candidates, &need), Ok) {
+        let chosen = match home {
+            Some(i) => Ok(i),
+            None => ranking
+                .get_or_insert_with(|| Ranking::new(candidates, &need))
+                .best(candidates, &need),
+        };
+        match chosen {
             Ok(chosen) => {
                 let host = candidates[chosen].id.clone();
                 if self.keeps_data
@@ -552,8 +573,11 @@ impl<'a> PodPlan<'a> {
                     );
                     remember(state, pass, e);
                 }
-                reserve(candidates, &host, self.memory);
+                reserve(candidates, chosen, self.memory);
                 *pod_on_host.entry(host.clone()).or_default() += 1;
+                if let Some(r) = ranking {
+                    r.placed(candidates, &self.need(pod_on_host), chosen);
+                }
                 state.pending.remove(id);
                 self.start(state, pass, host, id, now);
             }
@@ -635,8 +659,8 @@ fn stop(pass: &mut Pass, s: &Seen, id: &ReplicaId, reason: String) {
 }
 
 /// Counts a start on `host` against its capacity for the rest of the pass.
-fn reserve(candidates: &mut [Candidate], host: &HostId, memory: u64) {
-    if let Some(c) = candidates.iter_mut().find(|c| &c.id == host) {
+fn reserve(candidates: &mut [Candidate], i: usize, memory: u64) {
+    if let Some(c) = candidates.get_mut(i) {
         c.used_memory += memory;
         c.used_slots += 1;
     }
