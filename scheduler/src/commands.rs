@@ -12,13 +12,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use shoal_api::wire::{HostId, ReplicaId};
+use shoal_api::subjects;
+use shoal_api::wire::{CommandReply, HostCommand, HostId, ReplicaId};
 use tokio::sync::Semaphore;
 
 use crate::Shared;
 use crate::reconcile::Action;
-use crate::tunables::{MAX_COMMANDS_IN_FLIGHT, MAX_COMMANDS_PER_HOST};
+use crate::state::event;
+use crate::tunables::{
+    COMMAND_TIMEOUT, MAX_COMMANDS_IN_FLIGHT, MAX_COMMANDS_PER_HOST, START_RETRY_BACKOFF,
+};
 
 /// What tells two commands apart: the same one planned twice is sent once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,7 +108,7 @@ impl Dispatcher {
             if let (Ok(_host_slot), Ok(_slot)) = (host_slot, slot)
                 && shared.leadership.epoch() == Some(epoch)
             {
-                crate::execute(&shared, action, epoch).await;
+                execute(&shared, action, epoch).await;
             }
             shared
                 .commands
@@ -112,5 +117,112 @@ impl Dispatcher {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
         });
+    }
+}
+
+/// Sends one command with the lease `epoch` and records what came of it.
+async fn execute(shared: &Shared, action: Action, epoch: u64) {
+    let (host, command) = match &action {
+        Action::Start { host, replica } => {
+            shared.metrics.placed();
+            (host.clone(), HostCommand::Start(replica.clone()))
+        }
+        Action::Stop {
+            host, id, revision, ..
+        } => (
+            host.clone(),
+            HostCommand::Stop {
+                id: id.clone(),
+                revision: Some(*revision),
+            },
+        ),
+    };
+    let outcome = send(shared, &host, &command, epoch).await;
+    match (action, outcome) {
+        (Action::Start { host, replica }, Ok(())) => {
+            let id = &replica.id;
+            shared
+                .record(event(
+                    &id.namespace,
+                    &id.app,
+                    "placed",
+                    format!("{id} placed on {host} (revision {})", replica.revision),
+                ))
+                .await;
+        }
+        (Action::Start { host, replica }, Err(reason)) => {
+            let id = replica.id;
+            {
+                let mut state = shared.state();
+                state.starting.remove(&id);
+                state
+                    .backoff
+                    .insert(id.clone(), Instant::now() + START_RETRY_BACKOFF);
+            }
+            shared
+                .record(event(
+                    &id.namespace,
+                    &id.app,
+                    "failed",
+                    format!("starting {id} on {host} failed: {reason}"),
+                ))
+                .await;
+        }
+        (
+            Action::Stop {
+                host,
+                id,
+                revision,
+                reason,
+            },
+            Ok(()),
+        ) => {
+            shared
+                .record(event(
+                    &id.namespace,
+                    &id.app,
+                    "stopped",
+                    format!("{id} (revision {revision}) stopped on {host}: {reason}"),
+                ))
+                .await;
+        }
+        (Action::Stop { host, id, .. }, Err(e)) => {
+            tracing::warn!(%host, %id, error = %e, "stop failed; the next resync tries again");
+        }
+    }
+}
+
+/// Sends `command` to `host` with the lease `epoch` and waits for its
+/// answer. A host that has seen a newer epoch refuses it, and this
+/// scheduler learns that it no longer leads.
+pub(crate) async fn send(
+    shared: &Shared,
+    host: &shoal_api::wire::HostId,
+    command: &HostCommand,
+    epoch: u64,
+) -> Result<(), String> {
+    let fenced = shoal_api::wire::FencedCommand {
+        epoch,
+        command: command.clone(),
+    };
+    let payload = serde_json::to_vec(&fenced).map_err(|e| e.to_string())?;
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(COMMAND_TIMEOUT));
+    let reply = shared
+        .nats
+        .send_request(subjects::host_commands(host.as_str()), request)
+        .await
+        .map_err(|e| format!("host {host} did not answer: {e}"))?;
+    match serde_json::from_slice::<CommandReply>(&reply.payload) {
+        Ok(CommandReply::Ok) => Ok(()),
+        Ok(CommandReply::Failed { reason }) => Err(reason),
+        Ok(CommandReply::StaleEpoch { epoch, newest }) => {
+            shared.leadership.saw_epoch(newest);
+            Err(format!(
+                "host {host} refused a command of lease epoch {epoch}: a scheduler leads with epoch {newest}"
+            ))
+        }
+        Err(e) => Err(format!("host {host} answered nonsense: {e}")),
     }
 }

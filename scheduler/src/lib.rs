@@ -32,6 +32,7 @@ pub mod audit;
 pub mod auth;
 pub mod autoscale;
 pub mod commands;
+pub mod controller;
 pub mod dumps;
 pub mod follow;
 pub mod heartbeats;
@@ -57,15 +58,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use shoal_api::resources::Event;
-use shoal_api::wire::{CommandReply, HostCommand};
 use shoal_api::{Name, subjects};
 use tokio::sync::watch;
 
-use crate::reconcile::Action;
-use crate::state::{State, event};
+use crate::state::State;
 use crate::store::Store;
-use crate::tunables::{COMMAND_TIMEOUT, RECONCILE_INTERVAL, RESYNC_INTERVAL, STARTUP_GRACE};
-use crate::workqueue::Scope;
+use crate::tunables::STARTUP_GRACE;
 
 /// Why the scheduler could not do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -371,7 +369,7 @@ impl Scheduler {
                 stop_rx.clone(),
             ));
         }
-        tasks.spawn(run_reconciler(shared.clone(), stop_rx.clone()));
+        tasks.spawn(controller::run(shared.clone(), stop_rx.clone()));
         tasks.spawn(autoscale::run(shared.clone(), stop_rx.clone()));
         tasks.spawn(autoscale::serve_activations(
             shared.clone(),
@@ -418,199 +416,5 @@ impl Scheduler {
     /// Waits until every task has stopped (after shutdown).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-async fn run_reconciler(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut leading = false;
-    // When every app was last reconciled: none yet.
-    let mut resynced: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            () = shared.queue.notified() => {},
-            () = tokio::time::sleep(RECONCILE_INTERVAL) => {},
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let now = Instant::now();
-        if now < shared.ready_at {
-            continue;
-        }
-        // Only the leader acts; the others keep their picture current.
-        let Some(epoch) = shared.leadership.epoch() else {
-            if leading {
-                tracing::warn!("this scheduler no longer leads: it stops acting");
-                leading = false;
-            }
-            continue;
-        };
-        if !leading {
-            tracing::info!(epoch, "this scheduler acts as the leader");
-            shared.keeper.reset().await;
-            leading = true;
-            resynced = None;
-        }
-        let began = Instant::now();
-        // What was queued since the last pass; every app at the periodic
-        // resync, the level-triggered net under the queue.
-        let mut scope = shared.queue.take();
-        if resynced.is_none_or(|at| now.duration_since(at) >= RESYNC_INTERVAL) {
-            scope = Scope::Everything;
-        }
-        let pass = reconcile::plan(&mut shared.state(), now, &mut scope);
-        if matches!(scope, Scope::Everything) {
-            resynced = Some(now);
-        }
-        shared.publish(&pass.events).await;
-        for stalled in pass.rollbacks {
-            let cause = format!("automatic rollback: {}", stalled.reason);
-            match rollout::roll_back(&shared, &stalled.app, None, Some(stalled.revision), &cause)
-                .await
-            {
-                Ok((revision, to)) => tracing::warn!(app = stalled.app, revision, to, "{cause}"),
-                Err(e) => {
-                    // Tried again once another progress deadline passes.
-                    tracing::warn!(app = stalled.app, error = %e, "cannot roll back");
-                    if let Some(r) = shared
-                        .state()
-                        .rollouts
-                        .get_mut(&(stalled.app.clone(), stalled.pod.clone()))
-                    {
-                        r.rolled_back = false;
-                        r.last_progress = Instant::now();
-                    }
-                    if let Some((namespace, app)) = stalled.app.split_once('.')
-                        && let (Ok(namespace), Ok(app)) =
-                            (Name::new(namespace.to_string()), Name::new(app.to_string()))
-                    {
-                        shared
-                            .record(event(
-                                &namespace,
-                                &app,
-                                "rollback_failed",
-                                format!("{cause}, but the rollback failed (tried again after the progress deadline): {e}"),
-                            ))
-                            .await;
-                    }
-                }
-            }
-        }
-        // Sent in the background: a host that does not answer must not
-        // hold up the next pass, nor other hosts' commands.
-        for action in pass.actions {
-            shared.commands.dispatch(&shared, action, epoch);
-        }
-        shared.keeper.save(&shared).await;
-        let took = began.elapsed();
-        shared.metrics.reconciled(took);
-        // Under a burst of changes, rest as long as the pass took, so that
-        // the next one takes in many of them at once.
-        tokio::time::sleep(took.min(RECONCILE_INTERVAL)).await;
-    }
-}
-
-/// Sends one command with the lease `epoch` and records what came of it.
-async fn execute(shared: &Shared, action: Action, epoch: u64) {
-    let (host, command) = match &action {
-        Action::Start { host, replica } => {
-            shared.metrics.placed();
-            (host.clone(), HostCommand::Start(replica.clone()))
-        }
-        Action::Stop {
-            host, id, revision, ..
-        } => (
-            host.clone(),
-            HostCommand::Stop {
-                id: id.clone(),
-                revision: Some(*revision),
-            },
-        ),
-    };
-    let outcome = send(shared, &host, &command, epoch).await;
-    match (action, outcome) {
-        (Action::Start { host, replica }, Ok(())) => {
-            let id = &replica.id;
-            shared
-                .record(event(
-                    &id.namespace,
-                    &id.app,
-                    "placed",
-                    format!("{id} placed on {host} (revision {})", replica.revision),
-                ))
-                .await;
-        }
-        (Action::Start { host, replica }, Err(reason)) => {
-            let id = replica.id;
-            {
-                let mut state = shared.state();
-                state.starting.remove(&id);
-                state
-                    .backoff
-                    .insert(id.clone(), Instant::now() + tunables::START_RETRY_BACKOFF);
-            }
-            shared
-                .record(event(
-                    &id.namespace,
-                    &id.app,
-                    "failed",
-                    format!("starting {id} on {host} failed: {reason}"),
-                ))
-                .await;
-        }
-        (
-            Action::Stop {
-                host,
-                id,
-                revision,
-                reason,
-            },
-            Ok(()),
-        ) => {
-            shared
-                .record(event(
-                    &id.namespace,
-                    &id.app,
-                    "stopped",
-                    format!("{id} (revision {revision}) stopped on {host}: {reason}"),
-                ))
-                .await;
-        }
-        (Action::Stop { host, id, .. }, Err(e)) => {
-            tracing::warn!(%host, %id, error = %e, "stop failed; the next pass tries again");
-        }
-    }
-}
-
-/// Sends `command` to `host` with the lease `epoch` and waits for its
-/// answer. A host that has seen a newer epoch refuses it, and this
-/// scheduler learns that it no longer leads.
-async fn send(
-    shared: &Shared,
-    host: &shoal_api::wire::HostId,
-    command: &HostCommand,
-    epoch: u64,
-) -> Result<(), String> {
-    let fenced = shoal_api::wire::FencedCommand {
-        epoch,
-        command: command.clone(),
-    };
-    let payload = serde_json::to_vec(&fenced).map_err(|e| e.to_string())?;
-    let request = async_nats::Request::new()
-        .payload(payload.into())
-        .timeout(Some(COMMAND_TIMEOUT));
-    let reply = shared
-        .nats
-        .send_request(subjects::host_commands(host.as_str()), request)
-        .await
-        .map_err(|e| format!("host {host} did not answer: {e}"))?;
-    match serde_json::from_slice::<CommandReply>(&reply.payload) {
-        Ok(CommandReply::Ok) => Ok(()),
-        Ok(CommandReply::Failed { reason }) => Err(reason),
-        Ok(CommandReply::StaleEpoch { epoch, newest }) => {
-            shared.leadership.saw_epoch(newest);
-            Err(format!(
-                "host {host} refused a command of lease epoch {epoch}: a scheduler leads with epoch {newest}"
-            ))
-        }
-        Err(e) => Err(format!("host {host} answered nonsense: {e}")),
     }
 }

@@ -109,7 +109,7 @@ pub fn plan(state: &mut State, now: Instant, scope: &mut Scope) -> Pass {
     }
     let seen = observe(state, now, &mut pass, scope);
     state.backoff.retain(|_, until| *until > now);
-    let mut candidates = candidates(state, now);
+    let mut hosts = Hosts::new(state, now);
     let apps: Vec<(String, App)> = match &*scope {
         Scope::Everything => state
             .apps
@@ -129,7 +129,7 @@ pub fn plan(state: &mut State, now: Instant, scope: &mut Scope) -> Pass {
     for (key, app) in &apps {
         for pod in app.stored.spec.pods() {
             let plan = PodPlan::new(key, app, &pod);
-            plan.decide(state, &mut pass, &mut candidates, &seen, &mut desired, now);
+            plan.decide(state, &mut pass, &mut hosts, &seen, &mut desired, now);
         }
     }
     // Copies nobody wants any more (of the apps in scope: `seen` holds
@@ -393,7 +393,7 @@ impl<'a> PodPlan<'a> {
         &self,
         state: &mut State,
         pass: &mut Pass,
-        candidates: &mut [Candidate],
+        hosts: &mut Hosts,
         seen: &SeenCopies,
         desired: &mut FxHashSet<ReplicaId>,
         now: Instant,
@@ -466,6 +466,7 @@ impl<'a> PodPlan<'a> {
                 let host = if in_place {
                     old_copy.host.clone()
                 } else {
+                    let candidates = hosts.get(state);
                     let Some(i) =
                         self.surge_host(candidates, &old_copy.host, &pod_on_host, &mut ranking)
                     else {
@@ -491,7 +492,7 @@ impl<'a> PodPlan<'a> {
                 self.place(
                     state,
                     pass,
-                    (candidates, &mut ranking),
+                    (hosts, &mut ranking),
                     &mut pod_on_host,
                     &id,
                     now,
@@ -537,11 +538,12 @@ impl<'a> PodPlan<'a> {
         &self,
         state: &mut State,
         pass: &mut Pass,
-        (candidates, ranking): (&mut [Candidate], &mut Option<Ranking>),
+        (hosts, ranking): (&mut Hosts, &mut Option<Ranking>),
         pod_on_host: &mut PodOnHost,
         id: &ReplicaId,
         now: Instant,
     ) {
+        let candidates = hosts.get(state);
         let need = self.need(pod_on_host);
         // A replica with volume data goes back where its data is, when
         // that host can take it.
@@ -862,15 +864,47 @@ fn best<'a>(list: &[&'a Seen]) -> Option<&'a Seen> {
         .copied()
 }
 
-/// Live hosts with what they hold, starts in flight included (a start a
-/// heartbeat reported is no longer in flight: see [`crate::heartbeats`]).
-fn candidates(state: &State, now: Instant) -> Vec<Candidate> {
-    let mut extra: FxHashMap<&HostId, (u64, u32)> = FxHashMap::default();
-    for s in state.starting.values() {
-        let e = extra.entry(&s.host).or_default();
-        e.0 += s.memory;
-        e.1 += 1;
+/// Live hosts as placement sees them, made on the first placement or
+/// surge of a pass: most passes place nothing, and at 10,000 hosts making
+/// them costs more than the rest of a small pass.
+struct Hosts {
+    /// Memory and slots of the starts in flight when the pass began, by
+    /// host (a start a heartbeat reported is no longer in flight: see
+    /// [`crate::heartbeats`]).
+    starting: FxHashMap<HostId, (u64, u32)>,
+    now: Instant,
+    made: Option<Vec<Candidate>>,
+}
+
+impl Hosts {
+    fn new(state: &State, now: Instant) -> Hosts {
+        let mut starting: FxHashMap<HostId, (u64, u32)> = FxHashMap::default();
+        for s in state.starting.values() {
+            let e = starting.entry(s.host.clone()).or_default();
+            e.0 += s.memory;
+            e.1 += 1;
+        }
+        Hosts {
+            starting,
+            now,
+            made: None,
+        }
     }
+
+    /// The candidates, with what this pass reserved on them so far.
+    fn get(&mut self, state: &State) -> &mut Vec<Candidate> {
+        self.made
+            .get_or_insert_with(|| candidates(state, self.now, &self.starting))
+    }
+}
+
+/// Live hosts with what they hold, `starting` added, sorted by id.
+fn candidates(
+    state: &State,
+    now: Instant,
+    starting: &FxHashMap<HostId, (u64, u32)>,
+) -> Vec<Candidate> {
+    let extra = starting;
     let mut out: Vec<Candidate> = state
         .hosts
         .iter()

@@ -813,7 +813,7 @@ async fn forget(shared: &Shared, spec: &AppSpec) {
     };
     for host in hosts {
         let epoch = shared.leadership.known_epoch();
-        if let Err(e) = crate::send(shared, &host, &command, epoch).await {
+        if let Err(e) = crate::commands::send(shared, &host, &command, epoch).await {
             tracing::warn!(%host, error = %e, "could not remove the deleted app's volumes");
         }
     }
