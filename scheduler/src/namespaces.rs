@@ -72,7 +72,7 @@ impl NamespaceStore {
             created_ms: shoal_api::wire::now_ms(),
         };
         // Made once; `create` fails harmlessly when it exists.
-        let _ = store.put(DEFAULT_NAMESPACE, &default, true).await;
+        let _ = store.put(DEFAULT_NAMESPACE, &default, None).await;
         Ok(store)
     }
 
@@ -96,33 +96,57 @@ impl NamespaceStore {
         Ok(out)
     }
 
-    /// Stores a namespace; with `create`, only if it does not exist yet.
+    /// Stores a namespace: with `based_on` absent, only if it does not
+    /// exist yet; else only if the stored one is still `based_on`, what
+    /// the change was decided against (compare-and-set on the revision that
+    /// holds it), so two schedulers' concurrent updates cannot both land.
     pub async fn put(
         &self,
         name: &str,
         stored: &StoredNamespace,
-        create: bool,
+        based_on: Option<&StoredNamespace>,
     ) -> Result<(), SchedulerError> {
         let value =
             serde_json::to_vec(stored).map_err(|e| SchedulerError::Internal(e.to_string()))?;
-        if create {
-            self.bucket
-                .create(name, value.into())
+        let changed_meanwhile = || {
+            SchedulerError::Conflict(format!(
+                "namespace {name} was changed meanwhile by another request: look at it again \
+                 (`shoal describe namespace {name}`) and repeat the change"
+            ))
+        };
+        if let Some(based_on) = based_on {
+            let entry = self
+                .bucket
+                .entry(name)
+                .await
+                .map_err(|e| unavailable("reading the namespace", e))?
+                .filter(|e| e.operation == kv::Operation::Put)
+                .ok_or_else(changed_meanwhile)?;
+            let now: StoredNamespace = serde_json::from_slice(&entry.value)
+                .map_err(|e| SchedulerError::Internal(format!("namespace {name}: {e}")))?;
+            if &now != based_on {
+                return Err(changed_meanwhile());
+            }
+            return self
+                .bucket
+                .update(name, value.into(), entry.revision)
                 .await
                 .map(|_| ())
                 .map_err(|e| match e.kind() {
-                    kv::CreateErrorKind::AlreadyExists => SchedulerError::Conflict(format!(
-                        "namespace {name} exists already: change it with `shoal update namespace {name}`"
-                    )),
+                    kv::UpdateErrorKind::WrongLastRevision => changed_meanwhile(),
                     _ => unavailable("storing the namespace", e),
-                })
-        } else {
-            self.bucket
-                .put(name, value.into())
-                .await
-                .map(|_| ())
-                .map_err(|e| unavailable("storing the namespace", e))
+                });
         }
+        self.bucket
+            .create(name, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => SchedulerError::Conflict(format!(
+                    "namespace {name} exists already: change it with `shoal update namespace {name}`"
+                )),
+                _ => unavailable("storing the namespace", e),
+            })
     }
 
     /// Removes a namespace.

@@ -127,13 +127,13 @@ pub async fn put(
     }
     let stored = StoredNamespace {
         spec: req.spec,
-        created_ms: existing.map_or_else(now_ms, |e| e.created_ms),
+        created_ms: existing.as_ref().map_or_else(now_ms, |e| e.created_ms),
     };
     let js = async_nats::jetstream::new(shared.nats.clone());
     crate::namespaces::ensure_storage(&js, &name, &stored.spec).await?;
     shared
         .namespaces
-        .put(name.as_str(), &stored, req.create)
+        .put(name.as_str(), &stored, existing.as_ref())
         .await?;
     shared.state().namespaces.insert(name.clone(), stored);
     tracing::info!(namespace = %name, "namespace {}", if req.create { "created" } else { "updated" });
