@@ -21,7 +21,10 @@ fn replica() -> String {
 }
 
 fn flagged(prefix: &str) -> bool {
-    matches!(keyvalue::get(&format!("{prefix}/{}", replica())), Ok(Some(_)))
+    matches!(
+        keyvalue::get(&format!("{prefix}/{}", replica())),
+        Ok(Some(_))
+    )
 }
 
 impl Handler for Probe {

@@ -14,7 +14,8 @@ struct Hello;
 impl Handler for Hello {
     fn handle(req: Request) -> Response {
         if req.method != "GET" && req.method != "HEAD" {
-            return Response::text(405, "hello-http answers GET only\n").with_header("allow", "GET, HEAD");
+            return Response::text(405, "hello-http answers GET only\n")
+                .with_header("allow", "GET, HEAD");
         }
         if req.path == "/healthz" {
             return match std::env::var("READY").as_deref() {

@@ -28,15 +28,25 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
         "config" => Ok(config::get(a).unwrap_or_else(|| "<unset>".into())),
         "secret" => secrets::get_string(a).map_err(|e| e.describe()),
         "read" => std::fs::read_to_string(a).map_err(|e| err(&e)),
-        "write" => std::fs::write(a, b).map(|()| "ok".into()).map_err(|e| err(&e)),
+        "write" => std::fs::write(a, b)
+            .map(|()| "ok".into())
+            .map_err(|e| err(&e)),
         "fill" => {
             let n: usize = b.parse().map_err(|_| "fill PATH BYTES".to_string())?;
-            std::fs::write(a, vec![b'x'; n]).map(|()| "ok".into()).map_err(|e| err(&e))
+            std::fs::write(a, vec![b'x'; n])
+                .map(|()| "ok".into())
+                .map_err(|e| err(&e))
         }
         "ls" => {
             let mut names = Vec::new();
             for entry in std::fs::read_dir(a).map_err(|e| err(&e))? {
-                names.push(entry.map_err(|e| err(&e))?.file_name().to_string_lossy().into_owned());
+                names.push(
+                    entry
+                        .map_err(|e| err(&e))?
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
             names.sort();
             Ok(names.join(","))
@@ -51,7 +61,11 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
             .map(|()| "ok".into())
             .map_err(|e| e.describe()),
         "kv-get" => keyvalue::get(a)
-            .map(|v| v.map_or("<none>".into(), |v| String::from_utf8_lossy(&v).into_owned()))
+            .map(|v| {
+                v.map_or("<none>".into(), |v| {
+                    String::from_utf8_lossy(&v).into_owned()
+                })
+            })
             .map_err(|e| e.describe()),
         "kv-fill" => {
             let n: usize = b.parse().map_err(|_| "kv-fill KEY BYTES".to_string())?;
@@ -66,8 +80,12 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
             }
             Ok("ok".into())
         }
-        "kv-del" => keyvalue::delete(a).map(|()| "ok".into()).map_err(|e| e.describe()),
-        "kv-keys" => keyvalue::keys().map(|k| k.join(",")).map_err(|e| e.describe()),
+        "kv-del" => keyvalue::delete(a)
+            .map(|()| "ok".into())
+            .map_err(|e| e.describe()),
+        "kv-keys" => keyvalue::keys()
+            .map(|k| k.join(","))
+            .map_err(|e| e.describe()),
         "http-get" => shoal_sdk::http::get(a)
             .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
             .map_err(|e| err(&e)),
