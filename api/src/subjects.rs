@@ -163,6 +163,15 @@ pub const LEADER_ANNOUNCEMENTS: &str = "shoal.v1.leader";
 /// watched like any other server's.
 pub const JETSTREAM_MAX_FILE_STORE: &str = "1TB";
 
+/// The largest message a nats-server Shoal starts itself carries, for its
+/// `max_payload` setting (NATS's default is 1 MiB). An HTTP request
+/// forwarded to another host's replica, and its response, each travel as
+/// one message: this lets bodies up to the ingress's 16 MiB limit pass
+/// with room for their headers. A server with a smaller `max_payload`
+/// still works; bodies over what it carries get 413 (requests) or 502
+/// (responses) with a message naming this setting.
+pub const NATS_MAX_PAYLOAD: &str = "24MB";
+
 /// JetStream stream holding the audit trail of mutating API calls.
 pub const AUDIT_STREAM: &str = "SHOAL_AUDIT";
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use shoal_api::identity::Identity;
-use shoal_api::subjects::JETSTREAM_MAX_FILE_STORE;
+use shoal_api::subjects::{JETSTREAM_MAX_FILE_STORE, NATS_MAX_PAYLOAD};
 
 use crate::credentials::Authority;
 
@@ -143,6 +143,7 @@ impl NatsServer {
             &config,
             format!(
                 "host: 127.0.0.1\nport: {port}\nserver_name: shoal\n\
+                 max_payload: {NATS_MAX_PAYLOAD}\n\
                  jetstream {{ store_dir: {store:?}, max_file_store: {JETSTREAM_MAX_FILE_STORE} }}\n{auth}",
                 store = store_dir.display().to_string(),
                 auth = authority.server_config()?,

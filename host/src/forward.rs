@@ -1,8 +1,11 @@
 //! HTTP over NATS: an ingress forwards a request for a route it does not
 //! serve to the replicas that do, in their queue group, and relays the
-//! answer. Request and response travel whole (request bodies up to
-//! [`MAX_HTTP_BODY`], response bodies up to [`MAX_FORWARDED_RESPONSE_BODY`],
-//! both within NATS's `max_payload`); HTTP headers ride as NATS headers.
+//! answer. Request and response travel whole, each as one NATS message
+//! (request bodies up to [`MAX_HTTP_BODY`], response bodies up to
+//! [`MAX_FORWARDED_RESPONSE_BODY`], both within the servers' `max_payload`,
+//! which a nats-server Shoal starts raises to [`NATS_MAX_PAYLOAD`]); a
+//! request body the servers cannot carry gets 413 at once. HTTP headers
+//! ride as NATS headers.
 //!
 //! Both ends enforce the response cap: the replica does not collect more
 //! than it from the component, and the ingress does not relay a bigger
@@ -14,12 +17,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use shoal_api::subjects::headers;
+use shoal_api::subjects::{NATS_MAX_PAYLOAD, headers};
 
 use crate::component::LoadedComponent;
 use crate::invoke::{HttpResponse, text_response};
 use crate::tunables::{
-    FORWARD_REPLY_MARGIN, FORWARD_TIMEOUT, MAX_FORWARDED_RESPONSE_BODY, MAX_HTTP_BODY,
+    FORWARD_HEADERS_ROOM, FORWARD_REPLY_MARGIN, FORWARD_TIMEOUT, MAX_FORWARDED_RESPONSE_BODY,
+    MAX_HTTP_BODY,
 };
 
 /// HTTP headers that describe one hop's connection, not the message.
@@ -61,6 +65,22 @@ pub async fn forward(
                 );
             }
         };
+    // One NATS message carries the request: a body the server cannot carry
+    // is refused here, at once, rather than failing on the way.
+    let carried = usize::try_from(nats.server_info().max_payload)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FORWARD_HEADERS_ROOM);
+    if body.len() > carried {
+        return text_response(
+            413,
+            format!(
+                "{name} runs on another host, and NATS carries at most {carried} bytes of request body \
+                 between hosts (its max_payload); this one has {}. Send less, or raise max_payload \
+                 on the NATS servers (a nats-server Shoal starts uses {NATS_MAX_PAYLOAD})\n",
+                body.len()
+            ),
+        );
+    }
     let mut h = async_nats::HeaderMap::new();
     h.insert(headers::HTTP_METHOD, parts.method.as_str());
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -174,7 +194,7 @@ pub(crate) async fn answer_forwarded(
                 "a forwarded response does not fit in one NATS message; answering 502"
             );
             let why = Bytes::from(format!(
-                "the response of component {} does not fit in one NATS message ({limit} bytes with its headers) to be relayed between hosts\n",
+                "the response of component {} does not fit in one NATS message ({limit} bytes with its headers, the servers' max_payload) to be relayed between hosts: raise max_payload (a nats-server Shoal starts uses {NATS_MAX_PAYLOAD})\n",
                 component.name()
             ));
             let out = stamped(async_nats::HeaderMap::new(), 502);

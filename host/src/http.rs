@@ -35,7 +35,7 @@ use crate::error::InvokeError;
 use crate::invoke::{HttpResponse, text_response};
 use crate::tunables::{
     ACCEPT_RETRY, ACTIVATION_POLL, ACTIVATION_WAIT, HTTP_DRAIN, HTTP_HEADER_READ_TIMEOUT,
-    HTTP_IDLE_TIMEOUT, HTTP_MAX_CONNECTIONS, HTTP_REFUSED_LOG_INTERVAL,
+    HTTP_IDLE_TIMEOUT, HTTP_MAX_CONNECTIONS, HTTP_REFUSED_LOG_INTERVAL, MAX_HTTP_BODY,
 };
 
 /// Where a request goes.
@@ -484,6 +484,17 @@ async fn dispatch(routes: &dyn Routes, mut req: hyper::Request<Incoming>) -> Htt
 }
 
 async fn route_request(routes: &dyn Routes, req: hyper::Request<Incoming>) -> HttpResponse {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_HTTP_BODY as u64) {
+        return text_response(
+            413,
+            format!("request bodies are limited to {MAX_HTTP_BODY} bytes\n"),
+        );
+    }
     let host = req
         .headers()
         .get(hyper::header::HOST)

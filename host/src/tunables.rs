@@ -45,8 +45,14 @@ pub const POOL_TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// Bytes a guest may buffer in one write to stdout/stderr.
 pub const LOG_WRITE_BUDGET: usize = 64 * 1024;
 
-/// Largest HTTP request body an ingress forwards to another host.
+/// Largest HTTP request body an ingress takes: a request whose
+/// `Content-Length` is over it gets 413 before its body is read, and a
+/// body without one that grows past it gets 413 when forwarded.
 pub const MAX_HTTP_BODY: usize = 16 << 20;
+
+/// Room kept for the headers in a forwarded request's NATS message: a body
+/// longer than the server's `max_payload` less this gets 413 at once.
+pub const FORWARD_HEADERS_ROOM: usize = 64 << 10;
 
 /// How long an ingress waits for another host to answer a forwarded request.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);

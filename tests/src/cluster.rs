@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde::de::DeserializeOwned;
 use shoal_api::resources::{AppSummary, HostInfo, HostState, PodInfo};
-use shoal_api::subjects::JETSTREAM_MAX_FILE_STORE;
+use shoal_api::subjects::{JETSTREAM_MAX_FILE_STORE, NATS_MAX_PAYLOAD};
 
 use crate::{Output, Running, repo_root, shoal_with_env};
 
@@ -160,7 +160,7 @@ impl Nats {
         std::fs::write(
             &config,
             format!(
-                "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: {:?}, max_file_store: {JETSTREAM_MAX_FILE_STORE} }}\n{tls}{auth}",
+                "host: 127.0.0.1\nport: {}\nmax_payload: {NATS_MAX_PAYLOAD}\njetstream {{ store_dir: {:?}, max_file_store: {JETSTREAM_MAX_FILE_STORE} }}\n{tls}{auth}",
                 self.port,
                 self.store.display().to_string()
             ),

@@ -379,6 +379,38 @@ pub fn http_request_as(
     )
 }
 
+/// Like [`http_request`], with a body.
+pub fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
+    http_exchange(addr, &addr.to_string(), &[], method, path, body, limit)
+}
+
+/// Sends only the head of a request declaring a `content_length`-byte
+/// body, none of which is sent, and reads the response: for limits a
+/// server must enforce from the headers alone.
+pub fn http_head_only(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_length: usize,
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
+    let mut stream = TcpStream::connect_timeout(&addr, limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {content_length}\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
 /// Like [`http_request`], with a bearer token and a JSON body (an API
 /// call that takes one).
 pub fn http_post_json_as(
@@ -440,7 +472,12 @@ fn http_exchange(
     stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    parse_response(&raw)
+}
+
+/// A whole HTTP/1.1 response as read off the wire.
+fn parse_response(raw: &[u8]) -> anyhow::Result<HttpReply> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("malformed HTTP response: {text:?}"))?;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shoal_tests::cluster::Cluster;
-use shoal_tests::{HttpReply, Load, http_request, wasm_path};
+use shoal_tests::{HttpReply, Load, http_head_only, http_request, http_send, wasm_path};
 
 fn get(addr: SocketAddr, path: &str) -> HttpReply {
     http_request(addr, "GET", path, Duration::from_secs(10)).unwrap()
@@ -552,4 +552,92 @@ fn a_host_that_shuts_down_hands_its_replicas_over_without_a_failed_request() {
     let pods = cluster.pods().unwrap();
     assert_eq!(pods.len(), 1, "{pods:?}");
     assert_eq!(pods[0].host.as_ref().map(|h| h.as_str()), Some("h1"));
+}
+
+/// Bytes `n` of echo-http's `/bytes` pattern.
+fn pattern(n: usize) -> String {
+    (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect()
+}
+
+#[test]
+fn large_bodies_pass_between_hosts_and_an_over_limit_body_is_refused_at_once() {
+    let mut cluster = Cluster::start().unwrap();
+    let a1 = cluster.start_host("h1", "").unwrap();
+    let a2 = cluster.start_host("h2", "").unwrap();
+    let text = format!(
+        "name = \"echo\"\n[components.web]\nsource = \"{}\"\nkind = \"http\"\nroute = \"/echo\"\nreplicas = 1\nlimits = {{ memory = \"256MiB\", timeout = \"10s\" }}\n",
+        wasm_path("echo-http").unwrap().display()
+    );
+    let spec = cluster.dir().join("echo.toml");
+    std::fs::write(&spec, text).unwrap();
+    cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
+    let on = cluster
+        .wait_until("echo running", Duration::from_secs(20), |c| {
+            Ok(c.pods()?.into_iter().find_map(|p| {
+                matches!(
+                    p.state,
+                    shoal_api::resources::PodState::Host(shoal_api::wire::ReplicaState::Running)
+                )
+                .then(|| p.host.map(|h| h.to_string()))
+                .flatten()
+            }))
+        })
+        .unwrap();
+    // The ingress of the host without the replica forwards over NATS.
+    let (other, other_name) = if on == "h1" { (a2, "h2") } else { (a1, "h1") };
+    let five_mib = 5 << 20;
+
+    let body = pattern(five_mib);
+    let echoed = cluster
+        .wait_until(
+            "a 5 MiB request through the other host",
+            Duration::from_secs(20),
+            |_| {
+                let r = http_send(
+                    other,
+                    "POST",
+                    "/echo",
+                    body.as_bytes(),
+                    Duration::from_secs(30),
+                )?;
+                Ok((r.status == 200).then_some(r))
+            },
+        )
+        .unwrap();
+    assert_eq!(echoed.body.len(), five_mib);
+    assert!(echoed.body == body, "the 5 MiB body came back unchanged");
+    assert_eq!(
+        echoed.header("shoal-served-by"),
+        Some(on.as_str()),
+        "not served by {other_name}"
+    );
+
+    let big = http_request(
+        other,
+        "GET",
+        &format!("/echo/bytes?n={five_mib}"),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(big.status, 200, "{}", &big.body[..big.body.len().min(200)]);
+    assert_eq!(big.body.len(), five_mib);
+    assert!(
+        big.body == pattern(five_mib),
+        "the 5 MiB response arrived whole"
+    );
+
+    // Over the ingress limit: 413 from the headers alone, before a byte of
+    // the body is sent.
+    let limit = shoal_host::tunables::MAX_HTTP_BODY;
+    for addr in [a1, a2] {
+        let started = std::time::Instant::now();
+        let refused =
+            http_head_only(addr, "POST", "/echo", limit + 1, Duration::from_secs(10)).unwrap();
+        assert_eq!(refused.status, 413, "{refused:?}");
+        assert!(refused.body.contains(&limit.to_string()), "{refused:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered at once"
+        );
+    }
 }
