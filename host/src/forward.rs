@@ -67,8 +67,9 @@ pub async fn forward(
         };
     // One NATS message carries the request: a body the server cannot carry
     // is refused here, at once, rather than failing on the way.
-    let carried = usize::try_from(nats.server_info().max_payload)
-        .unwrap_or(usize::MAX)
+    let carried = nats
+        .server_info()
+        .max_payload
         .saturating_sub(FORWARD_HEADERS_ROOM);
     if body.len() > carried {
         return text_response(
