@@ -1,6 +1,15 @@
 //! Queue workers: a replica consumes its component's JetStream work queue
 //! through the durable pull consumer its replicas share.
 //!
+//! A replica pulls only what it has free concurrency for: it holds a
+//! permit per invocation it may run, and each pull request asks for as
+//! many messages as it holds free permits, so a fast or early replica
+//! cannot take a burst that others would share. Every message pulled
+//! starts at once; a long invocation tells JetStream it is still at work
+//! ([`QUEUE_PROGRESS_INTERVAL`]), so its message is not handed to another
+//! replica meanwhile. When the replica stops, messages still arriving for
+//! its last pull are handed back at once (nak), not left to time out.
+//!
 //! A message is acked only after the guest returns `Ok`. A trap or a
 //! `failed` error hands it back with a growing delay; `invalid-input`, or
 //! the last of `max_deliver` attempts, sends it to the component's
@@ -15,6 +24,7 @@ use futures::StreamExt;
 use shoal_api::Name;
 use shoal_api::subjects::{self, headers};
 use shoal_api::wire::ReplicaId;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::component::LoadedComponent;
@@ -22,13 +32,12 @@ use crate::serving::Gate;
 use crate::{InvokeError, Message};
 
 use crate::tunables::{
-    QUEUE_FIRST_BACKOFF as FIRST_BACKOFF, QUEUE_MAX_BACKOFF as MAX_BACKOFF, QUEUE_RETRY as RETRY,
+    QUEUE_FIRST_BACKOFF as FIRST_BACKOFF, QUEUE_MAX_BACKOFF as MAX_BACKOFF,
+    QUEUE_PROGRESS_INTERVAL, QUEUE_PULL_WAIT, QUEUE_RETRY as RETRY,
 };
 
 /// Consumes `component`'s queue while `gate` is open, each message a task
-/// of `tracker`. Returns once the gate's sender is gone. Messages pulled
-/// but not yet handed out when the gate closes are redelivered by
-/// JetStream after the consumer's ack wait.
+/// of `tracker`. Returns once the gate's sender is gone.
 pub(crate) async fn consume(
     nats: async_nats::Client,
     replica: ReplicaId,
@@ -41,32 +50,27 @@ pub(crate) async fn consume(
     let js = jetstream::new(nats);
     let stream_name = subjects::queue_stream(&replica.namespace, &replica.app, &name);
     let dead = subjects::dead_letters(&replica.namespace, &replica.app, &name);
-    let batch = usize::try_from(component.limits().concurrency)
+    let concurrency = usize::try_from(component.limits().concurrency)
         .unwrap_or(64)
         .clamp(1, 256);
+    let free = Arc::new(Semaphore::new(concurrency));
     loop {
         if gate.wait_for(|open| *open).await.is_err() {
             return;
         }
-        let messages = async {
+        let consumer = async {
             let stream = js
                 .get_stream(&stream_name)
                 .await
                 .map_err(|e| e.to_string())?;
-            let consumer: consumer::PullConsumer = stream
-                .get_consumer(subjects::QUEUE_CONSUMER)
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer
-                .stream()
-                .max_messages_per_batch(batch)
-                .messages()
+            stream
+                .get_consumer::<consumer::pull::Config>(subjects::QUEUE_CONSUMER)
                 .await
                 .map_err(|e| e.to_string())
         }
         .await;
-        let mut messages = match messages {
-            Ok(messages) => messages,
+        let consumer = match consumer {
+            Ok(consumer) => consumer,
             Err(e) => {
                 tracing::warn!(replica = %replica, queue = stream_name, error = %e, "queue not reachable; retrying");
                 tokio::time::sleep(RETRY).await;
@@ -74,8 +78,12 @@ pub(crate) async fn consume(
             }
         };
         loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
+            // Free concurrency first, then as many messages as it allows.
+            let first = tokio::select! {
+                permit = free.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
                 closed = gate.wait_for(|open| !*open) => {
                     if closed.is_err() {
                         return;
@@ -83,22 +91,75 @@ pub(crate) async fn consume(
                     break;
                 }
             };
-            let msg = match next {
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "queue stream hiccup");
-                    continue;
-                }
-                None => {
+            let mut held: Vec<OwnedSemaphorePermit> = vec![first];
+            while let Ok(permit) = free.clone().try_acquire_owned() {
+                held.push(permit);
+            }
+            let pulled = consumer
+                .batch()
+                .max_messages(held.len())
+                .expires(QUEUE_PULL_WAIT)
+                .messages()
+                .await;
+            let mut pulled = match pulled {
+                Ok(pulled) => pulled,
+                Err(e) => {
+                    tracing::debug!(error = %e, "queue pull failed; trying again");
                     tokio::time::sleep(RETRY).await;
                     break;
                 }
             };
-            let (js, component, dead) = (js.clone(), component.clone(), dead.clone());
-            tracker.spawn(async move {
-                handle(&js, &component, &dead, msg, max_deliver).await;
-            });
+            let mut stopping = false;
+            loop {
+                let next = tokio::select! {
+                    next = pulled.next() => next,
+                    closed = gate.wait_for(|open| !*open) => {
+                        if closed.is_err() {
+                            return;
+                        }
+                        stopping = true;
+                        break;
+                    }
+                };
+                match next {
+                    Some(Ok(msg)) => {
+                        let Some(permit) = held.pop() else {
+                            // More than asked for: not this replica's to run.
+                            hand_back(&msg).await;
+                            continue;
+                        };
+                        let (js, component, dead) = (js.clone(), component.clone(), dead.clone());
+                        tracker.spawn(async move {
+                            handle(&js, &component, &dead, msg, max_deliver).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "queue pull hiccup");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if stopping {
+                // Whatever still arrives for this pull was never started:
+                // back to the queue for another replica, at once.
+                while let Ok(Some(Ok(msg))) =
+                    tokio::time::timeout(QUEUE_PULL_WAIT, pulled.next()).await
+                {
+                    hand_back(&msg).await;
+                }
+                break;
+            }
+            // Permits of messages that did not come are free again here.
         }
+    }
+}
+
+/// Returns a message this replica will not run to the queue at once.
+async fn hand_back(msg: &jetstream::Message) {
+    if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+        tracing::debug!(error = %e, "hand-back not sent; JetStream will redeliver after the ack wait");
     }
 }
 
@@ -115,7 +176,20 @@ async fn handle(
         headers: headers::to_pairs(msg.headers.as_ref()),
         payload: msg.payload.to_vec(),
     };
-    let outcome = component.invoke(message).await;
+    // Still at work: a long invocation keeps its message from being
+    // handed to another replica after the ack wait.
+    let invoke = component.invoke(message);
+    tokio::pin!(invoke);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut invoke => break outcome,
+            () = tokio::time::sleep(QUEUE_PROGRESS_INTERVAL) => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "in-progress ack not sent");
+                }
+            }
+        }
+    };
     let result = match outcome {
         Ok(_) => msg.ack().await,
         Err(err) if matches!(err, InvokeError::InvalidInput(_)) || delivered >= max_deliver => {

@@ -171,6 +171,16 @@ pub const QUEUE_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Wait between attempts to reach a work queue that is not there yet.
 pub const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
+/// How long one pull request for queue messages waits for them before it
+/// is made again; also how long a stopping replica waits for messages
+/// still on their way to it, to hand them back.
+pub const QUEUE_PULL_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a queue invocation still running tells JetStream it is at
+/// work, well within the shortest ack wait (the timeout plus a margin of
+/// seconds).
+pub const QUEUE_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Wait before subscribing again after NATS refused a subscription.
 pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
 

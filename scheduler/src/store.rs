@@ -320,14 +320,19 @@ impl Store {
 
     /// Makes sure a queue worker's work-queue stream and shared durable
     /// consumer exist, so messages published before any replica runs are
-    /// kept. Refuses a subject another stream already holds.
+    /// kept, and that the consumer has the settings the spec asks for now
+    /// (`ack_wait`, and `max_ack_pending`: deliveries in flight at once,
+    /// the most replicas times their concurrency). Refuses a subject another
+    /// stream already holds, and a changed subject: the stream holds
+    /// messages published to the old one, which a new subject would strand.
     pub async fn ensure_queue(
         &self,
         stream_name: &str,
         subject: &str,
         ack_wait: Duration,
+        max_ack_pending: i64,
     ) -> Result<(), SchedulerError> {
-        let stream = self
+        let mut stream = self
             .js
             .get_or_create_stream(stream::Config {
                 name: stream_name.to_string(),
@@ -344,18 +349,36 @@ impl Store {
                     "cannot create the work queue for subject {subject:?}: {e} (is another app's queue using it?)"
                 ))
             })?;
-        stream
-            .get_or_create_consumer(
-                QUEUE_CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(QUEUE_CONSUMER.to_string()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    ..Default::default()
-                },
-            )
+        let held = stream
+            .info()
             .await
-            .map_err(|e| unavailable("creating the queue consumer", e))?;
+            .map_err(|e| unavailable("reading the work queue", e))?
+            .config
+            .subjects
+            .clone();
+        if held != [subject] {
+            return Err(SchedulerError::Invalid(format!(
+                "the queue subject changed (from {} to {subject:?}): its work queue holds what was \
+                 published to the old subject, which would be stranded. Keep the old subject, or \
+                 delete the app (`shoal delete app`) once its queue is drained and apply it again",
+                held.iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        // Made or updated in place: a changed timeout changes the ack wait
+        // of messages delivered from now on.
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(QUEUE_CONSUMER.to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("creating or updating the queue consumer", e))?;
         Ok(())
     }
 

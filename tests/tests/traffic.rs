@@ -641,3 +641,140 @@ fn large_bodies_pass_between_hosts_and_an_over_limit_body_is_refused_at_once() {
         );
     }
 }
+
+const FAIR_JOBS: &str = r#"
+name = "fair"
+
+[components.worker]
+source = "SOURCE"
+kind = "worker"
+queue = "fair.in"
+replicas = 4
+limits = { memory = "16MiB", timeout = "2s", concurrency = 4 }
+messaging = { publish = ["jobs.>"] }
+"#;
+
+/// Each replica's invocations as its host last reported them.
+async fn invocations_by_replica(
+    beats: &mut async_nats::Subscriber,
+    counts: &mut std::collections::BTreeMap<String, u64>,
+    limit: Duration,
+) {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, beats.next()).await {
+        if let Ok(hb) = serde_json::from_slice::<shoal_api::wire::Heartbeat>(&msg.payload) {
+            for r in hb.replicas.iter().filter(|r| r.id.app.as_str() == "fair") {
+                let n = counts.entry(r.id.to_string()).or_default();
+                *n = (*n).max(r.stats.invocations);
+            }
+        }
+    }
+}
+
+#[test]
+fn queue_replicas_share_a_burst_and_a_stopped_one_hands_back_its_share() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "").unwrap();
+    cluster.start_host("h2", "").unwrap();
+    let text = FAIR_JOBS.replace(
+        "SOURCE",
+        &wasm_path("queue-worker").unwrap().display().to_string(),
+    );
+    let path = cluster.dir().join("fair.toml");
+    std::fs::write(&path, text).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    let running = |c: &Cluster| -> anyhow::Result<usize> {
+        Ok(c.pods()?
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.state,
+                    shoal_api::resources::PodState::Host(shoal_api::wire::ReplicaState::Running)
+                )
+            })
+            .count())
+    };
+    cluster
+        .wait_until("four workers running", Duration::from_secs(20), |c| {
+            Ok((running(c)? == 4).then_some(()))
+        })
+        .unwrap();
+    let hosts: BTreeSet<String> = cluster
+        .pods()
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| p.host.map(|h| h.to_string()))
+        .collect();
+    assert_eq!(hosts.len(), 2, "spread over both hosts");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let nats = cluster.nats.admin().await.unwrap();
+        let mut done = nats.subscribe("ns.default.jobs.done").await.unwrap();
+        let mut beats = nats
+            .subscribe(shoal_api::subjects::ALL_HEARTBEATS)
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+        let js = async_nats::jetstream::new(nats.clone());
+
+        // 2,000 jobs of 50 ms: 4 replicas of 4 at a time take about 6 s.
+        let jobs: Vec<String> = (0..2000).map(|i| format!("slow-{i}")).collect();
+        publish_on(&js, "ns.default.fair.in", jobs.iter().cloned()).await;
+        let mut seen = collect(&mut done, 500, Duration::from_secs(30)).await;
+        assert!(seen.len() >= 500, "a quarter done: {}", seen.len());
+
+        // Mid-burst, one replica stops: what it has not started goes back
+        // to the queue for the others, and nothing is lost.
+        cluster.ok(&["scale", "fair/worker", "3"]).unwrap();
+        collect_into(&mut done, &mut seen, jobs.len(), Duration::from_secs(60)).await;
+        let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} jobs never done: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+
+        // Each replica did a share: none more than twice the mean. The
+        // beats were kept from the start, the stopped replica's last ones
+        // with them; it reports no more once stopped, so its last few
+        // invocations (up to a second of them) may be missing from the sum.
+        let mut counts = std::collections::BTreeMap::new();
+        invocations_by_replica(&mut beats, &mut counts, Duration::from_secs(3)).await;
+        let total: u64 = counts.values().sum();
+        assert_eq!(counts.len(), 4, "{counts:?}");
+        assert!(
+            (1800..=2000).contains(&total),
+            "every job run once, none twice: {total} {counts:?}"
+        );
+        let mean = total as f64 / counts.len() as f64;
+        for (replica, n) in &counts {
+            assert!(
+                (*n as f64) <= 2.0 * mean,
+                "{replica} did {n} of {total} (mean {mean:.0}): {counts:?}"
+            );
+            assert!(*n > 0, "{replica} did none: {counts:?}");
+        }
+    });
+
+    // A changed queue subject would strand what the queue holds: refused,
+    // saying what to do instead.
+    let moved = FAIR_JOBS
+        .replace(
+            "SOURCE",
+            &wasm_path("queue-worker").unwrap().display().to_string(),
+        )
+        .replace("fair.in", "fair.elsewhere");
+    std::fs::write(&path, moved).unwrap();
+    let refused = cluster
+        .shoal(&["apply", &path.display().to_string()])
+        .unwrap();
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(
+        refused.stderr.contains("queue subject changed"),
+        "{}",
+        refused.stderr
+    );
+}

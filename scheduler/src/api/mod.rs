@@ -424,9 +424,16 @@ pub(crate) async fn ensure_queues(
             // handed to another replica: the one holding it is gone.
             let ack_wait = component.limits.timeout.get() + QUEUE_ACK_MARGIN;
             let subject = subjects::user_subject(&stored.spec.namespace, queue);
+            // Deliveries in flight at once: every replica there may be,
+            // each as busy as its concurrency lets it be.
+            let most = component
+                .autoscale
+                .as_ref()
+                .map_or(component.replicas, |a| a.max.max(component.replicas));
+            let in_flight = i64::from(most.max(1)) * i64::from(component.limits.concurrency.max(1));
             shared
                 .store
-                .ensure_queue(&stream, &subject, ack_wait)
+                .ensure_queue(&stream, &subject, ack_wait, in_flight)
                 .await?;
         }
     }
