@@ -247,48 +247,19 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, now: &Heartbe
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use shoal_api::Name;
-    use shoal_api::wire::{Capacity, HostId, ReplicaId};
-
     use super::*;
+    use crate::fixtures::{heartbeat, replica_id, running};
 
     fn copy(app: &str, restarts: u32, load_milli: u32) -> ReplicaStatus {
         ReplicaStatus {
-            id: ReplicaId {
-                namespace: Name::new("default").unwrap(),
-                app: Name::new(app).unwrap(),
-                pod: Name::new("web").unwrap(),
-                index: 0,
-            },
-            revision: 1,
-            memory: 64 << 20,
-            state: ReplicaState::Running,
-            ready: true,
             restarts,
-            last_error: None,
             load_milli,
-            stats: Default::default(),
+            ..running(replica_id(app, "web", 0), 1, true)
         }
     }
 
     fn beat(replicas: Vec<ReplicaStatus>) -> Heartbeat {
-        Heartbeat {
-            host: HostId::new("h1").unwrap(),
-            labels: BTreeMap::new(),
-            capacity: Capacity {
-                memory: 64 << 30,
-                slots: 100,
-            },
-            http: None,
-            started_at_ms: 0,
-            replicas,
-            routes: Vec::new(),
-            draining: false,
-            seal_key: None,
-            epoch: 0,
-        }
+        heartbeat("h1", replicas)
     }
 
     fn apps(set: &AppSet) -> Vec<String> {

@@ -34,6 +34,8 @@ pub mod autoscale;
 pub mod commands;
 pub mod controller;
 pub mod dumps;
+#[cfg(test)]
+mod fixtures;
 pub mod follow;
 pub mod heartbeats;
 pub mod lease;

@@ -996,9 +996,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    use shoal_api::wire::{Capacity, Heartbeat, ReplicaStatus};
+    use shoal_api::wire::ReplicaStatus;
 
     use super::*;
+    use crate::fixtures;
     use crate::state::{HostEntry, StoredApp};
 
     fn plan_all(state: &mut State, now: Instant) -> Pass {
@@ -1022,26 +1023,11 @@ mod tests {
     }
 
     fn id(index: u32) -> ReplicaId {
-        ReplicaId {
-            namespace: Name::new("default").unwrap(),
-            app: Name::new("web").unwrap(),
-            pod: Name::new("web").unwrap(),
-            index,
-        }
+        fixtures::replica_id("web", "web", index)
     }
 
     fn copy(index: u32, revision: u64, ready: bool) -> ReplicaStatus {
-        ReplicaStatus {
-            id: id(index),
-            revision,
-            memory: 64 << 20,
-            state: ReplicaState::Running,
-            ready,
-            restarts: 0,
-            last_error: None,
-            load_milli: 0,
-            stats: Default::default(),
-        }
+        fixtures::running(id(index), revision, ready)
     }
 
     /// A state with the app and one host reporting `copies`.
@@ -1066,23 +1052,9 @@ mod tests {
     fn report_on(state: &mut State, name: &str, copies: Vec<ReplicaStatus>, at: Instant) {
         let host = HostId::new(name).unwrap();
         state.hosts.insert(
-            host.clone(),
+            host,
             HostEntry {
-                heartbeat: Heartbeat {
-                    host,
-                    labels: BTreeMap::new(),
-                    capacity: Capacity {
-                        memory: 64 << 30,
-                        slots: 100,
-                    },
-                    http: None,
-                    started_at_ms: 0,
-                    replicas: copies,
-                    routes: Vec::new(),
-                    draining: false,
-                    seal_key: None,
-                    epoch: 0,
-                },
+                heartbeat: fixtures::heartbeat(name, copies),
                 last_seen: at,
                 lost: false,
                 rejoined: None,

@@ -215,31 +215,17 @@ fn row(name: String, delta: &ReplicaStats, seconds: f64, load: f64) -> TopRow {
 
 #[cfg(test)]
 mod tests {
-    use shoal_api::Name;
-    use shoal_api::wire::ReplicaState;
-
     use super::*;
+    use crate::fixtures::{replica_id, running};
 
     fn status(invocations: u64, peak_memory: u64) -> ReplicaStatus {
         ReplicaStatus {
-            id: ReplicaId {
-                namespace: Name::new("default").unwrap(),
-                app: Name::new("web").unwrap(),
-                pod: Name::new("web").unwrap(),
-                index: 0,
-            },
-            revision: 1,
-            memory: 64 << 20,
-            state: ReplicaState::Running,
-            ready: true,
-            restarts: 0,
-            last_error: None,
-            load_milli: 0,
             stats: ReplicaStats {
                 invocations,
                 peak_memory,
                 ..Default::default()
             },
+            ..running(replica_id("web", "web", 0), 1, true)
         }
     }
 

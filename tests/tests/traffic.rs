@@ -642,17 +642,17 @@ fn large_bodies_pass_between_hosts_and_an_over_limit_body_is_refused_at_once() {
     }
 }
 
-const FAIR_JOBS: &str = r#"
-name = "fair"
-
-[components.worker]
-source = "SOURCE"
-kind = "worker"
-queue = "fair.in"
-replicas = 4
-limits = { memory = "16MiB", timeout = "2s", concurrency = 4 }
-messaging = { publish = ["jobs.>"] }
-"#;
+/// The jobs app as `fair`: four replicas of four at a time, on `queue`.
+fn fair_jobs(queue: &str) -> String {
+    JOBS.replace(
+        "SOURCE",
+        &wasm_path("queue-worker").unwrap().display().to_string(),
+    )
+    .replace("name = \"jobs\"", "name = \"fair\"")
+    .replace("queue = \"jobs.in\"", &format!("queue = \"{queue}\""))
+    .replace("replicas = 2", "replicas = 4")
+    .replace("timeout = \"1s\" }", "timeout = \"2s\", concurrency = 4 }")
+}
 
 /// Each replica's invocations as its host last reported them.
 async fn invocations_by_replica(
@@ -677,10 +677,7 @@ fn queue_replicas_share_a_burst_and_a_stopped_one_hands_back_its_share() {
     let mut cluster = Cluster::start().unwrap();
     cluster.start_host("h1", "").unwrap();
     cluster.start_host("h2", "").unwrap();
-    let text = FAIR_JOBS.replace(
-        "SOURCE",
-        &wasm_path("queue-worker").unwrap().display().to_string(),
-    );
+    let text = fair_jobs("fair.in");
     let path = cluster.dir().join("fair.toml");
     std::fs::write(&path, text).unwrap();
     cluster.ok(&["apply", &path.display().to_string()]).unwrap();
@@ -761,12 +758,7 @@ fn queue_replicas_share_a_burst_and_a_stopped_one_hands_back_its_share() {
 
     // A changed queue subject would strand what the queue holds: refused,
     // saying what to do instead.
-    let moved = FAIR_JOBS
-        .replace(
-            "SOURCE",
-            &wasm_path("queue-worker").unwrap().display().to_string(),
-        )
-        .replace("fair.in", "fair.elsewhere");
+    let moved = fair_jobs("fair.elsewhere");
     std::fs::write(&path, moved).unwrap();
     let refused = cluster
         .shoal(&["apply", &path.display().to_string()])
