@@ -17,8 +17,9 @@ use crate::credentials::Authority;
 const MIN_VERSION: (u32, u32) = (2, 10);
 
 use crate::tunables::{
-    NATS_CONNECT_TIMEOUT as CONNECT_TIMEOUT, NATS_REQUEST_TIMEOUT as REQUEST_TIMEOUT,
-    NATS_START_POLL, NATS_START_TIMEOUT as START_TIMEOUT, NATS_STOP_TIMEOUT,
+    NATS_CONNECT_TIMEOUT as CONNECT_TIMEOUT, NATS_PING_INTERVAL,
+    NATS_REQUEST_TIMEOUT as REQUEST_TIMEOUT, NATS_START_POLL, NATS_START_TIMEOUT as START_TIMEOUT,
+    NATS_STOP_TIMEOUT,
 };
 
 /// What a process presents to NATS, besides its URL.
@@ -66,10 +67,33 @@ impl LoginArgs {
     }
 }
 
-/// Connects to `url` as `identity`, retrying in the background if it is
-/// not up yet, and reconnecting forever after a loss: hosts must outlive
-/// NATS outages. Replies arrive under the identity's own inbox prefix,
-/// the only one its NATS permissions let it read.
+/// The servers `urls` names: one URL, or several separated by commas (the
+/// nodes of a NATS cluster, so that a process starts while any one of
+/// them is up; it learns the rest from the cluster once connected).
+pub fn server_list(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let list: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>().with_context(|| {
+                format!("{u:?} is not a NATS server URL (write nats://HOST:PORT, several separated by commas)")
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if list.is_empty() {
+        bail!("no NATS server given: write nats://HOST:PORT, several separated by commas");
+    }
+    Ok(list)
+}
+
+/// Connects to `url` (one server or a comma-separated list) as
+/// `identity`, retrying in the background if it is not up yet, and
+/// reconnecting forever after a loss, to any server of the cluster: hosts
+/// must outlive NATS outages. A server that stops answering (hung, or cut
+/// off without the connection closing) is noticed within a few
+/// [`NATS_PING_INTERVAL`]s. Replies arrive under the identity's own inbox
+/// prefix, the only one its NATS permissions let it read.
 pub async fn connect(
     url: &str,
     identity: &Identity,
@@ -81,6 +105,7 @@ pub async fn connect(
         .custom_inbox_prefix(identity.inbox_prefix())
         .retry_on_initial_connect()
         .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(NATS_PING_INTERVAL)
         .request_timeout(Some(REQUEST_TIMEOUT))
         .event_callback(|event| async move {
             match event {
@@ -109,7 +134,7 @@ pub async fn connect(
             .add_client_certificate(cert.clone(), key.clone());
     }
     options
-        .connect(url)
+        .connect(server_list(url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))
 }
@@ -267,4 +292,23 @@ fn version(binary: &Path) -> Option<(u32, u32)> {
     let v = text.rsplit('v').next()?.trim();
     let mut parts = v.split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_given_as_urls_separated_by_commas() {
+        let list =
+            server_list("nats://10.0.0.1:4222, nats://10.0.0.2:4222,nats://10.0.0.3:4222").unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(list[1].host(), "10.0.0.2");
+        assert_eq!(server_list("nats://127.0.0.1:4222").unwrap().len(), 1);
+
+        let bad = server_list("nats://10.0.0.1:4222,nats://:x:y").unwrap_err();
+        assert!(format!("{bad:#}").contains("nats://:x:y"), "{bad:#}");
+        let none = server_list(" , ").unwrap_err();
+        assert!(format!("{none:#}").contains("no NATS server"), "{none:#}");
+    }
 }

@@ -50,7 +50,8 @@ pub const DEFAULT_NATS: &str = "nats://127.0.0.1:4222";
 /// What every cluster role takes: `shoal scheduler` has nothing more.
 #[derive(Debug, Args)]
 pub struct RoleArgs {
-    /// The NATS server (or cluster) to use.
+    /// The NATS server to use; for a cluster, several of its nodes'
+    /// URLs separated by commas.
     #[arg(long, env = "SHOAL_NATS", default_value = DEFAULT_NATS)]
     nats: String,
     #[command(flatten)]

@@ -12,6 +12,13 @@ pub const NATS_START_POLL: Duration = Duration::from_millis(50);
 /// How long one attempt to connect to NATS may take.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a process pings its NATS server when the connection is
+/// quiet. Two pings without an answer and it drops the connection and
+/// reconnects (to another node of a cluster, if there is one): a hung
+/// server is left within about three of these, not the client's default of
+/// minutes.
+pub const NATS_PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long a NATS request waits for its reply unless told otherwise.
 pub const NATS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
