@@ -769,4 +769,28 @@ fn queue_replicas_share_a_burst_and_a_stopped_one_hands_back_its_share() {
         "{}",
         refused.stderr
     );
+
+    // A longer timeout lengthens the consumer's ack wait by as much.
+    let ack_wait = || {
+        rt.block_on(async {
+            let nats = cluster.nats.admin().await.unwrap();
+            let js = async_nats::jetstream::new(nats);
+            let name = |s: &str| shoal_api::Name::new(s).unwrap();
+            let stream =
+                shoal_api::subjects::queue_stream(&name("default"), &name("fair"), &name("worker"));
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                .get_stream(&stream)
+                .await
+                .unwrap()
+                .get_consumer(shoal_api::subjects::QUEUE_CONSUMER)
+                .await
+                .unwrap();
+            consumer.info().await.unwrap().config.ack_wait
+        })
+    };
+    let before = ack_wait();
+    let longer = fair_jobs("fair.in").replace("timeout = \"2s\"", "timeout = \"5s\"");
+    std::fs::write(&path, longer).unwrap();
+    cluster.ok(&["apply", &path.display().to_string()]).unwrap();
+    assert_eq!(ack_wait() - before, Duration::from_secs(3));
 }
