@@ -248,6 +248,17 @@ async fn collect_into(
     }
 }
 
+/// Fails, naming a few, unless every job of `jobs` is in `seen`.
+fn assert_all_done(jobs: &[String], seen: &BTreeSet<String>) {
+    let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} jobs never done: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 /// Collects unique finished jobs until `n` are seen or `limit` passes.
 async fn collect(sub: &mut async_nats::Subscriber, n: usize, limit: Duration) -> BTreeSet<String> {
     let mut done = BTreeSet::new();
@@ -277,13 +288,7 @@ fn a_work_queue_is_processed_whole_and_poison_is_dead_lettered() {
         publish(&js, jobs.iter().skip(1000).cloned()).await;
 
         let seen = collect(&mut done, jobs.len(), Duration::from_secs(60)).await;
-        let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
-        assert!(
-            missing.is_empty(),
-            "{} jobs never done: {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        assert_all_done(&jobs, &seen);
 
         // The poison job, after its three attempts, and with the reason.
         use futures::StreamExt;
@@ -425,8 +430,7 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
         jobs.len() + 1,
         Duration::from_secs(120),
     ));
-    let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
-    assert!(missing.is_empty(), "{} jobs never done", missing.len());
+    assert_all_done(&jobs, &seen);
     let describe = cluster.ok(&["describe", "app", "auto"]).unwrap();
     assert!(describe.contains("Autoscaler: worker scaled"), "{describe}");
     assert!(describe.contains("target 100 per replica"), "{describe}");
@@ -726,13 +730,7 @@ fn queue_replicas_share_a_burst_and_a_stopped_one_hands_back_its_share() {
         // to the queue for the others, and nothing is lost.
         cluster.ok(&["scale", "fair/worker", "3"]).unwrap();
         collect_into(&mut done, &mut seen, jobs.len(), Duration::from_secs(60)).await;
-        let missing: Vec<&String> = jobs.iter().filter(|j| !seen.contains(*j)).collect();
-        assert!(
-            missing.is_empty(),
-            "{} jobs never done: {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        assert_all_done(&jobs, &seen);
 
         // Each replica did a share: none more than twice the mean. The
         // beats were kept from the start, the stopped replica's last ones
