@@ -327,12 +327,21 @@ impl Scheduler {
             .map_err(|e| SchedulerError::Internal(e.to_string()))?;
 
         let leadership = Arc::new(lease::Leadership::new(api_addr.to_string()));
+        // The grace keeps a restarted scheduler from placing again what
+        // hosts it has not heard from yet still run. With no app stored
+        // there is nothing any host could be running for it to duplicate:
+        // a fresh cluster acts at once.
+        let ready_at = if state.apps.is_empty() {
+            Instant::now()
+        } else {
+            Instant::now() + STARTUP_GRACE
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             nats,
             store,
             queue: workqueue::WorkQueue::default(),
-            ready_at: Instant::now() + STARTUP_GRACE,
+            ready_at,
             access,
             audit,
             namespaces: namespace_store,

@@ -14,7 +14,8 @@ pub const HEARTBEAT_BATCH: usize = 256;
 
 /// After a (re)start, the scheduler listens this long before acting, so it
 /// knows every live host's replicas and neither duplicates nor stops any.
-/// Two heartbeats and a margin.
+/// Two heartbeats and a margin. Skipped when no app is stored (a fresh
+/// cluster): then no host runs anything a placement could duplicate.
 pub const STARTUP_GRACE: Duration = Duration::from_millis(2_500);
 
 /// The reconciler runs at once on any change and at least this often,
