@@ -58,14 +58,19 @@ pub struct Need<'a> {
 type Score = (u32, u32, u64, usize);
 
 /// Replicas of the pod per value of its spread label, over every host.
-fn spread_counts<'h>(hosts: &'h [Candidate], need: &Need<'_>) -> FxHashMap<&'h str, u32> {
-    let mut counts: FxHashMap<&str, u32> = FxHashMap::default();
+fn spread_counts(hosts: &[Candidate], need: &Need<'_>) -> FxHashMap<String, u32> {
+    let mut counts: FxHashMap<String, u32> = FxHashMap::default();
     if let Some(key) = need.spread {
         for c in hosts {
             if let Some(n) = need.pod_on_host.get(&c.id)
                 && let Some(value) = c.labels.get(key)
             {
-                *counts.entry(value.as_str()).or_default() += n;
+                match counts.get_mut(value.as_str()) {
+                    Some(count) => *count += n,
+                    None => {
+                        counts.insert(value.clone(), *n);
+                    }
+                }
             }
         }
     }
@@ -78,7 +83,12 @@ fn labelled(c: &Candidate, need: &Need<'_>) -> bool {
 }
 
 /// `c`'s score for `need`, or `None` when it cannot take the replica.
-fn score(i: usize, c: &Candidate, need: &Need<'_>, spread: &FxHashMap<&str, u32>) -> Option<Score> {
+fn score(
+    i: usize,
+    c: &Candidate,
+    need: &Need<'_>,
+    spread: &FxHashMap<String, u32>,
+) -> Option<Score> {
     let fits = c.used_slots < c.slots && c.memory.saturating_sub(c.used_memory) >= need.memory;
     if !fits || !labelled(c, need) {
         return None;
@@ -139,22 +149,14 @@ impl Ranking {
             .enumerate()
             .filter_map(|(i, c)| score(i, c, need, &spread).map(Reverse))
             .collect();
-        Ranking {
-            heap,
-            spread: spread
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        }
+        Ranking { heap, spread }
     }
 
     /// The index of the best host for `need` now, or why none fits.
     pub fn best(&mut self, hosts: &[Candidate], need: &Need<'_>) -> Result<usize, String> {
-        let spread: FxHashMap<&str, u32> =
-            self.spread.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         while let Some(&Reverse(stored)) = self.heap.peek() {
             let i = stored.3;
-            let now = hosts.get(i).and_then(|c| score(i, c, need, &spread));
+            let now = hosts.get(i).and_then(|c| score(i, c, need, &self.spread));
             match now {
                 Some(now) if now == stored => return Ok(i),
                 Some(now) => {
@@ -181,9 +183,7 @@ impl Ranking {
 
     /// Memory or a slot was reserved on host `i`.
     pub fn reserved(&mut self, hosts: &[Candidate], need: &Need<'_>, i: usize) {
-        let spread: FxHashMap<&str, u32> =
-            self.spread.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        if let Some(now) = hosts.get(i).and_then(|c| score(i, c, need, &spread)) {
+        if let Some(now) = hosts.get(i).and_then(|c| score(i, c, need, &self.spread)) {
             self.heap.push(Reverse(now));
         }
     }

@@ -202,6 +202,17 @@ fn widen_by_due(state: &State, now: Instant, scope: &mut Scope) {
     }
 }
 
+/// The copies `host` reports of the apps in `scope`.
+fn in_scope<'a>(
+    host: &'a crate::state::HostEntry,
+    scope: &'a Scope,
+) -> impl Iterator<Item = &'a shoal_api::wire::ReplicaStatus> {
+    host.heartbeat
+        .replicas
+        .iter()
+        .filter(|r| scope.covers(&r.id))
+}
+
 /// Every copy live hosts report of the apps in `scope`, by replica, with
 /// the starts still in flight. Failed copies are stopped (and their
 /// replica backs off) rather than counted: their replica is missing.
@@ -217,12 +228,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass, scope: &Scope) -> S
         if host.lost || host.heartbeat.draining {
             continue;
         }
-        for r in host
-            .heartbeat
-            .replicas
-            .iter()
-            .filter(|r| scope.covers(&r.id))
-        {
+        for r in in_scope(host, scope) {
             if r.state == ReplicaState::Completed {
                 completed.push((r.id.clone(), r.revision, id.clone()));
             }
@@ -252,12 +258,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass, scope: &Scope) -> S
         if !waiting {
             continue;
         }
-        for r in host
-            .heartbeat
-            .replicas
-            .iter()
-            .filter(|r| scope.covers(&r.id))
-        {
+        for r in in_scope(host, scope) {
             if keeps_data(state, &r.id) {
                 seen.entry(r.id.clone()).or_default().push(Seen {
                     host: host_id.clone(),
@@ -904,13 +905,12 @@ fn candidates(
     now: Instant,
     starting: &FxHashMap<HostId, (u64, u32)>,
 ) -> Vec<Candidate> {
-    let extra = starting;
     let mut out: Vec<Candidate> = state
         .hosts
         .iter()
         .filter(|(_, h)| h.is_live(now) && !h.heartbeat.draining)
         .map(|(id, h)| {
-            let (mem, slots) = extra.get(id).copied().unwrap_or_default();
+            let (mem, slots) = starting.get(id).copied().unwrap_or_default();
             Candidate {
                 id: id.clone(),
                 labels: h.heartbeat.labels.clone(),
