@@ -19,8 +19,8 @@ use crate::SchedulerError;
 use crate::state::{App, StoredApp};
 use crate::tunables::{
     COMPONENT_STORE_MAX_BYTES, DEAD_LETTER_MAX_BYTES, EVENTS_MAX_BYTES, EVENTS_PER_APP,
-    EVENTS_READ_TIMEOUT, KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_STREAM_MAX_BYTES,
-    SCHEDULER_PRESENCE_TTL,
+    EVENTS_READ_TIMEOUT, KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_MAX_MESSAGE_BYTES,
+    QUEUE_STREAM_MAX_BYTES, SCHEDULER_PRESENCE_TTL,
 };
 
 /// Every key of `bucket` with its value (keys deleted meanwhile are
@@ -339,6 +339,7 @@ impl Store {
                 subjects: vec![subject.to_string()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 max_bytes: QUEUE_STREAM_MAX_BYTES,
+                max_message_size: QUEUE_MAX_MESSAGE_BYTES,
                 discard: stream::DiscardPolicy::New,
                 storage: stream::StorageType::File,
                 ..Default::default()

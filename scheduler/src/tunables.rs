@@ -122,6 +122,11 @@ pub const KV_MAX_VALUE_BYTES: i32 = 1 << 20;
 /// (its publisher sees the error) rather than old work dropped.
 pub const QUEUE_STREAM_MAX_BYTES: i64 = 256 << 20;
 
+/// The largest message a work queue takes: NATS's default `max_payload`.
+/// The nats-server Shoal starts carries larger messages for HTTP between
+/// hosts; a queue keeps the bound a guest's worker was written for.
+pub const QUEUE_MAX_MESSAGE_BYTES: i32 = 1 << 20;
+
 /// The most the dead-letter stream holds; the oldest letters go first.
 pub const DEAD_LETTER_MAX_BYTES: i64 = 256 << 20;
 

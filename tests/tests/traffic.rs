@@ -723,6 +723,14 @@ fn queue_replicas_share_a_burst_and_a_stopped_one_hands_back_its_share() {
         // 2,000 jobs of 50 ms: 4 replicas of 4 at a time take about 6 s.
         let jobs: Vec<String> = (0..2000).map(|i| format!("slow-{i}")).collect();
         publish_on(&js, "ns.default.fair.in", jobs.iter().cloned()).await;
+        // NATS here carries 24 MB messages for HTTP between hosts; a work
+        // queue still takes none over 1 MiB.
+        let oversized = js
+            .publish("ns.default.fair.in", vec![b'x'; 2 << 20].into())
+            .await
+            .unwrap()
+            .await;
+        assert!(oversized.is_err(), "a 2 MiB job was queued");
         let mut seen = collect(&mut done, 500, Duration::from_secs(30)).await;
         assert!(seen.len() >= 500, "a quarter done: {}", seen.len());
 
