@@ -12,9 +12,14 @@ use shoal_api::identity::Identity;
 use shoal_api::subjects::{JETSTREAM_MAX_FILE_STORE, NATS_MAX_PAYLOAD};
 
 use crate::credentials::Authority;
+use shoal_scheduler::secrets::SecretBox;
 
 /// The oldest nats-server whose JetStream API async-nats speaks.
 const MIN_VERSION: (u32, u32) = (2, 10);
+
+/// The port the first node of a cluster `shoal up` starts routes on, as
+/// nats-server's own default; the next nodes take the ports after it.
+const ROUTE_PORT: u16 = 6222;
 
 use crate::tunables::{
     NATS_CONNECT_TIMEOUT as CONNECT_TIMEOUT, NATS_PING_INTERVAL,
@@ -139,48 +144,135 @@ pub async fn connect(
         .with_context(|| format!("cannot connect to NATS at {url}"))
 }
 
-/// A nats-server process with JetStream, stopped when dropped.
-pub struct NatsServer {
-    child: Child,
-    /// The client URL.
+/// The nats-server processes `shoal up` runs: one, or the nodes of a
+/// cluster routed to each other, each with JetStream. Stopped when dropped.
+pub struct NatsServers {
+    nodes: Vec<NatsServer>,
+    /// Every node's client URL, separated by commas.
     pub url: String,
 }
 
-impl NatsServer {
-    /// Starts `binary` with JetStream storing under `store_dir`, on
-    /// `preferred_port` if free, else on a free port, trusting only the
-    /// credentials `authority` signs.
+impl NatsServers {
+    /// Starts `nodes` servers of `binary`, each storing under its own
+    /// folder of `store_dir` (`store_dir` itself for one), on ports from
+    /// `preferred_port` up where free, trusting only the credentials
+    /// `authority` signs. The nodes of a cluster route to each other on
+    /// the loopback interface, with a password made here and kept in the
+    /// configuration files (mode 0600): no other process joins the cluster.
     pub fn start(
         binary: &Path,
         store_dir: &Path,
         preferred_port: u16,
+        nodes: usize,
         authority: &Authority,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(store_dir)
-            .with_context(|| format!("cannot create {}", store_dir.display()))?;
-        let port = if port_is_free(preferred_port) {
-            preferred_port
-        } else {
-            free_port()?
+        let mut taken = Vec::new();
+        let mut port_near = |preferred: u16| -> anyhow::Result<u16> {
+            let port = if port_is_free(preferred) && !taken.contains(&preferred) {
+                preferred
+            } else {
+                free_port()?
+            };
+            taken.push(port);
+            Ok(port)
         };
-        let config = authority.dir().join("nats-server.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "host: 127.0.0.1\nport: {port}\nserver_name: shoal\n\
-                 max_payload: {NATS_MAX_PAYLOAD}\n\
-                 jetstream {{ store_dir: {store:?}, max_file_store: {JETSTREAM_MAX_FILE_STORE} }}\n{auth}",
-                store = store_dir.display().to_string(),
-                auth = authority.server_config()?,
-            ),
-        )
-        .with_context(|| format!("cannot write {}", config.display()))?;
+        let mut ports = Vec::new();
+        for i in 0..nodes {
+            let offset = u16::try_from(i).unwrap_or(0);
+            let client = port_near(preferred_port.saturating_add(offset))?;
+            let route = port_near(ROUTE_PORT.saturating_add(offset))?;
+            ports.push((client, route));
+        }
+        let auth = authority.server_config()?;
+        let password = data_encoding::BASE32_NOPAD.encode(&SecretBox::generate_key());
+        let routes = ports
+            .iter()
+            .map(|(_, route)| format!("nats-route://shoal:{password}@127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut servers = NatsServers {
+            nodes: Vec::new(),
+            url: String::new(),
+        };
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let (name, store, cluster) = if nodes == 1 {
+                ("shoal".to_string(), store_dir.to_path_buf(), String::new())
+            } else {
+                (
+                    format!("shoal-{}", i + 1),
+                    store_dir.join(format!("n{}", i + 1)),
+                    format!(
+                        "cluster {{ name: shoal, host: 127.0.0.1, port: {route}, \
+                         authorization {{ user: shoal, password: {password} }}, routes: [{routes}] }}\n"
+                    ),
+                )
+            };
+            std::fs::create_dir_all(&store)
+                .with_context(|| format!("cannot create {}", store.display()))?;
+            let config = if nodes == 1 {
+                authority.dir().join("nats-server.conf")
+            } else {
+                authority.dir().join(format!("nats-server-{}.conf", i + 1))
+            };
+            write_private(
+                &config,
+                &format!(
+                    "host: 127.0.0.1\nport: {port}\nserver_name: {name}\n\
+                     max_payload: {NATS_MAX_PAYLOAD}\n\
+                     jetstream {{ store_dir: {store:?}, max_file_store: {JETSTREAM_MAX_FILE_STORE} }}\n\
+                     {cluster}{auth}",
+                    store = store.display().to_string(),
+                ),
+            )?;
+            servers
+                .nodes
+                .push(NatsServer::start(binary, &config, *port)?);
+        }
+        servers.url = servers
+            .nodes
+            .iter()
+            .map(|n| n.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(servers)
+    }
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // A file made before with wider rights keeps them through `open`.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// One nats-server process, stopped when dropped.
+struct NatsServer {
+    child: Child,
+    /// The client URL.
+    url: String,
+}
+
+impl NatsServer {
+    /// Starts `binary` with `config`, and waits until it accepts clients
+    /// on `port`.
+    fn start(binary: &Path, config: &Path, port: u16) -> anyhow::Result<Self> {
         // A process group of its own: Ctrl-C in the terminal reaches
         // `shoal up`, which drains its host and scheduler over NATS first
         // and stops this server last.
         let child = Command::new(binary)
             .arg("-c")
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -16,6 +16,7 @@ use shoal_api::{AppSpec, ByteSize, ComponentKind};
 use shoal_host::agent::{HostAgent, HostConfig};
 use shoal_host::layout::DataLayout;
 use shoal_host::{Runtime, RuntimeOptions};
+use shoal_scheduler::jetstream::Copies;
 use shoal_scheduler::secrets::SecretBox;
 use shoal_scheduler::{AuthMode, Scheduler, SchedulerOptions};
 use tokio::sync::watch;
@@ -26,7 +27,7 @@ use crate::tunables::{UP_READY_TIMEOUT, UP_STOP_TIMEOUT, WAIT_POLL};
 use shoal_api::identity::Identity;
 
 use crate::credentials::Authority;
-use crate::nats::{Creds, LoginArgs, NatsServer, connect, find_server};
+use crate::nats::{Creds, LoginArgs, NatsServers, connect, find_server};
 use crate::verbs::print_apply;
 
 /// The address to listen on for an API given as `--api` (a URL or an
@@ -85,6 +86,11 @@ pub struct ApiSettings {
     /// reach, where tokens cross the network in clear.
     #[arg(long)]
     insecure_no_tls: bool,
+    /// How many copies JetStream keeps of what the scheduler stores: 1 to
+    /// 5, or `auto` (one on a single nats-server, three on a cluster of
+    /// three or more nodes).
+    #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = Copies::parse)]
+    nats_replicas: Copies,
 }
 
 impl ApiSettings {
@@ -129,6 +135,7 @@ impl ApiSettings {
             api_names: self.api_names.clone(),
             tls,
             secret_box,
+            copies: self.nats_replicas,
         })
     }
 
@@ -253,6 +260,12 @@ pub struct UpArgs {
     /// The nats-server binary to start.
     #[arg(long)]
     nats_server: Option<PathBuf>,
+    /// Start this many nats-server nodes as one cluster (routed to each
+    /// other, JetStream on each) instead of one server: 3 survives the
+    /// loss of any node.
+    #[arg(long, value_name = "NODES", default_value_t = 1, conflicts_with = "nats",
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    nats_cluster: u16,
     /// Where the host's HTTP ingress listens.
     #[arg(long, default_value = DEFAULT_HTTP)]
     http: SocketAddr,
@@ -545,7 +558,11 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
         None => {
             let authority = Authority::open_or_create(&data_dir.join("nats-auth"))?;
             let binary = find_server(args.nats_server)?;
-            let started = NatsServer::start(&binary, &data_dir.join("nats"), 4222, &authority)?;
+            let (store, nodes) = match args.nats_cluster {
+                1 => (data_dir.join("nats"), 1),
+                n => (data_dir.join("nats-cluster"), usize::from(n)),
+            };
+            let started = NatsServers::start(&binary, &store, 4222, nodes, &authority)?;
             let url = started.url.clone();
             server = Some(started);
             let host = Identity::Host(host_id(args.host.name.clone().or(Some("local".into())))?);

@@ -257,6 +257,7 @@ async fn scenario(hosts: usize, replicas: usize, component: &[u8]) {
                 &shoal_scheduler::secrets::SecretBox::generate_key(),
                 None,
             ),
+            copies: shoal_scheduler::jetstream::Copies::Auto,
         },
         std::future::pending(),
     )

@@ -11,6 +11,7 @@ use shoal_api::resources::AuditRecord;
 use shoal_api::subjects::{ALL_AUDIT, AUDIT_STREAM, audit};
 
 use crate::SchedulerError;
+use crate::jetstream::JetStream;
 use crate::store::unavailable;
 use crate::tunables::{AUDIT_LIST_LIMIT, AUDIT_MAX_AGE, AUDIT_MAX_BYTES, AUDIT_READ_TIMEOUT};
 
@@ -22,8 +23,8 @@ pub struct AuditTrail {
 
 impl AuditTrail {
     /// Opens the stream, creating it where missing.
-    pub async fn open(js: &jetstream::Context) -> Result<AuditTrail, SchedulerError> {
-        js.get_or_create_stream(stream::Config {
+    pub async fn open(js: &JetStream) -> Result<AuditTrail, SchedulerError> {
+        js.create_or_update_stream(js.stream(stream::Config {
             name: AUDIT_STREAM.to_string(),
             description: Some("Shoal audit trail: every mutating API call".into()),
             subjects: vec![ALL_AUDIT.to_string()],
@@ -31,10 +32,10 @@ impl AuditTrail {
             max_bytes: AUDIT_MAX_BYTES,
             storage: stream::StorageType::File,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|e| unavailable("opening the audit stream", e))?;
-        Ok(AuditTrail { js: js.clone() })
+        Ok(AuditTrail { js: (**js).clone() })
     }
 
     /// Appends `record` and waits until JetStream has stored it.

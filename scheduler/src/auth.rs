@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{kv, stream};
 use serde::{Deserialize, Serialize};
 use shoal_api::access::{Principal, Roles};
 use shoal_api::resources::{TokenInfo, TokenState};
@@ -19,6 +19,7 @@ use shoal_api::wire::now_ms;
 use tokio::sync::watch;
 
 use crate::SchedulerError;
+use crate::jetstream::JetStream;
 use crate::store::unavailable;
 use crate::tunables::{BOOTSTRAP_TOKEN_TTL, MAX_TOKEN_TTL, TOKENS_HISTORY};
 
@@ -142,18 +143,18 @@ impl Access {
 
     /// Opens the tokens bucket, loads it, and keeps it current until `stop`.
     pub async fn open(
-        js: &jetstream::Context,
+        js: &JetStream,
         roles: Roles,
         stop: watch::Receiver<bool>,
     ) -> Result<Access, SchedulerError> {
         let bucket = js
-            .create_or_update_key_value(kv::Config {
+            .create_or_update_key_value(js.bucket(kv::Config {
                 bucket: TOKENS_BUCKET.to_string(),
                 description: "Shoal API tokens, hashed: one key per token id".into(),
                 history: TOKENS_HISTORY,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|e| unavailable("opening the tokens bucket", e))?;
         let table = Arc::new(RwLock::new(HashMap::new()));

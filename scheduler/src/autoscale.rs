@@ -65,7 +65,7 @@ struct Demand {
 /// Runs until `stop`: scales, and announces dormant routes every
 /// heartbeat interval.
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let js = async_nats::jetstream::new(shared.nats.clone());
+    let js = shared.js.clone();
     let mut last_announced = Instant::now() - HEARTBEAT_INTERVAL;
     loop {
         tokio::select! {

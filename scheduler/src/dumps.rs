@@ -9,6 +9,7 @@ use shoal_api::resources::LogRetention;
 use shoal_api::{Name, subjects};
 
 use crate::SchedulerError;
+use crate::jetstream::JetStream;
 use crate::store::unavailable;
 use crate::tunables::{DUMPS_MAX_BYTES, LOGS_MAX_AGE};
 
@@ -16,7 +17,7 @@ use crate::tunables::{DUMPS_MAX_BYTES, LOGS_MAX_AGE};
 /// its logs (`retention`). A full store takes no new dump until old ones
 /// age out: a dump is never half kept.
 pub async fn ensure_bucket(
-    js: &jetstream::Context,
+    js: &JetStream,
     namespace: &Name,
     retention: &LogRetention,
 ) -> Result<(), SchedulerError> {
@@ -26,14 +27,14 @@ pub async fn ensure_bucket(
         unavailable(&format!("making the dump store of {namespace}"), e)
     };
     if js.get_object_store(&bucket).await.is_err() {
-        js.create_object_store(object_store::Config {
+        js.create_object_store(js.objects(object_store::Config {
             bucket,
             description: Some(format!("Shoal core dumps of namespace {namespace}")),
             max_age,
             max_bytes: DUMPS_MAX_BYTES,
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|e| failed(&e))?;
         return Ok(());

@@ -38,6 +38,7 @@ pub mod dumps;
 mod fixtures;
 pub mod follow;
 pub mod heartbeats;
+pub mod jetstream;
 pub mod lease;
 pub mod logs;
 pub mod metrics;
@@ -103,6 +104,8 @@ pub struct SchedulerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Seals secrets at rest.
     pub secret_box: secrets::SecretBox,
+    /// How many copies JetStream keeps of what the scheduler stores.
+    pub copies: jetstream::Copies,
 }
 
 /// Whether the API authenticates its callers.
@@ -118,6 +121,8 @@ pub enum AuthMode {
 pub struct Shared {
     state: Mutex<State>,
     nats: async_nats::Client,
+    /// JetStream, with the copies new streams keep.
+    js: jetstream::JetStream,
     store: Store,
     /// Which apps the reconciler looks at next.
     queue: workqueue::WorkQueue,
@@ -251,8 +256,8 @@ impl Scheduler {
         options: SchedulerOptions,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Scheduler, SchedulerError> {
-        let store = Store::open(&nats).await?;
-        let js = async_nats::jetstream::new(nats.clone());
+        let js = jetstream::JetStream::open(&nats, options.copies).await;
+        let store = jetstream::when_ready("opening the store", || Store::open(&js)).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let access = match options.auth {
             AuthMode::Tokens(roles) => auth::Access::open(&js, roles, stop_rx.clone()).await?,
@@ -339,6 +344,7 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             nats,
+            js,
             store,
             queue: workqueue::WorkQueue::default(),
             ready_at,

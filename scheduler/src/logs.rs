@@ -18,6 +18,7 @@ use shoal_api::{Name, subjects};
 use tokio::sync::mpsc;
 
 use crate::SchedulerError;
+use crate::jetstream::JetStream;
 use crate::store::unavailable;
 use crate::tunables::{LOGS_MAX_AGE, LOGS_MAX_BYTES, LOGS_READ_MAX_LINES, LOGS_WAIT};
 
@@ -25,11 +26,11 @@ use crate::tunables::{LOGS_MAX_AGE, LOGS_MAX_BYTES, LOGS_READ_MAX_LINES, LOGS_WA
 /// defaults, [`LOGS_MAX_AGE`] and [`LOGS_MAX_BYTES`]); the oldest lines go
 /// first when it is full.
 pub async fn ensure_stream(
-    js: &jetstream::Context,
+    js: &JetStream,
     namespace: &Name,
     retention: &LogRetention,
 ) -> Result<(), SchedulerError> {
-    let config = stream::Config {
+    let config = js.stream(stream::Config {
         name: subjects::logs_stream(namespace),
         description: Some(format!("Shoal logs of namespace {namespace}")),
         subjects: vec![subjects::namespace_logs(namespace)],
@@ -40,7 +41,7 @@ pub async fn ensure_stream(
         discard: stream::DiscardPolicy::Old,
         storage: stream::StorageType::File,
         ..Default::default()
-    };
+    });
     match js.get_stream(config.name.clone()).await {
         Ok(_) => js.update_stream(config).await.map(|_| ()),
         Err(_) => js.create_stream(config).await.map(|_| ()),

@@ -16,6 +16,7 @@ use shoal_api::subjects::NAMESPACES_BUCKET;
 use shoal_api::{ByteSize, DEFAULT_NAMESPACE, Digest, Name};
 
 use crate::SchedulerError;
+use crate::jetstream::JetStream;
 use crate::state::{State, StoredApp};
 use crate::store::unavailable;
 use crate::tunables::{KV_BUCKET_MAX_BYTES, QUEUE_STREAM_MAX_BYTES};
@@ -23,7 +24,7 @@ use crate::tunables::{KV_BUCKET_MAX_BYTES, QUEUE_STREAM_MAX_BYTES};
 /// Makes sure `namespace`'s logs stream and dump store exist, with the
 /// retention `spec` asks for.
 pub async fn ensure_storage(
-    js: &jetstream::Context,
+    js: &JetStream,
     namespace: &Name,
     spec: &NamespaceSpec,
 ) -> Result<(), SchedulerError> {
@@ -55,15 +56,15 @@ pub struct NamespaceStore {
 impl NamespaceStore {
     /// Opens the bucket, creating it (and the `default` namespace) where
     /// missing.
-    pub async fn open(js: &jetstream::Context) -> Result<NamespaceStore, SchedulerError> {
+    pub async fn open(js: &JetStream) -> Result<NamespaceStore, SchedulerError> {
         let bucket = js
-            .create_or_update_key_value(kv::Config {
+            .create_or_update_key_value(js.bucket(kv::Config {
                 bucket: NAMESPACES_BUCKET.to_string(),
                 description: "Shoal namespaces: settings and quotas, one key each".into(),
                 history: 4,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|e| unavailable("opening the namespaces bucket", e))?;
         let store = NamespaceStore { bucket };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use async_nats::jetstream::{consumer, kv, object_store, stream};
 use futures::StreamExt;
 use shoal_api::Digest;
 use shoal_api::resources::Event;
@@ -16,6 +16,7 @@ use shoal_api::subjects::{
 use tokio::io::AsyncReadExt;
 
 use crate::SchedulerError;
+use crate::jetstream::JetStream;
 use crate::state::{App, StoredApp};
 use crate::tunables::{
     COMPONENT_STORE_MAX_BYTES, DEAD_LETTER_MAX_BYTES, EVENTS_MAX_BYTES, EVENTS_PER_APP,
@@ -57,7 +58,7 @@ pub struct Store {
     /// Which schedulers run.
     pub(crate) presence: kv::Store,
     objects: object_store::ObjectStore,
-    js: jetstream::Context,
+    js: JetStream,
 }
 
 /// A JetStream call that failed: try again.
@@ -82,79 +83,78 @@ pub(crate) fn unavailable(what: &str, err: impl std::fmt::Display) -> SchedulerE
 
 impl Store {
     /// Opens (creating where missing) the bucket, object store and stream.
-    pub async fn open(nats: &async_nats::Client) -> Result<Self, SchedulerError> {
-        let js = jetstream::new(nats.clone());
+    pub async fn open(js: &JetStream) -> Result<Self, SchedulerError> {
         let kv = js
-            .create_or_update_key_value(kv::Config {
+            .create_or_update_key_value(js.bucket(kv::Config {
                 bucket: APPS_BUCKET.to_string(),
                 description: "Shoal desired state: one key per app".into(),
                 history: 16,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|e| unavailable("opening the apps bucket", e))?;
         let secrets = js
-            .create_or_update_key_value(kv::Config {
+            .create_or_update_key_value(js.bucket(kv::Config {
                 bucket: SECRETS_BUCKET.to_string(),
                 description: "Shoal secrets, sealed: one key per namespace.name".into(),
                 history: 1,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|e| unavailable("opening the secrets bucket", e))?;
         let control = js
-            .create_or_update_key_value(kv::Config {
+            .create_or_update_key_value(js.bucket(kv::Config {
                 bucket: CONTROL_BUCKET.to_string(),
                 description: "Shoal's leader lease and what the leader must remember".into(),
                 history: 1,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|e| unavailable("opening the control bucket", e))?;
         let presence = js
-            .create_or_update_key_value(kv::Config {
+            .create_or_update_key_value(js.bucket(kv::Config {
                 bucket: SCHEDULERS_BUCKET.to_string(),
                 description: "Shoal's running schedulers, each renewing its own key".into(),
                 history: 1,
                 max_age: SCHEDULER_PRESENCE_TTL,
                 storage: stream::StorageType::Memory,
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|e| unavailable("opening the schedulers bucket", e))?;
         let objects = match js.get_object_store(COMPONENTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
-                .create_object_store(object_store::Config {
+                .create_object_store(js.objects(object_store::Config {
                     bucket: COMPONENTS_BUCKET.to_string(),
                     description: Some("Shoal component bytes by sha256".into()),
                     storage: stream::StorageType::File,
                     max_bytes: COMPONENT_STORE_MAX_BYTES,
                     ..Default::default()
-                })
+                }))
                 .await
                 .map_err(|e| unavailable("opening the component store", e))?,
         };
-        js.get_or_create_stream(stream::Config {
+        js.create_or_update_stream(js.stream(stream::Config {
             name: EVENTS_STREAM.to_string(),
             subjects: vec![ALL_EVENTS.to_string()],
             max_messages_per_subject: EVENTS_PER_APP as i64,
             max_bytes: EVENTS_MAX_BYTES,
             storage: stream::StorageType::File,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|e| unavailable("opening the events stream", e))?;
-        js.get_or_create_stream(stream::Config {
+        js.create_or_update_stream(js.stream(stream::Config {
             name: DEAD_LETTER_STREAM.to_string(),
             subjects: vec![ALL_DEAD_LETTERS.to_string()],
             max_bytes: DEAD_LETTER_MAX_BYTES,
             storage: stream::StorageType::File,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|e| unavailable("opening the dead-letter stream", e))?;
         Ok(Store {
@@ -163,7 +163,7 @@ impl Store {
             control,
             presence,
             objects,
-            js,
+            js: js.clone(),
         })
     }
 
@@ -334,7 +334,7 @@ impl Store {
     ) -> Result<(), SchedulerError> {
         let mut stream = self
             .js
-            .get_or_create_stream(stream::Config {
+            .get_or_create_stream(self.js.stream(stream::Config {
                 name: stream_name.to_string(),
                 subjects: vec![subject.to_string()],
                 retention: stream::RetentionPolicy::WorkQueue,
@@ -343,7 +343,7 @@ impl Store {
                 discard: stream::DiscardPolicy::New,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|e| {
                 SchedulerError::Invalid(format!(
@@ -390,14 +390,14 @@ impl Store {
             return Ok(());
         }
         self.js
-            .create_key_value(kv::Config {
+            .create_key_value(self.js.bucket(kv::Config {
                 bucket: bucket.to_string(),
                 history: 1,
                 max_bytes: KV_BUCKET_MAX_BYTES,
                 max_value_size: KV_MAX_VALUE_BYTES,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            })
+            }))
             .await
             .map(|_| ())
             .map_err(|e| unavailable("creating the app's key-value bucket", e))

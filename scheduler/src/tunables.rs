@@ -238,3 +238,14 @@ pub const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a following stream (logs, events) checks that the token it
 /// began with is still valid.
 pub const TOKEN_RECHECK: Duration = Duration::from_secs(1);
+
+/// The most copies Shoal's JetStream resources keep when left to choose:
+/// three survive the loss of any one node, as Kubernetes' etcd does.
+pub const MAX_COPIES: usize = 3;
+
+/// How long a starting scheduler waits for JetStream to be ready (a fresh
+/// cluster electing its leader) before giving up.
+pub const JETSTREAM_READY_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a starting scheduler looks again while JetStream is not ready.
+pub const JETSTREAM_RETRY: Duration = Duration::from_millis(250);

@@ -31,7 +31,7 @@ pub async fn list(
     )?;
     let namespace = Name::new(namespace).map_err(|e| invalid(format!("namespace: {e}")))?;
     let app = Name::new(app).map_err(|e| invalid(format!("app: {e}")))?;
-    let js = async_nats::jetstream::new(shared.nats.clone());
+    let js = shared.js.clone();
     Ok(Json(crate::dumps::list(&js, &namespace, &app).await?))
 }
 
@@ -56,7 +56,7 @@ pub async fn download(
             id.app
         )));
     }
-    let js = async_nats::jetstream::new(shared.nats.clone());
+    let js = shared.js.clone();
     let object = crate::dumps::open(&js, &namespace, &id).await?;
     let size = object.info().size;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(object));

@@ -148,7 +148,7 @@ pub async fn logs(
         previous: q.previous,
         follow: q.follow,
     };
-    let js = async_nats::jetstream::new(shared.nats.clone());
+    let js = shared.js.clone();
     let lapses = token_lapses(shared.clone(), &guard);
     Ok(ndjson(lapses, move |tx| {
         Box::pin(async move { read(&js, &namespace, &app, query, tx).await })
@@ -191,7 +191,7 @@ pub async fn events(
             guard.visible(Verb::List, Resource::Events)?,
         ),
     };
-    let js = async_nats::jetstream::new(shared.nats.clone());
+    let js = shared.js.clone();
     let (since_ms, follow) = (q.since_ms, q.follow);
     let lapses = token_lapses(shared.clone(), &guard);
     Ok(ndjson(lapses, move |tx| {

@@ -719,7 +719,7 @@ async fn describe(
             tail: Some(DESCRIBE_LAST_LINES),
             ..Default::default()
         };
-        let js = async_nats::jetstream::new(shared.nats.clone());
+        let js = shared.js.clone();
         let (spec_ns, spec_name) = (detail.spec.namespace.clone(), detail.spec.name.clone());
         let reading =
             tokio::spawn(

@@ -129,7 +129,7 @@ pub async fn put(
         spec: req.spec,
         created_ms: existing.as_ref().map_or_else(now_ms, |e| e.created_ms),
     };
-    let js = async_nats::jetstream::new(shared.nats.clone());
+    let js = shared.js.clone();
     crate::namespaces::ensure_storage(&js, &name, &stored.spec).await?;
     shared
         .namespaces
@@ -250,8 +250,7 @@ pub async fn delete(
         shared.state().secrets.remove(key);
     }
     shared.namespaces.delete(name.as_str()).await?;
-    crate::namespaces::delete_storage(&async_nats::jetstream::new(shared.nats.clone()), &name)
-        .await;
+    crate::namespaces::delete_storage(&shared.js, &name).await;
     shared.state().namespaces.remove(&name);
     tracing::info!(namespace = %name, secrets = secrets.len(), "namespace deleted");
     Ok(StatusCode::NO_CONTENT)
