@@ -34,21 +34,39 @@ pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A nats-server process with JetStream and Shoal's NATS authentication
-/// (made by `shoal nats init`), killed when dropped.
+/// nats-server with JetStream and Shoal's NATS authentication (made by
+/// `shoal nats init`): one server, or the nodes of a cluster routed to each
+/// other. Killed when dropped.
 pub struct Nats {
-    child: Option<Child>,
-    port: u16,
-    store: PathBuf,
+    nodes: Vec<Node>,
     auth: PathBuf,
     /// With TLS: the CA certificate clients must trust.
     tls_ca: Option<PathBuf>,
+}
+
+/// One nats-server process of [`Nats`].
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    /// The port routes from the other nodes come in on, in a cluster.
+    route_port: Option<u16>,
+    store: PathBuf,
 }
 
 impl Nats {
     /// Starts one on a free port, storing JetStream data under `store`
     /// and its NATS authority beside it.
     pub fn start(store: &Path) -> anyhow::Result<Self> {
+        Nats::start_nodes(store, 1)
+    }
+
+    /// Starts a cluster of `nodes` servers on free ports, routed to each
+    /// other, each storing under its own folder of `store`.
+    pub fn start_cluster(store: &Path, nodes: usize) -> anyhow::Result<Self> {
+        Nats::start_nodes(store, nodes)
+    }
+
+    fn start_nodes(store: &Path, count: usize) -> anyhow::Result<Self> {
         let auth = store.with_extension("auth");
         let init = crate::shoal_with_env(
             &["nats", "init", "--dir", &auth.display().to_string()],
@@ -58,10 +76,21 @@ impl Nats {
         if init.code != Some(0) {
             bail!("shoal nats init failed: {}", init.stderr);
         }
+        let mut nodes = Vec::new();
+        for i in 0..count {
+            nodes.push(Node {
+                child: None,
+                port: free_port()?,
+                route_port: if count > 1 { Some(free_port()?) } else { None },
+                store: if count > 1 {
+                    store.join(format!("n{}", i + 1))
+                } else {
+                    store.to_path_buf()
+                },
+            });
+        }
         let mut nats = Nats {
-            child: None,
-            port: free_port()?,
-            store: store.to_path_buf(),
+            nodes,
             auth,
             tls_ca: None,
         };
@@ -94,9 +123,33 @@ impl Nats {
         self.tls_ca.as_deref()
     }
 
-    /// The client URL.
+    /// The first node's client URL.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.node_url(0)
+    }
+
+    /// Node `i`'s client URL.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Every node's client URL, separated by commas, as `--nats` takes
+    /// them.
+    pub fn urls(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.node_url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// How many nodes there are.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are none (never: one at least is started).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     /// A credential file for `who` (`scheduler`, `admin`, `host NAME`,
@@ -123,7 +176,7 @@ impl Nats {
     }
 
     /// A NATS client with the credential of `who` (see [`Nats::creds`]),
-    /// its replies under `inbox`.
+    /// its replies under `inbox`, knowing every node.
     pub async fn client_as(&self, who: &str, inbox: &str) -> anyhow::Result<async_nats::Client> {
         let mut options = async_nats::ConnectOptions::with_credentials_file(self.creds(who)?)
             .await?
@@ -131,23 +184,42 @@ impl Nats {
         if let Some(ca) = &self.tls_ca {
             options = options.require_tls(true).add_root_certificates(ca.clone());
         }
-        Ok(options.connect(self.url()).await?)
+        let addrs = (0..self.nodes.len())
+            .map(|i| self.node_url(i).parse())
+            .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
+        Ok(options.connect(addrs).await?)
     }
 
-    /// Kills the server (as a crash would).
+    /// Kills every node (as a crash would).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts it again on the same port with the same store.
+    /// Starts every node again on the same ports with the same stores.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill();
+        for i in 0..self.nodes.len() {
+            self.restart_node(i)?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `i` again (killing it first if it runs) on its port
+    /// with its store.
+    pub fn restart_node(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill_node(i);
         let auth = std::fs::read_to_string(self.auth.join("nats-auth.conf"))
             .context("reading nats-auth.conf")?;
-        let config = self.auth.join("server.conf");
+        let config = self.auth.join(format!("server-{i}.conf"));
         let tls = match &self.tls_ca {
             Some(ca) => format!(
                 "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?} }}\n",
@@ -157,12 +229,29 @@ impl Nats {
             ),
             None => String::new(),
         };
+        let node = &self.nodes[i];
+        let cluster = match node.route_port {
+            Some(port) => {
+                let routes = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.route_port)
+                    .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "server_name: n{}\ncluster {{ name: test, host: 127.0.0.1, port: {port}, routes: [{routes}] }}\n",
+                    i + 1
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "host: 127.0.0.1\nport: {}\nmax_payload: {NATS_MAX_PAYLOAD}\njetstream {{ store_dir: {:?}, max_file_store: {JETSTREAM_MAX_FILE_STORE} }}\n{tls}{auth}",
-                self.port,
-                self.store.display().to_string()
+                "host: 127.0.0.1\nport: {}\nmax_payload: {NATS_MAX_PAYLOAD}\njetstream {{ store_dir: {:?}, max_file_store: {JETSTREAM_MAX_FILE_STORE} }}\n{cluster}{tls}{auth}",
+                node.port,
+                node.store.display().to_string()
             ),
         )?;
         let child = Command::new(nats_server_bin()?)
@@ -173,8 +262,8 @@ impl Nats {
             .stderr(Stdio::null())
             .spawn()
             .context("starting nats-server")?;
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], node.port));
+        self.nodes[i].child = Some(child);
         let deadline = Instant::now() + START_LIMIT;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
             if Instant::now() > deadline {
@@ -259,6 +348,13 @@ impl Cluster {
     pub fn start_tls() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let nats = Nats::start_tls(&dir.path().join("nats"))?;
+        Cluster::on(nats, dir)
+    }
+
+    /// A NATS cluster of `nodes` servers and a scheduler, no hosts yet.
+    pub fn start_on_nats_cluster(nodes: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let nats = Nats::start_cluster(&dir.path().join("nats"), nodes)?;
         Cluster::on(nats, dir)
     }
 
@@ -365,7 +461,7 @@ impl Cluster {
     fn spawn_scheduler(&self, port: u16) -> anyhow::Result<Running> {
         let data = self.dir.path().join("scheduler").display().to_string();
         let api = format!("127.0.0.1:{port}");
-        let nats = self.nats.url();
+        let nats = self.nats.urls();
         let creds = self.nats.creds("scheduler")?.display().to_string();
         let mut args = vec![
             "scheduler",
@@ -409,7 +505,7 @@ impl Cluster {
             .join(format!("host-{name}"))
             .display()
             .to_string();
-        let nats = self.nats.url();
+        let nats = self.nats.urls();
         let creds = self
             .nats
             .creds(&format!("host {name}"))?

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -656,4 +657,276 @@ fn a_restarted_scheduler_keeps_scaled_counts_finished_jobs_and_rollout_deadlines
         .filter(|l| l.contains("crash-job on"))
         .collect();
     assert!(reran.is_empty(), "the job ran again: {reran:?}");
+}
+
+/// A queue worker of four replicas, four jobs at a time each, for the NATS
+/// node drill.
+const DRILL_JOBS: &str = r#"
+name = "drill"
+
+[components.worker]
+source = "SOURCE(queue-worker)"
+kind = "worker"
+queue = "drill.in"
+max_deliver = 5
+replicas = 4
+limits = { memory = "16MiB", timeout = "2s", concurrency = 4 }
+messaging = { publish = ["jobs.>"] }
+"#;
+
+/// What JetStream says of `stream`.
+async fn stream_info(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<async_nats::jetstream::stream::Info> {
+    Ok(js.get_stream(stream).await?.info().await?.clone())
+}
+
+/// One apply of the drill's stream and what the API answered.
+struct Sent {
+    app: &'static str,
+    replicas: u32,
+    mark: String,
+    at: Instant,
+    /// The status, or none when the call got no answer.
+    status: Option<u16>,
+}
+
+/// Applies changes to three apps, one every 50 ms, until `stop`.
+fn apply_stream(
+    port: u16,
+    token: &str,
+    digest: Digest,
+    round: usize,
+    stop: &AtomicBool,
+) -> Vec<Sent> {
+    let apps = ["n0", "n1", "n2"];
+    let mut sent = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let app = apps[i % apps.len()];
+        let replicas = ((i / apps.len() + round) % 3) as u32;
+        let mark = format!("r{round}i{i}");
+        let at = Instant::now();
+        let status = control::post(
+            port,
+            token,
+            "/v1/apps",
+            &apply_body(app, replicas, &mark, digest, None),
+        )
+        .ok()
+        .map(|r| r.status);
+        sent.push(Sent {
+            app,
+            replicas,
+            mark,
+            at,
+            status,
+        });
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sent
+}
+
+/// Publishes `count` jobs to `subject` through JetStream, each with a
+/// message id so that one published again after a lost acknowledgement
+/// is stored once, and tries each until JetStream acknowledges it.
+async fn publish_burst(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    round: usize,
+    count: usize,
+) {
+    let mut pending: Vec<usize> = (0..count).collect();
+    while !pending.is_empty() {
+        let mut acks = Vec::new();
+        for i in &pending {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("r{round}-{i}").as_str());
+            let payload = format!("r{round}-job-{i}").into_bytes().into();
+            let ack = js
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await;
+            acks.push((*i, ack));
+        }
+        let mut failed = Vec::new();
+        for (i, ack) in acks {
+            let stored = match ack {
+                Ok(ack) => tokio::time::timeout(Duration::from_secs(3), ack)
+                    .await
+                    .is_ok_and(|a| a.is_ok()),
+                Err(_) => false,
+            };
+            if !stored {
+                failed.push(i);
+            }
+        }
+        if !failed.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        pending = failed;
+    }
+}
+
+/// The drill of a NATS cluster node's death: during a stream of applies
+/// and a queue burst, one node is killed with SIGKILL, each of the three
+/// in turn. Every acknowledged apply holds; every message is processed;
+/// redeliveries (the most messages that could have run twice) are counted
+/// and printed, as is how long applies stalled.
+#[test]
+fn a_nats_node_killed_in_turn_loses_no_acknowledged_apply_and_no_message() {
+    let mut cluster = Cluster::start_on_nats_cluster(3).unwrap();
+    let token = cluster.admin_token().unwrap();
+    let port = cluster.scheduler_ports()[0];
+    cluster.start_host("h1", "").unwrap();
+    cluster.start_host("h2", "").unwrap();
+    let digest = upload_worker(&cluster);
+    let jobs = cluster.spec("drill.toml", DRILL_JOBS).unwrap();
+    cluster.ok(&["apply", &jobs]).unwrap();
+    cluster
+        .wait_until("four workers running", Duration::from_secs(30), |c| {
+            let running = c
+                .pods()?
+                .iter()
+                .filter(|p| p.id.app.as_str() == "drill")
+                .filter(|p| matches!(p.state, PodState::Host(ReplicaState::Running)))
+                .count();
+            Ok((running == 4).then_some(()))
+        })
+        .unwrap();
+    let name = |s: &str| shoal_api::Name::new(s).unwrap();
+    let queue =
+        shoal_api::subjects::queue_stream(&name("default"), &name("drill"), &name("worker"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let nats = rt.block_on(cluster.nats.admin()).unwrap();
+    let js = {
+        let _entered = rt.enter();
+        async_nats::jetstream::new(nats.clone())
+    };
+    // What Shoal made keeps three copies.
+    for stream in [
+        format!("KV_{}", shoal_api::subjects::APPS_BUCKET),
+        queue.clone(),
+    ] {
+        let info = rt.block_on(stream_info(&js, &stream)).unwrap();
+        assert_eq!(info.config.num_replicas, 3, "{stream}");
+    }
+
+    const BURST: usize = 5_000;
+    let mut stalls = Vec::new();
+    for round in 0..3 {
+        let stop = AtomicBool::new(false);
+        let (sent, killed_at) = std::thread::scope(|s| {
+            let applies = s.spawn(|| apply_stream(port, &token, digest, round, &stop));
+            let burst =
+                s.spawn(|| rt.block_on(publish_burst(&js, "ns.default.drill.in", round, BURST)));
+            std::thread::sleep(Duration::from_secs(1));
+            cluster.nats.kill_node(round);
+            let killed_at = Instant::now();
+            burst.join().unwrap();
+            // Applies go on long enough after the kill for JetStream to
+            // elect new stream leaders (nats-server's raft waits 4 to 9 s).
+            let until = killed_at + Duration::from_secs(12);
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            stop.store(true, Ordering::Relaxed);
+            (applies.join().unwrap(), killed_at)
+        });
+        cluster.nats.restart_node(round).unwrap();
+
+        // How long applies went unanswered: from the kill to the first
+        // acknowledged apply sent after it.
+        let resumed = sent
+            .iter()
+            .find(|s| s.at > killed_at && s.status == Some(200))
+            .map(|s| s.at.duration_since(killed_at))
+            .expect("no apply was acknowledged after the kill");
+        stalls.push(resumed);
+        let acknowledged = sent.iter().filter(|s| s.status == Some(200)).count();
+        println!(
+            "round {round}: node {} killed; {acknowledged} of {} applies acknowledged; applies resumed {resumed:?} after the kill",
+            round + 1,
+            sent.len()
+        );
+
+        // Every app holds its last acknowledged apply, or a later one that
+        // got no answer but may have been stored.
+        for app in ["n0", "n1", "n2"] {
+            let mine: Vec<&Sent> = sent.iter().filter(|s| s.app == app).collect();
+            let last_ok = mine
+                .iter()
+                .rposition(|s| s.status == Some(200))
+                .expect("an acknowledged apply per app");
+            let candidates = &mine[last_ok..];
+            cluster
+                .wait_until(
+                    &format!("round {round}: {app} holds its last acknowledged apply"),
+                    Duration::from_secs(60),
+                    |_| {
+                        Ok(candidates
+                            .iter()
+                            .filter(|s| s.status != Some(200) || std::ptr::eq(**s, candidates[0]))
+                            .any(|s| in_effect(port, &token, app, s.replicas, &s.mark).is_ok())
+                            .then_some(()))
+                    },
+                )
+                .unwrap();
+        }
+        // The killed node is back in the cluster before the next is killed.
+        cluster
+            .wait_until("the node caught up", Duration::from_secs(30), |_| {
+                let info = rt.block_on(stream_info(&js, &queue));
+                Ok(info.ok().and_then(|i| i.cluster).and_then(|c| {
+                    (c.replicas.len() == 2 && c.replicas.iter().all(|r| r.current)).then_some(())
+                }))
+            })
+            .unwrap();
+    }
+
+    // Every message was processed: the work queue is empty and its
+    // consumer acknowledged up to the last one; none went to dead letters.
+    let (published, redelivered) = cluster
+        .wait_until("the queue drained", Duration::from_secs(120), |_| {
+            let state = rt.block_on(async {
+                let mut stream = js.get_stream(&queue).await?;
+                let stream_state = stream.info().await?.state.clone();
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+                    .get_consumer(shoal_api::subjects::QUEUE_CONSUMER)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let info = consumer.info().await?.clone();
+                anyhow::Ok((stream_state, info))
+            });
+            Ok(state.ok().and_then(|(stream, consumer)| {
+                (stream.messages == 0
+                    && consumer.num_ack_pending == 0
+                    && consumer.ack_floor.stream_sequence == stream.last_sequence)
+                    .then(|| {
+                        (
+                            stream.last_sequence,
+                            consumer.delivered.consumer_sequence - stream.last_sequence,
+                        )
+                    })
+            }))
+        })
+        .unwrap();
+    assert_eq!(published, 3 * BURST as u64, "each job stored once");
+    let dead = rt.block_on(async {
+        js.get_stream(shoal_api::subjects::DEAD_LETTER_STREAM)
+            .await
+            .unwrap()
+            .get_last_raw_message_by_subject("shoal.v1.dead.default.drill.worker")
+            .await
+    });
+    assert!(dead.is_err(), "a job was dead-lettered");
+    stalls.sort();
+    println!(
+        "NATS node loss: {published} jobs all processed, {redelivered} redelivered (at most that many ran twice); applies resumed after {:?} (median) and {:?} (worst)",
+        stalls[stalls.len() / 2],
+        stalls[stalls.len() - 1]
+    );
+    assert!(
+        stalls[stalls.len() - 1] < Duration::from_secs(15),
+        "applies stalled {stalls:?}"
+    );
 }
