@@ -82,6 +82,9 @@ pub enum CacheStatus {
     Hit,
     /// Compiled now, and stored for next time.
     Compiled,
+    /// Already loaded on this host by another component of the same
+    /// digest, whose compiled code it shares: neither read nor compiled.
+    Shared,
 }
 
 /// A directory of precompiled components for one engine configuration.

@@ -54,6 +54,31 @@ pub(crate) enum Entry {
     Job(CommandPre<InvocationState>),
 }
 
+/// A component's compiled code and its linking, one per digest on a host:
+/// a thousand apps of one component share one copy of its machine code.
+pub(crate) struct Compiled {
+    /// The kind its exports say it is, if they say.
+    pub(crate) detected: Option<ComponentKind>,
+    /// Linked against the runtime's linker, or why it could not be.
+    pub(crate) pre: Result<InstancePre<InvocationState>, String>,
+}
+
+impl Compiled {
+    /// Links `component` with `linker`.
+    pub(crate) fn new(
+        component: &Component,
+        engine: &Engine,
+        linker: &Linker<InvocationState>,
+    ) -> Compiled {
+        Compiled {
+            detected: detect_kind(component, engine),
+            pre: linker
+                .instantiate_pre(component)
+                .map_err(|e| format!("{e:#}")),
+        }
+    }
+}
+
 /// A component ready to run: compiled once, linked once, instantiated per
 /// invocation. Cheap to share behind an `Arc`.
 pub struct LoadedComponent {
@@ -63,6 +88,10 @@ pub struct LoadedComponent {
     limits: Limits,
     grants: Grants,
     cache_status: CacheStatus,
+    /// The compiled code it runs, shared with every other component of
+    /// the same digest on this host. Never read: held, it keeps the code
+    /// in the runtime's table for the next component of this digest.
+    _compiled: Arc<Compiled>,
     pub(crate) entry: Entry,
     engine: Engine,
     sink: Arc<dyn LogSink>,
@@ -124,28 +153,29 @@ impl LoadedComponent {
         name: &str,
         what: &str,
         digest: Digest,
-        component: &Component,
-        engine: &Engine,
-        linker: &Linker<InvocationState>,
+        compiled: &Arc<Compiled>,
         cache_status: CacheStatus,
+        engine: &Engine,
         sink: Arc<dyn LogSink>,
         settings: ComponentSettings,
         invocations: Arc<AtomicU64>,
     ) -> Result<Self, LoadError> {
         let what = what.to_string();
-        let detected = detect_kind(component, engine);
+        let detected = compiled.detected;
         let kind = match (settings.kind, detected) {
             (Some(kind), _) => kind,
             (None, Some(kind)) => kind,
             (None, None) => return Err(LoadError::UnknownWorld { what }),
         };
-        let pre: InstancePre<InvocationState> =
-            linker
-                .instantiate_pre(component)
-                .map_err(|e| LoadError::UnsatisfiedImport {
+        let pre: InstancePre<InvocationState> = match &compiled.pre {
+            Ok(pre) => pre.clone(),
+            Err(reason) => {
+                return Err(LoadError::UnsatisfiedImport {
                     what: what.clone(),
-                    reason: format!("{e:#}"),
-                })?;
+                    reason: reason.clone(),
+                });
+            }
+        };
         let wrong_world = |missing: &'static str| LoadError::WrongWorld {
             what: what.clone(),
             kind,
@@ -184,6 +214,7 @@ impl LoadedComponent {
             limits: settings.limits,
             grants: settings.grants,
             cache_status,
+            _compiled: compiled.clone(),
             entry,
             engine: engine.clone(),
             sink,

@@ -1,16 +1,18 @@
 //! The runtime: one engine, one linker, the precompile cache, and the
 //! components loaded into them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use shoal_api::Digest;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
+use crate::cache::CacheStatus;
 use crate::cache::PrecompileCache;
-use crate::component::{ComponentSettings, LoadedComponent, check_header};
+use crate::component::{Compiled, ComponentSettings, LoadedComponent, check_header};
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{LoadError, RuntimeError};
 use crate::logs::{LogSink, TracingSink};
@@ -46,6 +48,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<InvocationState>,
     cache: PrecompileCache,
+    /// The compiled code of every digest a loaded component runs.
+    compiled: Mutex<HashMap<Digest, Arc<Compiled>>>,
     sink: Arc<dyn LogSink>,
     invocations: Arc<AtomicU64>,
     _ticker: EpochTicker,
@@ -69,6 +73,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            compiled: Mutex::default(),
             sink: options.log_sink,
             invocations: Arc::new(AtomicU64::new(0)),
             _ticker: ticker,
@@ -109,17 +114,14 @@ impl Runtime {
     ) -> Result<Arc<LoadedComponent>, LoadError> {
         check_header(what, bytes)?;
         let digest = Digest::of(bytes);
-        let (component, status) = self
-            .cache
-            .load_or_compile(&self.engine, &digest, bytes, what)?;
+        let (compiled, status) = self.compiled(&digest, bytes, what)?;
         let loaded = LoadedComponent::link(
             name,
             what,
             digest,
-            &component,
-            &self.engine,
-            &self.linker,
+            &compiled,
             status,
+            &self.engine,
             settings
                 .log_sink
                 .clone()
@@ -129,6 +131,31 @@ impl Runtime {
         )?;
         tracing::debug!(component = name, digest = %digest.short(), kind = %loaded.kind(), cache = ?status, "loaded");
         Ok(Arc::new(loaded))
+    }
+
+    /// The compiled, linked code of the component with `digest`: shared
+    /// with the components already loaded from it, else taken from the
+    /// precompile cache or compiled from `bytes`.
+    fn compiled(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<(Arc<Compiled>, CacheStatus), LoadError> {
+        let mut table = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        // The table's own reference aside, a loaded component holds it.
+        let in_use = |c: &Arc<Compiled>| Arc::strong_count(c) > 1;
+        if let Some(compiled) = table.get(digest).filter(|c| in_use(c)) {
+            return Ok((compiled.clone(), CacheStatus::Shared));
+        }
+        // Let go of the code no loaded component runs any more.
+        table.retain(|_, c| in_use(c));
+        let (component, status) = self
+            .cache
+            .load_or_compile(&self.engine, digest, bytes, what)?;
+        let compiled = Arc::new(Compiled::new(&component, &self.engine, &self.linker));
+        table.insert(*digest, compiled.clone());
+        Ok((compiled, status))
     }
 
     /// Loads the component in the file at `path`, named after the file.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_api::{ByteSize, ComponentKind, DurationSpec, Fuel, Limits};
+use shoal_api::{ByteSize, ComponentKind, Digest, DurationSpec, Fuel, Limits};
 use shoal_host::{
     CacheStatus, ComponentSettings, InvokeError, LoadError, LoadedComponent, MemorySink, Message,
     Runtime, RuntimeOptions, Stream,
@@ -234,9 +234,16 @@ async fn a_second_start_loads_from_the_precompile_cache() {
         .unwrap();
     assert_eq!(second.cache_status(), CacheStatus::Hit);
     echo_works(&second).await;
+    // Loaded again while it runs, it shares the code already loaded.
+    let again = rt
+        .load("echo-worker", &bytes, ComponentSettings::default())
+        .unwrap();
+    assert_eq!(again.cache_status(), CacheStatus::Shared);
+    echo_works(&again).await;
+    drop((second, again));
 
     // A corrupt entry is detected and recompiled, never executed.
-    let entry = rt.cache().entry_path(&second.digest());
+    let entry = rt.cache().entry_path(&Digest::of(&bytes));
     let mut data = std::fs::read(&entry).unwrap();
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
