@@ -249,6 +249,17 @@ pub struct Heartbeat {
     pub epoch: u64,
 }
 
+/// The part of a [`Heartbeat`] an ingress reads: who sent it and the
+/// routes it serves. Parsing only this skips the replicas unread.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeartbeatRoutes {
+    /// Who.
+    pub host: HostId,
+    /// The HTTP routes its replicas serve.
+    #[serde(default)]
+    pub routes: Vec<HttpRoute>,
+}
+
 /// An HTTP route a host serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRoute {

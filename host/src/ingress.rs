@@ -6,6 +6,10 @@
 //! and dormant routes) before asking who serves it. A route whose replica
 //! is still starting therefore answers 503 (or is held, when scaled to
 //! zero) and never falls through to a shorter route of another app.
+//!
+//! Every source is indexed by host name and prefix: a request looks up the
+//! few prefixes its path can match (one per `/` in it), so routing among
+//! ten thousand apps costs what routing among one does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use shoal_api::subjects;
-use shoal_api::wire::{Activate, DormantRoutes, Heartbeat, HostId, HttpRoute, ReplicaId};
+use shoal_api::wire::{Activate, DormantRoutes, HostId, HttpRoute, ReplicaId};
 
 use crate::component::LoadedComponent;
 use crate::http::{Routes, Target};
@@ -21,8 +25,6 @@ use crate::http::{Routes, Target};
 use crate::tunables::REMOTE_ROUTE_TTL;
 
 struct Route {
-    prefix: String,
-    host: Option<String>,
     replica: ReplicaId,
     revision: u64,
     component_name: shoal_api::Name,
@@ -31,16 +33,77 @@ struct Route {
     ready: bool,
 }
 
+/// Where a route applies: the host name it is limited to (lower case), if
+/// any, and its prefix without a trailing `/` (empty for the root).
+type RouteKey = (Option<String>, String);
+
+fn key_of(host: Option<&str>, prefix: &str) -> RouteKey {
+    (
+        host.map(str::to_ascii_lowercase),
+        prefix.trim_end_matches('/').to_string(),
+    )
+}
+
+/// Routes of one source by where they apply.
+type Index<T> = HashMap<RouteKey, Vec<T>>;
+
+fn index(routes: &[HttpRoute]) -> Index<HttpRoute> {
+    let mut out: Index<HttpRoute> = HashMap::new();
+    for r in routes {
+        out.entry(key_of(r.host.as_deref(), &r.prefix))
+            .or_default()
+            .push(r.clone());
+    }
+    out
+}
+
+/// The keys a request for `path` on `host` can match, best first:
+/// host-specific routes before the others, longer prefixes before shorter.
+fn candidates(host: Option<&str>, path: &str) -> Vec<(Rank, RouteKey)> {
+    let mut prefixes: Vec<&str> = vec![path];
+    prefixes.extend(
+        path.char_indices()
+            .rev()
+            .filter(|(_, c)| *c == '/')
+            .map(|(i, _)| &path[..i]),
+    );
+    prefixes.dedup();
+    let host = host.map(str::to_ascii_lowercase);
+    let specific = host.iter().flat_map(|h| {
+        prefixes
+            .iter()
+            .map(move |p| ((true, p.len()), (Some(h.clone()), p.to_string())))
+    });
+    let general = prefixes
+        .iter()
+        .map(|p| ((false, p.len()), (None, p.to_string())));
+    specific.chain(general).collect()
+}
+
+/// What another host advertised in its last heartbeat.
+struct Peer {
+    seen: Instant,
+    routes: Vec<HttpRoute>,
+    index: Index<HttpRoute>,
+}
+
+/// The scheduler's route table, indexed.
+struct Table {
+    seen: Instant,
+    dormant: Index<HttpRoute>,
+    declared: Index<HttpRoute>,
+}
+
 /// Routes by path prefix: to the http components of local replicas first,
 /// else over NATS to replicas other hosts advertise in their heartbeats.
 #[derive(Default)]
 pub struct IngressRoutes {
-    routes: RwLock<Vec<Route>>,
+    routes: RwLock<Index<Route>>,
     next: AtomicUsize,
-    remote: RwLock<HashMap<HostId, (Instant, Vec<HttpRoute>)>>,
+    remote: RwLock<HashMap<HostId, Peer>>,
     /// Routes of components scaled to zero and every declared route, as
     /// the scheduler last said.
-    dormant: RwLock<Option<(Instant, DormantRoutes)>>,
+    table: RwLock<Option<Table>>,
     cluster: Option<(HostId, async_nats::Client)>,
 }
 
@@ -54,21 +117,26 @@ impl IngressRoutes {
     }
 
     /// Learns the routes another host serves from its heartbeat.
-    pub fn observe(&self, heartbeat: &Heartbeat) {
-        if self
-            .cluster
-            .as_ref()
-            .is_some_and(|(me, _)| me == &heartbeat.host)
-        {
+    pub fn observe(&self, host: &HostId, routes: Vec<HttpRoute>) {
+        if self.cluster.as_ref().is_some_and(|(me, _)| me == host) {
             return;
         }
-        self.remote
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                heartbeat.host.clone(),
-                (Instant::now(), heartbeat.routes.clone()),
-            );
+        let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
+        match remote.get_mut(host) {
+            // The same routes as before, as is usual: no new index.
+            Some(peer) if peer.routes == routes => peer.seen = Instant::now(),
+            _ => {
+                let index = index(&routes);
+                remote.insert(
+                    host.clone(),
+                    Peer {
+                        seen: Instant::now(),
+                        routes,
+                        index,
+                    },
+                );
+            }
+        }
     }
 
     /// Whether another host of the cluster heartbeated recently: somewhere
@@ -78,89 +146,77 @@ impl IngressRoutes {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .any(|(seen, _)| seen.elapsed() <= REMOTE_ROUTE_TTL)
+            .any(|peer| peer.seen.elapsed() <= REMOTE_ROUTE_TTL)
     }
 
-    /// Learns which routes belong to components scaled to zero.
+    /// Learns from the scheduler which routes belong to components at zero.
     pub fn observe_dormant(&self, dormant: DormantRoutes) {
-        *self.dormant.write().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), dormant));
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Some(Table {
+            seen: Instant::now(),
+            dormant: index(&dormant.routes),
+            declared: index(&dormant.declared),
+        });
     }
 
-    /// The scheduler's route table, if it spoke recently.
-    fn table(&self) -> Option<std::sync::RwLockReadGuard<'_, Option<(Instant, DormantRoutes)>>> {
-        let dormant = self.dormant.read().unwrap_or_else(|p| p.into_inner());
-        let fresh = dormant
+    /// Runs `f` on the scheduler's route table, if it spoke recently.
+    fn with_table<T>(&self, f: impl FnOnce(&Table) -> Option<T>) -> Option<T> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table
             .as_ref()
-            .is_some_and(|(seen, _)| seen.elapsed() <= REMOTE_ROUTE_TTL);
-        fresh.then_some(dormant)
+            .filter(|t| t.seen.elapsed() <= REMOTE_ROUTE_TTL)
+            .and_then(f)
     }
 
-    /// A component scaled to zero that serves `path` by a route of rank
-    /// `rank`, if the scheduler said so recently.
-    fn dormant_target(&self, host: Option<&str>, path: &str, rank: Rank) -> Option<Target> {
+    /// A component scaled to zero that serves `key`, if the scheduler
+    /// said so recently.
+    fn dormant_target(&self, key: &RouteKey, path: &str) -> Option<Target> {
         let (_, nats) = self.cluster.as_ref()?;
-        let table = self.table()?;
-        let (_, table) = table.as_ref()?;
-        let best = table
-            .routes
-            .iter()
-            .filter(|r| serves(r, host, path) && rank_of(r) == rank)
-            .max_by_key(|r| (r.namespace.clone(), r.app.clone()))?;
+        let best = self.with_table(|table| {
+            table
+                .dormant
+                .get(key)?
+                .iter()
+                .max_by_key(|r| (r.namespace.clone(), r.app.clone()))
+                .cloned()
+        })?;
         Some(Target::Dormant {
             nats: nats.clone(),
             activate: Activate {
-                namespace: best.namespace.clone(),
-                app: best.app.clone(),
-                component: best.component.clone(),
+                namespace: best.namespace,
+                app: best.app,
+                component: best.component,
                 path: path.to_string(),
             },
         })
     }
 
-    /// The best rank of any route known anywhere for `path` on `host`.
-    fn best_rank(&self, host: Option<&str>, path: &str) -> Option<Rank> {
-        let local = self
-            .routes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|r| host_matches(r.host.as_deref(), host) && matches(&r.prefix, path))
-            .map(|r| (r.host.is_some(), r.prefix.len()))
-            .max();
+    /// The best route known anywhere for `path` on `host`: its rank and key.
+    fn best(&self, host: Option<&str>, path: &str) -> Option<(Rank, RouteKey)> {
+        let local = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let table = table
+            .as_ref()
+            .filter(|t| t.seen.elapsed() <= REMOTE_ROUTE_TTL);
         let now = Instant::now();
-        let remote = self
-            .remote
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|(seen, _)| now.duration_since(*seen) <= REMOTE_ROUTE_TTL)
-            .flat_map(|(_, routes)| routes.iter())
-            .filter(|r| serves(r, host, path))
-            .map(rank_of)
-            .max();
-        let table = self.table().and_then(|t| {
-            let (_, table) = t.as_ref()?;
-            table
-                .routes
-                .iter()
-                .chain(&table.declared)
-                .filter(|r| serves(r, host, path))
-                .map(rank_of)
-                .max()
-        });
-        [local, remote, table].into_iter().flatten().max()
+        candidates(host, path).into_iter().find(|(_, key)| {
+            local.contains_key(key)
+                || remote.values().any(|peer| {
+                    now.duration_since(peer.seen) <= REMOTE_ROUTE_TTL
+                        && peer.index.contains_key(key)
+                })
+                || table
+                    .is_some_and(|t| t.dormant.contains_key(key) || t.declared.contains_key(key))
+        })
     }
 
-    /// The name of a declared route of rank `rank` for `path`, when no
-    /// replica serves it anywhere yet.
-    fn declared_name(&self, host: Option<&str>, path: &str, rank: Rank) -> Option<String> {
-        let table = self.table()?;
-        let (_, table) = table.as_ref()?;
-        table
-            .declared
-            .iter()
-            .find(|r| serves(r, host, path) && rank_of(r) == rank)
-            .map(|r| format!("{}/{}/{}", r.namespace, r.app, r.component))
+    /// The name of a declared route at `key`, when no replica serves it
+    /// anywhere yet.
+    fn declared_name(&self, key: &RouteKey) -> Option<String> {
+        self.with_table(|table| {
+            let r = table.declared.get(key)?.first()?;
+            Some(format!("{}/{}/{}", r.namespace, r.app, r.component))
+        })
     }
 
     /// The routes of the local replicas, for this host's heartbeat: ready
@@ -168,42 +224,52 @@ impl IngressRoutes {
     pub fn advertised(&self) -> Vec<HttpRoute> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<HttpRoute> = Vec::new();
-        for r in routes.iter() {
-            let ready = r.ready;
-            let prefix = if r.prefix.is_empty() {
-                "/".to_string()
-            } else {
-                r.prefix.clone()
-            };
-            match out.iter_mut().find(|o| {
-                o.prefix == prefix
-                    && o.host == r.host
-                    && o.app == r.replica.app
-                    && o.namespace == r.replica.namespace
-            }) {
-                Some(o) => o.ready |= ready,
-                None => out.push(HttpRoute {
-                    prefix,
-                    host: r.host.clone(),
-                    namespace: r.replica.namespace.clone(),
-                    app: r.replica.app.clone(),
-                    component: r.component_name.clone(),
-                    ready,
-                }),
+        for ((host, prefix), copies) in routes.iter() {
+            // One route per app behind the key, ready if any copy is.
+            let mut apps: Vec<HttpRoute> = Vec::new();
+            for r in copies {
+                match apps
+                    .iter_mut()
+                    .find(|o| o.app == r.replica.app && o.namespace == r.replica.namespace)
+                {
+                    Some(o) => o.ready |= r.ready,
+                    None => apps.push(HttpRoute {
+                        prefix: if prefix.is_empty() {
+                            "/".to_string()
+                        } else {
+                            prefix.clone()
+                        },
+                        host: host.clone(),
+                        namespace: r.replica.namespace.clone(),
+                        app: r.replica.app.clone(),
+                        component: r.component_name.clone(),
+                        ready: r.ready,
+                    }),
+                }
             }
+            out.extend(apps);
         }
+        // In a stable order, so that a peer sees an unchanged list as equal.
+        out.sort_by(|a, b| {
+            (&a.host, &a.prefix, &a.namespace, &a.app).cmp(&(
+                &b.host,
+                &b.prefix,
+                &b.namespace,
+                &b.app,
+            ))
+        });
         out
     }
 
-    fn remote_target(&self, host: Option<&str>, path: &str, rank: Rank) -> Option<Target> {
+    fn remote_target(&self, key: &RouteKey) -> Option<Target> {
         let (_, nats) = self.cluster.as_ref()?;
         let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let best = remote
             .values()
-            .filter(|(seen, _)| now.duration_since(*seen) <= REMOTE_ROUTE_TTL)
-            .flat_map(|(_, routes)| routes.iter())
-            .filter(|r| serves(r, host, path) && rank_of(r) == rank)
+            .filter(|peer| now.duration_since(peer.seen) <= REMOTE_ROUTE_TTL)
+            .filter_map(|peer| peer.index.get(key))
+            .flatten()
             .max_by_key(|r| r.ready)?;
         let name = format!("{}/{}/{}", best.namespace, best.app, best.component);
         if !best.ready {
@@ -229,25 +295,26 @@ impl IngressRoutes {
         component: Arc<LoadedComponent>,
         ready: bool,
     ) {
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        routes.push(Route {
-            prefix: prefix.trim_end_matches('/').to_string(),
-            host: host.map(str::to_ascii_lowercase),
-            replica: replica.clone(),
-            revision,
-            component_name: name.clone(),
-            component,
-            ready,
-        });
-        // Host-specific routes first, then the longest prefix.
-        routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.prefix.len())));
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key_of(host, prefix))
+            .or_default()
+            .push(Route {
+                replica: replica.clone(),
+                revision,
+                component_name: name.clone(),
+                component,
+                ready,
+            });
     }
 
     /// Takes the routes of one copy of `replica` in or out of rotation.
     pub fn set_ready(&self, replica: &ReplicaId, revision: u64, ready: bool) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         for r in routes
-            .iter_mut()
+            .values_mut()
+            .flatten()
             .filter(|r| &r.replica == replica && r.revision == revision)
         {
             r.ready = ready;
@@ -256,10 +323,11 @@ impl IngressRoutes {
 
     /// Removes the routes of the copy of `replica` at `revision`.
     pub fn remove(&self, replica: &ReplicaId, revision: u64) {
-        self.routes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|r| !(&r.replica == replica && r.revision == revision));
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|_, copies| {
+            copies.retain(|r| !(&r.replica == replica && r.revision == revision));
+            !copies.is_empty()
+        });
     }
 }
 
@@ -267,84 +335,84 @@ impl IngressRoutes {
 /// prefix (without its trailing `/`).
 type Rank = (bool, usize);
 
-fn rank_of(route: &HttpRoute) -> Rank {
-    (
-        route.host.is_some(),
-        route.prefix.trim_end_matches('/').len(),
-    )
-}
-
-/// Whether an advertised `route` takes a request for `path` on `host`.
-fn serves(route: &HttpRoute, host: Option<&str>, path: &str) -> bool {
-    host_matches(route.host.as_deref(), host) && matches(route.prefix.trim_end_matches('/'), path)
-}
-
-/// Whether a route limited to `route_host` (if any) takes a request for `host`.
-fn host_matches(route_host: Option<&str>, host: Option<&str>) -> bool {
-    match route_host {
-        None => true,
-        Some(want) => host.is_some_and(|h| h.eq_ignore_ascii_case(want)),
-    }
-}
-
-fn matches(prefix: &str, path: &str) -> bool {
-    prefix.is_empty()
-        || path == prefix
-        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
-}
-
 impl Routes for IngressRoutes {
     fn served_by(&self) -> Option<&str> {
         self.cluster.as_ref().map(|(me, _)| me.as_str())
     }
 
     fn route(&self, host: Option<&str>, path: &str) -> Option<Target> {
-        let rank = self.best_rank(host, path)?;
+        let (_, key) = self.best(host, path)?;
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let best = routes.iter().find(|r| {
-            host_matches(r.host.as_deref(), host)
-                && matches(&r.prefix, path)
-                && (r.host.is_some(), r.prefix.len()) == rank
-        });
-        let Some(best) = best else {
+        let Some(copies) = routes.get(&key) else {
             drop(routes);
             return self
-                .remote_target(host, path, rank)
-                .or_else(|| self.dormant_target(host, path, rank))
-                .or_else(|| self.declared_name(host, path, rank).map(Target::Unready));
+                .remote_target(&key)
+                .or_else(|| self.dormant_target(&key, path))
+                .or_else(|| self.declared_name(&key).map(Target::Unready));
         };
-        // Spread requests over the ready local replicas serving the same route.
-        let same: Vec<&Route> = routes
-            .iter()
-            .filter(|r| r.ready && r.prefix == best.prefix && r.host == best.host)
-            .collect();
-        if same.is_empty() {
+        // Spread requests over the ready local replicas serving the route.
+        let ready: Vec<&Route> = copies.iter().filter(|r| r.ready).collect();
+        if ready.is_empty() {
             // Local replicas exist but none is ready: another host's may be.
-            let name = format!(
-                "{}/{}/{}",
-                best.replica.namespace, best.replica.app, best.component_name
-            );
+            let name = copies.first().map(|r| {
+                format!(
+                    "{}/{}/{}",
+                    r.replica.namespace, r.replica.app, r.component_name
+                )
+            });
             drop(routes);
-            return match self.remote_target(host, path, rank) {
+            return match self.remote_target(&key) {
                 Some(remote @ Target::Remote { .. }) => Some(remote),
-                _ => Some(Target::Unready(name)),
+                _ => name.map(Target::Unready),
             };
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % same.len();
-        Some(Target::Local(same[i].component.clone()))
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
+        Some(Target::Local(ready[i].component.clone()))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::candidates;
+
+    /// Whether a route at `prefix` (and no host) takes `path`.
+    fn matches(prefix: &str, path: &str) -> bool {
+        candidates(None, path)
+            .iter()
+            .any(|(_, (_, p))| p == prefix.trim_end_matches('/'))
+    }
 
     #[test]
     fn prefixes_match_whole_segments() {
         assert!(matches("", "/anything"));
+        assert!(matches("/", "/anything"));
         assert!(matches("/orders", "/orders"));
         assert!(matches("/orders", "/orders/42"));
+        assert!(matches("/orders/", "/orders/42"));
+        assert!(matches("/orders", "/orders/"));
         assert!(!matches("/orders", "/ordersx"));
         assert!(!matches("/orders", "/"));
+        assert!(!matches("/orders/42", "/orders"));
+    }
+
+    #[test]
+    fn host_routes_come_first_then_longer_prefixes() {
+        let order: Vec<String> = candidates(Some("Shop.Example"), "/a/b")
+            .into_iter()
+            .map(|((specific, len), (host, prefix))| {
+                format!("{specific} {len} {} {prefix:?}", host.unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "true 4 shop.example \"/a/b\"",
+                "true 2 shop.example \"/a\"",
+                "true 0 shop.example \"\"",
+                "false 4  \"/a/b\"",
+                "false 2  \"/a\"",
+                "false 0  \"\"",
+            ]
+        );
     }
 }

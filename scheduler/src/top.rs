@@ -44,10 +44,14 @@ impl History {
         // more samples than one that beats on time. The counters only
         // grow, so the newest holds what the replaced one did; the peak is
         // carried over.
+        // A replica that did nothing since the last two samples keeps two:
+        // an idle one costs the same whatever the history's length.
         let len = self.samples.len();
+        let idle = |s: &Sample| s.stats == status.stats && s.load_milli == status.load_milli;
         if len >= 2
             && let Some(before) = self.samples.get(len - 2)
-            && at_ms < before.at_ms + ms(TOP_SPACING)
+            && (at_ms < before.at_ms + ms(TOP_SPACING)
+                || (idle(before) && self.samples.back().is_some_and(idle)))
             && let Some(newest) = self.samples.back_mut()
             && newest.at_ms <= at_ms
         {

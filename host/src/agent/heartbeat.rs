@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use shoal_api::subjects;
 use shoal_api::wire::{
-    DormantRoutes, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, ReplicaStatus,
+    DormantRoutes, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, HeartbeatRoutes, ReplicaStatus,
 };
 use tokio::sync::watch;
 
@@ -114,10 +114,11 @@ pub(super) async fn watch_peers(
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some(msg) = next_or_stop(&mut heartbeats, &mut stop).await {
-        if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload)
+        // Only the routes are read: the replicas are skipped unparsed.
+        if let Ok(hb) = serde_json::from_slice::<HeartbeatRoutes>(&msg.payload)
             && msg.subject.as_str() == subjects::heartbeat(hb.host.as_str())
         {
-            agent.routes.observe(&hb);
+            agent.routes.observe(&hb.host, hb.routes);
         }
     }
 }
