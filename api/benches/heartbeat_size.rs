@@ -36,6 +36,11 @@ fn heartbeat(replicas: usize) -> Heartbeat {
         draining: false,
         seal_key: Some("x".repeat(44)),
         epoch: 7,
+        seq: 0,
+        content: Default::default(),
+        stopped: Vec::new(),
+        total: 0,
+        digest: 0,
     };
     for i in 0..replicas {
         let app = name(format!("app-{i:05}"));

@@ -128,6 +128,7 @@ impl Identity {
                     subscribe: Rule {
                         allow: vec![
                             subjects::host_commands(id.as_str()),
+                            subjects::host_resync(id.as_str()),
                             ALL_HEARTBEATS.into(),
                             DORMANT_ROUTES.into(),
                             LEADER_ANNOUNCEMENTS.into(),
@@ -187,6 +188,9 @@ mod tests {
         assert!(!allowed(&h1.publish, "$O.shoal-components.M.abc"));
         assert!(allowed(&h1.subscribe, "shoal.v1.hosts.h1.cmd"));
         assert!(!allowed(&h1.subscribe, "shoal.v1.hosts.h2.cmd"));
+        assert!(allowed(&h1.subscribe, "shoal.v1.hosts.h1.resync"));
+        assert!(!allowed(&h1.subscribe, "shoal.v1.hosts.h2.resync"));
+        assert!(!allowed(&h1.publish, "shoal.v1.hosts.h2.resync"));
         assert!(allowed(&h1.subscribe, "_INBOX.host-h1.abc"));
         assert!(!allowed(&h1.subscribe, "_INBOX.scheduler.abc"));
     }

@@ -39,6 +39,7 @@
 
 pub mod access;
 pub mod base64_serde;
+pub mod beats;
 pub mod bounds;
 mod diagnostics;
 mod digest;

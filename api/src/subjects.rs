@@ -30,6 +30,12 @@ pub fn host_commands(host: &str) -> String {
     format!("{PREFIX}.hosts.{host}.cmd")
 }
 
+/// Where a receiver that lost track of a host's beats asks it for a
+/// snapshot ([`crate::beats`]).
+pub fn host_resync(host: &str) -> String {
+    format!("{PREFIX}.hosts.{host}.resync")
+}
+
 /// Where the replicas of a worker component take invocations, in a queue
 /// group: service discovery and load balancing in one.
 pub fn invoke(namespace: &Name, app: &Name, component: &Name) -> String {

@@ -247,6 +247,22 @@ pub struct Heartbeat {
     /// that leads with an older one learns from it that it lost its lease.
     #[serde(default)]
     pub epoch: u64,
+    /// This beat's number since the host process started (from 1).
+    #[serde(default)]
+    pub seq: u64,
+    /// What `replicas` holds: every replica, a page of them, or what
+    /// changed since the beat before ([`crate::beats`]).
+    #[serde(default)]
+    pub content: crate::beats::BeatContent,
+    /// With changes: the copies that stopped since the beat before.
+    #[serde(default)]
+    pub stopped: Vec<crate::beats::CopyRef>,
+    /// How many replicas a receiver holds of this host after this beat.
+    #[serde(default)]
+    pub total: u32,
+    /// [`crate::beats::digest`] of what a receiver holds after this beat.
+    #[serde(default)]
+    pub digest: u64,
 }
 
 /// The part of a [`Heartbeat`] an ingress reads: who sent it and the

@@ -113,6 +113,11 @@ impl SimHost {
             draining: false,
             seal_key: None,
             epoch: 0,
+            seq: 0,
+            content: Default::default(),
+            stopped: Vec::new(),
+            total: 0,
+            digest: 0,
         }
     }
 }

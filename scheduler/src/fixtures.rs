@@ -48,5 +48,10 @@ pub(crate) fn heartbeat(host: &str, replicas: Vec<ReplicaStatus>) -> Heartbeat {
         draining: false,
         seal_key: None,
         epoch: 0,
+        seq: 0,
+        content: Default::default(),
+        stopped: Vec::new(),
+        total: 0,
+        digest: 0,
     }
 }

@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
+use shoal_api::beats::{BEAT_HEADER, BeatContent, BeatGap, SNAPSHOT_MIN_GAP, Taken};
 use shoal_api::resources::Event;
 use shoal_api::subjects;
-use shoal_api::wire::{Heartbeat, ReplicaState, ReplicaStatus};
+use shoal_api::wire::{Heartbeat, HostId, ReplicaState, ReplicaStatus};
 use tokio::sync::watch;
 
 use crate::Shared;
@@ -31,6 +32,7 @@ pub(crate) async fn watch(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch: Vec<async_nats::Message> = Vec::new();
+    let mut asked = Resyncs::default();
     loop {
         let first = tokio::select! {
             msg = heartbeats.next() => match msg {
@@ -39,9 +41,10 @@ pub(crate) async fn watch(
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        // Whatever else has arrived meanwhile is taken too, and of several
-        // beats of one host only the newest is read: a scheduler behind a
+        // Whatever else has arrived meanwhile is taken too, and a full beat
+        // replaces every beat of its host before it: a scheduler behind a
         // burst of beats catches up instead of parsing each stale one.
+        // Changes and pages are taken in order.
         batch.clear();
         batch.push(first);
         while batch.len() < HEARTBEAT_BATCH {
@@ -50,23 +53,58 @@ pub(crate) async fn watch(
                 Some(None) | None => break,
             }
         }
-        let mut newest: FxHashMap<&str, &async_nats::Message> = FxHashMap::default();
-        for msg in &batch {
-            newest.insert(msg.subject.as_str(), msg);
+        let mut last_full: FxHashMap<&str, usize> = FxHashMap::default();
+        for (i, msg) in batch.iter().enumerate() {
+            if is_full(msg) {
+                last_full.insert(msg.subject.as_str(), i);
+            }
         }
-        for msg in &batch {
-            if newest
+        for (i, msg) in batch.iter().enumerate() {
+            if last_full
                 .get(msg.subject.as_str())
-                .is_some_and(|latest| std::ptr::eq(*latest, msg))
+                .is_none_or(|full| i >= *full)
             {
-                take_in_message(&shared, msg).await;
+                take_in_message(&shared, msg, &mut asked).await;
             }
         }
     }
 }
 
+/// Whether a beat says (in its header, without parsing) that it carries
+/// every replica. A beat without the header is from a host that always
+/// sends everything.
+fn is_full(msg: &async_nats::Message) -> bool {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(BEAT_HEADER))
+        .is_none_or(|v| v.as_str() == BeatContent::Full.header())
+}
+
+/// When each host was last asked for a snapshot.
+#[derive(Default)]
+struct Resyncs(FxHashMap<HostId, Instant>);
+
+impl Resyncs {
+    /// Asks `host` for a snapshot, unless it was asked a moment ago.
+    async fn ask(&mut self, nats: &async_nats::Client, host: &HostId, gap: &BeatGap) {
+        let now = Instant::now();
+        if self
+            .0
+            .get(host)
+            .is_some_and(|at| now.duration_since(*at) < SNAPSHOT_MIN_GAP)
+        {
+            return;
+        }
+        self.0.insert(host.clone(), now);
+        tracing::debug!(%host, %gap, "lost track of a host's beats: asking for a snapshot");
+        let _ = nats
+            .publish(subjects::host_resync(host.as_str()), bytes::Bytes::new())
+            .await;
+    }
+}
+
 /// Reads one heartbeat message and takes it in.
-async fn take_in_message(shared: &Shared, msg: &async_nats::Message) {
+async fn take_in_message(shared: &Shared, msg: &async_nats::Message, asked: &mut Resyncs) {
     let hb: Heartbeat = match serde_json::from_slice(&msg.payload) {
         Ok(hb) => hb,
         Err(e) => {
@@ -83,13 +121,17 @@ async fn take_in_message(shared: &Shared, msg: &async_nats::Message) {
     if hb.epoch > 0 {
         shared.leadership.saw_epoch(hb.epoch);
     }
-    let news = {
+    let host = hb.host.clone();
+    let (news, gap) = {
         let mut state = shared.state();
         state
             .top
             .record(&hb.host, &hb.replicas, shoal_api::wire::now_ms());
         take_in(&mut state, hb, Instant::now(), &shared.queue)
     };
+    if let Some(gap) = gap {
+        asked.ask(&shared.nats, &host, &gap).await;
+    }
     // What replicas did is told once, by the leader.
     if shared.leadership.holds() {
         for e in news {
@@ -99,8 +141,14 @@ async fn take_in_message(shared: &Shared, msg: &async_nats::Message) {
 }
 
 /// Takes one heartbeat into `state`, queues what it changed and returns
-/// the events it brings.
-fn take_in(state: &mut State, hb: Heartbeat, now: Instant, queue: &WorkQueue) -> Vec<Event> {
+/// the events it brings, and the gap if the beat showed that this
+/// scheduler lost track of the host's replicas.
+fn take_in(
+    state: &mut State,
+    mut hb: Heartbeat,
+    now: Instant,
+    queue: &WorkQueue,
+) -> (Vec<Event>, Option<BeatGap>) {
     // A start the host reports is confirmed: it no longer counts as in
     // flight, here rather than in a pass so that a pass over other apps
     // does not count its memory twice.
@@ -116,8 +164,18 @@ fn take_in(state: &mut State, hb: Heartbeat, now: Instant, queue: &WorkQueue) ->
         }
     }
     let Some(entry) = state.hosts.get_mut(&hb.host) else {
+        let (reader, picture) = state.joining.entry(hb.host.clone()).or_default();
+        let taken = match reader.take(picture, &hb) {
+            Ok(Some(taken)) => taken,
+            Ok(None) => return (Vec::new(), None),
+            Err(gap) => return (Vec::new(), Some(gap)),
+        };
+        let Some((beats, picture)) = state.joining.remove(&hb.host) else {
+            return (Vec::new(), None);
+        };
         tracing::info!(host = %hb.host, labels = ?hb.labels, "host joined");
-        let (news, _) = compare(&[], &hb);
+        let (news, _) = changes(&taken, &hb.host);
+        hb.replicas = picture;
         state.hosts.insert(
             hb.host.clone(),
             HostEntry {
@@ -126,10 +184,26 @@ fn take_in(state: &mut State, hb: Heartbeat, now: Instant, queue: &WorkQueue) ->
                 lost: false,
                 rejoined: None,
                 lost_at: None,
+                beats,
             },
         );
         queue.everything();
-        return news;
+        return (news, None);
+    };
+    // Any beat says the host is alive.
+    entry.last_seen = now;
+    let mut picture = std::mem::take(&mut entry.heartbeat.replicas);
+    let taken = entry.beats.take(&mut picture, &hb);
+    let taken = match taken {
+        Ok(Some(taken)) => taken,
+        Ok(None) => {
+            entry.heartbeat.replicas = picture;
+            return (Vec::new(), None);
+        }
+        Err(gap) => {
+            entry.heartbeat.replicas = picture;
+            return (Vec::new(), Some(gap));
+        }
     };
     let host_changed = entry.lost
         || entry.heartbeat.draining != hb.draining
@@ -143,42 +217,30 @@ fn take_in(state: &mut State, hb: Heartbeat, now: Instant, queue: &WorkQueue) ->
         entry.lost_at = None;
         entry.rejoined = Some(now);
     }
-    let (news, touched) = compare(&entry.heartbeat.replicas, &hb);
+    let (news, touched) = changes(&taken, &hb.host);
+    hb.replicas = picture;
     entry.heartbeat = hb;
-    entry.last_seen = now;
     if host_changed {
         queue.everything();
     } else if !touched.is_empty() {
         queue.apps(&touched);
     }
-    news
+    (news, None)
 }
 
-/// What changed between a host's previous replicas and its heartbeat now:
-/// events for what replicas did (restarts, crash loops, readiness lost
-/// and regained), and the apps whose replicas changed in anything but
-/// load.
-fn compare(previous: &[ReplicaStatus], now: &Heartbeat) -> (Vec<Event>, AppSet) {
+/// What a beat changed on `host`: events for what replicas did (restarts,
+/// crash loops, readiness lost and regained), and the apps whose replicas
+/// changed in anything but load.
+fn changes(taken: &Taken, host: &HostId) -> (Vec<Event>, AppSet) {
     let mut news = Vec::new();
     let mut touched = AppSet::default();
-    let unchanged = previous.len() == now.replicas.len()
-        && previous
-            .iter()
-            .zip(&now.replicas)
-            .all(|(a, b)| a.same_apart_from_load(b));
-    if unchanged {
-        return (news, touched);
-    }
-    let mut before: FxHashMap<(&shoal_api::wire::ReplicaId, u64), &ReplicaStatus> =
-        previous.iter().map(|r| ((&r.id, r.revision), r)).collect();
-    for r in &now.replicas {
-        let was = before.remove(&(&r.id, r.revision));
-        if was.is_none_or(|b| !b.same_apart_from_load(r)) {
-            touched.insert(&r.id.namespace, &r.id.app);
-            news.extend(replica_news(was, r, now));
+    for (before, now) in &taken.changed {
+        if before.as_ref().is_none_or(|b| !b.same_apart_from_load(now)) {
+            touched.insert(&now.id.namespace, &now.id.app);
+            news.extend(replica_news(before.as_ref(), now, host));
         }
     }
-    for gone in before.values() {
+    for gone in &taken.stopped {
         touched.insert(&gone.id.namespace, &gone.id.app);
     }
     (news, touched)
@@ -186,7 +248,7 @@ fn compare(previous: &[ReplicaStatus], now: &Heartbeat) -> (Vec<Event>, AppSet) 
 
 /// Events for what one replica did since the heartbeat before (`before`,
 /// absent for a copy new on the host).
-fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, now: &Heartbeat) -> Vec<Event> {
+fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, host: &HostId) -> Vec<Event> {
     let mut out = Vec::new();
     let id = &r.id;
     let why = r.last_error.as_deref().unwrap_or("no reason given");
@@ -211,7 +273,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, now: &Heartbe
             "restarted",
             format!(
                 "{id} restarted on {} (restart {}{retry}): {why}",
-                now.host, r.restarts
+                host, r.restarts
             ),
         ));
     }
@@ -220,7 +282,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, now: &Heartbe
             &id.namespace,
             &id.app,
             "crash_loop",
-            format!("{id} is crash-looping on {}: {why}", now.host),
+            format!("{id} is crash-looping on {}: {why}", host),
         ));
     }
     if r.state == ReplicaState::Running && was_ready && !r.ready {
@@ -228,7 +290,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, now: &Heartbe
             &id.namespace,
             &id.app,
             "unready",
-            format!("{id} on {} is not ready, out of rotation: {why}", now.host),
+            format!("{id} on {} is not ready, out of rotation: {why}", host),
         ));
     }
     if r.state == ReplicaState::Running
@@ -239,7 +301,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, now: &Heartbe
             &id.namespace,
             &id.app,
             "ready",
-            format!("{id} on {} is ready and in rotation", now.host),
+            format!("{id} on {} is ready and in rotation", host),
         ));
     }
     out
@@ -260,6 +322,15 @@ mod tests {
 
     fn beat(replicas: Vec<ReplicaStatus>) -> Heartbeat {
         heartbeat("h1", replicas)
+    }
+
+    /// What the beat `now` changes after a full beat of `before`.
+    fn compare(before: &[ReplicaStatus], now: &Heartbeat) -> (Vec<Event>, AppSet) {
+        let mut reader = shoal_api::beats::BeatReader::default();
+        let mut picture = Vec::new();
+        reader.take(&mut picture, &beat(before.to_vec())).unwrap();
+        let taken = reader.take(&mut picture, now).unwrap().unwrap();
+        changes(&taken, &now.host)
     }
 
     fn apps(set: &AppSet) -> Vec<String> {

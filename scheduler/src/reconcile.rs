@@ -1059,6 +1059,7 @@ mod tests {
                 lost: false,
                 rejoined: None,
                 lost_at: None,
+                beats: Default::default(),
             },
         );
     }

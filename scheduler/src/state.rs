@@ -135,6 +135,9 @@ pub struct HostEntry {
     /// When it was declared lost, while it is: its replicas that keep data
     /// in volumes wait for it for a while before they move.
     pub lost_at: Option<Instant>,
+    /// What puts its replicas (`heartbeat.replicas`) together from beats
+    /// that carry only changes.
+    pub beats: shoal_api::beats::BeatReader,
 }
 
 impl HostEntry {
@@ -174,6 +177,15 @@ pub struct State {
     pub apps: BTreeMap<String, App>,
     /// Observed hosts.
     pub hosts: HashMap<HostId, HostEntry>,
+    /// Hosts heard from whose first snapshot is still arriving, with the
+    /// picture so far.
+    pub joining: HashMap<
+        HostId,
+        (
+            shoal_api::beats::BeatReader,
+            Vec<shoal_api::wire::ReplicaStatus>,
+        ),
+    >,
     /// Starts sent, not yet seen in a heartbeat.
     pub starting: HashMap<ReplicaId, Starting>,
     /// Replicas that could not be placed, and why.

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use shoal_api::beats::{BEAT_HEADER, BeatContent};
 use shoal_api::subjects;
 use shoal_api::wire::{
     DormantRoutes, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, HeartbeatRoutes, ReplicaStatus,
@@ -16,11 +17,12 @@ use super::{Agent, next_or_stop};
 
 impl Agent {
     /// What this host reports now: its capacity, its replicas (each with
-    /// the load since the previous beat) and the routes they serve.
-    pub(super) fn heartbeat(&self) -> Heartbeat {
+    /// the load since the previous beat) and the routes they serve, as the
+    /// beats to send ([`shoal_api::beats`]: one, or a snapshot's pages).
+    pub(super) fn heartbeats(&self) -> Vec<Heartbeat> {
         let routes = self.routes.advertised();
         let now = std::time::Instant::now();
-        let mut replicas: Vec<ReplicaStatus> = self
+        let replicas: Vec<ReplicaStatus> = self
             .replicas()
             .iter_mut()
             .map(|((id, revision), r)| ReplicaStatus {
@@ -41,41 +43,69 @@ impl Agent {
                 ),
             })
             .collect();
-        replicas.sort_by(|a, b| (&a.id, a.revision).cmp(&(&b.id, b.revision)));
-        Heartbeat {
+        let header = Heartbeat {
             host: self.config.id.clone(),
             labels: self.config.labels.clone(),
             capacity: self.config.capacity,
             http: self.http.clone(),
             started_at_ms: self.started_at_ms,
-            replicas,
+            replicas: Vec::new(),
             routes,
             draining: self.draining.load(Ordering::Relaxed),
             seal_key: Some(self.config.sealing_key.public_key()),
             epoch: self.epoch.load(Ordering::Acquire),
+            seq: 0,
+            content: BeatContent::Full,
+            stopped: Vec::new(),
+            total: 0,
+            digest: 0,
+        };
+        self.beats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .beats(&header, replicas, now)
+    }
+}
+
+/// Publishes the heartbeat now (a snapshot's pages one after the other).
+/// While NATS is away this fails; replicas keep running, and receivers
+/// that missed beats ask for a snapshot once it is back.
+pub(super) async fn publish_heartbeat(agent: &Agent) {
+    let subject = subjects::heartbeat(agent.config.id.as_str());
+    let beats = agent.heartbeats();
+    let m = &agent.metrics;
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.memory_offered.set(gauge(agent.config.capacity.memory));
+    m.memory_used.set(gauge(agent.used_memory()));
+    m.slots_offered.set(i64::from(agent.config.capacity.slots));
+    m.slots_used.set(gauge(agent.replicas().len() as u64));
+    m.log_lines_dropped.set(gauge(agent.logs.dropped()));
+    for beat in beats {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(BEAT_HEADER, beat.content.header());
+        match serde_json::to_vec(&beat) {
+            Ok(payload) => {
+                if let Err(e) = agent
+                    .nats
+                    .publish_with_headers(subject.clone(), headers, payload.into())
+                    .await
+                {
+                    tracing::debug!(error = %e, "heartbeat not sent");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode the heartbeat"),
         }
     }
 }
 
-/// Publishes one heartbeat now. While NATS is away this fails; replicas
-/// keep running and the next beat after reconnecting reports in.
-pub(super) async fn publish_heartbeat(agent: &Agent) {
-    let subject = subjects::heartbeat(agent.config.id.as_str());
-    let beat = agent.heartbeat();
-    let m = &agent.metrics;
-    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    m.memory_offered.set(gauge(beat.capacity.memory));
-    m.memory_used.set(gauge(beat.used_memory()));
-    m.slots_offered.set(i64::from(beat.capacity.slots));
-    m.slots_used.set(gauge(beat.replicas.len() as u64));
-    m.log_lines_dropped.set(gauge(agent.logs.dropped()));
-    match serde_json::to_vec(&beat) {
-        Ok(payload) => {
-            if let Err(e) = agent.nats.publish(subject, payload.into()).await {
-                tracing::debug!(error = %e, "heartbeat not sent");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot encode the heartbeat"),
+/// Sends a snapshot when a receiver that lost track asks for one.
+pub(super) async fn answer_resyncs(
+    agent: Arc<Agent>,
+    mut requests: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    while next_or_stop(&mut requests, &mut stop).await.is_some() {
+        agent.want_snapshot();
     }
 }
 

@@ -111,6 +111,8 @@ pub(crate) struct Agent {
     http: Option<String>,
     started_at_ms: u64,
     beat: Notify,
+    /// What the beats sent so far told, to send only changes.
+    beats: Mutex<shoal_api::beats::BeatWriter>,
     /// Shutting down: announced in heartbeats, and no new replica starts.
     draining: AtomicBool,
     /// Every capability, with what each keeps host-wide.
@@ -133,6 +135,20 @@ impl Agent {
         self.replicas.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The memory this host's replicas reserve.
+    fn used_memory(&self) -> u64 {
+        self.replicas().values().map(|r| r.memory).sum()
+    }
+
+    /// Sends a snapshot of every replica in the next beat, soon.
+    fn want_snapshot(&self) {
+        self.beats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .want_snapshot();
+        self.beat.notify_one();
+    }
+
     /// Takes note of a scheduler's lease epoch. Refuses (with the newest
     /// seen) one older than an epoch seen before.
     fn see_epoch(&self, epoch: u64) -> Result<(), u64> {
@@ -142,6 +158,9 @@ impl Agent {
         }
         if epoch > before {
             tracing::info!(epoch, "a scheduler leads with a new lease epoch");
+            // A new leader acts on what it knows of every host: it gets
+            // the whole picture at once.
+            self.want_snapshot();
         }
         Ok(())
     }
@@ -284,6 +303,14 @@ impl HostAgent {
                 subject: subjects::DORMANT_ROUTES.into(),
                 reason: e.to_string(),
             })?;
+        let resync_subject = subjects::host_resync(config.id.as_str());
+        let resyncs =
+            nats.subscribe(resync_subject.clone())
+                .await
+                .map_err(|e| AgentError::Subscribe {
+                    subject: resync_subject,
+                    reason: e.to_string(),
+                })?;
         let leader = nats
             .subscribe(subjects::LEADER_ANNOUNCEMENTS)
             .await
@@ -307,6 +334,7 @@ impl HostAgent {
             http: http.map(|a| a.to_string()),
             started_at_ms: shoal_api::wire::now_ms(),
             beat: Notify::new(),
+            beats: Mutex::new(shoal_api::beats::BeatWriter::new()),
             draining: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             registry,
@@ -323,6 +351,11 @@ impl HostAgent {
             let _ = stop_tx.send(true);
         });
         tasks.spawn(heartbeat::heartbeats(agent.clone(), stop_rx.clone()));
+        tasks.spawn(heartbeat::answer_resyncs(
+            agent.clone(),
+            resyncs,
+            stop_rx.clone(),
+        ));
         tasks.spawn(commands::take_commands(
             agent.clone(),
             commands,
