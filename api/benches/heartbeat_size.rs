@@ -1,13 +1,16 @@
-//! What one host's heartbeats cost the control plane today, by how many
-//! replicas the host runs: the bytes of one beat, and the bytes a second
-//! at the steady rate of one beat a second and at the burst rate of one
-//! beat per `HEARTBEAT_MIN_GAP`. Every scheduler and every host reads
-//! every host's beats, so a cluster's control traffic is this times the
-//! hosts, times the readers.
+//! What one host's heartbeats cost the control plane, by how many
+//! replicas the host runs, side by side: every replica in every beat (as
+//! Shoal did before bounded beats) against the beats a host sends now
+//! ([`shoal_api::beats`]): changes, at most a page a beat, and a snapshot
+//! every `SNAPSHOT_INTERVAL`. For each: the largest beat, the bytes a
+//! second of an idle host, and of a host whose every replica's figures
+//! change on every beat at the burst rate (one beat per
+//! `HEARTBEAT_MIN_GAP`). Every scheduler reads every host's beats, so a
+//! cluster's control traffic is this times the hosts, times the schedulers.
 //!
-//! Each replica is an http component with its own route and a week of
-//! traffic in its duration histogram, as an idle app of a dense host
-//! looks. `cargo bench -p shoal-api --bench heartbeat_size`.
+//! Each replica is an http component with a week of traffic in its
+//! duration histogram, as an idle app of a dense host looks.
+//! `cargo bench -p shoal-api --bench heartbeat_size`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,9 +18,12 @@ use std::collections::BTreeMap;
 
 use shoal_api::Name;
 use shoal_api::top::{DURATION_BUCKETS, ReplicaStats};
+use std::time::{Duration, Instant};
+
+use shoal_api::beats::{BeatWriter, SNAPSHOT_INTERVAL};
 use shoal_api::wire::{
-    Capacity, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, HostId, HttpRoute, ReplicaId,
-    ReplicaState, ReplicaStatus,
+    Capacity, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, HostId, ReplicaId, ReplicaState,
+    ReplicaStatus,
 };
 
 fn heartbeat(replicas: usize) -> Heartbeat {
@@ -32,7 +38,6 @@ fn heartbeat(replicas: usize) -> Heartbeat {
         http: Some("10.0.0.1:8080".to_string()),
         started_at_ms: 1_795_000_000_000,
         replicas: Vec::new(),
-        routes: Vec::new(),
         draining: false,
         seal_key: Some("x".repeat(44)),
         epoch: 7,
@@ -66,32 +71,70 @@ fn heartbeat(replicas: usize) -> Heartbeat {
                 durations: (0..DURATION_BUCKETS as u64).map(|b| b * 1_000).collect(),
             },
         });
-        beat.routes.push(HttpRoute {
-            prefix: format!("/apps/{i:05}"),
-            host: None,
-            namespace: name("default".into()),
-            app,
-            component: name("web".into()),
-            ready: true,
-        });
     }
     beat
 }
 
+/// What `beats` weigh, in bytes: the largest and all together.
+fn weigh(beats: &[Heartbeat]) -> (usize, usize) {
+    let sizes: Vec<usize> = beats
+        .iter()
+        .map(|b| serde_json::to_vec(b).unwrap().len())
+        .collect();
+    (sizes.iter().copied().max().unwrap_or(0), sizes.iter().sum())
+}
+
+/// Bytes a second of a host sending `beats_per_second` for a snapshot
+/// interval, its replicas' figures changing each beat when `busy`, and
+/// the largest beat it sent.
+fn bounded(replicas: usize, beats_per_second: f64, busy: bool) -> (usize, f64) {
+    let full = heartbeat(replicas);
+    let header = Heartbeat {
+        replicas: Vec::new(),
+        ..full.clone()
+    };
+    let mut now = full.replicas;
+    let mut writer = BeatWriter::new();
+    let start = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / beats_per_second);
+    let beats = (SNAPSHOT_INTERVAL.as_secs_f64() * beats_per_second) as u32;
+    let (mut largest, mut total) = (0, 0);
+    for i in 0..beats {
+        if busy {
+            for r in &mut now {
+                r.stats.invocations += 1;
+            }
+        }
+        let (big, sum) = weigh(&writer.beats(&header, now.clone(), start + gap * i));
+        largest = largest.max(big);
+        total += sum;
+    }
+    (largest, total as f64 / SNAPSHOT_INTERVAL.as_secs_f64())
+}
+
 fn main() {
     println!(
-        "{:>8} {:>14} {:>16} {:>18}",
-        "replicas", "bytes a beat", "bytes/s steady", "bytes/s at most"
+        "{:>8} | {:>10} {:>12} {:>12} | {:>10} {:>12} {:>12}",
+        "", "before:", "", "", "now:", "", ""
+    );
+    println!(
+        "{:>8} | {:>10} {:>12} {:>12} | {:>10} {:>12} {:>12}",
+        "replicas", "largest", "idle/s", "busy/s", "largest", "idle/s", "busy/s"
     );
     let steady = 1.0 / HEARTBEAT_INTERVAL.as_secs_f64();
     let most = 1.0 / HEARTBEAT_MIN_GAP.as_secs_f64();
     for replicas in [10, 256, 1_000, 10_000] {
         let bytes = serde_json::to_vec(&heartbeat(replicas)).unwrap().len() as f64;
+        let (idle_largest, idle) = bounded(replicas, steady, false);
+        let (busy_largest, busy) = bounded(replicas, most, true);
         println!(
-            "{replicas:>8} {:>14} {:>16} {:>18}",
+            "{replicas:>8} | {:>10} {:>12} {:>12} | {:>10} {:>12} {:>12}",
             human(bytes),
             human(bytes * steady),
-            human(bytes * most)
+            human(bytes * most),
+            human(idle_largest.max(busy_largest) as f64),
+            human(idle),
+            human(busy),
         );
     }
 }

@@ -447,7 +447,6 @@ mod tests {
             http: None,
             started_at_ms: 7,
             replicas: Vec::new(),
-            routes: Vec::new(),
             draining: false,
             seal_key: None,
             epoch: 0,
@@ -463,7 +462,7 @@ mod tests {
         ReplicaStatus {
             id: ReplicaId {
                 namespace: Name::new("default").unwrap(),
-                app: Name::new(&format!("a{i}")).unwrap(),
+                app: Name::new(format!("a{i}")).unwrap(),
                 pod: Name::new("web").unwrap(),
                 index: 0,
             },

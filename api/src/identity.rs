@@ -11,7 +11,7 @@
 use crate::Name;
 use crate::subjects::{
     self, ACTIVATE, ALL_DEAD_LETTERS, ALL_HEARTBEATS, ALL_HTTP, ALL_INVOKES, ALL_LOGS, APPS_BUCKET,
-    COMPONENTS_BUCKET, CONTROL_BUCKET, DORMANT_ROUTES, LEADER_ANNOUNCEMENTS, NAMESPACES_BUCKET,
+    COMPONENTS_BUCKET, CONTROL_BUCKET, LEADER_ANNOUNCEMENTS, NAMESPACES_BUCKET, ROUTES_BUCKET,
     SCHEDULERS_BUCKET, SECRETS_BUCKET, TOKENS_BUCKET, USER_PREFIX,
 };
 use crate::wire::HostId;
@@ -118,6 +118,8 @@ impl Identity {
                             format!("$KV.{NAMESPACES_BUCKET}.>"),
                             format!("$KV.{CONTROL_BUCKET}.>"),
                             format!("$KV.{SCHEDULERS_BUCKET}.>"),
+                            // The route table is the leader's to keep.
+                            format!("$KV.{ROUTES_BUCKET}.>"),
                             "$JS.API.STREAM.CREATE.>".into(),
                             "$JS.API.STREAM.UPDATE.>".into(),
                             "$JS.API.STREAM.DELETE.>".into(),
@@ -130,7 +132,6 @@ impl Identity {
                             subjects::host_commands(id.as_str()),
                             subjects::host_resync(id.as_str()),
                             ALL_HEARTBEATS.into(),
-                            DORMANT_ROUTES.into(),
                             LEADER_ANNOUNCEMENTS.into(),
                             ALL_INVOKES.into(),
                             ALL_HTTP.into(),
@@ -189,6 +190,7 @@ mod tests {
         assert!(allowed(&h1.subscribe, "shoal.v1.hosts.h1.cmd"));
         assert!(!allowed(&h1.subscribe, "shoal.v1.hosts.h2.cmd"));
         assert!(allowed(&h1.subscribe, "shoal.v1.hosts.h1.resync"));
+        assert!(!allowed(&h1.publish, "$KV.shoal-routes.default.hello.web"));
         assert!(!allowed(&h1.subscribe, "shoal.v1.hosts.h2.resync"));
         assert!(!allowed(&h1.publish, "shoal.v1.hosts.h2.resync"));
         assert!(allowed(&h1.subscribe, "_INBOX.host-h1.abc"));

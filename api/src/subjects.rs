@@ -12,14 +12,27 @@ pub const ALL_HEARTBEATS: &str = "shoal.v1.hosts.*.heartbeat";
 /// Events of every app: `shoal.v1.events.>`.
 pub const ALL_EVENTS: &str = "shoal.v1.events.>";
 
-/// Where host `host` publishes its heartbeat.
+/// Where host `host` publishes its heartbeat:
+/// [`HOSTS_PREFIX`], the host, [`HEARTBEAT_SUFFIX`].
 pub fn heartbeat(host: &str) -> String {
-    format!("{PREFIX}.hosts.{host}.heartbeat")
+    format!("{HOSTS_PREFIX}{host}{HEARTBEAT_SUFFIX}")
 }
 
-/// Where the scheduler publishes the routes of http components scaled to
-/// zero ([`crate::wire::DormantRoutes`]).
-pub const DORMANT_ROUTES: &str = "shoal.v1.routes.dormant";
+/// What every host's subjects start with.
+pub const HOSTS_PREFIX: &str = "shoal.v1.hosts.";
+
+/// What a heartbeat's subject ends with.
+pub const HEARTBEAT_SUFFIX: &str = ".heartbeat";
+
+/// JetStream key-value bucket of the cluster's route table
+/// ([`crate::wire::RouteEntry`]): written by the leading scheduler, read by
+/// every ingress.
+pub const ROUTES_BUCKET: &str = "shoal-routes";
+
+/// The key of a component's route in [`ROUTES_BUCKET`].
+pub fn route_key(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{namespace}.{app}.{component}")
+}
 
 /// Where an ingress asks the scheduler to wake a component scaled to zero
 /// ([`crate::wire::Activate`], request/reply).

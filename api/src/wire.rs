@@ -229,10 +229,6 @@ pub struct Heartbeat {
     pub started_at_ms: u64,
     /// Every replica it runs.
     pub replicas: Vec<ReplicaStatus>,
-    /// The HTTP routes its replicas serve, so every host's ingress can
-    /// forward requests for routes it does not serve itself.
-    #[serde(default)]
-    pub routes: Vec<HttpRoute>,
     /// Shutting down: place nothing here, and place its replicas elsewhere
     /// now. They keep serving until their replacements are up, then stop
     /// gracefully.
@@ -265,18 +261,7 @@ pub struct Heartbeat {
     pub digest: u64,
 }
 
-/// The part of a [`Heartbeat`] an ingress reads: who sent it and the
-/// routes it serves. Parsing only this skips the replicas unread.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HeartbeatRoutes {
-    /// Who.
-    pub host: HostId,
-    /// The HTTP routes its replicas serve.
-    #[serde(default)]
-    pub routes: Vec<HttpRoute>,
-}
-
-/// An HTTP route a host serves.
+/// An HTTP route: where requests go, and whether anything serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRoute {
     /// The path prefix.
@@ -301,19 +286,23 @@ impl Heartbeat {
     }
 }
 
-/// Published by the scheduler every [`HEARTBEAT_INTERVAL`]: the routes of
-/// http components scaled to zero, so that an ingress can hold a request
-/// for one of them and ask for a replica instead of answering 404.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DormantRoutes {
-    /// The routes; `ready` is false in each.
-    pub routes: Vec<HttpRoute>,
-    /// Every route of every app, whether or not a replica serves it yet
-    /// (`ready` is false in each): a request whose longest matching route
-    /// has no replica anywhere gets 503, never a shorter route of another
-    /// app.
+/// One route of the cluster's route table, which the leading scheduler
+/// keeps in the routes bucket ([`crate::subjects::ROUTES_BUCKET`], one key
+/// per component, [`crate::subjects::route_key`]) and every ingress
+/// follows. Every route an app declares is there, served or not: a request
+/// whose longest matching route has no ready replica anywhere gets 503 (or
+/// wakes a component at zero), never a shorter route of another app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    /// The route; `ready` when a replica behind it is ready somewhere.
+    pub route: HttpRoute,
+    /// The hosts with a ready replica behind it.
     #[serde(default)]
-    pub declared: Vec<HttpRoute>,
+    pub ready_on: Vec<HostId>,
+    /// Scaled to zero: a request for it asks the scheduler for a replica
+    /// ([`Activate`]).
+    #[serde(default)]
+    pub dormant: bool,
 }
 
 /// An ingress asks the scheduler (by request/reply) for a replica of a

@@ -2,12 +2,12 @@
 //! component of the cluster, chosen by the longest matching route prefix.
 //!
 //! The longest match is taken over every route known anywhere (this host's
-//! replicas, other hosts' heartbeats, the scheduler's table of declared
-//! and dormant routes) before asking who serves it. A route whose replica
+//! replicas, and the cluster's route table the leading scheduler keeps)
+//! before asking who serves it. A route whose replica
 //! is still starting therefore answers 503 (or is held, when scaled to
 //! zero) and never falls through to a shorter route of another app.
 //!
-//! Every source is indexed by host name and prefix: a request looks up the
+//! Both are indexed by host name and prefix: a request looks up the
 //! few prefixes its path can match (one per `/` in it), so routing among
 //! ten thousand apps costs what routing among one does.
 
@@ -17,12 +17,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use shoal_api::subjects;
-use shoal_api::wire::{Activate, DormantRoutes, HostId, HttpRoute, ReplicaId};
+use shoal_api::wire::{Activate, HostId, ReplicaId, RouteEntry};
 
 use crate::component::LoadedComponent;
 use crate::http::{Routes, Target};
 
-use crate::tunables::REMOTE_ROUTE_TTL;
+use crate::tunables::PEER_TTL;
 
 struct Route {
     replica: ReplicaId,
@@ -44,18 +44,8 @@ fn key_of(host: Option<&str>, prefix: &str) -> RouteKey {
     )
 }
 
-/// Routes of one source by where they apply.
+/// Routes by where they apply.
 type Index<T> = HashMap<RouteKey, Vec<T>>;
-
-fn index(routes: &[HttpRoute]) -> Index<HttpRoute> {
-    let mut out: Index<HttpRoute> = HashMap::new();
-    for r in routes {
-        out.entry(key_of(r.host.as_deref(), &r.prefix))
-            .or_default()
-            .push(r.clone());
-    }
-    out
-}
 
 /// The keys a request for `path` on `host` can match, best first:
 /// host-specific routes before the others, longer prefixes before shorter.
@@ -80,30 +70,58 @@ fn candidates(host: Option<&str>, path: &str) -> Vec<(Rank, RouteKey)> {
     specific.chain(general).collect()
 }
 
-/// What another host advertised in its last heartbeat.
-struct Peer {
-    seen: Instant,
-    routes: Vec<HttpRoute>,
-    index: Index<HttpRoute>,
+/// The cluster's route table, as the routes bucket holds it.
+#[derive(Default)]
+struct Table {
+    /// By bucket key.
+    entries: HashMap<String, RouteEntry>,
+    /// The same, by where they apply.
+    index: Index<String>,
 }
 
-/// The scheduler's route table, indexed.
-struct Table {
-    seen: Instant,
-    dormant: Index<HttpRoute>,
-    declared: Index<HttpRoute>,
+impl Table {
+    fn insert(&mut self, key: String, entry: RouteEntry) {
+        self.remove(&key);
+        self.index
+            .entry(key_of(entry.route.host.as_deref(), &entry.route.prefix))
+            .or_default()
+            .push(key.clone());
+        self.entries.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some(old) = self.entries.remove(key) else {
+            return;
+        };
+        let at = key_of(old.route.host.as_deref(), &old.route.prefix);
+        if let Some(keys) = self.index.get_mut(&at) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.index.remove(&at);
+            }
+        }
+    }
+
+    /// The entries at `at`.
+    fn at(&self, at: &RouteKey) -> impl Iterator<Item = &RouteEntry> {
+        self.index
+            .get(at)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.entries.get(k))
+    }
 }
 
 /// Routes by path prefix: to the http components of local replicas first,
-/// else over NATS to replicas other hosts advertise in their heartbeats.
+/// else over NATS to replicas the route table says other hosts have ready.
 #[derive(Default)]
 pub struct IngressRoutes {
     routes: RwLock<Index<Route>>,
     next: AtomicUsize,
-    remote: RwLock<HashMap<HostId, Peer>>,
-    /// Routes of components scaled to zero and every declared route, as
-    /// the scheduler last said.
-    table: RwLock<Option<Table>>,
+    /// When each other host last heartbeated.
+    peers: RwLock<HashMap<HostId, Instant>>,
+    /// The cluster's route table.
+    table: RwLock<Table>,
     cluster: Option<(HostId, async_nats::Client)>,
 }
 
@@ -116,170 +134,91 @@ impl IngressRoutes {
         }
     }
 
-    /// Learns the routes another host serves from its heartbeat.
-    pub fn observe(&self, host: &HostId, routes: Vec<HttpRoute>) {
+    /// Notes that another host heartbeated.
+    pub fn observe_peer(&self, host: &HostId) {
         if self.cluster.as_ref().is_some_and(|(me, _)| me == host) {
             return;
         }
-        let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
-        match remote.get_mut(host) {
-            // The same routes as before, as is usual: no new index.
-            Some(peer) if peer.routes == routes => peer.seen = Instant::now(),
-            _ => {
-                let index = index(&routes);
-                remote.insert(
-                    host.clone(),
-                    Peer {
-                        seen: Instant::now(),
-                        routes,
-                        index,
-                    },
-                );
-            }
-        }
+        self.peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.clone(), Instant::now());
     }
 
     /// Whether another host of the cluster heartbeated recently: somewhere
     /// for this host's replicas to go.
     pub fn has_live_peers(&self) -> bool {
-        self.remote
+        self.peers
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .any(|peer| peer.seen.elapsed() <= REMOTE_ROUTE_TTL)
+            .any(|seen| seen.elapsed() <= PEER_TTL)
     }
 
-    /// Learns from the scheduler which routes belong to components at zero.
-    pub fn observe_dormant(&self, dormant: DormantRoutes) {
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Some(Table {
-            seen: Instant::now(),
-            dormant: index(&dormant.routes),
-            declared: index(&dormant.declared),
-        });
+    /// Sets the route table's entry `key` (none: removes it).
+    pub fn set_route(&self, key: &str, entry: Option<RouteEntry>) {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        match entry {
+            Some(entry) => table.insert(key.to_string(), entry),
+            None => table.remove(key),
+        }
     }
 
-    /// Runs `f` on the scheduler's route table, if it spoke recently.
-    fn with_table<T>(&self, f: impl FnOnce(&Table) -> Option<T>) -> Option<T> {
-        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-        table
-            .as_ref()
-            .filter(|t| t.seen.elapsed() <= REMOTE_ROUTE_TTL)
-            .and_then(f)
-    }
-
-    /// A component scaled to zero that serves `key`, if the scheduler
-    /// said so recently.
-    fn dormant_target(&self, key: &RouteKey, path: &str) -> Option<Target> {
-        let (_, nats) = self.cluster.as_ref()?;
-        let best = self.with_table(|table| {
-            table
-                .dormant
-                .get(key)?
-                .iter()
-                .max_by_key(|r| (r.namespace.clone(), r.app.clone()))
-                .cloned()
-        })?;
-        Some(Target::Dormant {
-            nats: nats.clone(),
-            activate: Activate {
-                namespace: best.namespace,
-                app: best.app,
-                component: best.component,
-                path: path.to_string(),
-            },
-        })
+    /// Replaces the whole route table (after following it again).
+    pub fn replace_routes(&self, entries: HashMap<String, RouteEntry>) {
+        let mut table = Table::default();
+        for (key, entry) in entries {
+            table.insert(key, entry);
+        }
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
     /// The best route known anywhere for `path` on `host`: its rank and key.
     fn best(&self, host: Option<&str>, path: &str) -> Option<(Rank, RouteKey)> {
         let local = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-        let table = table
-            .as_ref()
-            .filter(|t| t.seen.elapsed() <= REMOTE_ROUTE_TTL);
-        let now = Instant::now();
-        candidates(host, path).into_iter().find(|(_, key)| {
-            local.contains_key(key)
-                || remote.values().any(|peer| {
-                    now.duration_since(peer.seen) <= REMOTE_ROUTE_TTL
-                        && peer.index.contains_key(key)
-                })
-                || table
-                    .is_some_and(|t| t.dormant.contains_key(key) || t.declared.contains_key(key))
-        })
+        candidates(host, path)
+            .into_iter()
+            .find(|(_, key)| local.contains_key(key) || table.index.contains_key(key))
     }
 
-    /// The name of a declared route at `key`, when no replica serves it
-    /// anywhere yet.
-    fn declared_name(&self, key: &RouteKey) -> Option<String> {
-        self.with_table(|table| {
-            let r = table.declared.get(key)?.first()?;
-            Some(format!("{}/{}/{}", r.namespace, r.app, r.component))
-        })
-    }
-
-    /// The routes of the local replicas, for this host's heartbeat: ready
-    /// when a ready replica is behind them.
-    pub fn advertised(&self) -> Vec<HttpRoute> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<HttpRoute> = Vec::new();
-        for ((host, prefix), copies) in routes.iter() {
-            // One route per app behind the key, ready if any copy is.
-            let mut apps: Vec<HttpRoute> = Vec::new();
-            for r in copies {
-                match apps
-                    .iter_mut()
-                    .find(|o| o.app == r.replica.app && o.namespace == r.replica.namespace)
-                {
-                    Some(o) => o.ready |= r.ready,
-                    None => apps.push(HttpRoute {
-                        prefix: if prefix.is_empty() {
-                            "/".to_string()
-                        } else {
-                            prefix.clone()
-                        },
-                        host: host.clone(),
-                        namespace: r.replica.namespace.clone(),
-                        app: r.replica.app.clone(),
-                        component: r.component_name.clone(),
-                        ready: r.ready,
-                    }),
-                }
-            }
-            out.extend(apps);
-        }
-        // In a stable order, so that a peer sees an unchanged list as equal.
-        out.sort_by(|a, b| {
-            (&a.host, &a.prefix, &a.namespace, &a.app).cmp(&(
-                &b.host,
-                &b.prefix,
-                &b.namespace,
-                &b.app,
-            ))
+    /// Where the route table sends a request for `at` that no local
+    /// replica takes: another host's ready replica, a component at zero to
+    /// wake, or 503 naming the component.
+    fn remote_target(&self, at: &RouteKey, path: &str) -> Option<Target> {
+        let (me, nats) = self.cluster.as_ref()?;
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let mut entries: Vec<&RouteEntry> = table.at(at).collect();
+        // Several apps at one place (within a namespace): the same one each time.
+        entries.sort_by(|a, b| {
+            (&a.route.namespace, &a.route.app).cmp(&(&b.route.namespace, &b.route.app))
         });
-        out
-    }
-
-    fn remote_target(&self, key: &RouteKey) -> Option<Target> {
-        let (_, nats) = self.cluster.as_ref()?;
-        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let best = remote
-            .values()
-            .filter(|peer| now.duration_since(peer.seen) <= REMOTE_ROUTE_TTL)
-            .filter_map(|peer| peer.index.get(key))
-            .flatten()
-            .max_by_key(|r| r.ready)?;
-        let name = format!("{}/{}/{}", best.namespace, best.app, best.component);
-        if !best.ready {
-            return Some(Target::Unready(name));
+        let elsewhere = |e: &&&RouteEntry| e.ready_on.iter().any(|h| h != me);
+        if let Some(best) = entries.iter().find(elsewhere) {
+            let r = &best.route;
+            return Some(Target::Remote {
+                nats: nats.clone(),
+                subject: subjects::http(&r.namespace, &r.app, &r.component),
+                name: format!("{}/{}/{}", r.namespace, r.app, r.component),
+            });
         }
-        Some(Target::Remote {
-            nats: nats.clone(),
-            subject: subjects::http(&best.namespace, &best.app, &best.component),
-            name,
-        })
+        if let Some(best) = entries.iter().rev().find(|e| e.dormant) {
+            let r = &best.route;
+            return Some(Target::Dormant {
+                nats: nats.clone(),
+                activate: Activate {
+                    namespace: r.namespace.clone(),
+                    app: r.app.clone(),
+                    component: r.component.clone(),
+                    path: path.to_string(),
+                },
+            });
+        }
+        let r = &entries.first()?.route;
+        Some(Target::Unready(format!(
+            "{}/{}/{}",
+            r.namespace, r.app, r.component
+        )))
     }
 
     /// Serves `prefix` with `component` (called `name`) of the copy of
@@ -345,10 +284,7 @@ impl Routes for IngressRoutes {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let Some(copies) = routes.get(&key) else {
             drop(routes);
-            return self
-                .remote_target(&key)
-                .or_else(|| self.dormant_target(&key, path))
-                .or_else(|| self.declared_name(&key).map(Target::Unready));
+            return self.remote_target(&key, path);
         };
         // Spread requests over the ready local replicas serving the route.
         let ready: Vec<&Route> = copies.iter().filter(|r| r.ready).collect();
@@ -361,7 +297,7 @@ impl Routes for IngressRoutes {
                 )
             });
             drop(routes);
-            return match self.remote_target(&key) {
+            return match self.remote_target(&key, path) {
                 Some(remote @ Target::Remote { .. }) => Some(remote),
                 _ => name.map(Target::Unready),
             };

@@ -184,9 +184,13 @@ pub const QUEUE_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Wait before subscribing again after NATS refused a subscription.
 pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
-/// Routes another host advertised longer ago than this are ignored: the
-/// host is probably gone (three missed heartbeats).
-pub const REMOTE_ROUTE_TTL: Duration = Duration::from_secs(3);
+/// Another host not heard from for this long is probably gone (three
+/// missed heartbeats): a draining host does not count on it.
+pub const PEER_TTL: Duration = Duration::from_secs(3);
+
+/// How long the route table's follower waits before watching again after
+/// its watch ended or could not start.
+pub const ROUTES_REWATCH: Duration = Duration::from_secs(1);
 
 /// What a replica answering a forwarded request allows beyond its
 /// component's timeout for the response body to be read.

@@ -109,7 +109,6 @@ impl SimHost {
             http: None,
             started_at_ms: self.started_at_ms,
             replicas: self.replicas.lock().unwrap().values().cloned().collect(),
-            routes: Vec::new(),
             draining: false,
             seal_key: None,
             epoch: 0,

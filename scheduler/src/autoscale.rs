@@ -11,22 +11,26 @@
 //! without any work. Each change is an event with the numbers it used. A
 //! missing stream or consumer changes nothing.
 //!
-//! An http component at zero has no route for an ingress to find, so the
-//! scheduler announces such routes ([`DormantRoutes`]); an ingress that
+//! An http component at zero has no replica for an ingress to find, so the
+//! route table marks it dormant ([`crate::route_table`]); an ingress that
 //! gets a request for one holds it and asks ([`Activate`]) for a replica,
-//! which this module grants at once.
+//! which this module grants at once. This loop, which only the leader
+//! runs, also keeps the route table.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use shoal_api::wire::{Activate, CommandReply, DormantRoutes, HttpRoute, ReplicaState};
+use std::collections::HashSet;
+
+use shoal_api::wire::{Activate, CommandReply, ReplicaState};
 use shoal_api::{ComponentKind, Name, subjects};
 use tokio::sync::watch;
 
 use crate::Shared;
+use crate::route_table::RouteTable;
 use crate::state::{ScaleState, event};
-use crate::tunables::{AUTOSCALE_INTERVAL, HEARTBEAT_INTERVAL, SCALE_DOWN_WINDOW};
+use crate::tunables::{AUTOSCALE_INTERVAL, SCALE_DOWN_WINDOW};
 
 /// What an autoscaled component follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +52,8 @@ struct Target {
     max: u32,
     metric: Metric,
     idle: std::time::Duration,
-    /// Its route, for an http component.
-    route: Option<HttpRoute>,
+    /// Whether it is an http component, whose route can be dormant.
+    route: bool,
     /// Memory one more replica of its pod reserves, for the quota.
     per_replica_memory: u64,
 }
@@ -62,11 +66,11 @@ struct Demand {
     words: String,
 }
 
-/// Runs until `stop`: scales, and announces dormant routes every
-/// heartbeat interval.
+/// Runs until `stop`: while this scheduler leads, scales, and keeps the
+/// route table.
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let js = shared.js.clone();
-    let mut last_announced = Instant::now() - HEARTBEAT_INTERVAL;
+    let mut table = RouteTable::new(shared.store.routes.clone());
     loop {
         tokio::select! {
             () = tokio::time::sleep(AUTOSCALE_INTERVAL) => {},
@@ -74,6 +78,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         // Only the leader scales: the others follow its decisions.
         if shared.leadership.epoch().is_none() {
+            table.forget();
             continue;
         }
         let targets = targets(&shared);
@@ -117,12 +122,11 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 changed = true;
             }
         }
-        // Announced before the reconciler stops the last replica, so that
-        // no request finds neither a replica nor a dormant route.
-        if changed || last_announced.elapsed() >= HEARTBEAT_INTERVAL {
-            last_announced = Instant::now();
-            announce_dormant(&shared, &targets).await;
-        }
+        // Written before the reconciler stops the last replica, so that no
+        // request finds neither a replica nor a dormant route; each tick,
+        // so that readiness reaches every ingress within one. Only what
+        // changed is written.
+        publish_routes(&shared, &mut table, &targets).await;
         if changed {
             shared.keeper.save(&shared).await;
         }
@@ -149,52 +153,26 @@ fn load_milli(shared: &Shared, t: &Target) -> u64 {
         .sum()
 }
 
-/// Tells every ingress which routes belong to http components at zero.
-async fn announce_dormant(shared: &Shared, targets: &[Target]) {
-    let dormant = {
+/// Writes the route table: every declared route, who serves it, and which
+/// belong to http components at zero.
+async fn publish_routes(shared: &Shared, table: &mut RouteTable, targets: &[Target]) {
+    let wanted = {
         let state = shared.state();
-        DormantRoutes {
-            routes: targets
-                .iter()
-                .filter(|t| {
-                    state
-                        .scale
-                        .get(&(t.key.clone(), t.pod.clone()))
-                        .map_or(t.min, |s| s.desired)
-                        == 0
-                })
-                .filter_map(|t| t.route.clone())
-                .collect(),
-            declared: declared_routes(&state),
-        }
-    };
-    if let Ok(payload) = serde_json::to_vec(&dormant) {
-        let _ = shared
-            .nats
-            .publish(subjects::DORMANT_ROUTES, payload.into())
-            .await;
-    }
-}
-
-/// Every http route every app declares.
-fn declared_routes(state: &crate::state::State) -> Vec<HttpRoute> {
-    state
-        .apps
-        .values()
-        .flat_map(|app| {
-            let spec = &app.stored.spec;
-            spec.components.iter().filter_map(move |(name, c)| {
-                Some(HttpRoute {
-                    prefix: c.route.clone()?,
-                    host: c.host.clone(),
-                    namespace: spec.namespace.clone(),
-                    app: spec.name.clone(),
-                    component: name.clone(),
-                    ready: false,
-                })
+        let dormant: HashSet<String> = targets
+            .iter()
+            .filter(|t| t.route)
+            .filter(|t| {
+                state
+                    .scale
+                    .get(&(t.key.clone(), t.pod.clone()))
+                    .map_or(t.min, |s| s.desired)
+                    == 0
             })
-        })
-        .collect()
+            .map(|t| subjects::route_key(&t.namespace, &t.app, &t.component))
+            .collect();
+        crate::route_table::wanted(&state, &dormant, Instant::now())
+    };
+    table.publish(wanted).await;
 }
 
 /// Answers ingresses asking for a replica of a component at zero: it is
@@ -309,14 +287,7 @@ fn targets(shared: &Shared) -> Vec<Target> {
                     (_, Some(_)) => Metric::QueueDepth(auto.target_queue_depth.max(1)),
                     _ => continue,
                 };
-                let route = (c.kind == ComponentKind::Http).then(|| HttpRoute {
-                    prefix: c.route.clone().unwrap_or_else(|| "/".into()),
-                    host: c.host.as_deref().map(str::to_ascii_lowercase),
-                    namespace: spec.namespace.clone(),
-                    app: spec.name.clone(),
-                    component: (*name).clone(),
-                    ready: false,
-                });
+                let route = c.kind == ComponentKind::Http;
                 out.push(Target {
                     per_replica_memory: pod.reserved_memory(),
                     key: key.clone(),

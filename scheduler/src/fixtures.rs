@@ -44,7 +44,6 @@ pub(crate) fn heartbeat(host: &str, replicas: Vec<ReplicaStatus>) -> Heartbeat {
         http: None,
         started_at_ms: 0,
         replicas,
-        routes: Vec::new(),
         draining: false,
         seal_key: None,
         epoch: 0,
@@ -54,4 +53,23 @@ pub(crate) fn heartbeat(host: &str, replicas: Vec<ReplicaStatus>) -> Heartbeat {
         total: 0,
         digest: 0,
     }
+}
+
+/// An app stored from its spec's text, every component's bytes `b"web"`.
+pub(crate) fn stored_app(text: &str) -> crate::state::StoredApp {
+    let spec = shoal_api::AppSpec::from_toml(text, "app.toml").unwrap();
+    let digests = spec
+        .components
+        .keys()
+        .map(|n| (n.clone(), shoal_api::Digest::of(b"web")))
+        .collect();
+    crate::state::StoredApp {
+        spec,
+        digests,
+        file: "app.toml".into(),
+        generations: BTreeMap::new(),
+        templates: BTreeMap::new(),
+        cause: String::new(),
+    }
+    .with_generations(None)
 }

@@ -47,6 +47,7 @@ pub mod placement;
 pub mod reconcile;
 pub mod remembered;
 pub mod rollout;
+pub mod route_table;
 pub mod secrets;
 pub mod state;
 pub mod store;

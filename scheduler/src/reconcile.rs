@@ -1276,15 +1276,7 @@ mod tests {
 
     /// An app of one component called `web`, from its spec's text.
     fn stored_from(text: &str) -> StoredApp {
-        StoredApp {
-            spec: AppSpec::from_toml(text, "web.toml").unwrap(),
-            digests: BTreeMap::from([(Name::new("web").unwrap(), Digest::of(b"web"))]),
-            file: "web.toml".into(),
-            generations: BTreeMap::new(),
-            templates: BTreeMap::new(),
-            cause: String::new(),
-        }
-        .with_generations(None)
+        fixtures::stored_app(text)
     }
 
     const VOLUME_APP: &str = "name = \"web\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nreplicas = 1\nvolumes = [{ name = \"data\", path = \"/data\" }]\n[volumes.data]\nsize = \"1GiB\"\n";

@@ -10,8 +10,8 @@ use shoal_api::Digest;
 use shoal_api::resources::Event;
 use shoal_api::subjects::{
     ALL_DEAD_LETTERS, ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, CONTROL_BUCKET,
-    DEAD_LETTER_STREAM, EVENTS_STREAM, JETSTREAM_MAX_FILE_STORE, QUEUE_CONSUMER, SCHEDULERS_BUCKET,
-    SECRETS_BUCKET,
+    DEAD_LETTER_STREAM, EVENTS_STREAM, JETSTREAM_MAX_FILE_STORE, QUEUE_CONSUMER, ROUTES_BUCKET,
+    SCHEDULERS_BUCKET, SECRETS_BUCKET,
 };
 use tokio::io::AsyncReadExt;
 
@@ -57,6 +57,8 @@ pub struct Store {
     pub(crate) control: kv::Store,
     /// Which schedulers run.
     pub(crate) presence: kv::Store,
+    /// The cluster's route table, kept by the leader.
+    pub(crate) routes: kv::Store,
     objects: object_store::ObjectStore,
     js: JetStream,
 }
@@ -125,6 +127,16 @@ impl Store {
             }))
             .await
             .map_err(|e| unavailable("opening the schedulers bucket", e))?;
+        let routes = js
+            .create_or_update_key_value(js.bucket(kv::Config {
+                bucket: ROUTES_BUCKET.to_string(),
+                description: "Shoal's route table: one key per http component with a route".into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| unavailable("opening the routes bucket", e))?;
         let objects = match js.get_object_store(COMPONENTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
@@ -162,6 +174,7 @@ impl Store {
             secrets,
             control,
             presence,
+            routes,
             objects,
             js: js.clone(),
         })

@@ -1,16 +1,14 @@
 //! Heartbeats: what this host tells the cluster every
 //! [`HEARTBEAT_INTERVAL`] and soon after any change (within
 //! [`HEARTBEAT_MIN_GAP`] of the beat before), and what it learns
-//! from other hosts' heartbeats and the scheduler's route table.
+//! from other hosts' heartbeats.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shoal_api::beats::{BEAT_HEADER, BeatContent};
 use shoal_api::subjects;
-use shoal_api::wire::{
-    DormantRoutes, HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, HeartbeatRoutes, ReplicaStatus,
-};
+use shoal_api::wire::{HEARTBEAT_INTERVAL, HEARTBEAT_MIN_GAP, Heartbeat, HostId, ReplicaStatus};
 use tokio::sync::watch;
 
 use super::{Agent, next_or_stop};
@@ -20,7 +18,6 @@ impl Agent {
     /// the load since the previous beat) and the routes they serve, as the
     /// beats to send ([`shoal_api::beats`]: one, or a snapshot's pages).
     pub(super) fn heartbeats(&self) -> Vec<Heartbeat> {
-        let routes = self.routes.advertised();
         let now = std::time::Instant::now();
         let replicas: Vec<ReplicaStatus> = self
             .replicas()
@@ -50,7 +47,6 @@ impl Agent {
             http: self.http.clone(),
             started_at_ms: self.started_at_ms,
             replicas: Vec::new(),
-            routes,
             draining: self.draining.load(Ordering::Relaxed),
             seal_key: Some(self.config.sealing_key.public_key()),
             epoch: self.epoch.load(Ordering::Acquire),
@@ -124,31 +120,21 @@ pub(super) async fn heartbeats(agent: Arc<Agent>, mut stop: watch::Receiver<bool
     }
 }
 
-/// Learns from the scheduler which routes belong to components scaled to zero.
-pub(super) async fn watch_dormant(
-    agent: Arc<Agent>,
-    mut announcements: async_nats::Subscriber,
-    mut stop: watch::Receiver<bool>,
-) {
-    while let Some(msg) = next_or_stop(&mut announcements, &mut stop).await {
-        if let Ok(dormant) = serde_json::from_slice::<DormantRoutes>(&msg.payload) {
-            agent.routes.observe_dormant(dormant);
-        }
-    }
-}
-
-/// Learns from other hosts' heartbeats which routes they serve.
+/// Notes which other hosts heartbeat: somewhere for this host's replicas
+/// to go when it drains. The subject says who; the beat is not read.
 pub(super) async fn watch_peers(
     agent: Arc<Agent>,
     mut heartbeats: async_nats::Subscriber,
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some(msg) = next_or_stop(&mut heartbeats, &mut stop).await {
-        // Only the routes are read: the replicas are skipped unparsed.
-        if let Ok(hb) = serde_json::from_slice::<HeartbeatRoutes>(&msg.payload)
-            && msg.subject.as_str() == subjects::heartbeat(hb.host.as_str())
-        {
-            agent.routes.observe(&hb.host, hb.routes);
+        let host = msg
+            .subject
+            .strip_prefix(subjects::HOSTS_PREFIX)
+            .and_then(|rest| rest.strip_suffix(subjects::HEARTBEAT_SUFFIX))
+            .and_then(|id| HostId::new(id).ok());
+        if let Some(host) = host {
+            agent.routes.observe_peer(&host);
         }
     }
 }

@@ -13,6 +13,7 @@
 mod artifacts;
 mod commands;
 mod heartbeat;
+mod routes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -296,13 +297,6 @@ impl HostAgent {
                 subject: subjects::ALL_HEARTBEATS.into(),
                 reason: e.to_string(),
             })?;
-        let dormant = nats
-            .subscribe(subjects::DORMANT_ROUTES)
-            .await
-            .map_err(|e| AgentError::Subscribe {
-                subject: subjects::DORMANT_ROUTES.into(),
-                reason: e.to_string(),
-            })?;
         let resync_subject = subjects::host_resync(config.id.as_str());
         let resyncs =
             nats.subscribe(resync_subject.clone())
@@ -371,11 +365,7 @@ impl HostAgent {
             peers,
             stop_rx.clone(),
         ));
-        tasks.spawn(heartbeat::watch_dormant(
-            agent.clone(),
-            dormant,
-            stop_rx.clone(),
-        ));
+        tasks.spawn(routes::follow_routes(agent.clone(), stop_rx.clone()));
         if let Some(listener) = metrics_listener {
             tasks.spawn(crate::metrics::serve(listener, metrics, stop_rx.clone()));
         }
