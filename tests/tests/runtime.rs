@@ -253,6 +253,7 @@ async fn a_second_start_loads_from_the_precompile_cache() {
         .unwrap();
     assert_eq!(third.cache_status(), CacheStatus::Compiled);
     echo_works(&third).await;
+    drop(third);
 
     // A truncated entry too.
     std::fs::write(&entry, &data[..100]).unwrap();
