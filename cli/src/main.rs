@@ -46,7 +46,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a whole single-node cluster (nats-server, scheduler, host) and apply apps.
+    /// Start a whole cluster on this machine (nats-server or a NATS cluster, scheduler, host) and apply apps.
     Up(Box<roles::UpArgs>),
     /// Run the scheduler.
     Scheduler(Box<roles::SchedulerArgs>),

@@ -1,11 +1,14 @@
 //! Host heartbeats: the observed half of the scheduler's picture.
 //!
 //! Each host publishes a heartbeat on its own subject every
-//! [`HEARTBEAT_INTERVAL`](crate::tunables::HEARTBEAT_INTERVAL). Each one
-//! replaces what the scheduler knows of that host, confirms the starts it
-//! reports, tells (through the leader) what its replicas did since the one
-//! before, and queues for the reconciler exactly the apps whose replicas
-//! changed. What concerns every app (a host joins, comes back, restarts or
+//! [`HEARTBEAT_INTERVAL`](crate::tunables::HEARTBEAT_INTERVAL): all its
+//! replicas, or (a large host) what changed and now and then a snapshot
+//! in pages ([`shoal_api::beats`]), which a [`shoal_api::beats::BeatReader`]
+//! per host puts together; a scheduler that lost track asks the host for
+//! a snapshot. Each beat taken in updates what the scheduler knows of the
+//! host, confirms the starts it reports, tells (through the leader) what
+//! its replicas did since the beat before, and queues for the reconciler
+//! exactly the apps whose replicas changed. What concerns every app (a host joins, comes back, restarts or
 //! starts draining) queues everything. Load figures change on every beat
 //! and only the autoscaler reads them: they queue nothing.
 

@@ -1,7 +1,7 @@
 //! Heartbeats: what this host tells the cluster every
 //! [`HEARTBEAT_INTERVAL`] and soon after any change (within
-//! [`HEARTBEAT_MIN_GAP`] of the beat before), and what it learns
-//! from other hosts' heartbeats.
+//! [`HEARTBEAT_MIN_GAP`] of the beat before), and which other hosts it
+//! hears beating.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,9 +14,9 @@ use tokio::sync::watch;
 use super::{Agent, next_or_stop};
 
 impl Agent {
-    /// What this host reports now: its capacity, its replicas (each with
-    /// the load since the previous beat) and the routes they serve, as the
-    /// beats to send ([`shoal_api::beats`]: one, or a snapshot's pages).
+    /// What this host reports now: its capacity and its replicas (each
+    /// with the load since the previous beat), as the beats to send
+    /// ([`shoal_api::beats`]: one, or a snapshot's pages).
     pub(super) fn heartbeats(&self) -> Vec<Heartbeat> {
         let now = std::time::Instant::now();
         let replicas: Vec<ReplicaStatus> = self
