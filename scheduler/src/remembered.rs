@@ -256,31 +256,7 @@ impl Keeper {
     pub async fn save(&self, shared: &Shared) {
         let mut written = self.written.lock().await;
         let now = snapshot(&shared.state(), &self.clock);
-        let bucket = &shared.store.control;
-        for (key, bytes) in &now {
-            if written.get(key) == Some(bytes) {
-                continue;
-            }
-            match bucket.put(key, bytes.clone().into()).await {
-                Ok(_) => {
-                    written.insert(key.clone(), bytes.clone());
-                }
-                Err(e) => tracing::warn!(key, error = %e, "cannot remember a decision"),
-            }
-        }
-        let gone: Vec<String> = written
-            .keys()
-            .filter(|k| !now.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            match bucket.purge(&key).await {
-                Ok(()) => {
-                    written.remove(&key);
-                }
-                Err(e) => tracing::warn!(key, error = %e, "cannot forget a decision"),
-            }
-        }
+        crate::store::sync_bucket(&shared.store.control, &mut written, &now, "a decision").await;
     }
 }
 

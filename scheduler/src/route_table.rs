@@ -84,7 +84,7 @@ pub(crate) struct RouteTable {
     bucket: kv::Store,
     /// The bucket's content as last written or read; none until this
     /// scheduler writes for the first time, when it reads the bucket.
-    written: Option<HashMap<String, RouteEntry>>,
+    written: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 impl RouteTable {
@@ -96,7 +96,7 @@ impl RouteTable {
         }
     }
 
-    /// Writes what differs between `wanted` and the bucket, and deletes
+    /// Writes what differs between `wanted` and the bucket, and removes
     /// what is no longer wanted. A write that fails is tried again next
     /// time.
     pub(crate) async fn publish(&mut self, wanted: BTreeMap<String, RouteEntry>) {
@@ -104,43 +104,19 @@ impl RouteTable {
             Some(written) => written,
             // A new leader: what an earlier one wrote is the starting point.
             None => match crate::store::kv_entries(&self.bucket, "routes").await {
-                Ok(entries) => entries
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
-                    .collect(),
+                Ok(entries) => entries.into_iter().map(|(k, v)| (k, v.to_vec())).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the route table; trying again");
                     return;
                 }
             },
         };
-        for (key, entry) in &wanted {
-            if written.get(key) == Some(entry) {
-                continue;
-            }
-            let Ok(value) = serde_json::to_vec(entry) else {
-                continue;
-            };
-            match self.bucket.put(key, value.into()).await {
-                Ok(_) => {
-                    written.insert(key.clone(), entry.clone());
-                }
-                Err(e) => tracing::warn!(key, error = %e, "cannot write a route"),
-            }
-        }
-        let gone: Vec<String> = written
-            .keys()
-            .filter(|k| !wanted.contains_key(*k))
-            .cloned()
+        // The same entry always serializes the same: fields in order, hosts sorted.
+        let wanted: BTreeMap<String, Vec<u8>> = wanted
+            .into_iter()
+            .filter_map(|(k, e)| Some((k, serde_json::to_vec(&e).ok()?)))
             .collect();
-        for key in gone {
-            match self.bucket.delete(&key).await {
-                Ok(()) => {
-                    written.remove(&key);
-                }
-                Err(e) => tracing::warn!(key, error = %e, "cannot delete a route"),
-            }
-        }
+        crate::store::sync_bucket(&self.bucket, &mut written, &wanted, "a route").await;
         self.written = Some(written);
     }
 

@@ -2,6 +2,7 @@
 //! apps (one revision per apply), an object store of components by sha256,
 //! and a stream of events.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{consumer, kv, object_store, stream};
@@ -46,6 +47,43 @@ pub(crate) async fn kv_entries(
         }
     }
     Ok(out)
+}
+
+/// Makes `bucket` hold `wanted`, given that it held `written` (as this
+/// process last wrote or read it): puts the entries that differ, purges
+/// those no longer wanted, and records in `written` each write that
+/// succeeded, so that a failed one is tried again next time. `what` names
+/// an entry in warnings.
+pub(crate) async fn sync_bucket(
+    bucket: &kv::Store,
+    written: &mut BTreeMap<String, Vec<u8>>,
+    wanted: &BTreeMap<String, Vec<u8>>,
+    what: &str,
+) {
+    for (key, bytes) in wanted {
+        if written.get(key) == Some(bytes) {
+            continue;
+        }
+        match bucket.put(key, bytes.clone().into()).await {
+            Ok(_) => {
+                written.insert(key.clone(), bytes.clone());
+            }
+            Err(e) => tracing::warn!(key, error = %e, "cannot write {what}"),
+        }
+    }
+    let gone: Vec<String> = written
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        match bucket.purge(&key).await {
+            Ok(()) => {
+                written.remove(&key);
+            }
+            Err(e) => tracing::warn!(key, error = %e, "cannot remove {what}"),
+        }
+    }
 }
 
 /// The scheduler's JetStream resources.
