@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use shoal_api::wire::{Activate, CommandReply, ReplicaState};
 use shoal_api::{ComponentKind, Name, subjects};
@@ -54,6 +54,8 @@ struct Target {
     idle: std::time::Duration,
     /// Whether it is an http component, whose route can be dormant.
     route: bool,
+    /// A queue worker's queue subject, on the wire.
+    queue: Option<String>,
     /// Memory one more replica of its pod reserves, for the quota.
     per_replica_memory: u64,
 }
@@ -71,6 +73,7 @@ struct Demand {
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let js = shared.js.clone();
     let mut table = RouteTable::new(shared.store.routes.clone());
+    let mut wakers = Wakers::default();
     loop {
         tokio::select! {
             () = tokio::time::sleep(AUTOSCALE_INTERVAL) => {},
@@ -79,6 +82,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // Only the leader scales: the others follow its decisions.
         if shared.leadership.epoch().is_none() {
             table.forget();
+            wakers.clear();
             continue;
         }
         let targets = targets(&shared);
@@ -127,6 +131,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // so that readiness reaches every ingress within one. Only what
         // changed is written.
         publish_routes(&shared, &mut table, &targets).await;
+        wakers.follow(&shared, &targets).await;
         if changed {
             shared.keeper.save(&shared).await;
         }
@@ -153,6 +158,85 @@ fn load_milli(shared: &Shared, t: &Target) -> u64 {
         .sum()
 }
 
+/// Whether `t` is scaled to zero now.
+fn at_zero(state: &crate::state::State, t: &Target) -> bool {
+    state
+        .scale
+        .get(&(t.key.clone(), t.pod.clone()))
+        .map_or(t.min, |s| s.desired)
+        == 0
+}
+
+/// A subscription per queue worker at zero to its queue subject: the
+/// first message published wakes it at once, where the depth poll would
+/// see it up to [`AUTOSCALE_INTERVAL`] later. JetStream stores the message
+/// and the core subscription sees the same publish.
+#[derive(Default)]
+struct Wakers(HashMap<String, tokio::task::JoinHandle<()>>);
+
+impl Wakers {
+    /// Subscribes to the queue of every worker at zero, and lets go of the
+    /// others.
+    async fn follow(&mut self, shared: &Arc<Shared>, targets: &[Target]) {
+        let wanted: HashMap<&str, &Target> = {
+            let state = shared.state();
+            targets
+                .iter()
+                .filter(|t| at_zero(&state, t))
+                .filter_map(|t| Some((t.queue.as_deref()?, t)))
+                .collect()
+        };
+        self.0.retain(|subject, task| {
+            let keep = wanted.contains_key(subject.as_str()) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (subject, t) in wanted {
+            if self.0.contains_key(subject) {
+                continue;
+            }
+            let mut messages = match shared.nats.subscribe(subject.to_string()).await {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::debug!(subject, error = %e, "cannot watch a queue at zero; the poll will see it");
+                    continue;
+                }
+            };
+            let activate = Activate {
+                namespace: t.namespace.clone(),
+                app: t.app.clone(),
+                component: t.component.clone(),
+                path: subject.to_string(),
+            };
+            let shared = shared.clone();
+            let task = tokio::spawn(async move {
+                if messages.next().await.is_some() {
+                    activate_one(&shared, &activate, Cause::Message).await;
+                }
+            });
+            self.0.insert(subject.to_string(), task);
+        }
+    }
+
+    /// Lets go of every subscription: this scheduler no longer leads.
+    fn clear(&mut self) {
+        for (_, task) in self.0.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// What woke a component at zero.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// An HTTP request for its route.
+    Request,
+    /// A message on its queue.
+    Message,
+}
+
 /// Writes the route table: every declared route, who serves it, and which
 /// belong to http components at zero.
 async fn publish_routes(shared: &Shared, table: &mut RouteTable, targets: &[Target]) {
@@ -160,14 +244,7 @@ async fn publish_routes(shared: &Shared, table: &mut RouteTable, targets: &[Targ
         let state = shared.state();
         let dormant: HashSet<String> = targets
             .iter()
-            .filter(|t| t.route)
-            .filter(|t| {
-                state
-                    .scale
-                    .get(&(t.key.clone(), t.pod.clone()))
-                    .map_or(t.min, |s| s.desired)
-                    == 0
-            })
+            .filter(|t| t.route && at_zero(&state, t))
             .map(|t| subjects::route_key(&t.namespace, &t.app, &t.component))
             .collect();
         crate::route_table::wanted(&state, &dormant, Instant::now())
@@ -195,7 +272,7 @@ pub async fn serve_activations(
             continue;
         }
         let reply = match serde_json::from_slice::<Activate>(&msg.payload) {
-            Ok(activate) => activate_one(&shared, &activate).await,
+            Ok(activate) => activate_one(&shared, &activate, Cause::Request).await,
             Err(e) => CommandReply::Failed {
                 reason: format!("malformed activation: {e}"),
             },
@@ -206,7 +283,9 @@ pub async fn serve_activations(
     }
 }
 
-async fn activate_one(shared: &Shared, a: &Activate) -> CommandReply {
+/// Scales `a`'s component from zero to one replica at once, because of
+/// `cause` (`a.path` names the request's path or the message's subject).
+async fn activate_one(shared: &Shared, a: &Activate, cause: Cause) -> CommandReply {
     let now = Instant::now();
     let key = subjects::app_key(&a.namespace, &a.app);
     let woke = {
@@ -234,10 +313,16 @@ async fn activate_one(shared: &Shared, a: &Activate) -> CommandReply {
         (entry.desired == 0).then(|| {
             entry.desired = 1;
             entry.low_since = None;
-            let why = format!(
-                "{} scaled from 0 to 1 replica: a request arrived for {}",
-                a.component, a.path
-            );
+            let why = match cause {
+                Cause::Request => format!(
+                    "{} scaled from 0 to 1 replica: a request arrived for {}",
+                    a.component, a.path
+                ),
+                Cause::Message => format!(
+                    "{} scaled from 0 to 1 replica: a message arrived on {}",
+                    a.component, a.path
+                ),
+            };
             entry.last_decision = Some(why.clone());
             why
         })
@@ -288,6 +373,10 @@ fn targets(shared: &Shared) -> Vec<Target> {
                     _ => continue,
                 };
                 let route = c.kind == ComponentKind::Http;
+                let queue = c
+                    .queue
+                    .as_deref()
+                    .map(|q| subjects::user_subject(&spec.namespace, q));
                 out.push(Target {
                     per_replica_memory: pod.reserved_memory(),
                     key: key.clone(),
@@ -300,6 +389,7 @@ fn targets(shared: &Shared) -> Vec<Target> {
                     metric,
                     idle: auto.idle.get(),
                     route,
+                    queue,
                 });
             }
         }

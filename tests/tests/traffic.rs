@@ -404,6 +404,12 @@ fn a_queue_worker_scales_from_zero_with_its_backlog_and_back() {
         cold < Duration::from_secs(5),
         "scaled from zero (cold) in {cold:?}"
     );
+    // The message itself woke it, not the next read of the queue's depth.
+    let detail = cluster.ok(&["describe", "app", "auto"]).unwrap();
+    assert!(
+        detail.contains("scaled from 0 to 1 replica: a message arrived on ns.default.auto.in"),
+        "{detail}"
+    );
 
     // A large backlog: up towards max, every message processed. Each job
     // takes 50 ms ("slow-"), so that one replica cannot keep the queue
