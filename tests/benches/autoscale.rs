@@ -17,7 +17,7 @@ use futures::StreamExt;
 use shoal_tests::cluster::Cluster;
 use shoal_tests::wasm_path;
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 10;
 const BURST: usize = 2_000;
 const MAX: u32 = 4;
 
@@ -91,7 +91,10 @@ autoscale = {{ min = 0, max = {MAX}, target_queue_depth = 100, idle = "1s" }}
             let mut seen = 0;
             let mut first_at = None;
             let mut max_at = None;
-            while seen < BURST || max_at.is_none() {
+            // Woken by the first message, one replica may finish a burst
+            // of quick jobs before the depth calls for more: max is
+            // recorded when the autoscaler gets there.
+            while seen < BURST {
                 tokio::select! {
                     Some(_) = done.next() => {
                         seen += 1;
@@ -107,7 +110,7 @@ autoscale = {{ min = 0, max = {MAX}, target_queue_depth = 100, idle = "1s" }}
                 }
             }
             first.push(first_at.unwrap());
-            to_max.push(max_at.unwrap());
+            to_max.extend(max_at);
         });
         idle(&cluster);
     }
@@ -120,11 +123,15 @@ autoscale = {{ min = 0, max = {MAX}, target_queue_depth = 100, idle = "1s" }}
         ms(first[ROUNDS / 2]),
         first.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
     );
-    println!(
-        "  max ({MAX}) replicas wanted: {:>7.1} ms  (rounds: {:?})",
-        ms(to_max[ROUNDS / 2]),
-        to_max.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
-    );
+    match to_max.get(to_max.len() / 2) {
+        Some(median) => println!(
+            "  max ({MAX}) replicas wanted: {:>7.1} ms  (in {} of {ROUNDS} rounds: {:?})",
+            ms(*median),
+            to_max.len(),
+            to_max.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
+        ),
+        None => println!("  max ({MAX}) replicas wanted: in no round (the burst was done before)"),
+    }
 
     http_from_zero(&cluster, ingress);
 }
