@@ -17,7 +17,7 @@ use std::time::Instant;
 use async_nats::jetstream::{self, kv, object_store, stream};
 
 use crate::SchedulerError;
-use crate::tunables::{JETSTREAM_READY_WAIT, JETSTREAM_RETRY, MAX_COPIES};
+use crate::tunables::{CONNECTED_POLL, JETSTREAM_READY_WAIT, JETSTREAM_RETRY, MAX_COPIES};
 
 /// How many copies the scheduler's JetStream resources keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,7 +81,7 @@ impl JetStream {
                     match nats.try_server_info() {
                         Some(info) => break info,
                         None if Instant::now() > deadline => break Default::default(),
-                        None => tokio::time::sleep(JETSTREAM_RETRY).await,
+                        None => tokio::time::sleep(CONNECTED_POLL).await,
                     }
                 };
                 auto_copies(info.cluster.is_some(), info.connect_urls.len())

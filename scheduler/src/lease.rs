@@ -298,7 +298,13 @@ impl Leadership {
                     epoch,
                     revision,
                     renewed: now,
-                    acting_from: now + LEADER_SETTLE,
+                    // The first leader a cluster ever has follows no one:
+                    // no command of an earlier leader can be on its way.
+                    acting_from: if record.is_none() {
+                        now
+                    } else {
+                        now + LEADER_SETTLE
+                    },
                 });
                 state.observed = Some(Observed {
                     record: Some(LeaseRecord {

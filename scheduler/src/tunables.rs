@@ -45,7 +45,8 @@ pub const LEASE_RENEW_DEADLINE: Duration = Duration::from_millis(1_500);
 pub const LEASE_RETRY: Duration = Duration::from_millis(400);
 
 /// A new leader waits this long before acting, so that the heartbeats of
-/// hosts show the last commands of the leader before it.
+/// hosts show the last commands of the leader before it. The first leader
+/// of a cluster acts at once.
 pub const LEADER_SETTLE: Duration = Duration::from_millis(500);
 
 /// How often the leader announces its epoch to hosts.
@@ -246,6 +247,10 @@ pub const MAX_COPIES: usize = 3;
 /// How long a starting scheduler waits for JetStream to be ready (a fresh
 /// cluster electing its leader) before giving up.
 pub const JETSTREAM_READY_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a starting scheduler looks whether its NATS connection (made
+/// in the background) is up yet.
+pub const CONNECTED_POLL: Duration = Duration::from_millis(5);
 
 /// How often a starting scheduler looks again while JetStream is not ready.
 pub const JETSTREAM_RETRY: Duration = Duration::from_millis(250);
