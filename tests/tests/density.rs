@@ -71,6 +71,7 @@ fn drill(count: usize) {
             |c| {
                 let pods = c.pods()?;
                 let ready = pods.iter().filter(|p| p.ready).count();
+                eprintln!("{ready} of {count} ready, {} pods", pods.len());
                 Ok((ready == count).then_some(ready))
             },
         )
