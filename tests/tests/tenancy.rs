@@ -274,9 +274,19 @@ fn nats_itself_refuses_what_a_credential_does_not_allow() {
         h1.publish("shoal.v1.hosts.h1.cmd", "{}".into())
             .await
             .unwrap();
+        // A forged route, sending another app's traffic elsewhere: the
+        // route table is the leader's to write.
+        h1.publish(
+            "$KV.shoal-routes.default.victim.web",
+            r#"{"route":{"prefix":"/","namespace":"default","app":"victim","component":"web","ready":true},"ready_on":["h1"]}"#.into(),
+        )
+        .await
+        .unwrap();
+        // Another host's snapshot requests are not its to hear.
+        let _ = h1.subscribe("shoal.v1.hosts.h2.resync").await;
         let _ = h1.flush().await;
     });
-    assert_refused(&rt, &mut events, 3);
+    assert_refused(&rt, &mut events, 5);
 
     // A namespace's credential: its own namespace only.
     let (team_a, mut events) = rt
