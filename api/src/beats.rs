@@ -5,14 +5,19 @@
 //! ([`BeatContent::Full`]), as it always did. A larger host sends only what
 //! changed since the beat before ([`BeatContent::Changes`]: replicas whose
 //! status, load or work changed, and the copies that stopped), at most
-//! [`BEAT_PAGE`] replicas a beat (what does not fit goes in the next one,
-//! state changes before load figures), and its whole set now and then as a
+//! [`BEAT_PAGE`] replicas a beat: every change of state goes out at once,
+//! in as many beats as it takes (so that a host starting thousands of
+//! replicas confirms them all within a beat or two), load figures fill the
+//! last beat's room and wait for the next beat where there is none. Its
+//! whole set goes out now and then as a
 //! snapshot of pages ([`BeatContent::Page`], in consecutive beats): at
 //! start, when asked (a receiver that missed a beat asks on
 //! [`crate::subjects::host_resync`]), when a new leader is announced, and
 //! every [`SNAPSHOT_INTERVAL`]. Every beat numbers itself (`seq`) and
 //! carries the count and a digest of the set the receiver should now hold,
-//! so a receiver knows when its picture is whole.
+//! so a receiver knows when its picture is whole. The digest is a sum of
+//! one hash per replica, so both ends keep it up to date change by change
+//! instead of hashing every replica on every beat.
 //!
 //! So a beat is at most [`BEAT_PAGE`] replicas (about 64 KiB) whatever a
 //! host runs. A host of `n` replicas sends about `c` replicas a second
@@ -92,10 +97,19 @@ fn order(a: &ReplicaStatus, b: &ReplicaStatus) -> std::cmp::Ordering {
     (&a.id, a.revision).cmp(&(&b.id, b.revision))
 }
 
-/// A digest of `replicas` (in order of id and revision) in everything but
-/// load and work: FNV-1a, stable across builds, so hosts and schedulers of
-/// different versions agree.
+/// A digest of `replicas` in everything but load and work: the wrapping sum
+/// of each replica's [`replica_hash`], so it does not depend on order and
+/// follows a change by taking the old hash away and adding the new.
 pub fn digest(replicas: &[ReplicaStatus]) -> u64 {
+    replicas
+        .iter()
+        .fold(0u64, |sum, r| sum.wrapping_add(replica_hash(r)))
+}
+
+/// One replica's part of a [`digest`]: FNV-1a of everything but load and
+/// work, stable across builds, so hosts and schedulers of different
+/// versions agree.
+pub fn replica_hash(r: &ReplicaStatus) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -106,16 +120,17 @@ pub fn digest(replicas: &[ReplicaStatus]) -> u64 {
         hash ^= 0xff;
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     };
-    for r in replicas {
-        eat(r.id.to_string().as_bytes());
-        eat(&r.revision.to_le_bytes());
-        eat(&r.memory.to_le_bytes());
-        // Derived from the enum itself: stable for as long as the enum is.
-        eat(format!("{:?}", r.state).as_bytes());
-        eat(&[u8::from(r.ready)]);
-        eat(&r.restarts.to_le_bytes());
-        eat(r.last_error.as_deref().unwrap_or("").as_bytes());
-    }
+    eat(r.id.namespace.as_str().as_bytes());
+    eat(r.id.app.as_str().as_bytes());
+    eat(r.id.pod.as_str().as_bytes());
+    eat(&r.id.index.to_le_bytes());
+    eat(&r.revision.to_le_bytes());
+    eat(&r.memory.to_le_bytes());
+    // Derived from the enum itself: stable for as long as the enum is.
+    eat(format!("{:?}", r.state).as_bytes());
+    eat(&[u8::from(r.ready)]);
+    eat(&r.restarts.to_le_bytes());
+    eat(r.last_error.as_deref().unwrap_or("").as_bytes());
     hash
 }
 
@@ -125,6 +140,8 @@ pub struct BeatWriter {
     seq: u64,
     /// What receivers hold of this host, by copy, as of the last beat.
     sent: HashMap<CopyRef, ReplicaStatus>,
+    /// The digest of `sent`.
+    sent_digest: u64,
     /// The next beat must be a snapshot.
     snapshot_due: bool,
     /// When the last snapshot went out.
@@ -156,7 +173,7 @@ impl BeatWriter {
     ) -> Vec<Heartbeat> {
         now.sort_by(order);
         if now.len() <= BEAT_PAGE {
-            self.sent = now.iter().map(|r| (copy_of(r), r.clone())).collect();
+            self.hold(&now);
             return vec![self.beat(header, BeatContent::Full, now, Vec::new(), None)];
         }
         let snapshot = self.last_snapshot.is_none_or(|last| {
@@ -166,8 +183,8 @@ impl BeatWriter {
         if snapshot {
             self.snapshot_due = false;
             self.last_snapshot = Some(at);
-            self.sent = now.iter().map(|r| (copy_of(r), r.clone())).collect();
-            let digest = digest(&now);
+            self.hold(&now);
+            let digest = self.sent_digest;
             let pages: Vec<Vec<ReplicaStatus>> = now
                 .chunks(BEAT_PAGE)
                 .map(<[ReplicaStatus]>::to_vec)
@@ -185,7 +202,8 @@ impl BeatWriter {
                 })
                 .collect();
         }
-        // Changes: state first, then load and work; the rest next time.
+        // Changes: every change of state, then load and work where there
+        // is room; the rest of the load figures next time.
         let mut state_changes = Vec::new();
         let mut load_changes = Vec::new();
         for r in &now {
@@ -195,36 +213,66 @@ impl BeatWriter {
                 _ => state_changes.push(r),
             }
         }
+        // What the last beat of state changes leaves free.
+        let room = match state_changes.len() % BEAT_PAGE {
+            0 if !state_changes.is_empty() => 0,
+            used => BEAT_PAGE - used,
+        };
         let changed: Vec<ReplicaStatus> = state_changes
             .into_iter()
-            .chain(load_changes)
-            .take(BEAT_PAGE)
+            .chain(load_changes.into_iter().take(room))
             .cloned()
             .collect();
         let live: std::collections::HashSet<CopyRef> = now.iter().map(copy_of).collect();
-        let stopped: Vec<CopyRef> = self
+        let mut stopped: Vec<CopyRef> = self
             .sent
             .keys()
             .filter(|c| !live.contains(*c))
             .take(BEAT_STOPPED)
             .cloned()
             .collect();
+        let mut pages: Vec<Vec<ReplicaStatus>> = changed
+            .chunks(BEAT_PAGE)
+            .map(<[ReplicaStatus]>::to_vec)
+            .collect();
+        if pages.is_empty() {
+            pages.push(Vec::new());
+        }
+        // The stopped copies go in the first beat.
         for c in &stopped {
-            self.sent.remove(c);
+            self.forget(c);
         }
-        for r in &changed {
-            self.sent.insert(copy_of(r), r.clone());
+        let mut beats = Vec::with_capacity(pages.len());
+        for page in pages {
+            for r in &page {
+                self.remember(r.clone());
+            }
+            let summary = (self.sent.len(), self.sent_digest);
+            let gone = std::mem::take(&mut stopped);
+            beats.push(self.beat(header, BeatContent::Changes, page, gone, Some(summary)));
         }
-        let mut held: Vec<ReplicaStatus> = self.sent.values().cloned().collect();
-        held.sort_by(order);
-        let summary = (held.len(), digest(&held));
-        vec![self.beat(
-            header,
-            BeatContent::Changes,
-            changed,
-            stopped,
-            Some(summary),
-        )]
+        beats
+    }
+
+    /// Holds `now` as what receivers have.
+    fn hold(&mut self, now: &[ReplicaStatus]) {
+        self.sent = now.iter().map(|r| (copy_of(r), r.clone())).collect();
+        self.sent_digest = digest(now);
+    }
+
+    /// Notes that receivers now hold `r`.
+    fn remember(&mut self, r: ReplicaStatus) {
+        self.sent_digest = self.sent_digest.wrapping_add(replica_hash(&r));
+        if let Some(before) = self.sent.insert(copy_of(&r), r) {
+            self.sent_digest = self.sent_digest.wrapping_sub(replica_hash(&before));
+        }
+    }
+
+    /// Notes that receivers no longer hold copy `c`.
+    fn forget(&mut self, c: &CopyRef) {
+        if let Some(before) = self.sent.remove(c) {
+            self.sent_digest = self.sent_digest.wrapping_sub(replica_hash(&before));
+        }
     }
 
     fn beat(
@@ -292,6 +340,8 @@ pub struct BeatReader {
     whole: bool,
     /// A snapshot being received: the next page's beat and the pages so far.
     snapshot: Option<(u64, Vec<ReplicaStatus>)>,
+    /// The digest of the picture, kept up to date change by change.
+    digest: u64,
 }
 
 impl BeatReader {
@@ -382,13 +432,17 @@ impl BeatReader {
             if let Ok(i) =
                 picture.binary_search_by(|r| (&r.id, r.revision).cmp(&(&c.id, c.revision)))
             {
-                taken.stopped.push(picture.remove(i));
+                let gone = picture.remove(i);
+                self.digest = self.digest.wrapping_sub(replica_hash(&gone));
+                taken.stopped.push(gone);
             }
         }
         for r in &beat.replicas {
+            self.digest = self.digest.wrapping_add(replica_hash(r));
             match picture.binary_search_by(|x| order(x, r)) {
                 Ok(i) => {
                     let before = std::mem::replace(&mut picture[i], r.clone());
+                    self.digest = self.digest.wrapping_sub(replica_hash(&before));
                     taken.changed.push((Some(before), r.clone()));
                 }
                 Err(i) => {
@@ -398,7 +452,7 @@ impl BeatReader {
             }
         }
         self.seq = beat.seq;
-        if picture.len() != beat.total as usize || digest(picture) != beat.digest {
+        if picture.len() != beat.total as usize || self.digest != beat.digest {
             return Err(BeatGap::Diverged);
         }
         Ok(Some(taken))
@@ -421,6 +475,7 @@ impl BeatReader {
             .collect();
         let mut stopped: Vec<ReplicaStatus> = before.into_values().collect();
         stopped.sort_by(order);
+        self.digest = digest(&now);
         *picture = now;
         self.seq = seq;
         self.whole = true;
@@ -529,22 +584,36 @@ mod tests {
         assert!(quiet[0].replicas.is_empty() && quiet[0].stopped.is_empty());
         take_all(&mut reader, &quiet).unwrap();
 
-        // 300 change state, 5 stop: two beats carry it all, state first.
+        // 300 change state, 5 stop, 200 change load only: every change of
+        // state goes at once in bounded beats, load figures fill the room
+        // left and the rest wait for the next beat.
         for r in now.iter_mut().take(300) {
             r.ready = false;
         }
+        for r in now.iter_mut().skip(300).take(200) {
+            r.load_milli = 7;
+        }
         now.truncate(995);
         let first = writer.beats(&header(), now.clone(), start + Duration::from_secs(2));
-        assert_eq!(first[0].replicas.len(), BEAT_PAGE);
+        let sizes: Vec<usize> = first.iter().map(|b| b.replicas.len()).collect();
+        assert_eq!(sizes, vec![BEAT_PAGE, BEAT_PAGE, BEAT_PAGE]);
         assert_eq!(first[0].stopped.len(), 5);
+        assert!(first[1..].iter().all(|b| b.stopped.is_empty()));
+        let state_changes = first
+            .iter()
+            .flat_map(|b| &b.replicas)
+            .filter(|r| !r.ready)
+            .count();
+        assert_eq!(state_changes, 300);
         take_all(&mut reader, &first).unwrap();
-        for t in 3..5 {
-            let next = writer.beats(&header(), now.clone(), start + Duration::from_secs(t));
-            take_all(&mut reader, &next).unwrap();
-        }
+        let next = writer.beats(&header(), now.clone(), start + Duration::from_secs(3));
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].replicas.len(), 200 - (3 * BEAT_PAGE - 300));
+        take_all(&mut reader, &next).unwrap();
         let mut expected = now.clone();
         expected.sort_by(order);
         assert_eq!(reader.replicas(), expected.as_slice());
+        assert_eq!(reader.reader.digest, digest(&expected));
     }
 
     #[test]

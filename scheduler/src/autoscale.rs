@@ -147,13 +147,8 @@ fn load_milli(shared: &Shared, t: &Target) -> u64 {
         .hosts
         .values()
         .filter(|h| h.is_live(now))
-        .flat_map(|h| h.heartbeat.replicas.iter())
-        .filter(|r| {
-            r.id.namespace == t.namespace
-                && r.id.app == t.app
-                && r.id.pod == t.pod
-                && r.state == ReplicaState::Running
-        })
+        .flat_map(|h| h.replicas_of(&t.namespace, &t.app))
+        .filter(|r| r.id.pod == t.pod && r.state == ReplicaState::Running)
         .map(|r| u64::from(r.load_milli))
         .sum()
 }

@@ -33,7 +33,9 @@ pub(crate) fn running(id: ReplicaId, revision: u64, ready: bool) -> ReplicaStatu
 
 /// Host `host`'s heartbeat reporting `replicas`: 64 GiB and 100 slots, no
 /// labels.
-pub(crate) fn heartbeat(host: &str, replicas: Vec<ReplicaStatus>) -> Heartbeat {
+pub(crate) fn heartbeat(host: &str, mut replicas: Vec<ReplicaStatus>) -> Heartbeat {
+    // In order, as a `BeatReader` keeps a host's picture.
+    replicas.sort_by(|a, b| (&a.id, a.revision).cmp(&(&b.id, b.revision)));
     Heartbeat {
         host: HostId::new(host).unwrap(),
         labels: BTreeMap::new(),

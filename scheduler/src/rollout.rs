@@ -29,8 +29,7 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
         .hosts
         .values()
         .filter(|h| h.is_live(now))
-        .flat_map(|h| h.heartbeat.replicas.iter())
-        .filter(|r| r.id.namespace == spec.namespace && r.id.app == spec.name)
+        .flat_map(|h| h.replicas_of(&spec.namespace, &spec.name))
     {
         by_replica.entry(&r.id).or_default().push(r);
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shoal_api::resources::Event;
-use shoal_api::wire::{Heartbeat, HostId, ReplicaId};
+use shoal_api::wire::{Heartbeat, HostId, ReplicaId, ReplicaStatus};
 use shoal_api::{AppSpec, Digest, Name};
 
 use crate::tunables::{EVENTS_PER_APP, HOST_TIMEOUT};
@@ -154,6 +154,18 @@ impl HostEntry {
     /// Whether it heartbeated recently enough to count.
     pub fn is_live(&self, now: Instant) -> bool {
         now.duration_since(self.last_seen) <= HOST_TIMEOUT
+    }
+
+    /// Its replicas of app `app` in `namespace`: found by halving, as the
+    /// picture a [`shoal_api::beats::BeatReader`] keeps is in order of
+    /// replica id (namespace, app, pod, index), so that asking about one
+    /// app costs the same on a host of ten replicas or of ten thousand.
+    pub fn replicas_of(&self, namespace: &Name, app: &Name) -> &[ReplicaStatus] {
+        let all = &self.heartbeat.replicas;
+        let start = all.partition_point(|r| (&r.id.namespace, &r.id.app) < (namespace, app));
+        let end = start
+            + all[start..].partition_point(|r| (&r.id.namespace, &r.id.app) == (namespace, app));
+        &all[start..end]
     }
 }
 
@@ -315,5 +327,46 @@ pub fn event(namespace: &Name, app: &Name, reason: &str, message: String) -> Eve
         app: app.clone(),
         reason: reason.to_string(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn a_hosts_replicas_of_one_app_are_found_among_many() {
+        let copies: Vec<ReplicaStatus> = ["b", "a", "c", "b", "ab"]
+            .iter()
+            .enumerate()
+            .map(|(i, app)| fixtures::running(fixtures::replica_id(app, "web", i as u32), 1, true))
+            .collect();
+        let entry = HostEntry {
+            heartbeat: fixtures::heartbeat("h1", copies),
+            last_seen: Instant::now(),
+            lost: false,
+            rejoined: None,
+            lost_at: None,
+            beats: Default::default(),
+        };
+        let default = Name::new("default").unwrap();
+        let apps_of = |app: &str| -> Vec<u32> {
+            entry
+                .replicas_of(&default, &Name::new(app).unwrap())
+                .iter()
+                .map(|r| r.id.index)
+                .collect()
+        };
+        assert_eq!(apps_of("b"), vec![0, 3]);
+        assert_eq!(apps_of("a"), vec![1]);
+        assert_eq!(apps_of("ab"), vec![4]);
+        assert!(apps_of("d").is_empty());
+        let other = Name::new("other").unwrap();
+        assert!(
+            entry
+                .replicas_of(&other, &Name::new("b").unwrap())
+                .is_empty()
+        );
     }
 }

@@ -98,8 +98,12 @@ fn start_replica(agent: &Arc<Agent>, start: StartReplica) -> CommandReply {
     stop_copy(agent, &key);
     let (stop, stopped) = watch::channel(false);
     let memory = start.memory();
+    // The copy is in the table before its supervisor can report on it:
+    // a report that found no copy would be lost, and the copy would show
+    // as starting for good.
+    let mut replicas = agent.replicas();
     let task = tokio::spawn(supervise(agent.clone(), start, stopped));
-    agent.replicas().insert(
+    replicas.insert(
         key,
         Replica {
             memory,
@@ -108,6 +112,7 @@ fn start_replica(agent: &Arc<Agent>, start: StartReplica) -> CommandReply {
             task,
         },
     );
+    drop(replicas);
     agent.beat.notify_one();
     CommandReply::Ok
 }

@@ -521,7 +521,7 @@ async fn list_apps(
 ) -> Result<Json<Vec<AppSummary>>, Failure> {
     let visible = filter.visible(&guard, Verb::List, Resource::Apps)?;
     let state = shared.state();
-    let copies = copies(&state);
+    let copies = copies(&state, |id| visible.shows(&id.namespace));
     Ok(Json(
         state
             .apps
@@ -534,30 +534,32 @@ async fn list_apps(
 
 /// Whether each replica's leading copy runs and is ready, for the metrics.
 pub(crate) fn running_copies(state: &SchedulerState) -> HashMap<ReplicaId, bool> {
-    copies(state)
+    copies(state, |_| true)
         .into_iter()
         .map(|(id, list)| {
             let up = list
                 .first()
                 .is_some_and(|(_, r)| matches!(r.state, ReplicaState::Running) && r.ready);
-            (id, up)
+            (id.clone(), up)
         })
         .collect()
 }
 
-/// Every copy of every replica that live hosts report, by replica: the
-/// copy to show first (running and ready, then the newest) leads.
-fn copies(state: &SchedulerState) -> HashMap<ReplicaId, Vec<(HostId, ReplicaStatus)>> {
+/// Every copy live hosts report of each replica, by replica.
+type Copies<'s> = HashMap<&'s ReplicaId, Vec<(&'s HostId, &'s ReplicaStatus)>>;
+
+/// Every copy of every replica `wanted` that live hosts report, by
+/// replica: the copy to show first (running and ready, then the newest)
+/// leads. Built once per request: one pass over the hosts' pictures.
+fn copies<'s>(state: &'s SchedulerState, wanted: impl Fn(&ReplicaId) -> bool) -> Copies<'s> {
     let now = Instant::now();
-    let mut out: HashMap<ReplicaId, Vec<(HostId, ReplicaStatus)>> = HashMap::new();
+    let mut out: Copies<'s> = HashMap::new();
     for (host, entry) in &state.hosts {
         if !entry.is_live(now) {
             continue;
         }
-        for r in &entry.heartbeat.replicas {
-            out.entry(r.id.clone())
-                .or_default()
-                .push((host.clone(), r.clone()));
+        for r in entry.heartbeat.replicas.iter().filter(|r| wanted(&r.id)) {
+            out.entry(&r.id).or_default().push((host, r));
         }
     }
     for list in out.values_mut() {
@@ -566,18 +568,14 @@ fn copies(state: &SchedulerState) -> HashMap<ReplicaId, Vec<(HostId, ReplicaStat
                 !matches!(r.state, ReplicaState::Running),
                 !r.ready,
                 std::cmp::Reverse(r.revision),
-                host.clone(),
+                *host,
             )
         });
     }
     out
 }
 
-fn summary(
-    state: &SchedulerState,
-    app: &App,
-    copies: &HashMap<ReplicaId, Vec<(HostId, ReplicaStatus)>>,
-) -> AppSummary {
+fn summary(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> AppSummary {
     let spec = &app.stored.spec;
     let key = subjects::app_key(&spec.namespace, &spec.name);
     let mut components = Vec::new();
@@ -629,8 +627,7 @@ fn summary(
 }
 
 /// Every replica of `app`: each copy hosts report, or a pending entry.
-fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
-    let copies = copies(state);
+fn pods_of(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> Vec<PodInfo> {
     let spec = &app.stored.spec;
     let key = subjects::app_key(&spec.namespace, &spec.name);
     let mut pods = Vec::new();
@@ -642,7 +639,7 @@ fn pods_of(state: &SchedulerState, app: &App) -> Vec<PodInfo> {
                 Some(list) => pods.extend(list.iter().map(|(host, r)| PodInfo {
                     id: id.clone(),
                     components: components.clone(),
-                    host: Some(host.clone()),
+                    host: Some((*host).clone()),
                     revision: r.revision,
                     state: PodState::Host(r.state.clone()),
                     ready: r.ready,
@@ -680,13 +677,16 @@ async fn describe(
     let mut detail = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
-        let copies = copies(&state);
+        let spec = &app.stored.spec;
+        let copies = copies(&state, |id| {
+            id.namespace == spec.namespace && id.app == spec.name
+        });
         let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
         AppDetail {
             summary: summary(&state, app, &copies),
             spec: app.stored.spec.clone(),
             digests: app.stored.digests.clone(),
-            pods: pods_of(&state, app),
+            pods: pods_of(&state, app, &copies),
             events: state
                 .events
                 .get(&key)
@@ -1148,12 +1148,13 @@ async fn list_pods(
 ) -> Result<Json<Vec<PodInfo>>, Failure> {
     let visible = filter.visible(&guard, Verb::List, Resource::Pods)?;
     let state = shared.state();
+    let copies = copies(&state, |id| visible.shows(&id.namespace));
     Ok(Json(
         state
             .apps
             .values()
             .filter(|app| visible.shows(&app.stored.spec.namespace))
-            .flat_map(|app| pods_of(&state, app))
+            .flat_map(|app| pods_of(&state, app, &copies))
             .collect(),
     ))
 }
