@@ -508,7 +508,7 @@ impl LoadedComponent {
 }
 
 /// The trap and the top of the guest's backtrace, on one line.
-fn trap_message(err: &wasmtime::Error) -> String {
+pub(crate) fn trap_message(err: &wasmtime::Error) -> String {
     let mut message = err.root_cause().to_string();
     if let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
         let frames: Vec<String> = trace.frames().iter().take(3).map(function_name).collect();

@@ -17,7 +17,7 @@ use shoal_api::subjects::headers;
 use shoal_api::trace::{TRACEPARENT, TraceParent};
 
 use crate::bindings::types::{HandlerError, Message, Reply};
-use crate::component::{Entry, LoadedComponent, Usage};
+use crate::component::{Entry, LoadedComponent, Usage, trap_message};
 use crate::error::InvokeError;
 use crate::state::InvocationState;
 use crate::trace::{CallContext, HostCallLog, Span, SpanKind, parse_traceparent};
@@ -217,7 +217,12 @@ impl LoadedComponent {
                     .await
             };
             let result = tokio::time::timeout(timeout + EPOCH_TICK * 4, call).await;
-            (result, store)
+            // The store goes back only to explain a failure. Otherwise it
+            // is dropped here, off the response's path: dropping it
+            // resets the instance's memory, which the caller would
+            // otherwise do before its response could go out.
+            let failed = !matches!(result, Ok(Ok(())));
+            (result, failed.then_some(store))
         });
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
@@ -229,26 +234,31 @@ impl LoadedComponent {
             Err(_) => {
                 // The guest dropped its response-outparam without setting it:
                 // find out why from the task.
-                let (result, mut store) = task.await.map_err(|e| InvokeError::Trap {
+                let (result, store) = task.await.map_err(|e| InvokeError::Trap {
                     message: format!("the request task failed: {e}"),
                 })?;
-                Err(self.outcome_without_response(result, &mut store))
+                Err(self.outcome_without_response(result, store))
             }
         }
     }
 
+    /// What went wrong when no response came: `store` is there for a
+    /// failed call.
     fn outcome_without_response(
         &self,
         result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
-        store: &mut Store<InvocationState>,
+        store: Option<Store<InvocationState>>,
     ) -> InvokeError {
-        match result {
-            Err(_) => self.deadline(),
-            Ok(Err(err)) => {
-                self.dump(&err, store);
-                self.classify(&err, store)
+        match (result, store) {
+            (Err(_), _) => self.deadline(),
+            (Ok(Err(err)), Some(mut store)) => {
+                self.dump(&err, &mut store);
+                self.classify(&err, &store)
             }
-            Ok(Ok(())) => InvokeError::Trap {
+            (Ok(Err(err)), None) => InvokeError::Trap {
+                message: trap_message(&err),
+            },
+            (Ok(Ok(())), _) => InvokeError::Trap {
                 message: "the guest returned without setting a response".into(),
             },
         }
