@@ -34,6 +34,13 @@ pub struct ApplyArgs {
     /// Only print what would be created, changed and stopped.
     #[arg(long)]
     dry_run: bool,
+    /// Wait until every replica of the applied revision is ready, printing
+    /// progress (exit 1 if it is rolled back or the timeout passes).
+    #[arg(long, conflicts_with = "dry_run")]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 300, requires = "wait")]
+    timeout: u64,
     /// The app spec.
     #[arg(value_name = "APP.toml")]
     file: PathBuf,
@@ -247,6 +254,11 @@ pub async fn run(client: &Client, verb: Verb) -> anyhow::Result<()> {
         Verb::Apply(args) => {
             let resp = client.apply(&args.file, args.dry_run).await?;
             print_apply(&resp);
+            if args.wait {
+                let path = format!("/v1/apps/{}/rollout", resp.app);
+                let timeout = std::time::Duration::from_secs(args.timeout);
+                wait_for_rollout(client, &path, resp.revision, timeout, Format::Table).await?;
+            }
         }
         Verb::Get(args) => get(client, args).await?,
         Verb::Describe(args) if args.kind == Object::Namespace => {
@@ -378,44 +390,15 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
             format,
         } => {
             let path = format!("/v1/apps/{}/{}/rollout", client.namespace(), target.app);
-            let started = std::time::Instant::now();
-            let first: RolloutStatus = client.get(&path).await?;
-            let mut status = first.clone();
-            let mut last_printed = None;
-            loop {
-                let done = status
-                    .pods
-                    .iter()
-                    .all(|p| p.state == RolloutState::Complete);
-                if let Format::Table = format
-                    && last_printed.as_ref() != Some(&status)
-                {
-                    print_rollout(&status);
-                    last_printed = Some(status.clone());
+            let status: RolloutStatus = client.get(&path).await?;
+            if wait {
+                let timeout = std::time::Duration::from_secs(timeout);
+                wait_for_rollout(client, &path, status.revision, timeout, format).await?;
+            } else {
+                match format {
+                    Format::Table => print_rollout(&status),
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
                 }
-                if wait && status.revision != first.revision {
-                    bail!(
-                        "{} moved from revision {} to {} while waiting (rolled back or re-applied): see `shoal describe app {}`",
-                        status.app,
-                        first.revision,
-                        status.revision,
-                        target.app
-                    );
-                }
-                if !wait || done {
-                    if let Format::Json = format {
-                        println!("{}", serde_json::to_string_pretty(&status)?);
-                    }
-                    return Ok(());
-                }
-                if started.elapsed() > std::time::Duration::from_secs(timeout) {
-                    bail!(
-                        "the rollout of {} did not complete within {timeout}s",
-                        status.app
-                    );
-                }
-                tokio::time::sleep(crate::tunables::WAIT_POLL).await;
-                status = client.get(&path).await?;
             }
         }
         RolloutVerb::History { target, format } => {
@@ -470,6 +453,62 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits until every pod of the app whose rollout is at `path` runs
+/// `revision` ready, printing each change of progress (as a table), or the
+/// last status (as JSON). Fails when the app moves past `revision` (rolled
+/// back, or applied again) or `timeout` passes. A status still behind
+/// `revision` (a scheduler that has not seen the apply yet) is waited out.
+async fn wait_for_rollout(
+    client: &Client,
+    path: &str,
+    revision: u64,
+    timeout: std::time::Duration,
+    format: Format,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut last_printed: Option<RolloutStatus> = None;
+    loop {
+        let status: RolloutStatus = client.get(path).await?;
+        if status.revision > revision {
+            bail!(
+                "{} moved from revision {revision} to {} while waiting (rolled back or re-applied): see `shoal describe app {}`",
+                status.app,
+                status.revision,
+                status.app.rsplit('/').next().unwrap_or(&status.app)
+            );
+        }
+        let current = status.revision == revision;
+        if let Format::Table = format
+            && current
+            && last_printed.as_ref() != Some(&status)
+        {
+            print_rollout(&status);
+            last_printed = Some(status.clone());
+        }
+        if current
+            && status
+                .pods
+                .iter()
+                .all(|p| p.state == RolloutState::Complete)
+        {
+            match format {
+                Format::Table => println!("app {} revision {revision} is ready", status.app),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+            }
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "revision {revision} of {} is not ready after {}s: see `shoal describe app {}` for what it waits for",
+                status.app,
+                timeout.as_secs(),
+                status.app.rsplit('/').next().unwrap_or(&status.app)
+            );
+        }
+        tokio::time::sleep(crate::tunables::WAIT_POLL).await;
+    }
 }
 
 fn print_rollout(status: &RolloutStatus) {

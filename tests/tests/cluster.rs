@@ -92,31 +92,28 @@ fn shoal_up_serves_http_and_invoke_reaches_a_worker() {
 
     let env = [("SHOAL_CONFIG", config.as_str())];
     let echo = shoal_tests::repo_root().join("examples/echo-worker/app.toml");
+    // `apply --wait` returns once the replica is ready: the invoke right
+    // after it needs no retry.
     let out = shoal_tests::shoal_with_env(
-        &["apply", &echo.display().to_string()],
+        &["apply", &echo.display().to_string(), "--wait"],
         &env,
         Duration::from_secs(60),
     )
     .unwrap();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    // The first invocation may race the placement: retry briefly.
-    let mut last = String::new();
-    for _ in 0..100 {
-        let out = shoal_tests::shoal_with_env(
-            &["invoke", "echo/echo", "--data", "ping"],
-            &env,
-            Duration::from_secs(60),
-        )
-        .unwrap();
-        if out.code == Some(0) {
-            assert_eq!(out.stdout, "ping\n");
-            last.clear();
-            break;
-        }
-        last = out.stderr;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(last.is_empty(), "invoke never succeeded: {last}");
+    assert!(
+        out.stdout.contains("app default/echo revision ") && out.stdout.contains(" is ready"),
+        "{}",
+        out.stdout
+    );
+    let out = shoal_tests::shoal_with_env(
+        &["invoke", "echo/echo", "--data", "ping"],
+        &env,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "ping\n");
     assert_eq!(
         up.stop(Duration::from_secs(20)).unwrap(),
         Some(0),
@@ -425,7 +422,17 @@ limits = { memory = "64MiB" }
 placement = { labels = { region = "eu" } }
 "#,
     );
-    cluster.ok(&["apply", &file]).unwrap();
+    // Waiting for it gives up after the timeout and says where to look.
+    let out = cluster
+        .shoal(&["apply", &file, "--wait", "--timeout", "2"])
+        .unwrap();
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("is not ready after 2s")
+            && out.stderr.contains("shoal describe app eu-only"),
+        "{}",
+        out.stderr
+    );
     let describe = cluster
         .wait_until("a pending reason", Duration::from_secs(10), |c| {
             let d = c.ok(&["describe", "app", "eu-only"])?;
