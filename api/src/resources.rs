@@ -122,6 +122,130 @@ pub enum RolloutState {
     Progressing,
 }
 
+/// What an [`Event`] tells of, as one word (snake_case in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventReason {
+    /// An app was applied (created or changed).
+    Applied,
+    /// A replica was placed on a host.
+    Placed,
+    /// A replica found no host.
+    Pending,
+    /// A copy was stopped.
+    Stopped,
+    /// A replica failed to start or run.
+    Failed,
+    /// A component was scaled, by hand or by its autoscaler.
+    Scaled,
+    /// The app was deleted.
+    Deleted,
+    /// A host running its replicas went silent.
+    HostLost,
+    /// A host restarted a replica.
+    Restarted,
+    /// A replica keeps failing and is restarted with back-off.
+    CrashLoop,
+    /// A rollout began.
+    RolloutStarted,
+    /// A rollout finished.
+    RolloutComplete,
+    /// A rollout was rolled back.
+    RolledBack,
+    /// A rollout could not be rolled back.
+    RollbackFailed,
+    /// The namespace's quota held a change back.
+    QuotaReached,
+    /// A volume's data stayed on a host the replica left.
+    VolumeLeftBehind,
+    /// A replica passed its readiness check and takes work again.
+    Ready,
+    /// A replica failed its readiness check and takes no work for now.
+    Unready,
+    /// A reason this version does not know (written by a newer one).
+    #[serde(other)]
+    Other,
+}
+
+impl EventReason {
+    /// Whether the event asks for attention (`Warning` in `shoal events`).
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventReason::Pending
+                | EventReason::Failed
+                | EventReason::HostLost
+                | EventReason::CrashLoop
+                | EventReason::RolledBack
+                | EventReason::RollbackFailed
+                | EventReason::QuotaReached
+        )
+    }
+}
+
+/// Why no host can take a replica: what a pending replica waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Unschedulable {
+    /// No host has joined the cluster.
+    NoHosts,
+    /// No host has the labels the replica asks for.
+    NoHostWithLabels {
+        /// The labels asked for.
+        labels: BTreeMap<String, String>,
+    },
+    /// Every host with the labels has all its replica slots taken.
+    NoFreeSlot {
+        /// The labels asked for (none: any host).
+        labels: BTreeMap<String, String>,
+    },
+    /// No host with the labels has the memory free.
+    NoFreeMemory {
+        /// The memory the replica reserves, in bytes.
+        memory: u64,
+        /// The labels asked for (none: any host).
+        labels: BTreeMap<String, String>,
+    },
+}
+
+impl std::fmt::Display for Unschedulable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs = |labels: &BTreeMap<String, String>| -> String {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let with = |labels: &BTreeMap<String, String>| -> String {
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", pairs(labels))
+            }
+        };
+        match self {
+            Unschedulable::NoHosts => f.write_str("no host has joined the cluster"),
+            Unschedulable::NoHostWithLabels { labels } => {
+                write!(f, "no host has {}", pairs(labels))
+            }
+            Unschedulable::NoFreeSlot { labels } => {
+                write!(
+                    f,
+                    "every host{} is full (no free replica slot)",
+                    with(labels)
+                )
+            }
+            Unschedulable::NoFreeMemory { memory, labels } => write!(
+                f,
+                "no host has {} free{}",
+                crate::ByteSize::bytes(*memory),
+                with(labels)
+            ),
+        }
+    }
+}
+
 /// Each state's word: the same in JSON, tables and messages.
 macro_rules! words {
     ($($t:ty { $($variant:ident => $word:literal),* $(,)? })*) => {$(
@@ -148,6 +272,27 @@ words! {
     RolloutState { Complete => "complete", Progressing => "progressing" }
     TokenState { Active => "active", Expired => "expired", Revoked => "revoked" }
     Outcome { Allowed => "allowed", Denied => "denied", Failed => "failed" }
+    EventReason {
+        Applied => "applied",
+        Placed => "placed",
+        Pending => "pending",
+        Stopped => "stopped",
+        Failed => "failed",
+        Scaled => "scaled",
+        Deleted => "deleted",
+        HostLost => "host_lost",
+        Restarted => "restarted",
+        CrashLoop => "crash_loop",
+        RolloutStarted => "rollout_started",
+        RolloutComplete => "rollout_complete",
+        RolledBack => "rolled_back",
+        RollbackFailed => "rollback_failed",
+        QuotaReached => "quota_reached",
+        VolumeLeftBehind => "volume_left_behind",
+        Ready => "ready",
+        Unready => "unready",
+        Other => "other",
+    }
 }
 
 /// One replica, in lists.
@@ -236,11 +381,8 @@ pub struct Event {
     pub namespace: Name,
     /// The app.
     pub app: Name,
-    /// What happened: `applied`, `placed`, `pending`, `stopped`, `failed`,
-    /// `scaled`, `deleted`, `host_lost`, `restarted`, `crash_loop`,
-    /// `rollout_started`, `rollout_complete`, `rolled_back`,
-    /// `rollback_failed`, `quota_reached`, `volume_left_behind`.
-    pub reason: String,
+    /// What happened.
+    pub reason: EventReason,
     /// In words.
     pub message: String,
 }

@@ -162,14 +162,6 @@ pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Whether an event's reason is something to look at.
-fn warning(reason: &str) -> bool {
-    matches!(
-        reason,
-        "pending" | "failed" | "crash_loop" | "host_lost" | "rolled_back" | "quota_reached"
-    )
-}
-
 /// Runs `shoal events`.
 pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
     let namespace = match (&args.app, client.namespace_given()) {
@@ -198,13 +190,13 @@ pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
             let e: Event = serde_json::from_str(line)?;
             let row = vec![
                 age(now.saturating_sub(e.at_ms)),
-                if warning(&e.reason) {
+                if e.reason.is_warning() {
                     "Warning"
                 } else {
                     "Normal"
                 }
                 .to_string(),
-                e.reason.clone(),
+                e.reason.to_string(),
                 format!("app/{}/{}", e.namespace, e.app),
                 e.message.clone(),
             ];

@@ -23,6 +23,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 
+use shoal_api::resources::EventReason;
 use shoal_api::wire::{Activate, CommandReply, ReplicaState};
 use shoal_api::{ComponentKind, Name, subjects};
 use tokio::sync::watch;
@@ -325,7 +326,7 @@ async fn activate_one(shared: &Shared, a: &Activate, cause: Cause) -> CommandRep
     if let Some(why) = woke {
         tracing::info!(app = %a.app, "{why}");
         shared
-            .record(event(&a.namespace, &a.app, "scaled", why))
+            .record(event(&a.namespace, &a.app, EventReason::Scaled, why))
             .await;
         shared.wake_app(&a.namespace, &a.app);
     }
@@ -458,14 +459,14 @@ async fn decide(shared: &Shared, t: &Target, demand: Demand) -> bool {
     if let Some(why) = held {
         tracing::warn!(app = %t.app, "{why}");
         shared
-            .record(event(&t.namespace, &t.app, "quota_reached", why))
+            .record(event(&t.namespace, &t.app, EventReason::QuotaReached, why))
             .await;
     }
     match change {
         Some(why) => {
             tracing::info!(app = %t.app, "{why}");
             shared
-                .record(event(&t.namespace, &t.app, "scaled", why))
+                .record(event(&t.namespace, &t.app, EventReason::Scaled, why))
                 .await;
             true
         }

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use shoal_api::resources::EventReason;
 use shoal_api::subjects;
 use shoal_api::wire::{CommandReply, HostCommand, HostId, ReplicaId};
 use tokio::sync::Semaphore;
@@ -145,7 +146,7 @@ async fn execute(shared: &Shared, action: Action, epoch: u64) {
                 .record(event(
                     &id.namespace,
                     &id.app,
-                    "placed",
+                    EventReason::Placed,
                     format!("{id} placed on {host} (revision {})", replica.revision),
                 ))
                 .await;
@@ -163,7 +164,7 @@ async fn execute(shared: &Shared, action: Action, epoch: u64) {
                 .record(event(
                     &id.namespace,
                     &id.app,
-                    "failed",
+                    EventReason::Failed,
                     format!("starting {id} on {host} failed: {reason}"),
                 ))
                 .await;
@@ -181,7 +182,7 @@ async fn execute(shared: &Shared, action: Action, epoch: u64) {
                 .record(event(
                     &id.namespace,
                     &id.app,
-                    "stopped",
+                    EventReason::Stopped,
                     format!("{id} (revision {revision}) stopped on {host}: {reason}"),
                 ))
                 .await;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shoal_api::Name;
+use shoal_api::resources::EventReason;
 use tokio::sync::watch;
 
 use crate::state::event;
@@ -89,7 +90,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             .record(event(
                                 &namespace,
                                 &app,
-                                "rollback_failed",
+                                EventReason::RollbackFailed,
                                 format!("{cause}, but the rollback failed (tried again after the progress deadline): {e}"),
                             ))
                             .await;

@@ -19,6 +19,7 @@ use futures::{FutureExt, StreamExt};
 use rustc_hash::FxHashMap;
 use shoal_api::beats::{BEAT_HEADER, BeatContent, BeatGap, SNAPSHOT_MIN_GAP, Taken};
 use shoal_api::resources::Event;
+use shoal_api::resources::EventReason;
 use shoal_api::subjects;
 use shoal_api::wire::{Heartbeat, HostId, ReplicaState, ReplicaStatus};
 use tokio::sync::watch;
@@ -273,7 +274,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, host: &HostId
         out.push(event(
             &id.namespace,
             &id.app,
-            "restarted",
+            EventReason::Restarted,
             format!(
                 "{id} restarted on {} (restart {}{retry}): {why}",
                 host, r.restarts
@@ -284,7 +285,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, host: &HostId
         out.push(event(
             &id.namespace,
             &id.app,
-            "crash_loop",
+            EventReason::CrashLoop,
             format!("{id} is crash-looping on {}: {why}", host),
         ));
     }
@@ -292,7 +293,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, host: &HostId
         out.push(event(
             &id.namespace,
             &id.app,
-            "unready",
+            EventReason::Unready,
             format!("{id} on {} is not ready, out of rotation: {why}", host),
         ));
     }
@@ -303,7 +304,7 @@ fn replica_news(before: Option<&ReplicaStatus>, r: &ReplicaStatus, host: &HostId
         out.push(event(
             &id.namespace,
             &id.app,
-            "ready",
+            EventReason::Ready,
             format!("{id} on {} is ready and in rotation", host),
         ));
     }
@@ -360,6 +361,6 @@ mod tests {
         assert_eq!(apps(&touched), ["default.b", "default.c", "default.d"]);
         assert_eq!(news.len(), 1, "{news:?}");
         assert_eq!(news[0].app.as_str(), "b");
-        assert_eq!(news[0].reason, "restarted");
+        assert_eq!(news[0].reason, EventReason::Restarted);
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use rustc_hash::FxHashMap;
 
-use shoal_api::ByteSize;
+use shoal_api::resources::Unschedulable;
 use shoal_api::wire::HostId;
 
 /// What placement knows of one host.
@@ -112,7 +112,7 @@ fn score(
 /// Looks at every host; allocates nothing on the way to a choice (words
 /// are made only for a refusal). To place many replicas of one pod, a
 /// [`Ranking`] does the same in far less.
-pub fn choose(hosts: &[Candidate], need: &Need<'_>) -> Result<usize, String> {
+pub fn choose(hosts: &[Candidate], need: &Need<'_>) -> Result<usize, Unschedulable> {
     let spread = spread_counts(hosts, need);
     hosts
         .iter()
@@ -153,7 +153,7 @@ impl Ranking {
     }
 
     /// The index of the best host for `need` now, or why none fits.
-    pub fn best(&mut self, hosts: &[Candidate], need: &Need<'_>) -> Result<usize, String> {
+    pub fn best(&mut self, hosts: &[Candidate], need: &Need<'_>) -> Result<usize, Unschedulable> {
         while let Some(&Reverse(stored)) = self.heap.peek() {
             let i = stored.3;
             let now = hosts.get(i).and_then(|c| score(i, c, need, &self.spread));
@@ -190,36 +190,24 @@ impl Ranking {
 }
 
 /// Why no host in `hosts` can take a replica with `need`.
-fn refusal(hosts: &[Candidate], need: &Need<'_>) -> String {
-    let with = describe_labels(need.labels);
+fn refusal(hosts: &[Candidate], need: &Need<'_>) -> Unschedulable {
+    let labels = need.labels.clone();
     let mut labelled_hosts = hosts.iter().filter(|c| labelled(c, need)).peekable();
     if labelled_hosts.peek().is_none() {
         return if hosts.is_empty() {
-            "no host has joined the cluster".to_string()
+            Unschedulable::NoHosts
         } else {
-            format!(
-                "no host has {with}",
-                with = with.trim_start_matches("with ")
-            )
+            Unschedulable::NoHostWithLabels { labels }
         };
     }
-    let size = ByteSize::bytes(need.memory);
     if labelled_hosts.all(|c| c.used_slots >= c.slots) {
-        format!("every host {with} is full (no free replica slot)")
+        Unschedulable::NoFreeSlot { labels }
     } else {
-        format!("no host has {size} free {with}")
+        Unschedulable::NoFreeMemory {
+            memory: need.memory,
+            labels,
+        }
     }
-    .replace("  ", " ")
-    .trim_end()
-    .to_string()
-}
-
-fn describe_labels(labels: &BTreeMap<String, String>) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("with {}", pairs.join(","))
 }
 
 #[cfg(test)]
@@ -275,7 +263,7 @@ mod tests {
         mut hosts: Vec<Candidate>,
         n: usize,
         spread: Option<&str>,
-        mut pick: impl FnMut(&[Candidate], &Need<'_>, Option<usize>) -> Result<usize, String>,
+        mut pick: impl FnMut(&[Candidate], &Need<'_>, Option<usize>) -> Result<usize, Unschedulable>,
     ) -> Vec<String> {
         let none = BTreeMap::new();
         let mut on = PodOnHost::default();
@@ -348,22 +336,35 @@ mod tests {
         let on = PodOnHost::default();
         let eu: BTreeMap<String, String> = [("region".to_string(), "eu".to_string())].into();
         assert_eq!(
-            choose(&hosts, &need(64, &eu, None, &on)).unwrap_err(),
+            choose(&hosts, &need(64, &eu, None, &on))
+                .unwrap_err()
+                .to_string(),
             "no host has region=eu"
         );
         let zone_a: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
         assert_eq!(
             choose(&hosts, &need(256, &zone_a, None, &on)).unwrap_err(),
+            Unschedulable::NoFreeMemory {
+                memory: 256 << 20,
+                labels: zone_a.clone()
+            }
+        );
+        assert_eq!(
+            choose(&hosts, &need(256, &zone_a, None, &on))
+                .unwrap_err()
+                .to_string(),
             "no host has 256MiB free with zone=a"
         );
         let none = BTreeMap::new();
         assert_eq!(
-            choose(&hosts, &need(256, &none, None, &on)).unwrap_err(),
+            choose(&hosts, &need(256, &none, None, &on))
+                .unwrap_err()
+                .to_string(),
             "no host has 256MiB free"
         );
         assert_eq!(
             choose(&[], &need(1, &none, None, &on)).unwrap_err(),
-            "no host has joined the cluster"
+            Unschedulable::NoHosts
         );
     }
 }

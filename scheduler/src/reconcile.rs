@@ -12,6 +12,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Instant;
 
 use shoal_api::resources::Event;
+use shoal_api::resources::EventReason;
 use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplica};
 use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SealedSecret, SecretValue, subjects};
 
@@ -299,7 +300,7 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass, scope: &Scope) -> S
             let e = event(
                 &id.namespace,
                 &id.app,
-                "failed",
+                EventReason::Failed,
                 format!("{id} failed on {host}: {reason}"),
             );
             remember(state, pass, e);
@@ -569,7 +570,7 @@ impl<'a> PodPlan<'a> {
                     let e = event(
                         &id.namespace,
                         &id.app,
-                        "volume_left_behind",
+                        EventReason::VolumeLeftBehind,
                         format!(
                             "{id} placed on {host} without its data: its volume data stays on {home}, which cannot take it"
                         ),
@@ -589,7 +590,7 @@ impl<'a> PodPlan<'a> {
                     let e = event(
                         &id.namespace,
                         &id.app,
-                        "pending",
+                        EventReason::Pending,
                         format!("{id} pending: {reason}"),
                     );
                     remember(state, pass, e);
@@ -694,7 +695,7 @@ fn track_rollout(
             let e = event(
                 &spec.namespace,
                 &spec.name,
-                "rollout_complete",
+                EventReason::RolloutComplete,
                 format!(
                     "pod {pod} rolled out to generation {generation} (revision {})",
                     app.revision
@@ -721,7 +722,7 @@ fn track_rollout(
         let e = event(
             &spec.namespace,
             &spec.name,
-            "rollout_started",
+            EventReason::RolloutStarted,
             format!(
                 "rolling pod {pod} to generation {generation} (revision {}): max_surge {}, max_unavailable {}, progress_deadline {}",
                 app.revision, rollout.max_surge, rollout.max_unavailable, rollout.progress_deadline
@@ -848,7 +849,7 @@ fn mark_lost_hosts(state: &mut State, now: Instant, pass: &mut Pass) -> bool {
             let e = event(
                 &r.id.namespace,
                 &r.id.app,
-                "host_lost",
+                EventReason::HostLost,
                 format!("{} lost with host {host}: {what}", r.id),
             );
             remember(state, pass, e);
@@ -1126,7 +1127,9 @@ mod tests {
     fn a_pending_replica_is_looked_at_again_without_being_queued() {
         let now = Instant::now();
         let mut state = state(stored("hi", "{}", None), vec![], now);
-        state.pending.insert(id(0), "no room".into());
+        state
+            .pending
+            .insert(id(0), shoal_api::resources::Unschedulable::NoHosts);
         let pass = plan(&mut state, now, &mut only("default", "other"));
         assert_eq!(actions(&pass), (vec![(0, 1), (1, 1)], vec![]));
         assert!(state.pending.is_empty(), "placed, so no longer pending");
@@ -1177,7 +1180,11 @@ mod tests {
         );
         let done = plan_all(&mut state, now);
         assert_eq!(actions(&done), (vec![], vec![(1, 1)]));
-        assert!(done.events.iter().any(|e| e.reason == "rollout_complete"));
+        assert!(
+            done.events
+                .iter()
+                .any(|e| e.reason == EventReason::RolloutComplete)
+        );
         report(&mut state, vec![copy(0, 2, true), copy(1, 2, true)], now);
         assert_eq!(actions(&plan_all(&mut state, now)), (vec![], vec![]));
     }
@@ -1203,7 +1210,12 @@ mod tests {
         let v2 = stored("v2", rollout, Some(&v1));
         let mut state = state(v2, vec![copy(0, 1, true), copy(1, 1, true)], now);
         let first = plan_all(&mut state, now);
-        assert!(first.events.iter().any(|e| e.reason == "rollout_started"));
+        assert!(
+            first
+                .events
+                .iter()
+                .any(|e| e.reason == EventReason::RolloutStarted)
+        );
         assert!(first.rollbacks.is_empty());
         let later = now + Duration::from_secs(1);
         report(
@@ -1271,7 +1283,11 @@ mod tests {
         let mut state = three_hosts(&["h3"], now, start);
         let pass = plan_all(&mut state, now);
         assert_eq!(actions(&pass), (vec![(2, 1)], vec![]));
-        assert!(pass.events.iter().any(|e| e.reason == "host_lost"));
+        assert!(
+            pass.events
+                .iter()
+                .any(|e| e.reason == EventReason::HostLost)
+        );
     }
 
     /// An app of one component called `web`, from its spec's text.
@@ -1298,7 +1314,12 @@ mod tests {
             })
             .collect();
         assert_eq!(hosts, vec!["h2"]);
-        assert!(!pass.events.iter().any(|e| e.reason == "volume_left_behind"));
+        assert!(
+            !pass
+                .events
+                .iter()
+                .any(|e| e.reason == EventReason::VolumeLeftBehind)
+        );
     }
 
     #[test]
@@ -1314,7 +1335,7 @@ mod tests {
         assert!(
             pass.events
                 .iter()
-                .any(|e| e.reason == "host_lost" && e.message.contains("volume data")),
+                .any(|e| e.reason == EventReason::HostLost && e.message.contains("volume data")),
             "{:?}",
             pass.events
         );
@@ -1329,7 +1350,7 @@ mod tests {
         assert!(
             pass.events
                 .iter()
-                .any(|e| e.reason == "volume_left_behind" && e.message.contains("h1")),
+                .any(|e| e.reason == EventReason::VolumeLeftBehind && e.message.contains("h1")),
             "{:?}",
             pass.events
         );

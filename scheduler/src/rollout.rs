@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use shoal_api::resources::EventReason;
 use shoal_api::resources::{PodRollout, RevisionInfo, RolloutState, RolloutStatus};
 use shoal_api::subjects;
 use shoal_api::wire::{ReplicaId, ReplicaState, ReplicaStatus};
@@ -192,7 +193,7 @@ pub async fn roll_back(
     let e = event(
         &stored.spec.namespace,
         &stored.spec.name,
-        "rolled_back",
+        EventReason::RolledBack,
         format!("revision {revision} stored: {}", stored.cause),
     );
     crate::api::remember_app(shared, key.to_string(), App { stored, revision });

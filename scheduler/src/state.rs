@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shoal_api::resources::Event;
+use shoal_api::resources::{Event, EventReason};
 use shoal_api::wire::{Heartbeat, HostId, ReplicaId, ReplicaStatus};
 use shoal_api::{AppSpec, Digest, Name};
 
@@ -201,7 +201,7 @@ pub struct State {
     /// Starts sent, not yet seen in a heartbeat.
     pub starting: HashMap<ReplicaId, Starting>,
     /// Replicas that could not be placed, and why.
-    pub pending: HashMap<ReplicaId, String>,
+    pub pending: HashMap<ReplicaId, shoal_api::resources::Unschedulable>,
     /// Replicas whose start failed, and when they may be tried again.
     pub backoff: HashMap<ReplicaId, Instant>,
     /// Recent events per app key.
@@ -320,12 +320,12 @@ pub fn millis(d: Duration) -> u64 {
 }
 
 /// Builds an event.
-pub fn event(namespace: &Name, app: &Name, reason: &str, message: String) -> Event {
+pub fn event(namespace: &Name, app: &Name, reason: EventReason, message: String) -> Event {
     Event {
         at_ms: now_ms(),
         namespace: namespace.clone(),
         app: app.clone(),
-        reason: reason.to_string(),
+        reason,
         message,
     }
 }

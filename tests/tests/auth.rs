@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use shoal_api::resources::{AppDetail, AuditRecord, NamespaceInfo};
+use shoal_api::resources::{AppDetail, AuditRecord, EventReason, NamespaceInfo};
 use shoal_tests::cluster::{Cluster, Pki, free_port};
 use shoal_tests::{Output, Running, http_request_to};
 
@@ -520,14 +520,14 @@ fn quotas_refuse_what_exceeds_them_and_hold_the_autoscaler() {
             )?;
             Ok(d.events
                 .iter()
-                .any(|e| e.reason == "quota_reached")
+                .any(|e| e.reason == EventReason::QuotaReached)
                 .then_some(d))
         })
         .unwrap();
     let held = detail
         .events
         .iter()
-        .find(|e| e.reason == "quota_reached")
+        .find(|e| e.reason == EventReason::QuotaReached)
         .unwrap();
     assert!(
         held.message.contains("held at 2 replicas") && held.message.contains("replicas quota (2)"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shoal_api::Digest;
-use shoal_api::resources::{AppDetail, PodState, RolloutStatus};
+use shoal_api::resources::{AppDetail, EventReason, PodState, RolloutStatus};
 use shoal_api::wire::ReplicaState;
 use shoal_tests::cluster::Cluster;
 use shoal_tests::control::{self, HeartbeatWatch};
@@ -497,7 +497,7 @@ fn commands_sent(port: u16, token: &str, app: &str) -> usize {
         .map(|d| {
             d.events
                 .iter()
-                .filter(|e| e.reason == "placed" || e.reason == "stopped")
+                .filter(|e| e.reason == EventReason::Placed || e.reason == EventReason::Stopped)
                 .count()
         })
         .unwrap_or_default()

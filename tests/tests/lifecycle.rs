@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shoal_api::resources::{AppDetail, Event, PodInfo, PodState, RevisionInfo};
+use shoal_api::resources::{AppDetail, Event, EventReason, PodInfo, PodState, RevisionInfo};
 use shoal_api::wire::ReplicaState;
 use shoal_api::{Name, subjects};
 use shoal_tests::cluster::Cluster;
@@ -41,7 +41,7 @@ fn describe(cluster: &Cluster, app: &str) -> AppDetail {
     serde_json::from_str(&out).unwrap()
 }
 
-fn events(cluster: &Cluster, app: &str, reason: &str) -> Vec<Event> {
+fn events(cluster: &Cluster, app: &str, reason: EventReason) -> Vec<Event> {
     describe(cluster, app)
         .events
         .into_iter()
@@ -132,7 +132,7 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
     let table = cluster.ok(&["get", "pods"]).unwrap();
     let line = table.lines().find(|l| l.contains(&r1)).unwrap();
     assert_eq!(line.split_whitespace().nth(3), Some("no"), "{table}");
-    assert!(!events(&cluster, "probe", "unready").is_empty());
+    assert!(!events(&cluster, "probe", EventReason::Unready).is_empty());
     // ... and back when it flips back.
     kv(&cluster, "probe", &format!("unready/{r1}"), None);
     wait_all_ready(&cluster, "probe", "h1's replica back in rotation");
@@ -173,7 +173,7 @@ fn readiness_takes_a_replica_out_of_rotation_and_liveness_restarts_it() {
         Some(again.restarts.to_string().as_str()),
         "the RESTARTS column shows the count: {table}"
     );
-    let restarts = events(&cluster, "probe", "restarted");
+    let restarts = events(&cluster, "probe", EventReason::Restarted);
     assert!(
         restarts
             .iter()
@@ -285,7 +285,7 @@ fn rolling_updates_fail_no_request_and_undo_goes_back() {
         greetings(&ingresses, 20),
         BTreeSet::from(["v2".to_string()])
     );
-    assert!(!events(&cluster, "web", "rollout_complete").is_empty());
+    assert!(!events(&cluster, "web", EventReason::RolloutComplete).is_empty());
 
     // `rollout undo` goes back to v1 the same way.
     let running = load(ingresses.clone());
@@ -348,7 +348,7 @@ fn a_version_that_never_gets_ready_is_rolled_back_at_its_deadline() {
         .unwrap();
     let rolled_back = cluster
         .wait_until("the automatic rollback", LIMIT, |c| {
-            Ok(events(c, "web", "rolled_back").into_iter().next())
+            Ok(events(c, "web", EventReason::RolledBack).into_iter().next())
         })
         .unwrap();
     assert!(
@@ -389,7 +389,7 @@ fn a_crash_looping_job_backs_off_with_growing_intervals() {
     cluster.ok(&["apply", &spec.display().to_string()]).unwrap();
     let restarts = cluster
         .wait_until("five restarts", LIMIT, |c| {
-            let restarts = events(c, "crashy", "restarted");
+            let restarts = events(c, "crashy", EventReason::Restarted);
             Ok((restarts.len() >= 5).then_some(restarts))
         })
         .unwrap();
@@ -425,7 +425,7 @@ fn a_crash_looping_job_backs_off_with_growing_intervals() {
             && detail.contains("last error: the job exited with status 1"),
         "{detail}"
     );
-    assert!(!events(&cluster, "crashy", "crash_loop").is_empty());
+    assert!(!events(&cluster, "crashy", EventReason::CrashLoop).is_empty());
 
     // With `restart = "never"` the same job stops for good and says why.
     let never = std::fs::read_to_string(&spec)
@@ -536,7 +536,7 @@ pod = "both"
             .unwrap(),
         "again\n"
     );
-    let restarted = events(&cluster, "duo", "restarted");
+    let restarted = events(&cluster, "duo", EventReason::Restarted);
     assert!(
         restarted
             .iter()

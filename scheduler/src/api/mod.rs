@@ -11,6 +11,7 @@ mod log_routes;
 mod namespace_routes;
 mod token_routes;
 
+use shoal_api::resources::EventReason;
 use shoal_api::trace::{HostCalls, TRACEPARENT, TraceParent};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -292,7 +293,7 @@ async fn apply(
     let e = event(
         &stored.spec.namespace,
         &stored.spec.name,
-        "applied",
+        EventReason::Applied,
         format!("revision {revision} applied from {}", req.file),
     );
     remember_app(&shared, key, App { stored, revision });
@@ -655,8 +656,7 @@ fn pods_of(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> Vec<PodInf
                         reason: state
                             .pending
                             .get(&id)
-                            .cloned()
-                            .unwrap_or_else(|| "being placed".into()),
+                            .map_or_else(|| "being placed".into(), ToString::to_string),
                     },
                     ready: false,
                     restarts: 0,
@@ -786,7 +786,7 @@ async fn delete(
         .record(event(
             &spec.namespace,
             &spec.name,
-            "deleted",
+            EventReason::Deleted,
             "app deleted: stopping its replicas".into(),
         ))
         .await;
@@ -885,7 +885,7 @@ async fn scale(
     let e = event(
         &stored.spec.namespace,
         &stored.spec.name,
-        "scaled",
+        EventReason::Scaled,
         format!(
             "{} scaled from {from} to {} replicas (revision {revision})",
             req.component, req.replicas
