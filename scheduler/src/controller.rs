@@ -67,9 +67,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         shared.publish(&pass.events).await;
         for stalled in pass.rollbacks {
             let cause = format!("automatic rollback: {}", stalled.reason);
-            match rollout::roll_back(&shared, &stalled.app, None, Some(stalled.revision), &cause)
-                .await
-            {
+            match rollout::roll_back(&shared, &stalled.app, None, Some(stalled.kv), &cause).await {
                 Ok((revision, to)) => tracing::warn!(app = stalled.app, revision, to, "{cause}"),
                 Err(e) => {
                     // Tried again once another progress deadline passes.

@@ -72,6 +72,7 @@ pub(crate) fn stored_app(text: &str) -> crate::state::StoredApp {
         generations: BTreeMap::new(),
         templates: BTreeMap::new(),
         cause: String::new(),
+        number: 0,
     }
     .with_generations(None)
 }

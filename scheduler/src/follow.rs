@@ -148,13 +148,15 @@ fn apply(shared: &Shared, what: Followed, entry: &kv::Entry) {
 fn apply_app(shared: &Shared, key: &str, value: Option<&[u8]>, revision: u64) {
     let changed = {
         let mut state = shared.state();
-        let newer = state.apps.get(key).is_none_or(|a| a.revision < revision);
+        let newer = state.apps.get(key).is_none_or(|a| a.kv < revision);
         if !newer {
             return;
         }
         match value.map(serde_json::from_slice::<StoredApp>) {
             Some(Ok(stored)) => {
-                state.apps.insert(key.to_string(), App { stored, revision });
+                state
+                    .apps
+                    .insert(key.to_string(), App::from_kv(stored, revision));
                 true
             }
             Some(Err(e)) => {

@@ -54,8 +54,9 @@ pub struct Rollback {
     pub app: String,
     /// The pod that stalled.
     pub pod: Name,
-    /// The stored revision that stalled.
-    pub revision: u64,
+    /// The KV revision of the stored revision that stalled ([`App::kv`]):
+    /// exact across a delete and a new app of the same name.
+    pub kv: u64,
     /// What stalled, in words.
     pub reason: String,
 }
@@ -744,7 +745,7 @@ fn track_rollout(
         pass.rollbacks.push(Rollback {
             app: key.clone(),
             pod: pod.clone(),
-            revision: app.revision,
+            kv: app.kv,
             reason: format!(
                 "pod {pod} made no progress for {} ({} of its replicas at generation {generation} ready)",
                 rollout.progress_deadline, r.done
@@ -1019,6 +1020,7 @@ mod tests {
             generations: BTreeMap::new(),
             templates: BTreeMap::new(),
             cause: String::new(),
+            number: 0,
         }
         .with_generations(previous)
     }
@@ -1039,6 +1041,7 @@ mod tests {
             App {
                 stored: app,
                 revision: 1,
+                kv: 1,
             },
         );
         report(&mut state, copies, now);

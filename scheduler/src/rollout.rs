@@ -118,8 +118,9 @@ pub async fn history(shared: &Shared, key: &str) -> Result<Vec<RevisionInfo>, Sc
 
 /// Stores revision `to` of the app at `key` again (by default the one
 /// before the current), which rolls the app back to it. Returns the new
-/// revision and the one it went back to. `expect`, when given, is the
-/// revision the caller saw: if the app moved on since, nothing happens.
+/// revision and the one it went back to. `expect`, when given, is the KV
+/// revision ([`App::kv`]) the caller saw: if the app moved on since,
+/// nothing happens.
 pub async fn roll_back(
     shared: &Shared,
     key: &str,
@@ -134,7 +135,7 @@ pub async fn roll_back(
         .get(key)
         .cloned()
         .ok_or_else(|| SchedulerError::NotFound(format!("no app {key}")))?;
-    if expect.is_some_and(|r| r != current.revision) {
+    if expect.is_some_and(|kv| kv != current.kv) {
         return Err(SchedulerError::Invalid(format!(
             "{key} moved on to revision {} meanwhile; not rolling back",
             current.revision
@@ -189,14 +190,16 @@ pub async fn roll_back(
         )));
     }
     crate::api::ensure_queues(shared, &stored).await?;
-    let revision = shared.store.put_app(key, &stored, current.revision).await?;
+    let kv = shared.store.put_app(key, &stored, current.kv).await?;
+    let app = App::from_kv(stored, kv);
+    let revision = app.revision;
     let e = event(
-        &stored.spec.namespace,
-        &stored.spec.name,
+        &app.stored.spec.namespace,
+        &app.stored.spec.name,
         EventReason::RolledBack,
-        format!("revision {revision} stored: {}", stored.cause),
+        format!("revision {revision} stored: {}", app.stored.cause),
     );
-    crate::api::remember_app(shared, key.to_string(), App { stored, revision });
+    crate::api::remember_app(shared, key.to_string(), app);
     shared.wake_app(&e.namespace, &e.app);
     shared.record(e).await;
     Ok((revision, *target_revision))

@@ -142,6 +142,7 @@ mod tests {
             App {
                 stored: fixtures::stored_app(text),
                 revision: 1,
+                kv: 1,
             },
         );
     }

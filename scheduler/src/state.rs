@@ -33,6 +33,12 @@ pub struct StoredApp {
     /// Why this revision was stored: the file applied, or the rollback.
     #[serde(default)]
     pub cause: String,
+    /// This revision's number among the app's own: 1 for its first apply,
+    /// one more for each change stored since (as `kubectl` counts an
+    /// object's generation). 0 in revisions stored before apps counted
+    /// their own, which [`App::from_kv`] numbers by their KV revision.
+    #[serde(default)]
+    pub number: u64,
 }
 
 use crate::tunables::TEMPLATES_KEPT;
@@ -67,8 +73,10 @@ impl StoredApp {
 
     /// Fills in generations against the previously stored version: the
     /// same template keeps its generation, a template seen before gets its
-    /// generation back, a new one gets the next number.
+    /// generation back, a new one gets the next number. Numbers the
+    /// revision one past the previous (1 for the first).
     pub fn with_generations(mut self, previous: Option<&StoredApp>) -> Self {
+        self.number = previous.map_or(1, |p| p.number + 1);
         let pods: Vec<Name> = self.spec.pods().into_iter().map(|p| p.name).collect();
         self.generations.clear();
         self.templates.clear();
@@ -116,8 +124,26 @@ impl StoredApp {
 pub struct App {
     /// What was applied.
     pub stored: StoredApp,
-    /// The KV revision of that apply.
+    /// The app's own revision number ([`StoredApp::number`]): what users
+    /// see, and what they name to roll back or to apply only over.
     pub revision: u64,
+    /// The KV revision of that apply: the bucket's sequence across every
+    /// app, which orders writes and guards the next one.
+    pub kv: u64,
+}
+
+impl App {
+    /// The app stored at KV revision `kv`.
+    pub fn from_kv(mut stored: StoredApp, kv: u64) -> App {
+        if stored.number == 0 {
+            stored.number = kv;
+        }
+        App {
+            revision: stored.number,
+            stored,
+            kv,
+        }
+    }
 }
 
 /// A host as its heartbeats show it.
@@ -334,6 +360,23 @@ pub fn event(namespace: &Name, app: &Name, reason: EventReason, message: String)
 mod tests {
     use super::*;
     use crate::fixtures;
+
+    #[test]
+    fn an_app_counts_its_own_revisions() {
+        let text = "name = \"web\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\n";
+        let first = fixtures::stored_app(text);
+        assert_eq!(first.number, 1);
+        let second = fixtures::stored_app(text).with_generations(Some(&first));
+        assert_eq!(App::from_kv(second.clone(), 4_711).revision, 2);
+        // Stored before apps counted their own: numbered by the KV
+        // revision, and counted on from there.
+        let mut legacy = first.clone();
+        legacy.number = 0;
+        let legacy = App::from_kv(legacy, 37);
+        assert_eq!((legacy.revision, legacy.kv), (37, 37));
+        let next = fixtures::stored_app(text).with_generations(Some(&legacy.stored));
+        assert_eq!(next.number, 38);
+    }
 
     #[test]
     fn a_hosts_replicas_of_one_app_are_found_among_many() {

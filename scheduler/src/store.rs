@@ -237,10 +237,7 @@ impl Store {
                 continue;
             };
             match serde_json::from_slice::<StoredApp>(&entry.value) {
-                Ok(stored) => apps.push(App {
-                    stored,
-                    revision: entry.revision,
-                }),
+                Ok(stored) => apps.push(App::from_kv(stored, entry.revision)),
                 Err(e) => {
                     tracing::error!(key, error = %e, "skipping an unreadable app in the desired-state bucket")
                 }
@@ -323,7 +320,10 @@ impl Store {
             let at_ms =
                 u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             match serde_json::from_slice::<StoredApp>(&entry.value) {
-                Ok(stored) => out.push((entry.revision, at_ms, stored)),
+                Ok(stored) => {
+                    let app = App::from_kv(stored, entry.revision);
+                    out.push((app.revision, at_ms, app.stored));
+                }
                 Err(e) => {
                     tracing::warn!(key, revision = entry.revision, error = %e, "skipping an unreadable revision")
                 }

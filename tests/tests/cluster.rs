@@ -101,6 +101,12 @@ fn shoal_up_serves_http_and_invoke_reaches_a_worker() {
     )
     .unwrap();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // Revisions are the app's own: its first is 1, whatever came before.
+    assert!(
+        out.stdout.contains("app default/echo applied (revision 1)"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("app default/echo revision ") && out.stdout.contains(" is ready"),
         "{}",

@@ -248,12 +248,13 @@ async fn apply(
     let key = subjects::app_key(&spec.namespace, &spec.name);
     let app_name = format!("{}/{}", spec.namespace, spec.name);
     let previous = shared.state().apps.get(&key).cloned();
-    let based_on = previous.as_ref().map_or(0, |p| p.revision);
+    let based_on = previous.as_ref().map_or(0, |p| p.kv);
+    let current = previous.as_ref().map_or(0, |p| p.revision);
     if let Some(expected) = req.if_revision
-        && expected != based_on
+        && expected != current
     {
         return Err(SchedulerError::Conflict(format!(
-            "app {app_name} is at revision {based_on}, not {expected} as the apply expects: look at it again and retry"
+            "app {app_name} is at revision {current}, not {expected} as the apply expects: look at it again and retry"
         ))
         .into());
     }
@@ -269,6 +270,7 @@ async fn apply(
         generations: BTreeMap::new(),
         templates: BTreeMap::new(),
         cause: format!("applied from {}", req.file),
+        number: 0,
     }
     .with_generations(previous.as_ref().map(|p| &p.stored));
     let _writing = shared.writes.lock().await;
@@ -289,14 +291,16 @@ async fn apply(
         }));
     }
     ensure_queues(&shared, &stored).await?;
-    let revision = shared.store.put_app(&key, &stored, based_on).await?;
+    let kv = shared.store.put_app(&key, &stored, based_on).await?;
+    let app = App::from_kv(stored, kv);
+    let revision = app.revision;
     let e = event(
-        &stored.spec.namespace,
-        &stored.spec.name,
+        &app.stored.spec.namespace,
+        &app.stored.spec.name,
         EventReason::Applied,
         format!("revision {revision} applied from {}", req.file),
     );
-    remember_app(&shared, key, App { stored, revision });
+    remember_app(&shared, key, app);
     shared.wake_app(&e.namespace, &e.app);
     shared.record(e).await;
     Ok(Json(ApplyResponse {
@@ -739,11 +743,7 @@ async fn describe(
 /// newer revision already.
 pub(crate) fn remember_app(shared: &Shared, key: String, app: App) {
     let mut state = shared.state();
-    if state
-        .apps
-        .get(&key)
-        .is_none_or(|a| a.revision < app.revision)
-    {
+    if state.apps.get(&key).is_none_or(|a| a.kv < app.kv) {
         state.apps.insert(key, app);
     }
 }
@@ -764,20 +764,16 @@ async fn delete(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Failure> {
     guard.allow_app(Verb::Delete, &namespace, &name)?;
-    let (key, spec, revision) = {
+    let (key, spec, kv) = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
         let spec = app.stored.spec.clone();
-        (
-            subjects::app_key(&spec.namespace, &spec.name),
-            spec,
-            app.revision,
-        )
+        (subjects::app_key(&spec.namespace, &spec.name), spec, app.kv)
     };
-    shared.store.delete_app(&key, revision).await?;
+    shared.store.delete_app(&key, kv).await?;
     {
         let mut state = shared.state();
-        if state.apps.get(&key).is_some_and(|a| a.revision == revision) {
+        if state.apps.get(&key).is_some_and(|a| a.kv == kv) {
             state.apps.remove(&key);
         }
     }
@@ -878,20 +874,19 @@ async fn scale(
     )
     .await?;
     let plan = plan(Some(&previous), &stored);
-    let revision = shared
-        .store
-        .put_app(&key, &stored, previous.revision)
-        .await?;
+    let kv = shared.store.put_app(&key, &stored, previous.kv).await?;
+    let app = App::from_kv(stored, kv);
+    let revision = app.revision;
     let e = event(
-        &stored.spec.namespace,
-        &stored.spec.name,
+        &app.stored.spec.namespace,
+        &app.stored.spec.name,
         EventReason::Scaled,
         format!(
             "{} scaled from {from} to {} replicas (revision {revision})",
             req.component, req.replicas
         ),
     );
-    remember_app(&shared, key, App { stored, revision });
+    remember_app(&shared, key, app);
     shared.wake_app(&e.namespace, &e.app);
     shared.record(e).await;
     Ok(Json(ApplyResponse {
@@ -1330,8 +1325,10 @@ mod tests {
                     generations: Default::default(),
                     templates: Default::default(),
                     cause: String::new(),
+                    number: 1,
                 },
                 revision: 1,
+                kv: 1,
             },
         );
         state
