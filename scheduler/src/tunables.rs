@@ -94,6 +94,10 @@ pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest component the API accepts.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
+/// The most of a refusal's text (axum's, before a handler ran) put into
+/// the API's JSON error.
+pub const MAX_REJECTION_TEXT: usize = 8 << 10;
+
 /// Added to a queue worker's timeout to get its consumer's ack wait: how
 /// long a delivery may go unacknowledged before it is redelivered.
 pub const QUEUE_ACK_MARGIN: Duration = Duration::from_secs(4);

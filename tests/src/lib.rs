@@ -435,6 +435,23 @@ pub fn http_post_json_as(
     )
 }
 
+/// An API call as `token` with extra `headers` and a raw `body`: for the
+/// requests a client gets wrong.
+pub fn http_call_as(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    limit: Duration,
+) -> anyhow::Result<HttpReply> {
+    let auth = format!("Bearer {token}");
+    let mut all = vec![("Authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    http_exchange(addr, &addr.to_string(), &all, method, path, body, limit)
+}
+
 /// One HTTP/1.1 request with `host` as the `Host` header and `headers`.
 pub fn http_request_with(
     addr: SocketAddr,

@@ -555,3 +555,95 @@ fn bad_specs_and_components_are_refused_and_change_nothing() {
         "a dry run stores nothing"
     );
 }
+
+#[test]
+fn every_refusal_is_the_apis_json_error() {
+    let cluster = Cluster::start().unwrap();
+    let token = cluster.admin_token().unwrap();
+    let api = shoal_tests::control::addr(cluster.scheduler_ports()[0]);
+    let json = [("Content-Type", "application/json")];
+    // What axum refuses before a handler runs, one of each kind.
+    let cases: [(&str, &str, &[(&str, &str)], &[u8], u16, &str, &str); 6] = [
+        (
+            "POST",
+            "/v1/apps",
+            &json,
+            b"{not json",
+            400,
+            "invalid",
+            "JSON",
+        ),
+        (
+            "POST",
+            "/v1/apps",
+            &[("Content-Type", "text/plain")],
+            b"{}",
+            415,
+            "invalid",
+            "Content-Type",
+        ),
+        (
+            "POST",
+            "/v1/apps",
+            &json,
+            b"{\"file\": 7}",
+            422,
+            "invalid",
+            "file",
+        ),
+        (
+            "GET",
+            "/v1/top/pods?window_s=soon",
+            &[],
+            b"",
+            400,
+            "invalid",
+            "window_s",
+        ),
+        (
+            "GET",
+            "/v1/no-such-thing",
+            &[],
+            b"",
+            404,
+            "not_found",
+            "/openapi.json",
+        ),
+        (
+            "DELETE",
+            "/v1/pods",
+            &[],
+            b"",
+            405,
+            "invalid",
+            "does not take DELETE",
+        ),
+    ];
+    for (method, path, headers, body, status, kind, says) in cases {
+        let reply = shoal_tests::http_call_as(
+            api,
+            &token,
+            method,
+            path,
+            headers,
+            body,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(reply.status, status, "{method} {path}: {reply:?}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{method} {path}: {reply:?}"
+        );
+        let error: shoal_api::resources::ApiError = serde_json::from_str(&reply.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", reply.body));
+        assert_eq!(error.kind, kind, "{method} {path}: {error:?}");
+        assert!(error.error.contains(says), "{method} {path}: {error:?}");
+    }
+    // Without a credential, an unknown path is refused as unauthorized,
+    // not described.
+    let reply = shoal_tests::http_request(api, "GET", "/v1/no-such-thing", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(reply.status, 401, "{reply:?}");
+}

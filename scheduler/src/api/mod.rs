@@ -9,6 +9,7 @@ mod dump_routes;
 pub mod guard;
 mod log_routes;
 mod namespace_routes;
+mod rejections;
 mod token_routes;
 
 use shoal_api::resources::EventReason;
@@ -53,7 +54,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fold(Router::new(), |router, (path, method)| {
             router.route(path, method)
         })
+        .fallback(rejections::no_route)
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .layer(middleware::from_fn(rejections::json_errors))
         .layer(middleware::from_fn_with_state(shared.clone(), guard::gate))
         .layer(middleware::from_fn_with_state(shared.clone(), timed))
         .with_state(shared)
