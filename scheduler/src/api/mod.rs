@@ -1375,4 +1375,37 @@ mod tests {
             .collect();
         assert_eq!(described, served);
     }
+
+    /// What the router and the extractors refuse with (see `rejections`)
+    /// is documented on every operation it can happen to.
+    #[test]
+    fn openapi_documents_every_refusal() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON");
+        let mut missing = Vec::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                if method == "parameters" {
+                    continue;
+                }
+                let documents = |code: &str| op["responses"].get(code).is_some();
+                let json_body = op["requestBody"]["content"]
+                    .get("application/json")
+                    .is_some();
+                let mut wanted = vec!["400"];
+                if path.contains('{') {
+                    wanted.push("404");
+                }
+                if json_body {
+                    wanted.extend(["413", "415", "422"]);
+                }
+                for code in wanted {
+                    if !documents(code) {
+                        missing.push(format!("{method} {path}: {code}"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented: {missing:?}");
+    }
 }
