@@ -54,6 +54,7 @@ pub mod store;
 pub mod tls;
 pub mod top;
 pub mod tunables;
+pub mod ui;
 pub mod workqueue;
 
 use std::future::Future;
@@ -132,6 +133,9 @@ pub struct Shared {
     audit: audit::AuditTrail,
     namespaces: namespaces::NamespaceStore,
     api_names: Vec<String>,
+    /// Whether the API is served over TLS (the dashboard's cookie is then
+    /// `Secure`).
+    serves_tls: bool,
     metrics: metrics::SchedulerMetrics,
     /// Held from a quota check to the write it allows (apply, scale,
     /// rollback, secret set), so that two changes cannot each pass the
@@ -353,6 +357,7 @@ impl Scheduler {
             audit,
             namespaces: namespace_store,
             api_names: options.api_names,
+            serves_tls: options.tls.is_some(),
             metrics: metrics::SchedulerMetrics::default(),
             writes: tokio::sync::Mutex::new(()),
             kinds: Mutex::default(),

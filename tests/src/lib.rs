@@ -464,8 +464,9 @@ pub fn http_request_with(
     http_exchange(addr, host, headers, method, path, &[], limit)
 }
 
-/// One HTTP/1.1 request with a body, read to the end of its response.
-fn http_exchange(
+/// One HTTP/1.1 request with `host` as the `Host` header, `headers` and
+/// a `body`, read to the end of its response.
+pub fn http_exchange(
     addr: SocketAddr,
     host: &str,
     headers: &[(&str, &str)],

@@ -235,9 +235,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Guard {
     }
 }
 
-/// Routes anyone may call: health, and the API's own description.
+/// Routes anyone may call: health, the API's own description, and the
+/// dashboard's sign-in page and style sheet.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/openapi.json")
+    matches!(path, "/healthz" | "/openapi.json") || crate::ui::is_public(path)
 }
 
 /// The gate every request passes (see the module docs).
@@ -248,12 +249,19 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next:
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let authorization = request
+    let header_token = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let caller = match shared.access.authenticate(authorization) {
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // The dashboard's pages read with the session cookie; nothing else
+    // does, so a page elsewhere cannot make a signed-in browser act.
+    let page = crate::ui::is_page_read(request.method(), request.uri().path());
+    let authorization =
+        header_token.or_else(|| page.then(|| crate::ui::session_bearer(request.headers()))?);
+    let caller = match shared.access.authenticate(authorization.as_deref()) {
         Ok(caller) => caller,
+        Err(_) if page => return crate::ui::to_sign_in(),
         Err(why) => {
             tracing::warn!(method = %request.method(), path = request.uri().path(), "refused: {why}");
             let status = match why {

@@ -54,6 +54,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fold(Router::new(), |router, (path, method)| {
             router.route(path, method)
         })
+        .merge(crate::ui::router())
         .fallback(rejections::no_route)
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .layer(middleware::from_fn(rejections::json_errors))
@@ -554,12 +555,15 @@ pub(crate) fn running_copies(state: &SchedulerState) -> HashMap<ReplicaId, bool>
 }
 
 /// Every copy live hosts report of each replica, by replica.
-type Copies<'s> = HashMap<&'s ReplicaId, Vec<(&'s HostId, &'s ReplicaStatus)>>;
+pub(crate) type Copies<'s> = HashMap<&'s ReplicaId, Vec<(&'s HostId, &'s ReplicaStatus)>>;
 
 /// Every copy of every replica `wanted` that live hosts report, by
 /// replica: the copy to show first (running and ready, then the newest)
 /// leads. Built once per request: one pass over the hosts' pictures.
-fn copies<'s>(state: &'s SchedulerState, wanted: impl Fn(&ReplicaId) -> bool) -> Copies<'s> {
+pub(crate) fn copies<'s>(
+    state: &'s SchedulerState,
+    wanted: impl Fn(&ReplicaId) -> bool,
+) -> Copies<'s> {
     let now = Instant::now();
     let mut out: Copies<'s> = HashMap::new();
     for (host, entry) in &state.hosts {
@@ -583,7 +587,7 @@ fn copies<'s>(state: &'s SchedulerState, wanted: impl Fn(&ReplicaId) -> bool) ->
     out
 }
 
-fn summary(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> AppSummary {
+pub(crate) fn summary(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> AppSummary {
     let spec = &app.stored.spec;
     let key = subjects::app_key(&spec.namespace, &spec.name);
     let mut components = Vec::new();
@@ -635,7 +639,7 @@ fn summary(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> AppSummary
 }
 
 /// Every replica of `app`: each copy hosts report, or a pending entry.
-fn pods_of(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> Vec<PodInfo> {
+pub(crate) fn pods_of(state: &SchedulerState, app: &App, copies: &Copies<'_>) -> Vec<PodInfo> {
     let spec = &app.stored.spec;
     let key = subjects::app_key(&spec.namespace, &spec.name);
     let mut pods = Vec::new();
@@ -1162,7 +1166,11 @@ async fn list_hosts(
     guard: Guard,
 ) -> Result<Json<Vec<HostInfo>>, Failure> {
     guard.allow(Verb::List, Resource::Hosts, &Scope::Cluster, None)?;
-    let state = shared.state();
+    Ok(Json(hosts_info(&shared.state())))
+}
+
+/// Every host as `shoal get hosts` lists it, in order of id.
+pub(crate) fn hosts_info(state: &SchedulerState) -> Vec<HostInfo> {
     let now = Instant::now();
     let mut hosts: Vec<HostInfo> = state
         .hosts
@@ -1179,7 +1187,7 @@ async fn list_hosts(
         })
         .collect();
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(Json(hosts))
+    hosts
 }
 
 /// `GET /v1/schedulers`: every running scheduler, the leader first.

@@ -70,12 +70,13 @@ pub(crate) async fn no_route() -> Response {
     (StatusCode::NOT_FOUND, Body::empty()).into_response()
 }
 
+/// Whether the answer is JSON already, or a page of the dashboard.
 fn is_json(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
 }
 
 fn allowed(headers: &axum::http::HeaderMap) -> String {

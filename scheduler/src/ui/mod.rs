@@ -1,0 +1,263 @@
+//! The web dashboard at `/ui`, served by the scheduler from its own
+//! binary: pages rendered on the server ([`maud`]), styles of their own,
+//! readable without JavaScript.
+//!
+//! Signing in takes a token, as the CLI does, and keeps it in a session
+//! cookie (`HttpOnly`, `SameSite=Strict`, path `/ui`). The cookie is read
+//! only for reading pages (`GET` under `/ui`): the JSON API never takes
+//! it, so no page elsewhere can make a signed-in browser change anything.
+//! Every page shows what the API would show the same principal, decided by
+//! the same [`Guard`]: a namespaced user sees its namespaces' apps, and the
+//! hosts only with permission to list them.
+//!
+//! Key pieces: [`router`] (the pages), [`is_page_read`] and
+//! [`session_bearer`] (how the API's gate lets a page in), and `pages`
+//! (the markup).
+
+mod pages;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use shoal_api::access::{Resource, Scope, Verb};
+use shoal_api::subjects;
+
+use crate::Shared;
+use crate::api::guard::{Failure, Guard};
+
+/// The session cookie's name.
+const SESSION_COOKIE: &str = "shoal_session";
+
+/// The most warning events the overview lists.
+const OVERVIEW_EVENTS: usize = 20;
+
+/// The dashboard's routes, behind the API's gate and layers.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/ui", get(overview))
+        .route("/ui/apps/{namespace}/{name}", get(app_page))
+        .route("/ui/sign-in", get(sign_in_page).post(sign_in))
+        .route("/ui/sign-out", post(sign_out))
+        .route("/ui/style.css", get(style))
+}
+
+/// Whether anyone may ask for `path`: signing in and out, and the styles.
+pub fn is_public(path: &str) -> bool {
+    matches!(path, "/ui/sign-in" | "/ui/sign-out" | "/ui/style.css")
+}
+
+/// Whether a request reads a dashboard page, which the session cookie may
+/// authorize.
+pub fn is_page_read(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD) && (path == "/ui" || path.starts_with("/ui/"))
+}
+
+/// The session cookie's token as an `Authorization` value, if there is one.
+pub fn session_bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, token)| format!("Bearer {token}"))
+}
+
+/// Where a page sends a browser that is not signed in.
+pub fn to_sign_in() -> Response {
+    redirect("/ui/sign-in")
+}
+
+fn redirect(to: &'static str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
+}
+
+/// A refusal as a page, in the words the API would use.
+fn refused(failure: Failure) -> Response {
+    let Failure(status, error) = failure;
+    (status, pages::refused(status, &error.error)).into_response()
+}
+
+async fn overview(State(shared): State<Arc<Shared>>, guard: Guard) -> Response {
+    let started = Instant::now();
+    let apps_visible = match guard.visible(Verb::List, Resource::Apps) {
+        Ok(v) => v,
+        Err(f) => return refused(f),
+    };
+    let hosts_allowed = guard
+        .allow(Verb::List, Resource::Hosts, &Scope::Cluster, None)
+        .is_ok();
+    let view = {
+        let state = shared.state();
+        let copies = crate::api::copies(&state, |id| apps_visible.shows(&id.namespace));
+        let apps: Vec<_> = state
+            .apps
+            .values()
+            .filter(|a| apps_visible.shows(&a.stored.spec.namespace))
+            .map(|a| crate::api::summary(&state, a, &copies))
+            .collect();
+        let mut pending: Vec<(String, String)> = state
+            .pending
+            .iter()
+            .filter(|(id, _)| apps_visible.shows(&id.namespace))
+            .map(|(id, why)| (id.to_string(), why.to_string()))
+            .collect();
+        pending.sort();
+        let mut warnings: Vec<_> = state
+            .events
+            .values()
+            .flatten()
+            .filter(|e| e.reason.is_warning() && apps_visible.shows(&e.namespace))
+            .cloned()
+            .collect();
+        warnings.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+        warnings.truncate(OVERVIEW_EVENTS);
+        pages::Overview {
+            principal: guard.caller().principal.name.to_string(),
+            hosts: hosts_allowed.then(|| crate::api::hosts_info(&state)),
+            apps,
+            pending,
+            warnings,
+            now_ms: shoal_api::wire::now_ms(),
+        }
+    };
+    let page = pages::overview(&view);
+    tracing::debug!(took = ?started.elapsed(), "rendered the overview");
+    page.into_response()
+}
+
+async fn app_page(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    if let Err(f) = guard.allow_app(Verb::Get, &namespace, &name) {
+        return refused(f);
+    }
+    let view = {
+        let state = shared.state();
+        let Some(app) = state.apps.get(&format!("{namespace}.{name}")) else {
+            return refused(
+                crate::SchedulerError::NotFound(format!("no app {namespace}/{name}")).into(),
+            );
+        };
+        let spec = &app.stored.spec;
+        let copies = crate::api::copies(&state, |id| {
+            id.namespace == spec.namespace && id.app == spec.name
+        });
+        let key = subjects::app_key(&spec.namespace, &spec.name);
+        let mut events: Vec<_> = state
+            .events
+            .get(&key)
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default();
+        events.reverse();
+        pages::AppView {
+            principal: guard.caller().principal.name.to_string(),
+            summary: crate::api::summary(&state, app, &copies),
+            spec: spec.clone(),
+            pods: crate::api::pods_of(&state, app, &copies),
+            events,
+            now_ms: shoal_api::wire::now_ms(),
+        }
+    };
+    pages::app(&view).into_response()
+}
+
+async fn sign_in_page(State(shared): State<Arc<Shared>>) -> Response {
+    if !shared.access.enabled() {
+        return redirect("/ui");
+    }
+    pages::sign_in(None).into_response()
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+async fn sign_in(State(shared): State<Arc<Shared>>, Form(form): Form<SignIn>) -> Response {
+    let token = form.token.trim();
+    let bearer = format!("Bearer {token}");
+    match shared.access.authenticate(Some(&bearer)) {
+        Ok(_) => {
+            let cookie = format!(
+                "{SESSION_COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict{}",
+                if shared.serves_tls { "; Secure" } else { "" }
+            );
+            let mut response = redirect("/ui");
+            match HeaderValue::from_str(&cookie) {
+                Ok(v) => {
+                    response.headers_mut().insert(header::SET_COOKIE, v);
+                    response
+                }
+                Err(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    pages::sign_in(Some(
+                        "that is not a token: paste it as `shoal auth token create` printed it",
+                    )),
+                )
+                    .into_response(),
+            }
+        }
+        Err(why) => (
+            StatusCode::UNAUTHORIZED,
+            pages::sign_in(Some(&why.to_string())),
+        )
+            .into_response(),
+    }
+}
+
+async fn sign_out() -> Response {
+    let mut response = redirect("/ui/sign-in");
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("shoal_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("style.css"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_read_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; shoal_session=shoal_ab_cd; other=1"),
+        );
+        assert_eq!(
+            session_bearer(&headers).as_deref(),
+            Some("Bearer shoal_ab_cd")
+        );
+        assert_eq!(session_bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_reading_a_page_takes_the_cookie() {
+        assert!(is_page_read(&Method::GET, "/ui"));
+        assert!(is_page_read(&Method::GET, "/ui/apps/default/web"));
+        assert!(!is_page_read(&Method::POST, "/ui/apps/default/web"));
+        assert!(!is_page_read(&Method::GET, "/v1/apps"));
+        assert!(!is_page_read(&Method::GET, "/uix"));
+    }
+}

@@ -1,0 +1,165 @@
+//! The web dashboard at `/ui`, end to end over HTTP against a real
+//! scheduler and host: signing in with a token, the overview, an app's
+//! page, and what the session cookie may and may not do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_tests::cluster::Cluster;
+use shoal_tests::{HttpReply, http_exchange};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn call(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
+    http_exchange(api, &api.to_string(), headers, method, path, body, LIMIT).unwrap()
+}
+
+/// Signs in with `token`; the session cookie to send back.
+fn sign_in(api: SocketAddr, token: &str) -> String {
+    let form = format!("token={token}");
+    let reply = call(
+        api,
+        "POST",
+        "/ui/sign-in",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    );
+    assert_eq!(reply.status, 303, "{reply:?}");
+    assert_eq!(reply.header("location"), Some("/ui"));
+    let cookie = reply.header("set-cookie").unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    cookie.split(';').next().unwrap().to_string()
+}
+
+#[test]
+fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_only() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "zone=a").unwrap();
+    let api: SocketAddr = format!("127.0.0.1:{}", cluster.scheduler_ports()[0])
+        .parse()
+        .unwrap();
+    let hello = cluster
+        .spec(
+            "hello.toml",
+            "name = \"hello\"\n[components.web]\nsource = \"SOURCE(hello-http)\"\nkind = \"http\"\nroute = \"/hello\"\nreplicas = 2\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &hello, "--wait"]).unwrap();
+    cluster.create_namespace("team-b").unwrap();
+    let other = cluster
+        .spec(
+            "other.toml",
+            "name = \"secretive\"\nnamespace = \"team-b\"\n[components.web]\nsource = \"SOURCE(hello-http)\"\nkind = \"http\"\nroute = \"/b\"\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &other]).unwrap();
+
+    // Not signed in: pages send the browser to the sign-in form, which
+    // labels its one field.
+    let reply = call(api, "GET", "/ui", &[], b"");
+    assert_eq!(reply.status, 303, "{reply:?}");
+    assert_eq!(reply.header("location"), Some("/ui/sign-in"));
+    let form = call(api, "GET", "/ui/sign-in", &[], b"");
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("<label for=\"token\">"), "{}", form.body);
+    assert!(form.body.contains("id=\"token\""), "{}", form.body);
+
+    // A wrong token is refused on the form, with the reason.
+    let reply = call(
+        api,
+        "POST",
+        "/ui/sign-in",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"token=shoal_0000000000000000_nope",
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert!(reply.header("set-cookie").is_none());
+    assert!(reply.body.contains("role=\"alert\""), "{}", reply.body);
+
+    // The admin sees hosts, both namespaces' apps, and an app's replicas.
+    let admin = sign_in(api, &cluster.admin_token().unwrap());
+    let page = call(api, "GET", "/ui", &[("Cookie", &admin)], b"");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    for shown in [
+        "Hosts",
+        "h1",
+        "zone=a",
+        "/ui/apps/default/hello",
+        "running",
+        "secretive",
+    ] {
+        assert!(page.body.contains(shown), "{shown} not in {}", page.body);
+    }
+    let app = call(
+        api,
+        "GET",
+        "/ui/apps/default/hello",
+        &[("Cookie", &admin)],
+        b"",
+    );
+    assert_eq!(app.status, 200, "{app:?}");
+    for shown in [
+        "default/hello/web-0",
+        "default/hello/web-1",
+        "/hello",
+        "2 of 2",
+        "applied",
+    ] {
+        assert!(app.body.contains(shown), "{shown} not in {}", app.body);
+    }
+
+    // A viewer of one namespace sees its apps only, no hosts, and is
+    // refused another namespace's app in the API's words.
+    let viewer = cluster.token("reader", "view", Some("default")).unwrap();
+    let reader = sign_in(api, &viewer);
+    let page = call(api, "GET", "/ui", &[("Cookie", &reader)], b"");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body.contains("/ui/apps/default/hello"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("secretive"), "{}", page.body);
+    assert!(!page.body.contains("<h2 id=\"hosts\">"), "{}", page.body);
+    let refused = call(
+        api,
+        "GET",
+        "/ui/apps/team-b/secretive",
+        &[("Cookie", &reader)],
+        b"",
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(refused.body.contains("reader"), "{}", refused.body);
+
+    // The cookie reads pages and nothing else: the JSON API and any
+    // change want the token itself.
+    let api_call = call(api, "GET", "/v1/apps", &[("Cookie", &admin)], b"");
+    assert_eq!(api_call.status, 401, "{api_call:?}");
+    let change = call(
+        api,
+        "POST",
+        "/v1/apps/default/hello/scale",
+        &[("Cookie", &admin), ("Content-Type", "application/json")],
+        b"{\"component\": \"web\", \"replicas\": 3}",
+    );
+    assert_eq!(change.status, 401, "{change:?}");
+
+    // Signing out clears the cookie.
+    let out = call(api, "POST", "/ui/sign-out", &[("Cookie", &admin)], b"");
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+}
