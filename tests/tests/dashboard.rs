@@ -158,6 +158,107 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     );
     assert_eq!(change.status, 401, "{change:?}");
 
+    // The admin scales from the page's form, sent from the page itself.
+    assert!(app.body.contains("Replicas of web"), "{}", app.body);
+    assert!(app.body.contains("Undo the last rollout"), "{}", app.body);
+    let same_origin = [
+        ("Cookie", admin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let scaled = call(
+        api,
+        "POST",
+        "/ui/apps/default/hello/scale",
+        &same_origin,
+        b"component=web&replicas=3",
+    );
+    assert_eq!(scaled.status, 303, "{scaled:?}");
+    assert_eq!(scaled.header("location"), Some("/ui/apps/default/hello"));
+    cluster
+        .wait_until("the third replica shows", LIMIT, |_| {
+            let app = call(
+                api,
+                "GET",
+                "/ui/apps/default/hello",
+                &[("Cookie", &admin)],
+                b"",
+            );
+            Ok(
+                (app.body.contains("default/hello/web-2") && app.body.contains("3 of 3"))
+                    .then_some(()),
+            )
+        })
+        .unwrap();
+
+    // The same form from another site carries the cookie in vain.
+    let forged = call(
+        api,
+        "POST",
+        "/ui/apps/default/hello/scale",
+        &[
+            ("Cookie", admin.as_str()),
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"component=web&replicas=9",
+    );
+    assert_eq!(forged.status, 401, "{forged:?}");
+
+    // A viewer is offered no form, and a scale it forges is refused.
+    let page = call(
+        api,
+        "GET",
+        "/ui/apps/default/hello",
+        &[("Cookie", &reader)],
+        b"",
+    );
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("Scale"), "{}", page.body);
+    assert!(!page.body.contains("Undo"), "{}", page.body);
+    let forged = call(
+        api,
+        "POST",
+        "/ui/apps/default/hello/scale",
+        &[
+            ("Cookie", reader.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"component=web&replicas=1",
+    );
+    assert_eq!(forged.status, 403, "{forged:?}");
+    assert!(forged.body.contains("scale"), "{}", forged.body);
+
+    // A new version, then undo from the page: the earlier one is back.
+    let v2 = cluster
+        .spec(
+            "hello.toml",
+            "name = \"hello\"\n[components.web]\nsource = \"SOURCE(hello-http)\"\nkind = \"http\"\nroute = \"/hello\"\nreplicas = 3\nenv = { GREETING = \"v2\" }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &v2, "--wait"]).unwrap();
+    let undone = call(
+        api,
+        "POST",
+        "/ui/apps/default/hello/undo",
+        &same_origin,
+        b"",
+    );
+    assert_eq!(undone.status, 303, "{undone:?}");
+    let app = call(
+        api,
+        "GET",
+        "/ui/apps/default/hello",
+        &[("Cookie", &admin)],
+        b"",
+    );
+    assert!(app.body.contains("rolled_back"), "{}", app.body);
+    let detail = cluster
+        .ok(&["describe", "app", "hello", "-o", "json"])
+        .unwrap();
+    assert!(!detail.contains("\"v2\""), "{detail}");
+
     // Signing out clears the cookie.
     let out = call(api, "POST", "/ui/sign-out", &[("Cookie", &admin)], b"");
     assert_eq!(out.status, 303);

@@ -254,9 +254,10 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next:
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    // The dashboard's pages read with the session cookie; nothing else
-    // does, so a page elsewhere cannot make a signed-in browser act.
-    let page = crate::ui::is_page_read(request.method(), request.uri().path());
+    // The dashboard's pages and their same-origin forms use the session
+    // cookie; nothing else does, so a page elsewhere cannot make a
+    // signed-in browser act.
+    let page = crate::ui::takes_cookie(request.method(), request.uri().path(), request.headers());
     let authorization =
         header_token.or_else(|| page.then(|| crate::ui::session_bearer(request.headers()))?);
     let caller = match shared.access.authenticate(authorization.as_deref()) {

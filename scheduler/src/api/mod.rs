@@ -846,7 +846,21 @@ async fn scale(
     Path((namespace, name)): Path<(String, String)>,
     Json(req): Json<ScaleRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
-    guard.allow_app(Verb::Scale, &namespace, &name)?;
+    scale_app(&shared, &guard, &namespace, &name, req)
+        .await
+        .map(Json)
+}
+
+/// Sets a component's replicas (`shoal scale`, the dashboard's form), as
+/// `guard` may.
+pub(crate) async fn scale_app(
+    shared: &Shared,
+    guard: &Guard,
+    namespace: &str,
+    name: &str,
+    req: ScaleRequest,
+) -> Result<ApplyResponse, Failure> {
+    guard.allow_app(Verb::Scale, namespace, name)?;
     if req.replicas > MAX_REPLICAS {
         return Err(invalid(format!(
             "{} replicas is more than the {MAX_REPLICAS} allowed",
@@ -855,7 +869,7 @@ async fn scale(
     }
     let (key, previous) = {
         let state = shared.state();
-        let app = find(&state, &namespace, &name)?;
+        let app = find(&state, namespace, name)?;
         (
             subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name),
             app.clone(),
@@ -873,13 +887,7 @@ async fn scale(
     stored.cause = format!("{} scaled from {from} to {}", req.component, req.replicas);
     let stored = stored.with_generations(Some(&previous.stored));
     let _writing = shared.writes.lock().await;
-    check_quota(
-        &shared,
-        &key,
-        &stored,
-        &format!("scaling {}", req.component),
-    )
-    .await?;
+    check_quota(shared, &key, &stored, &format!("scaling {}", req.component)).await?;
     let plan = plan(Some(&previous), &stored);
     let kv = shared.store.put_app(&key, &stored, previous.kv).await?;
     let app = App::from_kv(stored, kv);
@@ -893,16 +901,16 @@ async fn scale(
             req.component, req.replicas
         ),
     );
-    remember_app(&shared, key, app);
+    remember_app(shared, key, app);
     shared.wake_app(&e.namespace, &e.app);
     shared.record(e).await;
-    Ok(Json(ApplyResponse {
+    Ok(ApplyResponse {
         app: format!("{namespace}/{name}"),
         revision,
         dry_run: false,
         unchanged: false,
         plan,
-    }))
+    })
 }
 
 async fn rollout_status(
@@ -936,17 +944,31 @@ async fn rollback(
     Path((namespace, name)): Path<(String, String)>,
     Json(req): Json<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
-    guard.allow_app(Verb::Rollout, &namespace, &name)?;
+    rollback_app(&shared, &guard, &namespace, &name, req)
+        .await
+        .map(Json)
+}
+
+/// Rolls an app back (`shoal rollout undo`, the dashboard's button), as
+/// `guard` may.
+pub(crate) async fn rollback_app(
+    shared: &Shared,
+    guard: &Guard,
+    namespace: &str,
+    name: &str,
+    req: RollbackRequest,
+) -> Result<ApplyResponse, Failure> {
+    guard.allow_app(Verb::Rollout, namespace, name)?;
     let (key, previous) = {
         let state = shared.state();
-        let app = find(&state, &namespace, &name)?;
+        let app = find(&state, namespace, name)?;
         (
             subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name),
             app.clone(),
         )
     };
     let (revision, _) =
-        crate::rollout::roll_back(&shared, &key, req.to, None, "rollout undo").await?;
+        crate::rollout::roll_back(shared, &key, req.to, None, "rollout undo").await?;
     let plan = {
         let state = shared.state();
         state
@@ -955,13 +977,13 @@ async fn rollback(
             .map(|now| plan(Some(&previous), &now.stored))
             .unwrap_or_default()
     };
-    Ok(Json(ApplyResponse {
+    Ok(ApplyResponse {
         app: format!("{namespace}/{name}"),
         revision,
         dry_run: false,
         unchanged: false,
         plan,
-    }))
+    })
 }
 
 async fn invoke(

@@ -4,13 +4,17 @@
 //!
 //! Signing in takes a token, as the CLI does, and keeps it in a session
 //! cookie (`HttpOnly`, `SameSite=Strict`, path `/ui`). The cookie is read
-//! only for reading pages (`GET` under `/ui`): the JSON API never takes
+//! for reading pages (`GET` under `/ui`) and for the pages' own forms
+//! (`POST` under `/ui/apps/`, and only from the same origin, as the
+//! browser's `Sec-Fetch-Site` or `Origin` says): the JSON API never takes
 //! it, so no page elsewhere can make a signed-in browser change anything.
+//! A form shows only where the principal may use it, and the API's rules
+//! decide again when it is sent.
 //! Every page shows what the API would show the same principal, decided by
 //! the same [`Guard`]: a namespaced user sees its namespaces' apps, and the
 //! hosts only with permission to list them.
 //!
-//! Key pieces: [`router`] (the pages), [`is_page_read`] and
+//! Key pieces: [`router`] (the pages), [`takes_cookie`] and
 //! [`session_bearer`] (how the API's gate lets a page in), and `pages`
 //! (the markup).
 
@@ -43,6 +47,8 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/ui", get(overview))
         .route("/ui/apps/{namespace}/{name}", get(app_page))
+        .route("/ui/apps/{namespace}/{name}/scale", post(scale))
+        .route("/ui/apps/{namespace}/{name}/undo", post(undo))
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/style.css", get(style))
@@ -53,10 +59,31 @@ pub fn is_public(path: &str) -> bool {
     matches!(path, "/ui/sign-in" | "/ui/sign-out" | "/ui/style.css")
 }
 
-/// Whether a request reads a dashboard page, which the session cookie may
-/// authorize.
-pub fn is_page_read(method: &Method, path: &str) -> bool {
-    matches!(*method, Method::GET | Method::HEAD) && (path == "/ui" || path.starts_with("/ui/"))
+/// Whether the session cookie may authorize a request: reading a page, or
+/// a page's own form sent from the same origin.
+pub fn takes_cookie(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    let page = path == "/ui" || path.starts_with("/ui/");
+    match *method {
+        Method::GET | Method::HEAD => page,
+        Method::POST => path.starts_with("/ui/apps/") && same_origin(headers),
+        _ => false,
+    }
+}
+
+/// Whether the browser says the request comes from a page of this site:
+/// `Sec-Fetch-Site: same-origin`, or else an `Origin` naming the `Host`
+/// asked. A request that says neither is not a browser's form.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = get(header::HeaderName::from_static("sec-fetch-site")) {
+        return site == "same-origin";
+    }
+    match (get(header::ORIGIN), get(header::HOST)) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+        _ => false,
+    }
 }
 
 /// The session cookie's token as an `Authorization` value, if there is one.
@@ -161,6 +188,8 @@ async fn app_page(
             .unwrap_or_default();
         events.reverse();
         pages::AppView {
+            may_scale: guard.allow_app(Verb::Scale, &namespace, &name).is_ok(),
+            may_roll_back: guard.allow_app(Verb::Rollout, &namespace, &name).is_ok(),
             principal: guard.caller().principal.name.to_string(),
             summary: crate::api::summary(&state, app, &copies),
             spec: spec.clone(),
@@ -170,6 +199,50 @@ async fn app_page(
         }
     };
     pages::app(&view).into_response()
+}
+
+/// The scale form.
+#[derive(Deserialize)]
+struct ScaleForm {
+    component: shoal_api::Name,
+    replicas: u32,
+}
+
+async fn scale(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+    Form(form): Form<ScaleForm>,
+) -> Response {
+    let req = shoal_api::resources::ScaleRequest {
+        component: form.component,
+        replicas: form.replicas,
+    };
+    match crate::api::scale_app(&shared, &guard, &namespace, &name, req).await {
+        Ok(_) => back_to(&namespace, &name),
+        Err(f) => refused(f),
+    }
+}
+
+async fn undo(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let req = shoal_api::resources::RollbackRequest { to: None };
+    match crate::api::rollback_app(&shared, &guard, &namespace, &name, req).await {
+        Ok(_) => back_to(&namespace, &name),
+        Err(f) => refused(f),
+    }
+}
+
+/// Back to an app's page after a form.
+fn back_to(namespace: &str, name: &str) -> Response {
+    let to = format!("/ui/apps/{namespace}/{name}");
+    match HeaderValue::from_str(&to) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+        Err(_) => redirect("/ui"),
+    }
 }
 
 async fn sign_in_page(State(shared): State<Arc<Shared>>) -> Response {
@@ -253,11 +326,40 @@ mod tests {
     }
 
     #[test]
-    fn only_reading_a_page_takes_the_cookie() {
-        assert!(is_page_read(&Method::GET, "/ui"));
-        assert!(is_page_read(&Method::GET, "/ui/apps/default/web"));
-        assert!(!is_page_read(&Method::POST, "/ui/apps/default/web"));
-        assert!(!is_page_read(&Method::GET, "/v1/apps"));
-        assert!(!is_page_read(&Method::GET, "/uix"));
+    fn the_cookie_reads_pages_and_sends_their_forms_from_the_same_origin_only() {
+        let none = HeaderMap::new();
+        assert!(takes_cookie(&Method::GET, "/ui", &none));
+        assert!(takes_cookie(&Method::GET, "/ui/apps/default/web", &none));
+        assert!(!takes_cookie(&Method::GET, "/v1/apps", &none));
+        assert!(!takes_cookie(&Method::GET, "/uix", &none));
+        let scale = "/ui/apps/default/web/scale";
+        assert!(!takes_cookie(&Method::POST, scale, &none));
+        let mut fetch = HeaderMap::new();
+        fetch.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(takes_cookie(&Method::POST, scale, &fetch));
+        fetch.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!takes_cookie(&Method::POST, scale, &fetch));
+        let mut origin = HeaderMap::new();
+        origin.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7000"));
+        origin.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:7000"),
+        );
+        assert!(takes_cookie(&Method::POST, scale, &origin));
+        origin.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert!(!takes_cookie(&Method::POST, scale, &origin));
+        assert!(!takes_cookie(
+            &Method::POST,
+            "/v1/apps/default/web/scale",
+            &fetch
+        ));
+        assert!(!takes_cookie(
+            &Method::DELETE,
+            "/ui/apps/default/web",
+            &fetch
+        ));
     }
 }

@@ -25,6 +25,10 @@ pub struct Overview {
 
 /// What an app's page shows.
 pub struct AppView {
+    /// Whether the principal may scale it: the scale form shows.
+    pub may_scale: bool,
+    /// Whether the principal may roll it back: the undo button shows.
+    pub may_roll_back: bool,
     /// Who is signed in.
     pub principal: String,
     /// The app's summary.
@@ -200,6 +204,11 @@ pub fn app(v: &AppView) -> Markup {
     let s = &v.summary;
     let body = html! {
         p { "Status " span class={ "status " (s.status) } { (s.status) } ", revision " (s.revision) "." }
+        @if v.may_roll_back {
+            form.inline method="post" action={ "/ui/apps/" (s.namespace) "/" (s.name) "/undo" } {
+                button type="submit" { "Undo the last rollout" }
+            }
+        }
         section aria-labelledby="components" {
             h2 #components { "Components" }
             table {
@@ -221,7 +230,17 @@ pub fn app(v: &AppView) -> Markup {
                                 @if let Some(queue) = spec.and_then(|s| s.queue.as_ref()) { code { (queue) } }
                             }
                             td { (c.pod) }
-                            td { (c.running) " of " (c.desired) }
+                            td {
+                                (c.running) " of " (c.desired)
+                                @if v.may_scale {
+                                    form.inline method="post" action={ "/ui/apps/" (s.namespace) "/" (s.name) "/scale" } {
+                                        input type="hidden" name="component" value=(c.name);
+                                        label for={ "replicas-" (c.name) } { "Replicas of " (c.name) }
+                                        input id={ "replicas-" (c.name) } type="number" name="replicas" min="0" value=(c.desired);
+                                        button type="submit" { "Scale" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
