@@ -602,6 +602,7 @@ pub async fn up(args: UpArgs, api: &str) -> anyhow::Result<()> {
     println!("Shoal is up");
     println!("  NATS       {url}");
     println!("  API        {api}   (export SHOAL_API={api})");
+    println!("  dashboard  {api}/ui   (sign in with the token in the client config)");
     println!("  ingress    {ingress}");
     if let Some(addr) = agent.metrics_addr() {
         println!("  metrics    http://{addr}/metrics");

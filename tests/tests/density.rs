@@ -81,6 +81,50 @@ fn drill(count: usize) {
         started.elapsed()
     );
 
+    // The dashboard's overview lists every app: how long the scheduler
+    // takes to answer it (printed for BENCHMARKS.md, not asserted).
+    let cookie = {
+        let form = format!("token={token}");
+        let api = shoal_tests::control::addr(port);
+        let reply = shoal_tests::http_exchange(
+            api,
+            &api.to_string(),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            "POST",
+            "/ui/sign-in",
+            form.as_bytes(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let set = reply.header("set-cookie").unwrap();
+        set.split(';').next().unwrap().to_string()
+    };
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let api = shoal_tests::control::addr(port);
+        let asked = Instant::now();
+        let page = shoal_tests::http_request_with(
+            api,
+            &api.to_string(),
+            &[("Cookie", &cookie)],
+            "GET",
+            "/ui",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        took.push(asked.elapsed());
+        assert_eq!(page.status, 200);
+        assert!(
+            page.body
+                .contains(&format!("/ui/apps/default/d{}", count - 1))
+        );
+    }
+    took.sort();
+    println!(
+        "the overview of {count} apps: median {:?} to the last byte (of 5)",
+        took[2]
+    );
+
     // Every route answers through the dense host's ingress; a sample
     // through another host's, which learns the routes from the route
     // table alone.
