@@ -47,7 +47,7 @@ pub mod dumps;
 pub mod identity;
 pub mod logs;
 mod name;
-mod quantity;
+pub mod quantity;
 pub mod resources;
 mod sealed;
 mod secret;

@@ -293,6 +293,19 @@ impl<'de> Deserialize<'de> for Fuel {
     }
 }
 
+/// `ms` milliseconds in their largest unit, rounded down: "4s", "3m",
+/// "2h", "5d" (seconds up to 2 minutes, minutes up to 2 hours, hours up to
+/// 2 days): how the CLI and the dashboard say how long ago or how soon.
+pub fn span(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7_200 => format!("{}m", s / 60),
+        7_200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -176,18 +176,7 @@ pub fn age(ms: u64) -> String {
     format!("{} ago", span(ms))
 }
 
-/// `ms` milliseconds in their largest unit, rounded down: "4s", "3m",
-/// "2h", "5d" (seconds up to 2 minutes, minutes up to 2 hours, hours up to
-/// 2 days).
-pub fn span(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..120 => format!("{s}s"),
-        120..7_200 => format!("{}m", s / 60),
-        7_200..172_800 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
+pub use shoal_api::quantity::span;
 
 /// `get namespaces`.
 pub fn namespaces(list: &[shoal_api::resources::NamespaceInfo]) -> String {

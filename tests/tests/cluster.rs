@@ -563,8 +563,8 @@ fn every_refusal_is_the_apis_json_error() {
     let api = shoal_tests::control::addr(cluster.scheduler_ports()[0]);
     let json = [("Content-Type", "application/json")];
     // What axum refuses before a handler runs, one of each kind.
-    let cases = [
-        Refusal::new(
+    let cases: [Refusal; 6] = [
+        (
             "POST",
             "/v1/apps",
             &json,
@@ -573,7 +573,7 @@ fn every_refusal_is_the_apis_json_error() {
             "invalid",
             "JSON",
         ),
-        Refusal::new(
+        (
             "POST",
             "/v1/apps",
             &[("Content-Type", "text/plain")],
@@ -582,7 +582,7 @@ fn every_refusal_is_the_apis_json_error() {
             "invalid",
             "Content-Type",
         ),
-        Refusal::new(
+        (
             "POST",
             "/v1/apps",
             &json,
@@ -591,7 +591,7 @@ fn every_refusal_is_the_apis_json_error() {
             "invalid",
             "file",
         ),
-        Refusal::new(
+        (
             "GET",
             "/v1/top/pods?window_s=soon",
             &[],
@@ -600,7 +600,7 @@ fn every_refusal_is_the_apis_json_error() {
             "invalid",
             "window_s",
         ),
-        Refusal::new(
+        (
             "GET",
             "/v1/no-such-thing",
             &[],
@@ -609,7 +609,7 @@ fn every_refusal_is_the_apis_json_error() {
             "not_found",
             "/openapi.json",
         ),
-        Refusal::new(
+        (
             "DELETE",
             "/v1/pods",
             &[],
@@ -619,19 +619,18 @@ fn every_refusal_is_the_apis_json_error() {
             "does not take DELETE",
         ),
     ];
-    for r in cases {
-        let (method, path) = (r.method, r.path);
+    for (method, path, headers, body, status, kind, says) in cases {
         let reply = shoal_tests::http_call_as(
             api,
             &token,
             method,
             path,
-            r.headers,
-            r.body,
+            headers,
+            body,
             Duration::from_secs(10),
         )
         .unwrap();
-        assert_eq!(reply.status, r.status, "{method} {path}: {reply:?}");
+        assert_eq!(reply.status, status, "{method} {path}: {reply:?}");
         assert_eq!(
             reply.header("content-type"),
             Some("application/json"),
@@ -639,8 +638,8 @@ fn every_refusal_is_the_apis_json_error() {
         );
         let error: shoal_api::resources::ApiError = serde_json::from_str(&reply.body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", reply.body));
-        assert_eq!(error.kind, r.kind, "{method} {path}: {error:?}");
-        assert!(error.error.contains(r.says), "{method} {path}: {error:?}");
+        assert_eq!(error.kind, kind, "{method} {path}: {error:?}");
+        assert!(error.error.contains(says), "{method} {path}: {error:?}");
     }
     // Without a credential, an unknown path is refused as unauthorized,
     // not described.
@@ -649,36 +648,14 @@ fn every_refusal_is_the_apis_json_error() {
     assert_eq!(reply.status, 401, "{reply:?}");
 }
 
-/// A request the API refuses, and how it should say so.
-struct Refusal<'a> {
-    method: &'a str,
-    path: &'a str,
-    headers: &'a [(&'a str, &'a str)],
-    body: &'a [u8],
-    status: u16,
-    kind: &'a str,
-    says: &'a str,
-}
-
-impl<'a> Refusal<'a> {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        method: &'a str,
-        path: &'a str,
-        headers: &'a [(&'a str, &'a str)],
-        body: &'a [u8],
-        status: u16,
-        kind: &'a str,
-        says: &'a str,
-    ) -> Self {
-        Refusal {
-            method,
-            path,
-            headers,
-            body,
-            status,
-            kind,
-            says,
-        }
-    }
-}
+/// A request the API refuses, and how it should say so: method, path,
+/// headers, body, status, the error's kind, words the error contains.
+type Refusal<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [u8],
+    u16,
+    &'a str,
+    &'a str,
+);

@@ -21,6 +21,22 @@ fn call(
     http_exchange(api, &api.to_string(), headers, method, path, body, LIMIT).unwrap()
 }
 
+/// GETs a page with the session `cookie`.
+fn page(api: SocketAddr, path: &str, cookie: &str) -> HttpReply {
+    call(api, "GET", path, &[("Cookie", cookie)], b"")
+}
+
+/// Sends a page's form to `path` with the session `cookie`, from `site`
+/// (what the browser puts in `Sec-Fetch-Site`).
+fn send_form(api: SocketAddr, path: &str, cookie: &str, site: &str, body: &str) -> HttpReply {
+    let headers = [
+        ("Cookie", cookie),
+        ("Sec-Fetch-Site", site),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    call(api, "POST", path, &headers, body.as_bytes())
+}
+
 /// Signs in with `token`; the session cookie to send back.
 fn sign_in(api: SocketAddr, token: &str) -> String {
     let form = format!("token={token}");
@@ -87,10 +103,11 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
 
     // The admin sees hosts, both namespaces' apps, and an app's replicas.
     let admin = sign_in(api, &cluster.admin_token().unwrap());
-    let page = call(api, "GET", "/ui", &[("Cookie", &admin)], b"");
-    assert_eq!(page.status, 200, "{page:?}");
+    let overview = page(api, "/ui", &admin);
+    assert_eq!(overview.status, 200, "{overview:?}");
     assert!(
-        page.header("content-type")
+        overview
+            .header("content-type")
             .unwrap()
             .starts_with("text/html")
     );
@@ -102,15 +119,13 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
         "running",
         "secretive",
     ] {
-        assert!(page.body.contains(shown), "{shown} not in {}", page.body);
+        assert!(
+            overview.body.contains(shown),
+            "{shown} not in {}",
+            overview.body
+        );
     }
-    let app = call(
-        api,
-        "GET",
-        "/ui/apps/default/hello",
-        &[("Cookie", &admin)],
-        b"",
-    );
+    let app = page(api, "/ui/apps/default/hello", &admin);
     assert_eq!(app.status, 200, "{app:?}");
     for shown in [
         "default/hello/web-0",
@@ -126,22 +141,20 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     // refused another namespace's app in the API's words.
     let viewer = cluster.token("reader", "view", Some("default")).unwrap();
     let reader = sign_in(api, &viewer);
-    let page = call(api, "GET", "/ui", &[("Cookie", &reader)], b"");
-    assert_eq!(page.status, 200, "{page:?}");
+    let overview = page(api, "/ui", &reader);
+    assert_eq!(overview.status, 200, "{overview:?}");
     assert!(
-        page.body.contains("/ui/apps/default/hello"),
+        overview.body.contains("/ui/apps/default/hello"),
         "{}",
-        page.body
+        overview.body
     );
-    assert!(!page.body.contains("secretive"), "{}", page.body);
-    assert!(!page.body.contains("<h2 id=\"hosts\">"), "{}", page.body);
-    let refused = call(
-        api,
-        "GET",
-        "/ui/apps/team-b/secretive",
-        &[("Cookie", &reader)],
-        b"",
+    assert!(!overview.body.contains("secretive"), "{}", overview.body);
+    assert!(
+        !overview.body.contains("<h2 id=\"hosts\">"),
+        "{}",
+        overview.body
     );
+    let refused = page(api, "/ui/apps/team-b/secretive", &reader);
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.body.contains("reader"), "{}", refused.body);
 
@@ -161,29 +174,19 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     // The admin scales from the page's form, sent from the page itself.
     assert!(app.body.contains("Replicas of web"), "{}", app.body);
     assert!(app.body.contains("Undo the last rollout"), "{}", app.body);
-    let same_origin = [
-        ("Cookie", admin.as_str()),
-        ("Sec-Fetch-Site", "same-origin"),
-        ("Content-Type", "application/x-www-form-urlencoded"),
-    ];
-    let scaled = call(
+    let scale = "/ui/apps/default/hello/scale";
+    let scaled = send_form(
         api,
-        "POST",
-        "/ui/apps/default/hello/scale",
-        &same_origin,
-        b"component=web&replicas=3",
+        scale,
+        &admin,
+        "same-origin",
+        "component=web&replicas=3",
     );
     assert_eq!(scaled.status, 303, "{scaled:?}");
     assert_eq!(scaled.header("location"), Some("/ui/apps/default/hello"));
     cluster
         .wait_until("the third replica shows", LIMIT, |_| {
-            let app = call(
-                api,
-                "GET",
-                "/ui/apps/default/hello",
-                &[("Cookie", &admin)],
-                b"",
-            );
+            let app = page(api, "/ui/apps/default/hello", &admin);
             Ok(
                 (app.body.contains("default/hello/web-2") && app.body.contains("3 of 3"))
                     .then_some(()),
@@ -192,40 +195,20 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
         .unwrap();
 
     // The same form from another site carries the cookie in vain.
-    let forged = call(
-        api,
-        "POST",
-        "/ui/apps/default/hello/scale",
-        &[
-            ("Cookie", admin.as_str()),
-            ("Sec-Fetch-Site", "cross-site"),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        b"component=web&replicas=9",
-    );
+    let forged = send_form(api, scale, &admin, "cross-site", "component=web&replicas=9");
     assert_eq!(forged.status, 401, "{forged:?}");
 
     // A viewer is offered no form, and a scale it forges is refused.
-    let page = call(
+    let shown = page(api, "/ui/apps/default/hello", &reader);
+    assert_eq!(shown.status, 200);
+    assert!(!shown.body.contains("Scale"), "{}", shown.body);
+    assert!(!shown.body.contains("Undo"), "{}", shown.body);
+    let forged = send_form(
         api,
-        "GET",
-        "/ui/apps/default/hello",
-        &[("Cookie", &reader)],
-        b"",
-    );
-    assert_eq!(page.status, 200);
-    assert!(!page.body.contains("Scale"), "{}", page.body);
-    assert!(!page.body.contains("Undo"), "{}", page.body);
-    let forged = call(
-        api,
-        "POST",
-        "/ui/apps/default/hello/scale",
-        &[
-            ("Cookie", reader.as_str()),
-            ("Sec-Fetch-Site", "same-origin"),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        b"component=web&replicas=1",
+        scale,
+        &reader,
+        "same-origin",
+        "component=web&replicas=1",
     );
     assert_eq!(forged.status, 403, "{forged:?}");
     assert!(forged.body.contains("scale"), "{}", forged.body);
@@ -238,21 +221,15 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
         )
         .unwrap();
     cluster.ok(&["apply", &v2, "--wait"]).unwrap();
-    let undone = call(
+    let undone = send_form(
         api,
-        "POST",
         "/ui/apps/default/hello/undo",
-        &same_origin,
-        b"",
+        &admin,
+        "same-origin",
+        "",
     );
     assert_eq!(undone.status, 303, "{undone:?}");
-    let app = call(
-        api,
-        "GET",
-        "/ui/apps/default/hello",
-        &[("Cookie", &admin)],
-        b"",
-    );
+    let app = page(api, "/ui/apps/default/hello", &admin);
     assert!(app.body.contains("rolled_back"), "{}", app.body);
     let detail = cluster
         .ok(&["describe", "app", "hello", "-o", "json"])

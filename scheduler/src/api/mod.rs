@@ -755,6 +755,14 @@ pub(crate) fn remember_app(shared: &Shared, key: String, app: App) {
     }
 }
 
+/// The app `namespace/name`, cloned out of the state, and its key.
+fn app_and_key(shared: &Shared, namespace: &str, name: &str) -> Result<(String, App), Failure> {
+    let state = shared.state();
+    let app = find(&state, namespace, name)?;
+    let key = subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name);
+    Ok((key, app.clone()))
+}
+
 fn find<'a>(state: &'a SchedulerState, namespace: &str, name: &str) -> Result<&'a App, Failure> {
     state
         .apps
@@ -867,14 +875,7 @@ pub(crate) async fn scale_app(
             req.replicas
         )));
     }
-    let (key, previous) = {
-        let state = shared.state();
-        let app = find(&state, namespace, name)?;
-        (
-            subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name),
-            app.clone(),
-        )
-    };
+    let (key, previous) = app_and_key(shared, namespace, name)?;
     let mut stored = previous.stored.clone();
     let Some(component) = stored.spec.components.get_mut(&req.component) else {
         return Err(invalid(format!(
@@ -959,14 +960,7 @@ pub(crate) async fn rollback_app(
     req: RollbackRequest,
 ) -> Result<ApplyResponse, Failure> {
     guard.allow_app(Verb::Rollout, namespace, name)?;
-    let (key, previous) = {
-        let state = shared.state();
-        let app = find(&state, namespace, name)?;
-        (
-            subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name),
-            app.clone(),
-        )
-    };
+    let (key, previous) = app_and_key(shared, namespace, name)?;
     let (revision, _) =
         crate::rollout::roll_back(shared, &key, req.to, None, "rollout undo").await?;
     let plan = {

@@ -70,13 +70,7 @@ fn page(title: &str, principal: Option<&str>, body: Markup) -> Markup {
 }
 
 fn age(now_ms: u64, at_ms: u64) -> String {
-    let secs = now_ms.saturating_sub(at_ms) / 1000;
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs / 60),
-        3600..86_400 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86_400),
-    }
+    shoal_api::quantity::span(now_ms.saturating_sub(at_ms))
 }
 
 fn events_table(events: &[Event], now_ms: u64, with_app: bool) -> Markup {
