@@ -1,0 +1,273 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, driven
+//! through ChromeDriver (WebDriver) against a real scheduler and host.
+//! Signs in, opens an app, sees its replicas, scales it from 2 to 3 and
+//! sees the third appear, undoes a rollout; a `view` token sees no form
+//! and a scale it forges from the page is refused; every page passes
+//! axe-core's checks of contrast and labels. Takes the screenshots the
+//! README links: into `docs/screenshots/` with `SHOAL_SCREENSHOTS=1`, else
+//! into the test's scratch directory (so that a test run leaves the tree
+//! as it was).
+//!
+//! `scripts/setup` installs Chromium and ChromeDriver.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use shoal_tests::cluster::Cluster;
+use shoal_tests::cluster::free_port;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// ChromeDriver, stopped when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A headless Chromium under ChromeDriver, with the flags a closed
+/// network wants (no background connections, no component updates).
+async fn browser() -> (Driver, Client) {
+    for needed in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            std::path::Path::new(needed).exists(),
+            "{needed} is missing: run scripts/setup (it installs Debian's chromium and chromium-driver)"
+        );
+    }
+    let port = free_port().unwrap();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = Driver(child);
+    let deadline = Instant::now() + LIMIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ChromeDriver did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900"
+            ]
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    (driver, client)
+}
+
+/// Waits until the page's source contains `text`, reloading it.
+async fn until_shown(client: &Client, text: &str) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let source = client.source().await.unwrap();
+        if source.contains(text) {
+            return source;
+        }
+        assert!(Instant::now() < deadline, "{text:?} never showed: {source}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.refresh().await.unwrap();
+    }
+}
+
+async fn sign_in(client: &Client, base: &str, token: &str) {
+    client.goto(&format!("{base}/ui")).await.unwrap();
+    // Not signed in: the page sends the browser to the form.
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/ui/sign-in")
+    );
+    client
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("main button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_shown(client, "<h1>Overview</h1>").await;
+}
+
+/// Runs axe-core's checks of contrast and labels on the current page; the
+/// rules that failed, with how many elements each.
+async fn accessibility_violations(client: &Client) -> Vec<String> {
+    let axe = include_str!("../assets/axe.min.js");
+    client.execute(axe, Vec::new()).await.unwrap();
+    let result = client
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               axe.run(document, { runOnly: { type: 'rule', values: [
+                   'color-contrast', 'label', 'button-name', 'link-name',
+                   'document-title', 'html-has-lang', 'page-has-heading-one'] } })
+                 .then(r => done(r.violations.map(v => v.id + ' on ' + v.nodes.length + ' element(s)')))
+                 .catch(e => done(['axe failed: ' + e]));"#,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(result).unwrap()
+}
+
+async fn screenshot(client: &Client, cluster: &Cluster, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "a screenshot that is not a PNG"
+    );
+    let dir = if std::env::var_os("SHOAL_SCREENSHOTS").is_some() {
+        shoal_tests::repo_root().join("docs/screenshots")
+    } else {
+        cluster.dir().join("screenshots")
+    };
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, png).unwrap();
+}
+
+#[test]
+fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
+    let mut cluster = Cluster::start().unwrap();
+    cluster.start_host("h1", "zone=a").unwrap();
+    let hello = |greeting: &str| {
+        format!(
+            "name = \"hello\"\n[components.web]\nsource = \"SOURCE(hello-http)\"\nkind = \"http\"\nroute = \"/hello\"\nreplicas = 2\nenv = {{ GREETING = \"{greeting}\" }}\n"
+        )
+    };
+    let v1 = cluster.spec("hello.toml", &hello("v1")).unwrap();
+    cluster.ok(&["apply", &v1, "--wait"]).unwrap();
+    let admin = cluster.admin_token().unwrap();
+    let viewer = cluster.token("reader", "view", Some("default")).unwrap();
+    let base = format!("http://127.0.0.1:{}", cluster.scheduler_ports()[0]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (_driver, client) = browser().await;
+
+        // The sign-in form passes the checks before anything else.
+        client.goto(&format!("{base}/ui/sign-in")).await.unwrap();
+        let violations = accessibility_violations(&client).await;
+        assert!(violations.is_empty(), "sign-in: {violations:?}");
+
+        sign_in(&client, &base, &admin).await;
+        let overview = until_shown(&client, "/ui/apps/default/hello").await;
+        assert!(
+            overview.contains("h1") && overview.contains("zone=a"),
+            "{overview}"
+        );
+        let violations = accessibility_violations(&client).await;
+        assert!(violations.is_empty(), "overview: {violations:?}");
+        screenshot(&client, &cluster, "overview.png").await;
+
+        // Open the app: its two replicas, on h1.
+        client
+            .find(Locator::Css("a[href='/ui/apps/default/hello']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let app = until_shown(&client, "default/hello/web-1").await;
+        assert!(app.contains("2 of 2"), "{app}");
+        let violations = accessibility_violations(&client).await;
+        assert!(violations.is_empty(), "app: {violations:?}");
+        screenshot(&client, &cluster, "app.png").await;
+
+        // Scale from 2 to 3 with the form, and see the third appear.
+        let field = client.find(Locator::Css("#replicas-web")).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys("3").await.unwrap();
+        client
+            .find(Locator::Css("form[action$='/scale'] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until_shown(&client, "default/hello/web-2").await;
+        until_shown(&client, "3 of 3").await;
+
+        // A new version, then undo from the page: the earlier one is back.
+        let v2 = cluster.spec("hello.toml", &hello("v2")).unwrap();
+        cluster.ok(&["apply", &v2, "--wait"]).unwrap();
+        client.refresh().await.unwrap();
+        client
+            .find(Locator::Css("form[action$='/undo'] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until_shown(&client, "rolled_back").await;
+        let detail = cluster
+            .ok(&["describe", "app", "hello", "-o", "json"])
+            .unwrap();
+        assert!(
+            detail.contains("\"v1\"") && !detail.contains("\"v2\""),
+            "{detail}"
+        );
+
+        // A viewer: no form, no button; a scale it forges from the page
+        // itself is refused by the API's rules.
+        client
+            .find(Locator::Css("header button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        sign_in(&client, &base, &viewer).await;
+        client
+            .goto(&format!("{base}/ui/apps/default/hello"))
+            .await
+            .unwrap();
+        let page = until_shown(&client, "default/hello/web-0").await;
+        assert!(!page.contains("Scale") && !page.contains("Undo"), "{page}");
+        assert!(
+            client
+                .find(Locator::Css("form[action$='/scale']"))
+                .await
+                .is_err()
+        );
+        let status = client
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   fetch('/ui/apps/default/hello/scale', { method: 'POST',
+                       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+                       body: 'component=web&replicas=1' })
+                     .then(r => done(r.status)).catch(e => done(String(e)));"#,
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, serde_json::json!(403));
+        client.close().await.unwrap();
+    });
+}
