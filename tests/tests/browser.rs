@@ -116,6 +116,26 @@ async fn sign_in(client: &Client, base: &str, token: &str) {
     until_shown(client, "<h1>Overview</h1>").await;
 }
 
+/// Waits, without reloading, until the live log view shows `text`; the
+/// view's text.
+async fn wait_for_log(client: &Client, text: &str) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let shown = client
+            .find(Locator::Css("#log"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if shown.contains(text) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "{text:?} never arrived: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs axe-core's checks of contrast and labels on the current page; the
 /// rules that failed, with how many elements each.
 async fn accessibility_violations(client: &Client) -> Vec<String> {
@@ -233,6 +253,41 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
             detail.contains("\"v1\"") && !detail.contains("\"v2\""),
             "{detail}"
         );
+
+        // A worker's page follows its logs live: a line the component
+        // prints on an invocation arrives without a reload, and the filter
+        // hides what does not match.
+        let echo = shoal_tests::repo_root().join("examples/echo-worker/app.toml");
+        cluster
+            .ok(&["apply", &echo.display().to_string(), "--wait"])
+            .unwrap();
+        client
+            .goto(&format!("{base}/ui/apps/default/echo"))
+            .await
+            .unwrap();
+        until_shown(&client, "Following:").await;
+        cluster
+            .ok(&["invoke", "echo/echo", "--data", "from-the-browser"])
+            .unwrap();
+        let live = wait_for_log(&client, "echoing 16 bytes").await;
+        assert!(live.contains("echo"), "{live}");
+        client
+            .find(Locator::Css("#log-filter"))
+            .await
+            .unwrap()
+            .send_keys("no line says this")
+            .await
+            .unwrap();
+        let hidden = client
+            .execute(
+                "return [...document.querySelectorAll('#log div')].every(d => d.hidden)",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(hidden, serde_json::json!(true));
+        let violations = accessibility_violations(&client).await;
+        assert!(violations.is_empty(), "logs: {violations:?}");
 
         // A viewer: no form, no button; a scale it forges from the page
         // itself is refused by the API's rules.

@@ -7,7 +7,7 @@
 mod audit_routes;
 mod dump_routes;
 pub mod guard;
-mod log_routes;
+pub(crate) mod log_routes;
 mod namespace_routes;
 mod rejections;
 mod token_routes;

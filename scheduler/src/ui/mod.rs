@@ -52,11 +52,21 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/style.css", get(style))
+        .route("/ui/live.js", get(live_script))
+        // The app's logs as the API gives them (newline-delimited JSON,
+        // followed), for the page's live view: the same rules decide.
+        .route(
+            "/ui/apps/{namespace}/{name}/logs",
+            get(crate::api::log_routes::logs),
+        )
 }
 
 /// Whether anyone may ask for `path`: signing in and out, and the styles.
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/ui/sign-in" | "/ui/sign-out" | "/ui/style.css")
+    matches!(
+        path,
+        "/ui/sign-in" | "/ui/sign-out" | "/ui/style.css" | "/ui/live.js"
+    )
 }
 
 /// Whether the session cookie may authorize a request: reading a page, or
@@ -189,6 +199,14 @@ async fn app_page(
         events.reverse();
         pages::AppView {
             may_scale: guard.allow_app(Verb::Scale, &namespace, &name).is_ok(),
+            may_read_logs: guard
+                .allow(
+                    Verb::Logs,
+                    Resource::Logs,
+                    &Scope::Namespace(spec.namespace.clone()),
+                    Some(name.clone()),
+                )
+                .is_ok(),
             may_roll_back: guard.allow_app(Verb::Rollout, &namespace, &name).is_ok(),
             principal: guard.caller().principal.name.to_string(),
             summary: crate::api::summary(&state, app, &copies),
@@ -297,6 +315,14 @@ async fn sign_out() -> Response {
         HeaderValue::from_static("shoal_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     response
+}
+
+async fn live_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("live.js"),
+    )
+        .into_response()
 }
 
 async fn style() -> Response {

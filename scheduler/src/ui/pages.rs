@@ -29,6 +29,8 @@ pub struct AppView {
     pub may_scale: bool,
     /// Whether the principal may roll it back: the undo button shows.
     pub may_roll_back: bool,
+    /// Whether the principal may read its logs: the live view shows.
+    pub may_read_logs: bool,
     /// Who is signed in.
     pub principal: String,
     /// The app's summary.
@@ -52,6 +54,7 @@ fn page(title: &str, principal: Option<&str>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Shoal" }
                 link rel="stylesheet" href="/ui/style.css";
+                script src="/ui/live.js" defer {}
             }
             body {
                 header {
@@ -265,6 +268,19 @@ pub fn app(v: &AppView) -> Markup {
                         }
                     }
                 }
+            }
+        }
+        @if v.may_read_logs {
+            section aria-labelledby="logs" {
+                h2 #logs { "Logs" }
+                label for="log-filter" { "Show only lines with" }
+                input #log-filter type="search" autocomplete="off";
+                p #log-status .quiet aria-live="polite" {
+                    "The live view needs JavaScript; "
+                    code { "shoal logs " (s.name) " -f" } " follows the same lines."
+                }
+                pre #log data-src={ "/ui/apps/" (s.namespace) "/" (s.name) "/logs?follow=true&tail=50" }
+                    data-filter="log-filter" data-status="log-status" {}
             }
         }
         section aria-labelledby="events" {
