@@ -101,6 +101,20 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     assert!(reply.header("set-cookie").is_none());
     assert!(reply.body.contains("role=\"alert\""), "{}", reply.body);
 
+    // A sign-in form on another site is refused: no login forgery.
+    let reply = call(
+        api,
+        "POST",
+        "/ui/sign-in",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        format!("token={}", cluster.admin_token().unwrap()).as_bytes(),
+    );
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(reply.header("set-cookie").is_none());
+
     // The admin sees hosts, both namespaces' apps, and an app's replicas.
     let admin = sign_in(api, &cluster.admin_token().unwrap());
     let overview = page(api, "/ui", &admin);

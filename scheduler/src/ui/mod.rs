@@ -80,6 +80,15 @@ pub fn takes_cookie(method: &Method, path: &str, headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether a browser says the request comes from another site (a client
+/// that says nothing is not a browser's form).
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| site != "same-origin" && site != "none")
+}
+
 /// Whether the browser says the request comes from a page of this site:
 /// `Sec-Fetch-Site: same-origin`, or else an `Origin` naming the `Host`
 /// asked. A request that says neither is not a browser's form.
@@ -276,7 +285,20 @@ struct SignIn {
     token: String,
 }
 
-async fn sign_in(State(shared): State<Arc<Shared>>, Form(form): Form<SignIn>) -> Response {
+async fn sign_in(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
+    // A form on another site must not sign this browser in as someone
+    // else (login forgery): a browser says where a form came from.
+    if cross_site(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            pages::sign_in(Some("sign in from this page, not from another site")),
+        )
+            .into_response();
+    }
     let token = form.token.trim();
     let bearer = format!("Bearer {token}");
     match shared.access.authenticate(Some(&bearer)) {
