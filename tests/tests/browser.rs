@@ -88,6 +88,17 @@ async fn until_shown(client: &Client, text: &str) -> String {
     }
 }
 
+/// Clicks the element `css` finds.
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn sign_in(client: &Client, base: &str, token: &str) {
     client.goto(&format!("{base}/ui")).await.unwrap();
     // Not signed in: the page sends the browser to the form.
@@ -106,13 +117,7 @@ async fn sign_in(client: &Client, base: &str, token: &str) {
         .send_keys(token)
         .await
         .unwrap();
-    client
-        .find(Locator::Css("main button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "main button[type=submit]").await;
     until_shown(client, "<h1>Overview</h1>").await;
 }
 
@@ -207,13 +212,7 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
         screenshot(&client, &cluster, "overview.png").await;
 
         // Open the app: its two replicas, on h1.
-        client
-            .find(Locator::Css("a[href='/ui/apps/default/hello']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&client, "a[href='/ui/apps/default/hello']").await;
         let app = until_shown(&client, "default/hello/web-1").await;
         assert!(app.contains("2 of 2"), "{app}");
         let violations = accessibility_violations(&client).await;
@@ -224,13 +223,7 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
         let field = client.find(Locator::Css("#replicas-web")).await.unwrap();
         field.clear().await.unwrap();
         field.send_keys("3").await.unwrap();
-        client
-            .find(Locator::Css("form[action$='/scale'] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&client, "form[action$='/scale'] button").await;
         until_shown(&client, "default/hello/web-2").await;
         until_shown(&client, "3 of 3").await;
 
@@ -238,13 +231,7 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
         let v2 = cluster.spec("hello.toml", &hello("v2")).unwrap();
         cluster.ok(&["apply", &v2, "--wait"]).unwrap();
         client.refresh().await.unwrap();
-        client
-            .find(Locator::Css("form[action$='/undo'] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&client, "form[action$='/undo'] button").await;
         until_shown(&client, "rolled_back").await;
         let detail = cluster
             .ok(&["describe", "app", "hello", "-o", "json"])
@@ -291,13 +278,7 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
 
         // A viewer: no form, no button; a scale it forges from the page
         // itself is refused by the API's rules.
-        client
-            .find(Locator::Css("header button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&client, "header button[type=submit]").await;
         sign_in(&client, &base, &viewer).await;
         client
             .goto(&format!("{base}/ui/apps/default/hello"))
