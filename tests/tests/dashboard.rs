@@ -171,6 +171,9 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     let refused = page(api, "/ui/apps/team-b/secretive", &reader);
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.body.contains("reader"), "{}", refused.body);
+    // Nor its logs, which the live view reads under /ui.
+    let logs = page(api, "/ui/apps/team-b/secretive/logs", &reader);
+    assert_eq!(logs.status, 403, "{logs:?}");
 
     // The cookie reads pages and nothing else: the JSON API and any
     // change want the token itself.
@@ -211,6 +214,17 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     // The same form from another site carries the cookie in vain.
     let forged = send_form(api, scale, &admin, "cross-site", "component=web&replicas=9");
     assert_eq!(forged.status, 401, "{forged:?}");
+
+    // A count over the bound is refused by the API's own check.
+    let huge = send_form(
+        api,
+        scale,
+        &admin,
+        "same-origin",
+        "component=web&replicas=10001",
+    );
+    assert_eq!(huge.status, 400, "{huge:?}");
+    assert!(huge.body.contains("10000"), "{}", huge.body);
 
     // A viewer is offered no form, and a scale it forges is refused.
     let shown = page(api, "/ui/apps/default/hello", &reader);
