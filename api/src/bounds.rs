@@ -91,6 +91,13 @@ pub const MAX_COREDUMPS: u32 = 100;
 /// rolled back.
 pub const MAX_PROGRESS_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The most steps a canary takes (`rollout.steps`).
+pub const MAX_CANARY_STEPS: usize = 20;
+
+/// The most invocations a canary step may ask for
+/// (`rollout.analysis.min_requests`).
+pub const MAX_CANARY_MIN_REQUESTS: u32 = 1_000_000;
+
 /// The largest volume: every host that runs the app must be able to set
 /// this much disk aside for it.
 pub const MAX_VOLUME_SIZE: ByteSize = ByteSize::bytes(1 << 40);

@@ -61,13 +61,13 @@ pub mod wire;
 pub use diagnostics::{Diagnostic, SpecError};
 pub use digest::Digest;
 pub use name::{Name, NameError};
-pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError};
+pub use quantity::{ByteSize, DurationSpec, Fuel, QuantityError, Share};
 pub use sealed::{SealError, SealedSecret, SealingKey};
 pub use secret::SecretValue;
 pub use spec::{
-    AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, DebugSpec, HealthSpec,
-    KeyValueGrant, Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant, Placement,
-    PodSpec, RestartPolicy, RolloutSpec, VolumeMount, VolumeScope, VolumeSpec, exports,
-    subject_matches,
+    Analysis, AppSpec, Autoscale, ComponentKind, ComponentSpec, DEFAULT_NAMESPACE, DebugSpec,
+    HealthSpec, KeyValueGrant, Limits, MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY, MessagingGrant,
+    Placement, PodSpec, RestartPolicy, RolloutSpec, RolloutStrategy, VolumeMount, VolumeScope,
+    VolumeSpec, exports, subject_matches,
 };
 pub use spec::{SubjectError, check_user_subject};

@@ -30,6 +30,11 @@ pub enum QuantityError {
         max = DurationSpec::new(MAX_DURATION)
     )]
     DurationTooLarge(String),
+    /// Not a percentage from 0% to 100%.
+    #[error(
+        "invalid share {0:?}: write a percentage from 0% to 100% with at most two decimals, like \"5%\" or \"0.5%\""
+    )]
+    Share(String),
 }
 
 /// A number of bytes, written in specs as `"64MiB"`, `"1GiB"`, `"512KiB"`,
@@ -293,6 +298,96 @@ impl<'de> Deserialize<'de> for Fuel {
     }
 }
 
+/// A share of traffic or a rate, written in specs as `"5%"` or `"0.25%"`
+/// and kept in basis points (hundredths of a percent), so comparing and
+/// adding shares is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Share(u32);
+
+impl Share {
+    /// Basis points in the whole: 100%.
+    pub const WHOLE: u32 = 10_000;
+
+    /// `bp` basis points (capped at 100%).
+    pub const fn basis_points(bp: u32) -> Self {
+        Share(if bp > Share::WHOLE { Share::WHOLE } else { bp })
+    }
+
+    /// `n` percent (capped at 100%).
+    pub const fn percent(n: u32) -> Self {
+        Share::basis_points(n.saturating_mul(100))
+    }
+
+    /// The share in basis points.
+    pub const fn as_basis_points(self) -> u32 {
+        self.0
+    }
+
+    /// The share as a fraction from 0 to 1.
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / f64::from(Share::WHOLE)
+    }
+
+    /// Whether the `n`-th request (from 0) of a run is one of this share.
+    ///
+    /// Requests are picked evenly rather than drawn at random: request `n`
+    /// is picked when it carries the running share over the next whole
+    /// number. Over any run of requests the count picked is within one of
+    /// the share, and nothing random is drawn per request.
+    pub fn picks(self, n: u64) -> bool {
+        let share = u128::from(self.0);
+        let whole = u128::from(Share::WHOLE);
+        let n = u128::from(n);
+        (n + 1) * share / whole > n * share / whole
+    }
+
+    /// Parses `"5%"`, `"0.5%"` or `"12.25%"`: at most two decimals, at
+    /// most 100%.
+    pub fn parse(text: &str) -> Result<Self, QuantityError> {
+        let bad = || QuantityError::Share(text.to_string());
+        let number = text.trim().strip_suffix('%').ok_or_else(bad)?.trim();
+        let (whole, decimals) = number.split_once('.').unwrap_or((number, ""));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || (!decimals.is_empty() && !digits(decimals)) || decimals.len() > 2 {
+            return Err(bad());
+        }
+        let whole: u32 = whole.parse().map_err(|_| bad())?;
+        let hundredths: u32 = format!("{decimals:0<2}").parse().map_err(|_| bad())?;
+        let bp = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(hundredths))
+            .filter(|bp| *bp <= Share::WHOLE)
+            .ok_or_else(bad)?;
+        Ok(Share(bp))
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, rest) = (self.0 / 100, self.0 % 100);
+        match rest {
+            0 => write!(f, "{whole}%"),
+            r if r % 10 == 0 => write!(f, "{whole}.{}%", r / 10),
+            r => write!(f, "{whole}.{r:02}%"),
+        }
+    }
+}
+
+impl Serialize for Share {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a percentage in quotes, like \"5%\" or \"0.5%\"")
+        })?;
+        Share::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// `ms` milliseconds in their largest unit, rounded down: "4s", "3m",
 /// "2h", "5d" (seconds up to 2 minutes, minutes up to 2 hours, hours up to
 /// 2 days): how the CLI and the dashboard say how long ago or how soon.
@@ -311,6 +406,47 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn shares_read_and_print_in_percent() {
+        for (text, bp, shown) in [
+            ("5%", 500, "5%"),
+            ("0.5%", 50, "0.5%"),
+            ("12.25%", 1225, "12.25%"),
+            ("100%", 10_000, "100%"),
+            (" 1 %", 100, "1%"),
+        ] {
+            let share = Share::parse(text).unwrap();
+            assert_eq!(share.as_basis_points(), bp, "{text}");
+            assert_eq!(share.to_string(), shown);
+        }
+        for bp in [1, 500, 2500, 5000, 9999] {
+            let share = Share::basis_points(bp);
+            for (start, len) in [(0u64, 2000u64), (7, 333), (u64::MAX - 3000, 2000)] {
+                let picked = (start..start + len).filter(|n| share.picks(*n)).count() as f64;
+                let wanted = len as f64 * share.fraction();
+                assert!(
+                    (picked - wanted).abs() <= 1.0,
+                    "{share} from {start}: {picked} vs {wanted}"
+                );
+            }
+        }
+        assert!(!(0..10_000).any(|n| Share::basis_points(0).picks(n)));
+        assert!((0..10_000).all(|n| Share::percent(100).picks(n)));
+        for bad in [
+            "5",
+            "101%",
+            "1.234%",
+            "-1%",
+            "%",
+            "x%",
+            ".5%",
+            "99999999999%",
+        ] {
+            let err = Share::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid share"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn sizes() {

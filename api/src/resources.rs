@@ -154,6 +154,12 @@ pub enum EventReason {
     RolledBack,
     /// A rollout could not be rolled back.
     RollbackFailed,
+    /// A canary passed a step and takes the next share.
+    CanaryAdvanced,
+    /// A canary passed its last step and rolls out to every replica.
+    CanaryPromoted,
+    /// A canary failed its analysis and is rolled back.
+    CanaryFailed,
     /// The namespace's quota held a change back.
     QuotaReached,
     /// A volume's data stayed on a host the replica left.
@@ -178,6 +184,7 @@ impl EventReason {
                 | EventReason::CrashLoop
                 | EventReason::RolledBack
                 | EventReason::RollbackFailed
+                | EventReason::CanaryFailed
                 | EventReason::QuotaReached
         )
     }
@@ -287,6 +294,9 @@ words! {
         RolloutComplete => "rollout_complete",
         RolledBack => "rolled_back",
         RollbackFailed => "rollback_failed",
+        CanaryAdvanced => "canary_advanced",
+        CanaryPromoted => "canary_promoted",
+        CanaryFailed => "canary_failed",
         QuotaReached => "quota_reached",
         VolumeLeftBehind => "volume_left_behind",
         Ready => "ready",
@@ -462,6 +472,10 @@ pub struct RolloutStatus {
     pub revision: u64,
     /// One entry per pod.
     pub pods: Vec<PodRollout>,
+    /// The revision whose canary this one promoted: waiting for that one
+    /// goes on with this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotes: Option<u64>,
 }
 
 /// One pod's rollout.
@@ -487,6 +501,80 @@ pub struct PodRollout {
     /// the new generation gets ready first (ms since the epoch).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// While a canary runs: its step, its share and the figures of both
+    /// revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+}
+
+/// A canary in progress, for `rollout status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStatus {
+    /// The generation the canary runs; the stable replicas run
+    /// `stable_generation`.
+    pub generation: u64,
+    /// The generation the other replicas keep running meanwhile.
+    pub stable_generation: u64,
+    /// The step it is at, from 1.
+    pub step: u32,
+    /// Steps in all.
+    pub steps: u32,
+    /// The share of requests it takes now.
+    pub share: crate::Share,
+    /// Whether its replica is ready (its share goes to the stable replicas
+    /// until it is).
+    pub ready: bool,
+    /// When the step began (ms since the epoch).
+    pub step_started_ms: u64,
+    /// The canary replica's figures over this step.
+    pub canary: Figures,
+    /// The stable replicas' figures over the same time.
+    pub stable: Figures,
+}
+
+/// What a set of replicas did over a while: for a canary's analysis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Invocations (requests) that ended.
+    pub requests: u64,
+    /// Of them, those that failed: an error, a trap or an HTTP status of
+    /// 500 or more.
+    pub errors: u64,
+    /// The 99th percentile duration (the bound of its bucket), in µs.
+    pub p99_us: Option<u64>,
+}
+
+impl Figures {
+    /// The share of requests that failed, from 0 to 1.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} requests failed ({:.1}%)",
+            self.errors,
+            self.requests,
+            self.error_rate() * 100.0
+        )?;
+        if let Some(p99) = self.p99_us {
+            write!(
+                f,
+                ", p99 {}",
+                crate::DurationSpec::new(
+                    std::time::Duration::from_micros(p99).max(std::time::Duration::from_millis(1))
+                )
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// One stored revision of an app, for `rollout history`.

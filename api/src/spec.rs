@@ -14,15 +14,16 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::bounds::{
-    MAX_ALLOWED_HOSTS, MAX_COMPONENTS, MAX_CONCURRENCY, MAX_CONFIG_VALUE_LEN, MAX_COREDUMPS,
-    MAX_DELIVER, MAX_ENTRIES, MAX_ENV_VALUE_LEN, MAX_FAILURE_THRESHOLD, MAX_FUEL,
-    MAX_HEALTH_INTERVAL, MAX_HEALTH_TIMEOUT, MAX_HOST_LEN, MAX_IDLE, MAX_KEY_LEN, MAX_PATH_LEN,
-    MAX_PROGRESS_DEADLINE, MAX_PUBLISH_PATTERNS, MAX_SCALE_TARGET, MAX_SECRETS, MAX_SPEC_BYTES,
-    MAX_SUBJECT_LEN, MAX_TIMEOUT, MAX_VOLUME_SIZE, MAX_VOLUMES,
+    MAX_ALLOWED_HOSTS, MAX_CANARY_MIN_REQUESTS, MAX_CANARY_STEPS, MAX_COMPONENTS, MAX_CONCURRENCY,
+    MAX_CONFIG_VALUE_LEN, MAX_COREDUMPS, MAX_DELIVER, MAX_ENTRIES, MAX_ENV_VALUE_LEN,
+    MAX_FAILURE_THRESHOLD, MAX_FUEL, MAX_HEALTH_INTERVAL, MAX_HEALTH_TIMEOUT, MAX_HOST_LEN,
+    MAX_IDLE, MAX_KEY_LEN, MAX_PATH_LEN, MAX_PROGRESS_DEADLINE, MAX_PUBLISH_PATTERNS,
+    MAX_SCALE_TARGET, MAX_SECRETS, MAX_SPEC_BYTES, MAX_SUBJECT_LEN, MAX_TIMEOUT, MAX_VOLUME_SIZE,
+    MAX_VOLUMES,
 };
 use crate::diagnostics::{Collector, span_of};
 use crate::subjects::USER_PREFIX;
-use crate::{ByteSize, DurationSpec, Fuel, Name, SpecError};
+use crate::{ByteSize, DurationSpec, Fuel, Name, Share, SpecError};
 
 /// The namespace an app lands in when its spec names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -741,6 +742,21 @@ pub struct RolloutSpec {
     /// A rollout that makes no progress for this long is rolled back.
     #[serde(default = "RolloutSpec::default_progress_deadline")]
     pub progress_deadline: DurationSpec,
+    /// Replace replicas a few at a time (`rolling`), or first send a share
+    /// of the traffic to one replica of the new revision (`canary`).
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// A canary's shares of requests, in order, like `["5%", "25%", "50%"]`;
+    /// after the last one passes, the new revision rolls out to every
+    /// replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Share>,
+    /// How long each canary step lasts at least.
+    #[serde(default = "RolloutSpec::default_step_interval")]
+    pub step_interval: DurationSpec,
+    /// What a canary step must show to go on.
+    #[serde(default)]
+    pub analysis: Analysis,
 }
 
 impl RolloutSpec {
@@ -750,6 +766,14 @@ impl RolloutSpec {
     fn default_progress_deadline() -> DurationSpec {
         DurationSpec::new(Duration::from_secs(60))
     }
+    fn default_step_interval() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(30))
+    }
+
+    /// Whether a new revision goes out as a canary first.
+    pub fn is_canary(&self) -> bool {
+        self.strategy == RolloutStrategy::Canary && !self.steps.is_empty()
+    }
 }
 
 impl Default for RolloutSpec {
@@ -758,6 +782,64 @@ impl Default for RolloutSpec {
             max_surge: RolloutSpec::default_max_surge(),
             max_unavailable: 0,
             progress_deadline: RolloutSpec::default_progress_deadline(),
+            strategy: RolloutStrategy::default(),
+            steps: Vec::new(),
+            step_interval: RolloutSpec::default_step_interval(),
+            analysis: Analysis::default(),
+        }
+    }
+}
+
+/// How a new revision reaches a pod's replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStrategy {
+    /// Replicas are replaced a few at a time, each new one ready before an
+    /// old one goes.
+    #[default]
+    Rolling,
+    /// One extra replica runs the new revision and takes `steps` shares of
+    /// the requests in turn, judged by `analysis` at each; it rolls out
+    /// when the last step passes and is rolled back at once when one fails.
+    Canary,
+}
+
+/// What a canary must show over a step: judged on the canary replica's own
+/// invocations during that step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// The most of its invocations that may fail (an error, a trap, or an
+    /// HTTP status of 500 or more).
+    #[serde(default = "Analysis::default_max_error_rate")]
+    pub max_error_rate: Share,
+    /// The longest its 99th percentile duration may be.
+    #[serde(default = "Analysis::default_max_p99")]
+    pub max_p99: DurationSpec,
+    /// Invocations a step needs before it can pass: a step waits past its
+    /// interval until it has them.
+    #[serde(default = "Analysis::default_min_requests")]
+    pub min_requests: u32,
+}
+
+impl Analysis {
+    fn default_max_error_rate() -> Share {
+        Share::percent(1)
+    }
+    fn default_max_p99() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(1))
+    }
+    fn default_min_requests() -> u32 {
+        100
+    }
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            max_error_rate: Analysis::default_max_error_rate(),
+            max_p99: Analysis::default_max_p99(),
+            min_requests: Analysis::default_min_requests(),
         }
     }
 }
@@ -1112,6 +1194,48 @@ impl AppSpec {
                         "rollout.progress_deadline must be longer than 0s",
                     );
                 }
+                match rollout.strategy {
+                    RolloutStrategy::Canary if rollout.steps.is_empty() => problems.at(
+                        at_in("rollout", "steps"),
+                        "a canary needs its steps: add steps = [\"5%\", \"25%\", \"50%\"] (shares of requests, rising, each below 100%)",
+                    ),
+                    RolloutStrategy::Canary => {
+                        let rising = rollout.steps.windows(2).all(|w| w[0] < w[1]);
+                        let inside = rollout
+                            .steps
+                            .iter()
+                            .all(|s| s.as_basis_points() > 0 && s.as_basis_points() < Share::WHOLE);
+                        if !rising || !inside {
+                            problems.at(
+                                at_in("rollout", "steps"),
+                                "rollout.steps must rise, each above 0% and below 100%, like [\"5%\", \"25%\", \"50%\"]: after the last one the canary rolls out to every replica",
+                            );
+                        }
+                        if rollout.step_interval.get().is_zero() {
+                            problems.at(
+                                at_in("rollout", "step_interval"),
+                                "rollout.step_interval must be longer than 0s",
+                            );
+                        }
+                        if c.kind == ComponentKind::Job {
+                            problems.at(
+                                at_in("rollout", "strategy"),
+                                "a job takes no requests to share: use strategy = \"rolling\"",
+                            );
+                        }
+                        if c.queue.is_some() {
+                            problems.at(
+                                at_in("rollout", "strategy"),
+                                "a queue worker's messages are pulled by its replicas, not routed, so no share of them can go to a canary: use strategy = \"rolling\"",
+                            );
+                        }
+                    }
+                    RolloutStrategy::Rolling if !rollout.steps.is_empty() => problems.at(
+                        at_in("rollout", "steps"),
+                        "rollout.steps apply to a canary only: add strategy = \"canary\", or remove them",
+                    ),
+                    RolloutStrategy::Rolling => {}
+                }
             }
         }
     }
@@ -1338,6 +1462,38 @@ fn check_bounds(
             rollout.progress_deadline,
             duration(MAX_PROGRESS_DEADLINE),
             "a rollout stuck this long will not finish: lower it",
+        );
+        check_max(
+            problems,
+            at_in("rollout", "steps"),
+            "rollout.steps",
+            rollout.steps.len(),
+            (0, MAX_CANARY_STEPS),
+            "a few steps tell as much as many",
+        );
+        check_max(
+            problems,
+            at_in("rollout", "step_interval"),
+            "rollout.step_interval",
+            rollout.step_interval,
+            duration(MAX_PROGRESS_DEADLINE),
+            "a step this long will not finish: lower it",
+        );
+        check_max(
+            problems,
+            at_in("rollout", "analysis"),
+            "rollout.analysis.min_requests",
+            rollout.analysis.min_requests,
+            (0, MAX_CANARY_MIN_REQUESTS),
+            "a canary step this demanding may never pass: lower it",
+        );
+        check_max(
+            problems,
+            at_in("rollout", "analysis"),
+            "rollout.analysis.max_p99",
+            rollout.analysis.max_p99,
+            duration(MAX_TIMEOUT),
+            "no invocation runs longer than the longest timeout: lower it",
         );
     }
     check_entries(

@@ -67,6 +67,20 @@ pub fn http(namespace: &Name, app: &Name, component: &Name) -> String {
     format!("{PREFIX}.http.{namespace}.{app}.{component}")
 }
 
+/// Where a pod's canary replica takes the HTTP requests an ingress sends
+/// it during a canary ([`http`] with `.canary` after it): the canary keeps
+/// out of the stable replicas' queue group, so its share of requests is
+/// the share the ingress chose, however many replicas the pod has.
+pub fn http_canary(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{}.canary", http(namespace, app, component))
+}
+
+/// Where a pod's canary replica takes invocations during a canary, as
+/// [`http_canary`] is for requests.
+pub fn invoke_canary(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{}.canary", invoke(namespace, app, component))
+}
+
 /// The JetStream work-queue stream holding a worker's `queue` subject.
 pub fn queue_stream(namespace: &Name, app: &Name, component: &Name) -> String {
     format!("SHOAL_Q_{namespace}_{app}_{component}")

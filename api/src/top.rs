@@ -27,7 +27,8 @@ pub fn duration_bucket(d: Duration) -> usize {
 pub struct ReplicaStats {
     /// Invocations that ended.
     pub invocations: u64,
-    /// Of them, those that failed or trapped.
+    /// Of them, those that failed or trapped, or answered an HTTP status
+    /// of 500 or more.
     pub errors: u64,
     /// Fuel burned (components with a fuel limit).
     pub fuel: u64,

@@ -86,8 +86,23 @@ pub struct ReplicaId {
     pub index: u32,
 }
 
+impl ReplicaId {
+    /// The index of a pod's canary replica: the one extra replica that
+    /// runs a new revision during a canary rollout, shown as `pod-canary`.
+    /// Far above any replica count ([`crate::MAX_REPLICAS`]).
+    pub const CANARY: u32 = u32::MAX;
+
+    /// Whether this is a pod's canary replica.
+    pub fn is_canary(&self) -> bool {
+        self.index == ReplicaId::CANARY
+    }
+}
+
 impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_canary() {
+            return write!(f, "{}/{}/{}-canary", self.namespace, self.app, self.pod);
+        }
         write!(
             f,
             "{}/{}/{}-{}",
@@ -303,6 +318,21 @@ pub struct RouteEntry {
     /// ([`Activate`]).
     #[serde(default)]
     pub dormant: bool,
+    /// During a canary whose replica is ready: the share of requests to
+    /// send it. `ready_on` then lists the stable replicas' hosts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryRoute>,
+}
+
+/// The canary side of a route: its share and where its replica is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryRoute {
+    /// The generation the canary runs.
+    pub generation: u64,
+    /// The share of requests it takes.
+    pub share: crate::Share,
+    /// The hosts where the canary replica is ready.
+    pub ready_on: Vec<HostId>,
 }
 
 /// An ingress asks the scheduler (by request/reply) for a replica of a

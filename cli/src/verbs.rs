@@ -186,6 +186,18 @@ pub enum RolloutVerb {
         #[arg(long, value_name = "REVISION")]
         to: Option<u64>,
     },
+    /// Promote a running canary now: it rolls out to every replica
+    /// without waiting for its remaining steps.
+    Promote {
+        #[command(flatten)]
+        target: RolloutTarget,
+    },
+    /// Abort a running canary now: the revision before it is stored
+    /// again, and the canary replica stops.
+    Abort {
+        #[command(flatten)]
+        target: RolloutTarget,
+    },
 }
 
 /// The verbs.
@@ -451,6 +463,30 @@ async fn rollout(client: &Client, verb: RolloutVerb) -> anyhow::Result<()> {
                 println!("  will replace {id}");
             }
         }
+        RolloutVerb::Promote { target } => {
+            let path = format!(
+                "/v1/apps/{}/{}/rollout/promote",
+                client.namespace(),
+                target.app
+            );
+            let resp: ApplyResponse = client.post(&path, &serde_json::json!({})).await?;
+            println!(
+                "app {}: canary promoted (revision {}); it rolls out to every replica",
+                resp.app, resp.revision
+            );
+        }
+        RolloutVerb::Abort { target } => {
+            let path = format!(
+                "/v1/apps/{}/{}/rollout/abort",
+                client.namespace(),
+                target.app
+            );
+            let resp: ApplyResponse = client.post(&path, &serde_json::json!({})).await?;
+            println!(
+                "app {}: canary aborted (revision {} is the one before it)",
+                resp.app, resp.revision
+            );
+        }
     }
     Ok(())
 }
@@ -469,8 +505,13 @@ async fn wait_for_rollout(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut last_printed: Option<RolloutStatus> = None;
+    let mut revision = revision;
     loop {
         let status: RolloutStatus = client.get(path).await?;
+        if status.revision > revision && status.promotes == Some(revision) {
+            // The canary passed its last step: the promotion rolls it out.
+            revision = status.revision;
+        }
         if status.revision > revision {
             bail!(
                 "{} moved from revision {revision} to {} while waiting (rolled back or re-applied): see `shoal describe app {}`",
@@ -526,6 +567,17 @@ fn print_rollout(status: &RolloutStatus) {
             p.old,
             p.message
         );
+        if let Some(c) = &p.canary {
+            println!(
+                "    canary step {}/{} taking {}{}",
+                c.step,
+                c.steps,
+                c.share,
+                if c.ready { "" } else { " (not ready)" }
+            );
+            println!("      canary gen {:<3} {}", c.generation, c.canary);
+            println!("      stable gen {:<3} {}", c.stable_generation, c.stable);
+        }
     }
 }
 

@@ -262,12 +262,20 @@ impl LoadedComponent {
     }
 
     /// Counts an invocation that started at `started`, and its outcome
-    /// towards the run of traps in a row.
-    pub(crate) fn note<T>(&self, started: Instant, outcome: &Result<T, InvokeError>) {
+    /// towards the run of traps in a row. `answered_failure` is an answer
+    /// that says it failed (an HTTP status of 500 or more): it counts as an
+    /// error for `shoal top` and a canary's analysis, though the guest ran
+    /// to its end.
+    pub(crate) fn note<T>(
+        &self,
+        started: Instant,
+        outcome: &Result<T, InvokeError>,
+        answered_failure: bool,
+    ) {
         let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.busy_ns.fetch_add(spent, Ordering::Relaxed);
         self.work.invocations.fetch_add(1, Ordering::Relaxed);
-        if outcome.is_err() {
+        if outcome.is_err() || answered_failure {
             self.work.errors.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(bucket) = self.work.durations.get(duration_bucket(started.elapsed())) {

@@ -35,10 +35,11 @@ const HOP_BY_HOP: [&str; 5] = [
     "host",
 ];
 
-/// Forwards `req` to `subject` and turns the reply into a response.
+/// Forwards `req` to `subject` (to `fallback` instead when nothing
+/// answers there) and turns the reply into a response.
 pub async fn forward(
     nats: &async_nats::Client,
-    subject: String,
+    (subject, fallback): (String, Option<String>),
     name: &str,
     req: hyper::Request<Incoming>,
 ) -> HttpResponse {
@@ -93,11 +94,19 @@ pub async fn forward(
             h.append(k.as_str(), v);
         }
     }
-    let request = async_nats::Request::new()
-        .headers(h)
-        .payload(body)
-        .timeout(Some(FORWARD_TIMEOUT));
-    let reply = match nats.send_request(subject, request).await {
+    let request = || {
+        async_nats::Request::new()
+            .headers(h.clone())
+            .payload(body.clone())
+            .timeout(Some(FORWARD_TIMEOUT))
+    };
+    let mut sent = nats.send_request(subject, request()).await;
+    if let (Err(e), Some(fallback)) = (&sent, fallback)
+        && e.kind() == async_nats::RequestErrorKind::NoResponders
+    {
+        sent = nats.send_request(fallback, request()).await;
+    }
+    let reply = match sent {
         Ok(reply) => reply,
         Err(e) => {
             let (status, why) = match e.kind() {

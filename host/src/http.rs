@@ -50,6 +50,9 @@ pub enum Target {
         subject: String,
         /// `namespace/app/component`, for messages.
         name: String,
+        /// Where to send it instead when nothing answers on `subject`: the
+        /// stable replicas, for a canary that is stopping.
+        fallback: Option<String>,
     },
     /// A route that exists, with no replica ready to serve it.
     Unready(String),
@@ -532,7 +535,8 @@ async fn route_request(routes: &dyn Routes, req: hyper::Request<Incoming>) -> Ht
             nats,
             subject,
             name,
-        }) => crate::forward::forward(&nats, subject, &name, req).await,
+            fallback,
+        }) => crate::forward::forward(&nats, (subject, fallback), &name, req).await,
         Some(Target::Dormant { activate, .. }) => text_response(
             503,
             format!(

@@ -12,7 +12,7 @@
 //! ten thousand apps costs what routing among one does.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -77,11 +77,18 @@ struct Table {
     entries: HashMap<String, RouteEntry>,
     /// The same, by where they apply.
     index: Index<String>,
+    /// Requests routed so far to each route in a canary, by bucket key:
+    /// what the split counts on.
+    splits: HashMap<String, AtomicU64>,
 }
 
 impl Table {
     fn insert(&mut self, key: String, entry: RouteEntry) {
+        let counted = self.splits.remove(&key);
         self.remove(&key);
+        if entry.canary.is_some() {
+            self.splits.insert(key.clone(), counted.unwrap_or_default());
+        }
         self.index
             .entry(key_of(entry.route.host.as_deref(), &entry.route.prefix))
             .or_default()
@@ -90,6 +97,7 @@ impl Table {
     }
 
     fn remove(&mut self, key: &str) {
+        self.splits.remove(key);
         let Some(old) = self.entries.remove(key) else {
             return;
         };
@@ -200,6 +208,7 @@ impl IngressRoutes {
                 nats: nats.clone(),
                 subject: subjects::http(&r.namespace, &r.app, &r.component),
                 name: format!("{}/{}/{}", r.namespace, r.app, r.component),
+                fallback: None,
             });
         }
         if let Some(best) = entries.iter().rev().find(|e| e.dormant) {
@@ -219,6 +228,53 @@ impl IngressRoutes {
             "{}/{}/{}",
             r.namespace, r.app, r.component
         )))
+    }
+
+    /// The canary's replica for a request at `at`, when a canary runs
+    /// there and this request is one of its share; `None` sends the request
+    /// to the stable replicas. A local canary replica serves it here, else
+    /// the canary's subject reaches it on its host.
+    fn canary_target(&self, at: &RouteKey) -> Option<Target> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let (key, entry) = table
+            .index
+            .get(at)?
+            .iter()
+            .filter_map(|k| Some((k, table.entries.get(k)?)))
+            .filter(|(_, e)| e.canary.as_ref().is_some_and(|c| !c.ready_on.is_empty()))
+            .min_by(|(_, a), (_, b)| {
+                (&a.route.namespace, &a.route.app).cmp(&(&b.route.namespace, &b.route.app))
+            })?;
+        let canary = entry.canary.as_ref()?;
+        let n = table.splits.get(key)?.fetch_add(1, Ordering::Relaxed);
+        if !canary.share.picks(n) {
+            return None;
+        }
+        let r = &entry.route;
+        let local = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let here = local.get(at).into_iter().flatten().find(|c| {
+            c.ready
+                && c.replica.is_canary()
+                && c.replica.namespace == r.namespace
+                && c.replica.app == r.app
+                && c.component_name == r.component
+        });
+        if let Some(copy) = here {
+            return Some(Target::Local(copy.component.clone()));
+        }
+        let (me, nats) = self.cluster.as_ref()?;
+        canary
+            .ready_on
+            .iter()
+            .any(|h| h != me)
+            .then(|| Target::Remote {
+                nats: nats.clone(),
+                subject: subjects::http_canary(&r.namespace, &r.app, &r.component),
+                name: format!("{}/{}/{} (canary)", r.namespace, r.app, r.component),
+                // A canary rolled back stops a moment before every ingress
+                // hears of it: its requests go to the stable replicas then.
+                fallback: Some(subjects::http(&r.namespace, &r.app, &r.component)),
+            })
     }
 
     /// Serves `prefix` with `component` (called `name`) of the copy of
@@ -281,13 +337,20 @@ impl Routes for IngressRoutes {
 
     fn route(&self, host: Option<&str>, path: &str) -> Option<Target> {
         let (_, key) = self.best(host, path)?;
+        if let Some(canary) = self.canary_target(&key) {
+            return Some(canary);
+        }
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let Some(copies) = routes.get(&key) else {
             drop(routes);
             return self.remote_target(&key, path);
         };
-        // Spread requests over the ready local replicas serving the route.
-        let ready: Vec<&Route> = copies.iter().filter(|r| r.ready).collect();
+        // Spread requests over the ready local replicas serving the route;
+        // a canary replica takes only the share routed to it above.
+        let ready: Vec<&Route> = copies
+            .iter()
+            .filter(|r| r.ready && !r.replica.is_canary())
+            .collect();
         if ready.is_empty() {
             // Local replicas exist but none is ready: another host's may be.
             let name = copies.first().map(|r| {
@@ -310,13 +373,6 @@ impl Routes for IngressRoutes {
 #[cfg(test)]
 mod tests {
     use super::candidates;
-
-    /// Whether a route at `prefix` (and no host) takes `path`.
-    fn matches(prefix: &str, path: &str) -> bool {
-        candidates(None, path)
-            .iter()
-            .any(|(_, (_, p))| p == prefix.trim_end_matches('/'))
-    }
 
     #[test]
     fn prefixes_match_whole_segments() {

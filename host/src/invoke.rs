@@ -59,7 +59,7 @@ impl LoadedComponent {
         if let Err(e) = &outcome {
             span.fail(e);
         }
-        self.note(started, &outcome);
+        self.note(started, &outcome, false);
         outcome
     }
 
@@ -164,7 +164,8 @@ impl LoadedComponent {
             }),
             Err(e) => span.fail(e),
         }
-        self.note(started, &outcome);
+        let answered_failure = matches!(&outcome, Ok(r) if r.status().is_server_error());
+        self.note(started, &outcome, answered_failure);
         outcome
     }
 

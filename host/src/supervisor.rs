@@ -311,7 +311,9 @@ impl Run {
             let group = subjects::invoke_queue_group(&id.namespace, &id.app, &spec.name);
             match spec.spec.kind {
                 ComponentKind::Worker => {
-                    if spec.spec.queue.is_some() {
+                    // A canary takes only what is routed to it: the share
+                    // its callers choose, never a pull of its own.
+                    if spec.spec.queue.is_some() && !id.is_canary() {
                         tasks.push(tokio::spawn(crate::queue::consume(
                             agent.nats().clone(),
                             id.clone(),
@@ -322,7 +324,11 @@ impl Run {
                             tracker.clone(),
                         )));
                     }
-                    let subject = subjects::invoke(&id.namespace, &id.app, &spec.name);
+                    let subject = if id.is_canary() {
+                        subjects::invoke_canary(&id.namespace, &id.app, &spec.name)
+                    } else {
+                        subjects::invoke(&id.namespace, &id.app, &spec.name)
+                    };
                     let (nats, c, replica) = (agent.nats().clone(), c.clone(), replica.clone());
                     tasks.push(tokio::spawn(serve_gated(
                         agent.nats().clone(),
@@ -334,7 +340,11 @@ impl Run {
                     )));
                 }
                 ComponentKind::Http => {
-                    let subject = subjects::http(&id.namespace, &id.app, &spec.name);
+                    let subject = if id.is_canary() {
+                        subjects::http_canary(&id.namespace, &id.app, &spec.name)
+                    } else {
+                        subjects::http(&id.namespace, &id.app, &spec.name)
+                    };
                     let (nats, comp, replica, host) = (
                         agent.nats().clone(),
                         c.clone(),

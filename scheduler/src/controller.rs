@@ -96,6 +96,29 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+        for passed in pass.promotions {
+            let cause = format!("canary of pod {} {}", passed.pod, passed.figures);
+            if let Err(e) = rollout::promote(
+                &shared,
+                &passed.app,
+                Some(&passed.pod),
+                Some(passed.kv),
+                &cause,
+            )
+            .await
+            {
+                // Judged again, and promoted again, in a later pass.
+                tracing::warn!(app = passed.app, error = %e, "cannot promote the canary");
+                if let Some(c) = shared
+                    .state()
+                    .rollouts
+                    .get_mut(&(passed.app.clone(), passed.pod.clone()))
+                    .and_then(|r| r.canary.as_mut())
+                {
+                    c.promoting = false;
+                }
+            }
+        }
         // Sent in the background: a host that does not answer must not
         // hold up the next pass, nor other hosts' commands.
         for action in pass.actions {

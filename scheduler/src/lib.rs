@@ -31,6 +31,7 @@ pub mod artifact;
 pub mod audit;
 pub mod auth;
 pub mod autoscale;
+pub mod canary;
 pub mod commands;
 pub mod controller;
 pub mod dumps;

@@ -17,7 +17,7 @@ use shoal_api::wire::{HostId, PodComponent, ReplicaId, ReplicaState, StartReplic
 use shoal_api::{AppSpec, Digest, Name, PodSpec, RolloutSpec, SealedSecret, SecretValue, subjects};
 
 use crate::placement::{Candidate, Need, PodOnHost, Ranking, choose};
-use crate::state::{App, Rollout, Starting, State, event};
+use crate::state::{App, Rollout, StableTemplate, Starting, State, event};
 use crate::tunables::{
     HOST_LOSS_INTERVAL, OUTAGE_BOUND, START_CONFIRM_TIMEOUT, VOLUME_RETURN_WAIT,
 };
@@ -70,6 +70,8 @@ pub struct Pass {
     pub events: Vec<Event>,
     /// Rollouts to undo.
     pub rollbacks: Vec<Rollback>,
+    /// Canaries that passed their last step, to store as promoted.
+    pub promotions: Vec<crate::canary::Promotion>,
 }
 
 /// Every copy seen, by replica. Hashed with FxHash: a pass hashes every
@@ -349,12 +351,16 @@ fn observe(state: &mut State, now: Instant, pass: &mut Pass, scope: &Scope) -> S
 }
 
 /// One pod of one app, as a pass plans it.
+#[derive(Clone)]
 struct PodPlan<'a> {
     key: &'a String,
     app: &'a App,
     pod: &'a PodSpec<'a>,
     /// The generation its replicas should run.
     generation: u64,
+    /// While a canary of a new template runs: the stable template the
+    /// pod's replicas keep running (at `generation`).
+    stable: Option<&'a StableTemplate>,
     /// What one replica reserves.
     memory: u64,
     /// Labels a host must have: the union over the pod's components.
@@ -374,15 +380,21 @@ impl<'a> PodPlan<'a> {
             labels.extend(c.placement.labels.clone());
             spread = spread.or(c.placement.spread.as_deref());
         }
+        let rollout = pod.rollout();
+        let stable = rollout
+            .is_canary()
+            .then(|| app.stored.canary_of(&pod.name))
+            .flatten();
         PodPlan {
             key,
             app,
             pod,
-            generation: app.stored.generation(&pod.name),
+            generation: stable.map_or_else(|| app.stored.generation(&pod.name), |s| s.generation),
+            stable,
             memory: pod.reserved_memory(),
             labels,
             spread,
-            rollout: pod.rollout(),
+            rollout,
             keeps_data: pod_keeps_data(&app.stored.spec, pod),
         }
     }
@@ -502,16 +514,104 @@ impl<'a> PodPlan<'a> {
                 );
             }
         }
-        track_rollout(
+        match self.stable {
+            Some(stable) => self.decide_canary(
+                state,
+                pass,
+                (hosts, &mut pod_on_host),
+                seen,
+                desired,
+                stable,
+                now,
+            ),
+            None => track_rollout(
+                state,
+                pass,
+                (self.key, self.app),
+                &self.pod.name,
+                generation,
+                &self.rollout,
+                (rolling, updated_ready),
+                now,
+            ),
+        }
+    }
+
+    /// Decides the canary replica of a pod whose new template runs as a
+    /// canary beside `stable`: one copy at the new generation while the
+    /// canary runs (until it is rolled back), then follows the canary's
+    /// steps ([`crate::canary::track`]).
+    #[allow(clippy::too_many_arguments)]
+    fn decide_canary(
+        &self,
+        state: &mut State,
+        pass: &mut Pass,
+        (hosts, pod_on_host): (&mut Hosts, &mut PodOnHost),
+        seen: &SeenCopies,
+        desired: &mut FxHashSet<ReplicaId>,
+        stable: &StableTemplate,
+        now: Instant,
+    ) {
+        let canary = PodPlan {
+            generation: self.app.stored.generation(&self.pod.name),
+            stable: None,
+            ..self.clone()
+        };
+        let id = replica_id(&self.app.stored.spec, &self.pod.name, ReplicaId::CANARY);
+        let failed = state
+            .rollouts
+            .get(&(self.key.clone(), self.pod.name.clone()))
+            .is_some_and(|r| r.rolled_back && r.generation == canary.generation);
+        let mut ready = false;
+        if !failed {
+            desired.insert(id.clone());
+            let list = seen.get(&id).map_or(&[][..], Vec::as_slice);
+            let (current, other): (Vec<&Seen>, Vec<&Seen>) =
+                list.iter().partition(|s| s.revision == canary.generation);
+            for s in other {
+                stop(
+                    pass,
+                    s,
+                    &id,
+                    format!("replaced by revision {}", canary.generation),
+                );
+            }
+            if let Some(keep) = best(&current) {
+                for s in current.iter().filter(|s| s.host != keep.host) {
+                    stop(
+                        pass,
+                        s,
+                        &id,
+                        format!("duplicate of the copy on {}", keep.host),
+                    );
+                }
+                ready = keep.ready;
+                state.pending.remove(&id);
+            } else if !state.backoff.contains_key(&id) {
+                canary.place(state, pass, (hosts, &mut None), pod_on_host, &id, now);
+            }
+        }
+        let decision = crate::canary::track(
             state,
-            pass,
             (self.key, self.app),
             &self.pod.name,
-            generation,
             &self.rollout,
-            (rolling, updated_ready),
+            stable,
+            ready,
             now,
         );
+        for e in decision.events {
+            remember(state, pass, e);
+        }
+        if let Some(reason) = decision.fail {
+            pass.rollbacks.push(Rollback {
+                app: self.key.clone(),
+                pod: self.pod.name.clone(),
+                kv: self.app.kv,
+                reason,
+            });
+        }
+        pass.promotions.extend(decision.promote);
     }
 
     /// Where a surge copy goes (an index into `candidates`): beside the
@@ -636,11 +736,26 @@ impl<'a> PodPlan<'a> {
             .hosts
             .get(&host)
             .and_then(|h| h.heartbeat.seal_key.clone());
+        let components: Vec<(&Name, &shoal_api::ComponentSpec, Digest)> = match self.stable {
+            Some(stable) => stable
+                .components
+                .iter()
+                .map(|(name, spec, digest)| (name, spec, *digest))
+                .collect(),
+            None => self
+                .pod
+                .components
+                .iter()
+                .filter_map(|(name, spec)| {
+                    Some((*name, *spec, *self.app.stored.digests.get(*name)?))
+                })
+                .collect(),
+        };
         pass.actions.push(Action::Start {
             replica: start_replica(
-                self.app,
+                &self.app.stored.spec,
                 self.generation,
-                &self.pod.components,
+                &components,
                 id,
                 &state.secrets,
                 seal_key.as_deref(),
@@ -718,6 +833,7 @@ fn track_rollout(
                 done: updated_ready,
                 last_progress: now,
                 rolled_back: false,
+                canary: None,
             },
         );
         let e = event(
@@ -735,6 +851,11 @@ fn track_rollout(
     let Some(r) = state.rollouts.get_mut(&slot) else {
         return;
     };
+    if r.canary.take().is_some() {
+        // A promoted canary: the rollout to every replica starts now.
+        r.done = updated_ready;
+        r.last_progress = now;
+    }
     if updated_ready > r.done {
         r.done = updated_ready;
         r.last_progress = now;
@@ -938,21 +1059,19 @@ pub fn replica_id(spec: &AppSpec, pod: &Name, index: u32) -> ReplicaId {
 }
 
 fn start_replica(
-    app: &App,
+    spec: &AppSpec,
     generation: u64,
-    components: &[(&Name, &shoal_api::ComponentSpec)],
+    components: &[(&Name, &shoal_api::ComponentSpec, Digest)],
     id: &ReplicaId,
     secrets: &HashMap<String, SecretValue>,
     seal_key: Option<&str>,
 ) -> StartReplica {
-    let spec = &app.stored.spec;
     StartReplica {
         id: id.clone(),
         revision: generation,
         components: components
             .iter()
-            .filter_map(|(name, c)| {
-                let digest: Digest = *app.stored.digests.get(*name)?;
+            .map(|(name, c, digest)| {
                 // Only the secrets this component lists, only those set,
                 // and each sealed to the host that will run it. A host that
                 // announces no sealing key gets none: its guest is told the
@@ -972,12 +1091,12 @@ fn start_replica(
                         }
                     })
                     .collect();
-                Some(PodComponent {
+                PodComponent {
                     name: (*name).clone(),
-                    digest,
+                    digest: *digest,
                     spec: (*c).clone(),
                     secrets: values,
-                })
+                }
             })
             .collect(),
         volumes: spec
@@ -986,7 +1105,7 @@ fn start_replica(
             .filter(|(v, _)| {
                 components
                     .iter()
-                    .any(|(_, c)| c.volumes.iter().any(|m| &m.name == *v))
+                    .any(|(_, c, _)| c.volumes.iter().any(|m| &m.name == *v))
             })
             .map(|(v, s)| (v.clone(), s.clone()))
             .collect(),

@@ -42,6 +42,12 @@ enum Record {
         done: u32,
         last_progress_ms: u64,
         rolled_back: bool,
+        /// A canary's step (from 0), while one runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_step: Option<u32>,
+        /// When that step began, once its replica was ready.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_since_ms: Option<u64>,
     },
     /// A job replica that completed.
     JobDone { revision: u64, host: HostId },
@@ -132,6 +138,8 @@ fn snapshot(state: &State, clock: &Clock) -> BTreeMap<String, Vec<u8>> {
                 done: r.done,
                 last_progress_ms: clock.ms(r.last_progress),
                 rolled_back: r.rolled_back,
+                canary_step: r.canary.as_ref().map(|c| c.step),
+                canary_since_ms: r.canary.as_ref().and_then(|c| c.since).map(|t| clock.ms(t)),
             },
         );
     }
@@ -195,6 +203,8 @@ pub fn apply(state: &mut State, key: &str, value: Option<&[u8]>) {
                     done,
                     last_progress_ms,
                     rolled_back,
+                    canary_step,
+                    canary_since_ms,
                 }) => {
                     state.rollouts.insert(
                         slot,
@@ -203,6 +213,11 @@ pub fn apply(state: &mut State, key: &str, value: Option<&[u8]>) {
                             done,
                             last_progress: instant_of(last_progress_ms),
                             rolled_back,
+                            canary: canary_step.map(|step| crate::canary::CanaryProgress {
+                                step,
+                                since: canary_since_ms.map(instant_of),
+                                ..Default::default()
+                            }),
                         },
                     );
                 }

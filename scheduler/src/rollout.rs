@@ -36,7 +36,13 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
     }
     let mut pods = Vec::new();
     for pod in spec.pods() {
-        let generation = app.stored.generation(&pod.name);
+        let stable = pod
+            .rollout()
+            .is_canary()
+            .then(|| app.stored.canary_of(&pod.name))
+            .flatten();
+        // During a canary the pod's replicas keep the stable generation.
+        let generation = stable.map_or_else(|| app.stored.generation(&pod.name), |s| s.generation);
         let desired = state.replicas_of(&key, &pod);
         let (mut updated, mut ready, mut old) = (0, 0, 0);
         for i in 0..desired {
@@ -53,8 +59,32 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
             }
             old += copies.iter().filter(|r| r.revision != generation).count() as u32;
         }
-        let complete = ready == desired && old == 0;
-        let message = if complete {
+        let canary = stable.and_then(|stable| {
+            let id = replica_id(spec, &pod.name, ReplicaId::CANARY);
+            let ready = by_replica.get(&id).is_some_and(|copies| {
+                copies
+                    .iter()
+                    .any(|r| r.ready && r.state == ReplicaState::Running)
+            });
+            crate::canary::status(state, &key, app, &pod.name, stable, ready, now)
+        });
+        let complete = ready == desired && old == 0 && stable.is_none();
+        let message = if let Some(c) = &canary {
+            let waiting = if c.ready {
+                ""
+            } else {
+                " (its replica is not ready yet)"
+            };
+            format!(
+                "canary of generation {} at step {} of {}, taking {}{waiting}: {}; stable generation {}: {}",
+                c.generation, c.step, c.steps, c.share, c.canary, c.stable_generation, c.stable
+            )
+        } else if stable.is_some() {
+            format!(
+                "canary of generation {} starting",
+                app.stored.generation(&pod.name)
+            )
+        } else if complete {
             format!("{desired} of {desired} replicas at generation {generation} ready")
         } else if old > 0 {
             format!(
@@ -89,12 +119,14 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
                 RolloutState::Progressing
             },
             message,
+            canary,
         });
     }
     RolloutStatus {
         app: format!("{}/{}", spec.namespace, spec.name),
         revision: app.revision,
         pods,
+        promotes: app.stored.promotes,
     }
 }
 
@@ -116,6 +148,64 @@ pub async fn history(shared: &Shared, key: &str) -> Result<Vec<RevisionInfo>, Sc
         .collect())
 }
 
+/// Promotes the canary of `pod` (of every pod in a canary, when `None`)
+/// of the app at `key`: stores the app again without the canary's stable
+/// template, so the pod rolls out to every replica. `expect`, when given,
+/// is the KV revision the caller saw ([`App::kv`]): if the app moved on
+/// since, nothing happens. Returns the new revision.
+pub async fn promote(
+    shared: &Shared,
+    key: &str,
+    pod: Option<&shoal_api::Name>,
+    expect: Option<u64>,
+    cause: &str,
+) -> Result<u64, SchedulerError> {
+    let _writing = shared.writes.lock().await;
+    let current = current_app(shared, key)?;
+    if expect.is_some_and(|kv| kv != current.kv) {
+        return Err(SchedulerError::Invalid(format!(
+            "{key} moved on to revision {} meanwhile; not promoting",
+            current.revision
+        )));
+    }
+    let mut stored = current.stored.clone();
+    let before = stored.canary_base.len();
+    stored
+        .canary_base
+        .retain(|p, _| pod.is_some_and(|pod| pod != p));
+    if stored.canary_base.len() == before {
+        return Err(SchedulerError::Invalid(format!(
+            "no canary runs in {key}: `shoal rollout status` shows its rollout"
+        )));
+    }
+    stored.cause = cause.to_string();
+    let mut stored = stored.with_generations(Some(&current.stored));
+    stored.promotes = Some(current.revision);
+    let kv = shared.store.put_app(key, &stored, current.kv).await?;
+    let app = App::from_kv(stored, kv);
+    let revision = app.revision;
+    let e = event(
+        &app.stored.spec.namespace,
+        &app.stored.spec.name,
+        EventReason::CanaryPromoted,
+        format!("revision {revision} stored: {cause}"),
+    );
+    crate::api::remember_app(shared, key.to_string(), app);
+    shared.wake_app(&e.namespace, &e.app);
+    shared.record(e).await;
+    Ok(revision)
+}
+
+/// The app at `key` as this scheduler knows it.
+fn current_app(shared: &Shared, key: &str) -> Result<App, SchedulerError> {
+    shared
+        .state()
+        .apps
+        .get(key)
+        .cloned()
+        .ok_or_else(|| SchedulerError::NotFound(format!("no app {key}")))
+}
+
 /// Stores revision `to` of the app at `key` again (by default the one
 /// before the current), which rolls the app back to it. Returns the new
 /// revision and the one it went back to. `expect`, when given, is the KV
@@ -129,12 +219,7 @@ pub async fn roll_back(
     cause: &str,
 ) -> Result<(u64, u64), SchedulerError> {
     let _writing = shared.writes.lock().await;
-    let current = shared
-        .state()
-        .apps
-        .get(key)
-        .cloned()
-        .ok_or_else(|| SchedulerError::NotFound(format!("no app {key}")))?;
+    let current = current_app(shared, key)?;
     if expect.is_some_and(|kv| kv != current.kv) {
         return Err(SchedulerError::Invalid(format!(
             "{key} moved on to revision {} meanwhile; not rolling back",
@@ -172,6 +257,8 @@ pub async fn roll_back(
     }
     let mut stored = target_app.clone();
     stored.cause = format!("{cause} (back to revision {target_revision})");
+    // Going back is never a canary: what runs is replaced as it is.
+    stored.canary_base.clear();
     // Scaling since then is kept: a rollback changes what runs, not how many.
     for (name, c) in stored.spec.components.iter_mut() {
         if let Some(now) = current.stored.spec.components.get(name) {

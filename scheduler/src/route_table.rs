@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use async_nats::jetstream::kv;
-use shoal_api::wire::{HostId, HttpRoute, ReplicaState, RouteEntry};
+use shoal_api::wire::{CanaryRoute, HostId, HttpRoute, ReplicaState, RouteEntry};
 use shoal_api::{ComponentKind, Name, subjects};
 
 use crate::state::State;
@@ -24,8 +24,10 @@ pub(crate) fn wanted(
     dormant: &HashSet<String>,
     now: Instant,
 ) -> BTreeMap<String, RouteEntry> {
-    // Hosts with a ready replica, by namespace, app and pod.
+    // Hosts with a ready replica, by namespace, app and pod: the stable
+    // replicas', and a canary's apart.
     let mut ready: HashMap<(&Name, &Name, &Name), Vec<HostId>> = HashMap::new();
+    let mut canaries: HashMap<(&Name, &Name, &Name), Vec<HostId>> = HashMap::new();
     for (host, entry) in &state.hosts {
         // A draining host's replicas serve until their replacements are
         // ready: they stay in the table until they stop.
@@ -34,7 +36,12 @@ pub(crate) fn wanted(
         }
         for r in &entry.heartbeat.replicas {
             if r.ready && r.state == ReplicaState::Running {
-                let hosts = ready
+                let by_pod = if r.id.is_canary() {
+                    &mut canaries
+                } else {
+                    &mut ready
+                };
+                let hosts = by_pod
                     .entry((&r.id.namespace, &r.id.app, &r.id.pod))
                     .or_default();
                 if !hosts.contains(host) {
@@ -44,7 +51,7 @@ pub(crate) fn wanted(
         }
     }
     let mut out = BTreeMap::new();
-    for app in state.apps.values() {
+    for (app_key, app) in &state.apps {
         let spec = &app.stored.spec;
         for (name, c) in &spec.components {
             if c.kind != ComponentKind::Http {
@@ -58,6 +65,15 @@ pub(crate) fn wanted(
                 .cloned()
                 .unwrap_or_default();
             ready_on.sort();
+            let canary = crate::canary::share(state, app_key, app, pod).and_then(|share| {
+                let mut ready_on = canaries.get(&(&spec.namespace, &spec.name, pod))?.clone();
+                ready_on.sort();
+                Some(CanaryRoute {
+                    generation: app.stored.generation(pod),
+                    share,
+                    ready_on,
+                })
+            });
             let key = subjects::route_key(&spec.namespace, &spec.name, name);
             out.insert(
                 key.clone(),
@@ -72,6 +88,7 @@ pub(crate) fn wanted(
                     },
                     ready_on,
                     dormant: dormant.contains(&key),
+                    canary,
                 },
             );
         }

@@ -39,6 +39,25 @@ pub struct StoredApp {
     /// their own, which [`App::from_kv`] numbers by their KV revision.
     #[serde(default)]
     pub number: u64,
+    /// Pods in a canary rollout: what their stable replicas keep running
+    /// meanwhile, by pod. Set by an apply that changes a canary pod's
+    /// template; gone once the canary is promoted or rolled back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub canary_base: BTreeMap<Name, StableTemplate>,
+    /// The revision whose canary this one promoted, if that is why it was
+    /// stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotes: Option<u64>,
+}
+
+/// What a pod's stable replicas run while a canary of a new template runs
+/// beside them: the template, and its generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StableTemplate {
+    /// Its generation.
+    pub generation: u64,
+    /// Its components: name, spec and bytes.
+    pub components: Vec<(Name, shoal_api::ComponentSpec, Digest)>,
 }
 
 use crate::tunables::TEMPLATES_KEPT;
@@ -65,6 +84,57 @@ impl StoredApp {
             .collect()
     }
 
+    /// Sets which pods start a canary, against the previously stored
+    /// version: a pod whose rollout is a canary and whose generation
+    /// changed keeps its previous template as the stable one (or, when a
+    /// canary was already running, the stable template of that one). A
+    /// change that keeps the generation (scaling) keeps the canary as it
+    /// is. Call after [`with_generations`](Self::with_generations).
+    pub fn with_canary_bases(mut self, previous: Option<&StoredApp>) -> Self {
+        self.canary_base.clear();
+        let Some(previous) = previous else {
+            return self;
+        };
+        for pod in self.spec.pods() {
+            if !pod.rollout().is_canary() {
+                continue;
+            }
+            let generation = self.generation(&pod.name);
+            let running = previous.canary_base.get(&pod.name).cloned();
+            let base = if previous.generation(&pod.name) == generation {
+                running
+            } else {
+                running.or_else(|| previous.stable_template(&pod.name))
+            };
+            if let Some(base) = base.filter(|b| b.generation != generation) {
+                self.canary_base.insert(pod.name.clone(), base);
+            }
+        }
+        self
+    }
+
+    /// `pod`'s template and generation here, as a canary's stable side;
+    /// `None` when the pod is not in this version or a component's bytes
+    /// are unknown.
+    fn stable_template(&self, pod: &Name) -> Option<StableTemplate> {
+        let components = self
+            .template(pod)
+            .into_iter()
+            .map(|(name, spec, digest)| Some((name, spec, digest?)))
+            .collect::<Option<Vec<_>>>()?;
+        (!components.is_empty()).then(|| StableTemplate {
+            generation: self.generation(pod),
+            components,
+        })
+    }
+
+    /// The stable template of `pod` while a canary of it runs.
+    pub fn canary_of(&self, pod: &Name) -> Option<&StableTemplate> {
+        self.canary_base
+            .get(pod)
+            .filter(|b| b.generation != self.generation(pod))
+    }
+
     /// The digest of a pod's template, to recognise it again.
     fn template_digest(&self, pod: &Name) -> String {
         let bytes = serde_json::to_vec(&self.template(pod)).unwrap_or_default();
@@ -77,6 +147,7 @@ impl StoredApp {
     /// revision one past the previous (1 for the first).
     pub fn with_generations(mut self, previous: Option<&StoredApp>) -> Self {
         self.number = previous.map_or(1, |p| p.number + 1);
+        self.promotes = None;
         let pods: Vec<Name> = self.spec.pods().into_iter().map(|p| p.name).collect();
         self.generations.clear();
         self.templates.clear();
@@ -268,6 +339,8 @@ pub struct Rollout {
     pub last_progress: Instant,
     /// Rolled back already: do it once.
     pub rolled_back: bool,
+    /// A canary's progress, while the pod rolls out by canary.
+    pub canary: Option<crate::canary::CanaryProgress>,
 }
 
 /// A job replica that completed.

@@ -546,31 +546,33 @@ fn dechunk(mut body: &str) -> anyhow::Result<String> {
 /// hand-over tests.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    clients: Vec<std::thread::JoinHandle<Vec<HttpReply>>>,
+    clients: Vec<std::thread::JoinHandle<Vec<(u64, HttpReply)>>>,
 }
 
 impl Load {
-    /// Starts `clients` threads sending requests for `path`.
+    /// Starts `clients` threads sending requests for `path`. A `{n}` in
+    /// `path` becomes a number of its own in each request (client and
+    /// count), so that no two requests ask for the same thing.
     pub fn start(ingresses: Vec<SocketAddr>, path: &str, clients: usize) -> Load {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients = (0..clients)
-            .map(|_| {
+            .map(|client| {
                 let (stop, ingresses, path) = (stop.clone(), ingresses.clone(), path.to_string());
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     let mut i = 0usize;
                     while !stop.load(Ordering::Relaxed) {
                         let addr = ingresses[i % ingresses.len()];
+                        let path = path.replace("{n}", &format!("{client}-{i}"));
                         i += 1;
-                        seen.push(
-                            http_request(addr, "GET", &path, Duration::from_secs(5))
-                                .unwrap_or_else(|e| HttpReply {
-                                    status: 0,
-                                    body: format!("{e:#}"),
-                                    headers: Vec::new(),
-                                }),
-                        );
+                        let reply = http_request(addr, "GET", &path, Duration::from_secs(5))
+                            .unwrap_or_else(|e| HttpReply {
+                                status: 0,
+                                body: format!("{e:#}"),
+                                headers: Vec::new(),
+                            });
+                        seen.push((shoal_api::wire::now_ms(), reply));
                     }
                     seen
                 })
@@ -579,13 +581,22 @@ impl Load {
         Load { stop, clients }
     }
 
+    /// Stops the clients; every answer they had with when it arrived (ms
+    /// since the epoch), in order of arrival.
+    pub fn finish_timed(self) -> Vec<(u64, HttpReply)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all: Vec<(u64, HttpReply)> = self
+            .clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap_or_default())
+            .collect();
+        all.sort_by_key(|(at, _)| *at);
+        all
+    }
+
     /// Stops the clients; every answer they had, a failed connection as
     /// status 0 with the error as its body.
     pub fn finish(self) -> Vec<HttpReply> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.clients
-            .into_iter()
-            .flat_map(|c| c.join().unwrap_or_default())
-            .collect()
+        self.finish_timed().into_iter().map(|(_, r)| r).collect()
     }
 }

@@ -76,6 +76,14 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
         ("/v1/apps/{namespace}/{name}/revisions", get(revisions)),
         ("/v1/apps/{namespace}/{name}/rollback", post(rollback)),
         (
+            "/v1/apps/{namespace}/{name}/rollout/promote",
+            post(promote_canary),
+        ),
+        (
+            "/v1/apps/{namespace}/{name}/rollout/abort",
+            post(abort_canary),
+        ),
+        (
             "/v1/apps/{namespace}/{name}/invoke/{component}",
             post(invoke),
         ),
@@ -275,8 +283,11 @@ async fn apply(
         templates: BTreeMap::new(),
         cause: format!("applied from {}", req.file),
         number: 0,
+        canary_base: BTreeMap::new(),
+        promotes: None,
     }
-    .with_generations(previous.as_ref().map(|p| &p.stored));
+    .with_generations(previous.as_ref().map(|p| &p.stored))
+    .with_canary_bases(previous.as_ref().map(|p| &p.stored));
     let _writing = shared.writes.lock().await;
     check_quota(&shared, &key, &stored, &req.file).await?;
     let plan = plan(previous.as_ref(), &stored);
@@ -645,7 +656,10 @@ pub(crate) fn pods_of(state: &SchedulerState, app: &App, copies: &Copies<'_>) ->
     let mut pods = Vec::new();
     for pod in spec.pods() {
         let components: Vec<Name> = pod.components.iter().map(|(n, _)| (*n).clone()).collect();
-        for i in 0..state.replicas_of(&key, &pod) {
+        // A canary's replica is listed while a copy of it runs.
+        let canary = replica_id(spec, &pod.name, ReplicaId::CANARY);
+        let canary = copies.contains_key(&canary).then_some(ReplicaId::CANARY);
+        for i in (0..state.replicas_of(&key, &pod)).chain(canary) {
             let id = replica_id(spec, &pod.name, i);
             match copies.get(&id) {
                 Some(list) => pods.extend(list.iter().map(|(host, r)| PodInfo {
@@ -980,6 +994,56 @@ pub(crate) async fn rollback_app(
     })
 }
 
+/// Promotes an app's canary now (`shoal rollout promote`): it rolls out to
+/// every replica without waiting for its remaining steps.
+async fn promote_canary(
+    State(shared): State<Shared_>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<ApplyResponse>, Failure> {
+    guard.allow_app(Verb::Rollout, &namespace, &name)?;
+    let (key, previous) = app_and_key(&shared, &namespace, &name)?;
+    let cause = format!("canary promoted by {}", guard.caller().principal.name);
+    let revision = crate::rollout::promote(&shared, &key, None, None, &cause).await?;
+    Ok(Json(changed(&shared, &key, &previous, revision)))
+}
+
+/// Aborts an app's canary now (`shoal rollout abort`): the revision before
+/// it is stored again, and the canary replica stops.
+async fn abort_canary(
+    State(shared): State<Shared_>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<ApplyResponse>, Failure> {
+    guard.allow_app(Verb::Rollout, &namespace, &name)?;
+    let (key, previous) = app_and_key(&shared, &namespace, &name)?;
+    if previous.stored.canary_base.is_empty() {
+        return Err(invalid(format!(
+            "no canary runs in {namespace}/{name}: `shoal rollout undo` goes back to an earlier revision"
+        )));
+    }
+    let cause = format!("canary aborted by {}", guard.caller().principal.name);
+    let (revision, _) = crate::rollout::roll_back(&shared, &key, None, None, &cause).await?;
+    Ok(Json(changed(&shared, &key, &previous, revision)))
+}
+
+/// What a change of the app at `key` from `previous` to `revision` does.
+fn changed(shared: &Shared, key: &str, previous: &App, revision: u64) -> ApplyResponse {
+    let state = shared.state();
+    let spec = &previous.stored.spec;
+    ApplyResponse {
+        app: format!("{}/{}", spec.namespace, spec.name),
+        revision,
+        dry_run: false,
+        unchanged: false,
+        plan: state
+            .apps
+            .get(key)
+            .map(|now| plan(Some(previous), &now.stored))
+            .unwrap_or_default(),
+    }
+}
+
 async fn invoke(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1008,7 +1072,13 @@ async fn invoke(
                 c.kind
             )));
         }
-        subjects::invoke(&spec.namespace, &spec.name, cname)
+        let key = subjects::app_key(&spec.namespace, &spec.name);
+        let pod = c.pod.as_ref().unwrap_or(cname);
+        if crate::canary::takes_invocation(&state, &key, app, pod, Instant::now()) {
+            subjects::invoke_canary(&spec.namespace, &spec.name, cname)
+        } else {
+            subjects::invoke(&spec.namespace, &spec.name, cname)
+        }
     };
     let payload: bytes::Bytes = req.data.into();
     // A replica that is still starting (the app was applied a moment ago)
