@@ -374,6 +374,13 @@ impl Routes for IngressRoutes {
 mod tests {
     use super::candidates;
 
+    /// Whether a route at `prefix` (and no host) takes `path`.
+    fn matches(prefix: &str, path: &str) -> bool {
+        candidates(None, path)
+            .iter()
+            .any(|(_, (_, p))| p == prefix.trim_end_matches('/'))
+    }
+
     #[test]
     fn prefixes_match_whole_segments() {
         assert!(matches("", "/anything"));

@@ -73,6 +73,8 @@ pub(crate) fn stored_app(text: &str) -> crate::state::StoredApp {
         templates: BTreeMap::new(),
         cause: String::new(),
         number: 0,
+        canary_base: BTreeMap::new(),
+        promotes: None,
     }
     .with_generations(None)
 }

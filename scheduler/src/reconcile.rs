@@ -1140,8 +1140,11 @@ mod tests {
             templates: BTreeMap::new(),
             cause: String::new(),
             number: 0,
+            canary_base: BTreeMap::new(),
+            promotes: None,
         }
         .with_generations(previous)
+        .with_canary_bases(previous)
     }
 
     fn id(index: u32) -> ReplicaId {
@@ -1309,6 +1312,77 @@ mod tests {
         );
         report(&mut state, vec![copy(0, 2, true), copy(1, 2, true)], now);
         assert_eq!(actions(&plan_all(&mut state, now)), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_canary_runs_beside_the_stable_replicas_until_promoted() {
+        let now = Instant::now();
+        let canary = r#"{ strategy = "canary", steps = ["10%"], step_interval = "1s", analysis = { min_requests = 1 } }"#;
+        let v1 = stored("v1", canary, None);
+        let v2 = stored("v2", canary, Some(&v1));
+        let web = Name::new("web").unwrap();
+        assert_eq!(v2.generation(&web), 2);
+        assert_eq!(v2.canary_of(&web).map(|s| s.generation), Some(1));
+        let mut state = state(v2.clone(), vec![copy(0, 1, true), copy(1, 1, true)], now);
+
+        // One canary copy at the new generation; the replicas stay.
+        let started = plan_all(&mut state, now);
+        assert_eq!(actions(&started), (vec![(ReplicaId::CANARY, 2)], vec![]));
+        assert!(
+            started
+                .events
+                .iter()
+                .any(|e| e.reason == EventReason::RolloutStarted
+                    && e.message.contains("canary of pod web"))
+        );
+        // Ready: its step begins; a failed replica starts again at the
+        // stable generation, from the stable template.
+        report(
+            &mut state,
+            vec![copy(0, 1, true), copy(ReplicaId::CANARY, 2, true)],
+            now,
+        );
+        let pass = plan_all(&mut state, now);
+        assert_eq!(actions(&pass), (vec![(1, 1)], vec![]));
+        let Some(Action::Start { replica, .. }) = pass.actions.first() else {
+            panic!("a start");
+        };
+        assert_eq!(replica.components[0].spec.env["GREETING"], "v1");
+        assert!(
+            crate::canary::share(&state, "default.web", &state.apps["default.web"], &web)
+                .is_some_and(|s| s.as_basis_points() == 1000)
+        );
+
+        // Promoted (the app stored without its stable template): the pod
+        // rolls out as usual and the canary copy is no longer wanted.
+        let mut promoted = v2.clone();
+        promoted.canary_base.clear();
+        state.apps.get_mut("default.web").unwrap().stored = promoted;
+        report(
+            &mut state,
+            vec![
+                copy(0, 1, true),
+                copy(1, 1, true),
+                copy(ReplicaId::CANARY, 2, true),
+            ],
+            now,
+        );
+        assert_eq!(
+            actions(&plan_all(&mut state, now)),
+            (vec![(0, 2)], vec![(ReplicaId::CANARY, 2)])
+        );
+        // A scale of the canary revision keeps the canary; going back
+        // (stored by a rollback, which clears it) or a new apply over a
+        // running canary keeps the stable template it had.
+        let scaled = stored("v2", canary, Some(&v2));
+        assert_eq!(scaled.canary_of(&web).map(|s| s.generation), Some(1));
+        let v3 = stored("v3", canary, Some(&v2));
+        assert_eq!(v3.canary_of(&web).map(|s| s.generation), Some(1));
+        let back = stored("v1", canary, Some(&v2));
+        assert!(
+            back.canary_of(&web).is_none(),
+            "v1 is the stable one: no canary"
+        );
     }
 
     #[test]

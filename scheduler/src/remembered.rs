@@ -321,6 +321,11 @@ mod tests {
                 done: 1,
                 last_progress: now - Duration::from_secs(20),
                 rolled_back: false,
+                canary: Some(crate::canary::CanaryProgress {
+                    step: 1,
+                    since: Some(now - Duration::from_secs(5)),
+                    ..Default::default()
+                }),
             },
         );
         let h1 = HostId::new("h1").unwrap();
@@ -345,6 +350,10 @@ mod tests {
         );
         let r = &standby.rollouts[&slot];
         assert_eq!((r.generation, r.done, r.rolled_back), (3, 1, false));
+        let canary = r.canary.as_ref().expect("the canary's progress");
+        assert_eq!(canary.step, 1);
+        let step_age = now.duration_since(canary.since.expect("the step's start"));
+        assert!(step_age.abs_diff(Duration::from_secs(5)) < Duration::from_millis(50));
         // The deadline is absolute: the progress is as old as it was.
         let age = now.duration_since(r.last_progress);
         assert!(

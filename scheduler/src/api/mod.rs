@@ -1423,6 +1423,8 @@ mod tests {
                     templates: Default::default(),
                     cause: String::new(),
                     number: 1,
+                    canary_base: Default::default(),
+                    promotes: None,
                 },
                 revision: 1,
                 kv: 1,
