@@ -2172,6 +2172,70 @@ rollout = { max_surge = 0, max_unavailable = 0 }
         assert!(all.contains("cannot both be 0"), "{all}");
     }
 
+    #[test]
+    fn canary_rollouts_parse_and_bad_ones_are_refused() {
+        let spec = AppSpec::from_toml(
+            r#"name = "t"
+[components.web]
+source = "w.wasm"
+kind = "http"
+route = "/"
+rollout = { strategy = "canary", steps = ["5%", "25%", "50%"], step_interval = "30s", analysis = { max_error_rate = "0.5%", max_p99 = "200ms", min_requests = 100 } }
+"#,
+            "app.toml",
+        )
+        .unwrap();
+        let rollout = spec.components[&Name::new("web").unwrap()]
+            .rollout
+            .clone()
+            .unwrap();
+        assert!(rollout.is_canary());
+        assert_eq!(
+            rollout.steps,
+            [Share::percent(5), Share::percent(25), Share::percent(50)]
+        );
+        assert_eq!(rollout.analysis.max_error_rate, Share::basis_points(50));
+        assert_eq!(rollout.analysis.max_p99.get(), Duration::from_millis(200));
+        for (rollout, wanted) in [
+            (r#"{ strategy = "canary" }"#, "a canary needs its steps"),
+            (
+                r#"{ strategy = "canary", steps = ["25%", "5%"] }"#,
+                "rollout.steps must rise",
+            ),
+            (
+                r#"{ strategy = "canary", steps = ["100%"] }"#,
+                "rollout.steps must rise",
+            ),
+            (r#"{ steps = ["5%"] }"#, "apply to a canary only"),
+            (
+                r#"{ strategy = "canary", steps = ["5"] }"#,
+                "invalid share \"5\"",
+            ),
+            (
+                r#"{ strategy = "blue-green" }"#,
+                "unknown variant `blue-green`",
+            ),
+        ] {
+            let all = problems(&format!(
+                "name = \"t\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nrollout = {rollout}\n"
+            ))
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+            assert!(all.contains(wanted), "{rollout}: {all}");
+        }
+        let queue = problems(
+            "name = \"t\"\n[components.w]\nsource = \"w.wasm\"\nkind = \"worker\"\nqueue = \"jobs\"\nrollout = { strategy = \"canary\", steps = [\"5%\"] }\n",
+        );
+        assert!(
+            queue
+                .iter()
+                .any(|d| d.to_string().contains("pulled by its replicas, not routed")),
+            "{queue:?}"
+        );
+    }
+
     /// A worker consuming a queue, so that `autoscale` applies.
     const WORKER: &str = "source = \"w.wasm\"\nkind = \"worker\"\nqueue = \"jobs.in\"\n";
     /// An http component.
