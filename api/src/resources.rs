@@ -160,6 +160,8 @@ pub enum EventReason {
     CanaryPromoted,
     /// A canary failed its analysis and is rolled back.
     CanaryFailed,
+    /// A shadow stopped copying requests: its report is final.
+    ShadowFinished,
     /// The namespace's quota held a change back.
     QuotaReached,
     /// A volume's data stayed on a host the replica left.
@@ -297,6 +299,7 @@ words! {
         CanaryAdvanced => "canary_advanced",
         CanaryPromoted => "canary_promoted",
         CanaryFailed => "canary_failed",
+        ShadowFinished => "shadow_finished",
         QuotaReached => "quota_reached",
         VolumeLeftBehind => "volume_left_behind",
         Ready => "ready",
@@ -505,6 +508,9 @@ pub struct PodRollout {
     /// revisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStatus>,
+    /// While a shadow runs: its share and what its copies showed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStatus>,
 }
 
 /// A canary in progress, for `rollout status`.
@@ -530,6 +536,118 @@ pub struct CanaryStatus {
     pub canary: Figures,
     /// The stable replicas' figures over the same time.
     pub stable: Figures,
+}
+
+/// A shadow in progress, for `rollout status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowStatus {
+    /// The generation the shadow runs.
+    pub generation: u64,
+    /// The generation the pod's replicas keep running and answering with.
+    pub stable_generation: u64,
+    /// The share of requests copied to it.
+    pub share: crate::Share,
+    /// Whether its replica is ready (nothing is copied until it is).
+    pub ready: bool,
+    /// When copying ends or ended (ms since the epoch); `None` until its
+    /// replica is first ready.
+    pub ends_ms: Option<u64>,
+    /// Copying is over: the rollout waits for `promote` or `abort`.
+    pub finished: bool,
+    /// What the copies showed, summed over every ingress.
+    pub report: ShadowReport,
+}
+
+/// What copying requests to a shadow showed: how many answers were
+/// compared and how many differed from the stable replicas', with a few
+/// examples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowReport {
+    /// The app's namespace.
+    pub namespace: Name,
+    /// The app.
+    pub app: Name,
+    /// The component whose requests were copied.
+    pub component: Name,
+    /// The shadow's generation.
+    pub generation: u64,
+    /// Requests answered by both and compared.
+    pub compared: u64,
+    /// Of them, those whose status differed.
+    pub status_differed: u64,
+    /// Of them, those whose status was the same and body differed.
+    pub body_differed: u64,
+    /// Copies the shadow did not answer (it was stopping, or failed to
+    /// run): not compared.
+    pub unanswered: u64,
+    /// The first few differences.
+    #[serde(default)]
+    pub examples: Vec<ShadowDifference>,
+}
+
+impl ShadowReport {
+    /// Nothing compared yet, for `component` of `namespace/app` at
+    /// `generation`.
+    pub fn new(namespace: Name, app: Name, component: Name, generation: u64) -> Self {
+        ShadowReport {
+            namespace,
+            app,
+            component,
+            generation,
+            compared: 0,
+            status_differed: 0,
+            body_differed: 0,
+            unanswered: 0,
+            examples: Vec::new(),
+        }
+    }
+
+    /// Adds `other`'s counts, and its examples while there is room for
+    /// [`SHADOW_EXAMPLES`].
+    pub fn add(&mut self, other: &ShadowReport) {
+        self.compared += other.compared;
+        self.status_differed += other.status_differed;
+        self.body_differed += other.body_differed;
+        self.unanswered += other.unanswered;
+        let room = SHADOW_EXAMPLES.saturating_sub(self.examples.len());
+        self.examples
+            .extend(other.examples.iter().take(room).cloned());
+    }
+}
+
+impl std::fmt::Display for ShadowReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} answers compared: {} with another status, {} with another body",
+            self.compared, self.status_differed, self.body_differed
+        )?;
+        if self.unanswered > 0 {
+            write!(f, "; {} copies unanswered", self.unanswered)?;
+        }
+        Ok(())
+    }
+}
+
+/// How many differences a [`ShadowReport`] keeps as examples.
+pub const SHADOW_EXAMPLES: usize = 5;
+
+/// How much of each body a [`ShadowDifference`] keeps.
+pub const SHADOW_EXAMPLE_BODY: usize = 200;
+
+/// One request whose answers differed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowDifference {
+    /// The request: method and path.
+    pub request: String,
+    /// The stable replicas' status, which the caller got.
+    pub stable_status: u16,
+    /// The shadow's status.
+    pub shadow_status: u16,
+    /// The start of the stable answer's body (lossy UTF-8).
+    pub stable_body: String,
+    /// The start of the shadow's body.
+    pub shadow_body: String,
 }
 
 /// What a set of replicas did over a while: for a canary's analysis.

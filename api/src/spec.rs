@@ -757,6 +757,13 @@ pub struct RolloutSpec {
     /// What a canary step must show to go on.
     #[serde(default)]
     pub analysis: Analysis,
+    /// A shadow's share of requests: each of them is also sent to the new
+    /// revision, whose answer is compared and thrown away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<Share>,
+    /// How long a shadow copies requests.
+    #[serde(default = "RolloutSpec::default_duration")]
+    pub duration: DurationSpec,
 }
 
 impl RolloutSpec {
@@ -769,10 +776,29 @@ impl RolloutSpec {
     fn default_step_interval() -> DurationSpec {
         DurationSpec::new(Duration::from_secs(30))
     }
+    fn default_duration() -> DurationSpec {
+        DurationSpec::new(Duration::from_secs(300))
+    }
 
     /// Whether a new revision goes out as a canary first.
     pub fn is_canary(&self) -> bool {
         self.strategy == RolloutStrategy::Canary && !self.steps.is_empty()
+    }
+
+    /// Whether a new revision first runs as a shadow.
+    pub fn is_shadow(&self) -> bool {
+        self.strategy == RolloutStrategy::Shadow
+    }
+
+    /// Whether a new revision first runs beside the stable one, as a
+    /// canary or a shadow, in one extra replica.
+    pub fn is_staged(&self) -> bool {
+        self.is_canary() || self.is_shadow()
+    }
+
+    /// The share of requests a shadow copies (10% unless set).
+    pub fn shadow_share(&self) -> Share {
+        self.share.unwrap_or(Share::percent(10))
     }
 }
 
@@ -786,6 +812,8 @@ impl Default for RolloutSpec {
             steps: Vec::new(),
             step_interval: RolloutSpec::default_step_interval(),
             analysis: Analysis::default(),
+            share: None,
+            duration: RolloutSpec::default_duration(),
         }
     }
 }
@@ -802,6 +830,11 @@ pub enum RolloutStrategy {
     /// the requests in turn, judged by `analysis` at each; it rolls out
     /// when the last step passes and is rolled back at once when one fails.
     Canary,
+    /// One extra replica runs the new revision and gets a copy of `share`
+    /// of the requests for `duration`: its answers are compared with the
+    /// stable replicas' and thrown away, and its side effects are held
+    /// back. It rolls out only when promoted.
+    Shadow,
 }
 
 /// What a canary must show over a step: judged on the canary replica's own
@@ -1234,7 +1267,33 @@ impl AppSpec {
                         at_in("rollout", "steps"),
                         "rollout.steps apply to a canary only: add strategy = \"canary\", or remove them",
                     ),
+                    RolloutStrategy::Shadow => {
+                        if rollout.share.is_some_and(|s| s.as_basis_points() == 0) {
+                            problems.at(
+                                at_in("rollout", "share"),
+                                "rollout.share must be above 0%: it is the share of requests copied to the shadow",
+                            );
+                        }
+                        if rollout.duration.get().is_zero() {
+                            problems.at(
+                                at_in("rollout", "duration"),
+                                "rollout.duration must be longer than 0s",
+                            );
+                        }
+                        if c.kind == ComponentKind::Job || c.queue.is_some() {
+                            problems.at(
+                                at_in("rollout", "strategy"),
+                                "a shadow copies requests and invocations: a job or a queue worker has none to copy; use strategy = \"rolling\"",
+                            );
+                        }
+                    }
                     RolloutStrategy::Rolling => {}
+                }
+                if rollout.share.is_some() && rollout.strategy != RolloutStrategy::Shadow {
+                    problems.at(
+                        at_in("rollout", "share"),
+                        "rollout.share applies to a shadow only: add strategy = \"shadow\", or remove it",
+                    );
                 }
             }
         }
@@ -1478,6 +1537,14 @@ fn check_bounds(
             rollout.step_interval,
             duration(MAX_PROGRESS_DEADLINE),
             "a step this long will not finish: lower it",
+        );
+        check_max(
+            problems,
+            at_in("rollout", "duration"),
+            "rollout.duration",
+            rollout.duration,
+            duration(MAX_PROGRESS_DEADLINE),
+            "a shadow this long will not finish: lower it",
         );
         check_max(
             problems,
@@ -2225,6 +2292,27 @@ rollout = { strategy = "canary", steps = ["5%", "25%", "50%"], step_interval = "
             .join("\n");
             assert!(all.contains(wanted), "{rollout}: {all}");
         }
+        for (rollout, wanted) in [
+            (r#"{ strategy = "shadow", share = "0%" }"#, "rollout.share must be above 0%"),
+            (r#"{ share = "10%" }"#, "rollout.share applies to a shadow only"),
+            (r#"{ strategy = "shadow", duration = "0s" }"#, "rollout.duration must be longer than 0s"),
+        ] {
+            let all = problems(&format!(
+                "name = \"t\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nrollout = {rollout}\n"
+            ))
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+            assert!(all.contains(wanted), "{rollout}: {all}");
+        }
+        let shadow = RolloutSpec {
+            strategy: RolloutStrategy::Shadow,
+            ..RolloutSpec::default()
+        };
+        assert!(shadow.is_shadow() && shadow.is_staged() && !shadow.is_canary());
+        assert_eq!(shadow.shadow_share(), Share::percent(10));
+        assert_eq!(shadow.duration.get(), Duration::from_secs(300));
         let queue = problems(
             "name = \"t\"\n[components.w]\nsource = \"w.wasm\"\nkind = \"worker\"\nqueue = \"jobs\"\nrollout = { strategy = \"canary\", steps = [\"5%\"] }\n",
         );

@@ -81,6 +81,17 @@ pub fn invoke_canary(namespace: &Name, app: &Name, component: &Name) -> String {
     format!("{}.canary", invoke(namespace, app, component))
 }
 
+/// Where a pod's shadow replica takes the copies of requests an ingress
+/// sends it ([`http`] with `.shadow` after it).
+pub fn http_shadow(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{}.shadow", http(namespace, app, component))
+}
+
+/// Where a pod's shadow replica takes copies of invocations.
+pub fn invoke_shadow(namespace: &Name, app: &Name, component: &Name) -> String {
+    format!("{}.shadow", invoke(namespace, app, component))
+}
+
 /// The JetStream work-queue stream holding a worker's `queue` subject.
 pub fn queue_stream(namespace: &Name, app: &Name, component: &Name) -> String {
     format!("SHOAL_Q_{namespace}_{app}_{component}")
@@ -224,6 +235,13 @@ pub fn audit(namespace: Option<&Name>) -> String {
 /// cannot contain it, so `team-a/db` and `team/a-db` get different buckets.
 pub fn app_bucket(namespace: &Name, app: &Name) -> String {
     format!("shoal-kv_{namespace}_{app}")
+}
+
+/// The scratch bucket a shadow replica's key-value writes go to, so that
+/// they never reach the app's own ([`app_bucket`] with `_shadow` after it:
+/// names hold no `_`, so it is no other app's).
+pub fn shadow_bucket(namespace: &Name, app: &Name) -> String {
+    format!("{}_shadow", app_bucket(namespace, app))
 }
 
 /// The first token of every namespace's own subject space: workloads and

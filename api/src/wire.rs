@@ -92,9 +92,24 @@ impl ReplicaId {
     /// Far above any replica count ([`crate::MAX_REPLICAS`]).
     pub const CANARY: u32 = u32::MAX;
 
+    /// The index of a pod's shadow replica: the one extra replica that
+    /// runs a new revision during a shadow rollout, shown as `pod-shadow`.
+    pub const SHADOW: u32 = u32::MAX - 1;
+
     /// Whether this is a pod's canary replica.
     pub fn is_canary(&self) -> bool {
         self.index == ReplicaId::CANARY
+    }
+
+    /// Whether this is a pod's shadow replica.
+    pub fn is_shadow(&self) -> bool {
+        self.index == ReplicaId::SHADOW
+    }
+
+    /// Whether this is a canary or a shadow, not one of the pod's
+    /// numbered replicas.
+    pub fn is_extra(&self) -> bool {
+        self.is_canary() || self.is_shadow()
     }
 }
 
@@ -102,6 +117,9 @@ impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_canary() {
             return write!(f, "{}/{}/{}-canary", self.namespace, self.app, self.pod);
+        }
+        if self.is_shadow() {
+            return write!(f, "{}/{}/{}-shadow", self.namespace, self.app, self.pod);
         }
         write!(
             f,
@@ -274,6 +292,10 @@ pub struct Heartbeat {
     /// [`crate::beats::digest`] of what a receiver holds after this beat.
     #[serde(default)]
     pub digest: u64,
+    /// What this host's ingress found copying requests to shadows: each
+    /// shadow's counts since the host began copying for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<crate::resources::ShadowReport>,
 }
 
 /// An HTTP route: where requests go, and whether anything serves it.
@@ -322,9 +344,14 @@ pub struct RouteEntry {
     /// send it. `ready_on` then lists the stable replicas' hosts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryRoute>,
+    /// During a shadow whose replica is ready: the share of requests to
+    /// copy to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<CanaryRoute>,
 }
 
-/// The canary side of a route: its share and where its replica is ready.
+/// The canary (or shadow) side of a route: its share and where its
+/// replica is ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanaryRoute {
     /// The generation the canary runs.

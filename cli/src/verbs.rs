@@ -578,6 +578,23 @@ fn print_rollout(status: &RolloutStatus) {
             println!("      canary gen {:<3} {}", c.generation, c.canary);
             println!("      stable gen {:<3} {}", c.stable_generation, c.stable);
         }
+        if let Some(s) = &p.shadow {
+            let state = match (s.finished, s.ready) {
+                (true, _) => "finished",
+                (false, true) => "copying",
+                (false, false) => "not ready",
+            };
+            println!(
+                "    shadow gen {} beside gen {}, {} of requests, {state}: {}",
+                s.generation, s.stable_generation, s.share, s.report
+            );
+            for d in &s.report.examples {
+                println!(
+                    "      {}: stable {} {:?}, shadow {} {:?}",
+                    d.request, d.stable_status, d.stable_body, d.shadow_status, d.shadow_body
+                );
+            }
+        }
     }
 }
 

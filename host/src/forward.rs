@@ -35,6 +35,32 @@ const HOP_BY_HOP: [&str; 5] = [
     "host",
 ];
 
+/// Reads a request body to forward or copy: at most [`MAX_HTTP_BODY`]
+/// bytes, arriving within [`FORWARD_TIMEOUT`]; else the answer to give.
+pub(crate) async fn read_body<B>(body: B) -> Result<Bytes, HttpResponse>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // A client trickling its body must not hold the request forever.
+    match tokio::time::timeout(FORWARD_TIMEOUT, Limited::new(body, MAX_HTTP_BODY).collect()).await
+    {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(text_response(
+            413,
+            format!("request bodies are limited to {MAX_HTTP_BODY} bytes\n"),
+        )),
+        Ok(Err(e)) => Err(text_response(
+            400,
+            format!("the request body could not be read: {e}\n"),
+        )),
+        Err(_) => Err(text_response(
+            408,
+            format!("the request body did not arrive within {FORWARD_TIMEOUT:?}\n"),
+        )),
+    }
+}
+
 /// Forwards `req` to `subject` (to `fallback` instead when nothing
 /// answers there) and turns the reply into a response.
 pub async fn forward(
@@ -44,28 +70,51 @@ pub async fn forward(
     req: hyper::Request<Incoming>,
 ) -> HttpResponse {
     let (parts, body) = req.into_parts();
-    // A client trickling its body must not hold the request forever.
-    let body =
-        match tokio::time::timeout(FORWARD_TIMEOUT, Limited::new(body, MAX_HTTP_BODY).collect())
-            .await
-        {
-            Ok(Ok(body)) => body.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return text_response(
-                    413,
-                    format!("request bodies are limited to {MAX_HTTP_BODY} bytes\n"),
-                );
-            }
-            Ok(Err(e)) => {
-                return text_response(400, format!("the request body could not be read: {e}\n"));
-            }
-            Err(_) => {
-                return text_response(
-                    408,
-                    format!("the request body did not arrive within {FORWARD_TIMEOUT:?}\n"),
-                );
-            }
-        };
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    forward_read(nats, (subject, fallback), name, &parts, body).await
+}
+
+/// [`forward`] of a request whose body was read already.
+pub(crate) async fn forward_read(
+    nats: &async_nats::Client,
+    (subject, fallback): (String, Option<String>),
+    name: &str,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> HttpResponse {
+    let mut sent = send(nats, subject, name, parts, body.clone()).await;
+    if let (Err(Unsent::NoResponders), Some(fallback)) = (&sent, fallback) {
+        sent = send(nats, fallback, name, parts, body).await;
+    }
+    match sent {
+        Ok(reply) => response_of(name, reply),
+        Err(Unsent::NoResponders) => text_response(
+            503,
+            format!("no replica of {name} is ready; try again shortly\n"),
+        ),
+        Err(Unsent::Refused(answer)) => answer,
+    }
+}
+
+/// Why a request was not answered over NATS.
+pub(crate) enum Unsent {
+    /// No replica listens on the subject.
+    NoResponders,
+    /// Not sent, or sent and failed: the answer to give.
+    Refused(HttpResponse),
+}
+
+/// Sends a request, whose body was read already, to `subject`; the reply.
+pub(crate) async fn send(
+    nats: &async_nats::Client,
+    subject: String,
+    name: &str,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<async_nats::Message, Unsent> {
     // One NATS message carries the request: a body the server cannot carry
     // is refused here, at once, rather than failing on the way.
     let carried = nats
@@ -73,7 +122,7 @@ pub async fn forward(
         .max_payload
         .saturating_sub(FORWARD_HEADERS_ROOM);
     if body.len() > carried {
-        return text_response(
+        return Err(Unsent::Refused(text_response(
             413,
             format!(
                 "{name} runs on another host, and NATS carries at most {carried} bytes of request body \
@@ -81,7 +130,7 @@ pub async fn forward(
                  on the NATS servers (a nats-server Shoal starts uses {NATS_MAX_PAYLOAD})\n",
                 body.len()
             ),
-        );
+        )));
     }
     let mut h = async_nats::HeaderMap::new();
     h.insert(headers::HTTP_METHOD, parts.method.as_str());
@@ -94,35 +143,25 @@ pub async fn forward(
             h.append(k.as_str(), v);
         }
     }
-    let request = || {
-        async_nats::Request::new()
-            .headers(h.clone())
-            .payload(body.clone())
-            .timeout(Some(FORWARD_TIMEOUT))
-    };
-    let mut sent = nats.send_request(subject, request()).await;
-    if let (Err(e), Some(fallback)) = (&sent, fallback)
-        && e.kind() == async_nats::RequestErrorKind::NoResponders
-    {
-        sent = nats.send_request(fallback, request()).await;
-    }
-    let reply = match sent {
-        Ok(reply) => reply,
-        Err(e) => {
-            let (status, why) = match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => (
-                    503,
-                    format!("no replica of {name} is ready; try again shortly"),
-                ),
-                async_nats::RequestErrorKind::TimedOut => (
-                    504,
-                    format!("{name} did not answer within {FORWARD_TIMEOUT:?}"),
-                ),
-                _ => (502, format!("forwarding to {name} failed: {e}")),
-            };
-            return text_response(status, format!("{why}\n"));
-        }
-    };
+    let request = async_nats::Request::new()
+        .headers(h)
+        .payload(body)
+        .timeout(Some(FORWARD_TIMEOUT));
+    nats.send_request(subject, request).await.map_err(|e| {
+        let (status, why) = match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => return Unsent::NoResponders,
+            async_nats::RequestErrorKind::TimedOut => (
+                504,
+                format!("{name} did not answer within {FORWARD_TIMEOUT:?}"),
+            ),
+            _ => (502, format!("forwarding to {name} failed: {e}")),
+        };
+        Unsent::Refused(text_response(status, format!("{why}\n")))
+    })
+}
+
+/// The response a forwarded request's reply carries.
+pub(crate) fn response_of(name: &str, reply: async_nats::Message) -> HttpResponse {
     if let Some(refused) = oversized_reply(name, reply.payload.len()) {
         return refused;
     }

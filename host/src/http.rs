@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -56,6 +57,14 @@ pub enum Target {
     },
     /// A route that exists, with no replica ready to serve it.
     Unready(String),
+    /// The stable replicas' target (local or remote), with a copy of the
+    /// request for a shadow.
+    Mirrored {
+        /// Where the request goes: the caller gets this answer.
+        primary: Box<Target>,
+        /// Where its copy goes.
+        shadow: crate::shadow::ShadowCopy,
+    },
     /// A component scaled to zero: ask the scheduler for a replica, then
     /// wait for it.
     Dormant {
@@ -516,21 +525,10 @@ async fn route_request(routes: &dyn Routes, req: hyper::Request<Incoming>) -> Ht
             503,
             format!("no replica of {name} is ready to serve {path}; try again shortly\n"),
         ),
-        Some(Target::Local(component)) => match component.handle_http(req).await {
-            Ok(mut response) => {
-                if let Some(Ok(me)) = routes.served_by().map(hyper::header::HeaderValue::from_str) {
-                    response.headers_mut().insert(headers::SERVED_BY, me);
-                }
-                response
-            }
-            Err(err) => {
-                tracing::warn!(component = component.name(), error = %err, "request failed");
-                text_response(
-                    error_status(&err),
-                    format!("component {} failed: {err}\n", component.name()),
-                )
-            }
-        },
+        Some(Target::Local(component)) => serve_local(routes, &component, req).await,
+        Some(Target::Mirrored { primary, shadow }) => {
+            crate::shadow::mirror(routes, *primary, shadow, req).await
+        }
         Some(Target::Remote {
             nats,
             subject,
@@ -544,6 +542,33 @@ async fn route_request(routes: &dyn Routes, req: hyper::Request<Incoming>) -> Ht
                 activate.namespace, activate.app, activate.component
             ),
         ),
+    }
+}
+
+/// Serves `req` with a replica's component on this host.
+pub(crate) async fn serve_local<B>(
+    routes: &dyn Routes,
+    component: &LoadedComponent,
+    req: hyper::Request<B>,
+) -> HttpResponse
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    match component.handle_http(req).await {
+        Ok(mut response) => {
+            if let Some(Ok(me)) = routes.served_by().map(hyper::header::HeaderValue::from_str) {
+                response.headers_mut().insert(headers::SERVED_BY, me);
+            }
+            response
+        }
+        Err(err) => {
+            tracing::warn!(component = component.name(), error = %err, "request failed");
+            text_response(
+                error_status(&err),
+                format!("component {} failed: {err}\n", component.name()),
+            )
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use shoal_api::subjects;
@@ -21,8 +21,10 @@ use shoal_api::wire::{Activate, HostId, ReplicaId, RouteEntry};
 
 use crate::component::LoadedComponent;
 use crate::http::{Routes, Target};
+use crate::shadow::{ShadowCopy, ShadowTally};
+use shoal_api::resources::ShadowReport;
 
-use crate::tunables::PEER_TTL;
+use crate::tunables::{MAX_SHADOW_REPORTS_PER_BEAT, PEER_TTL};
 
 struct Route {
     replica: ReplicaId,
@@ -77,17 +79,36 @@ struct Table {
     entries: HashMap<String, RouteEntry>,
     /// The same, by where they apply.
     index: Index<String>,
-    /// Requests routed so far to each route in a canary, by bucket key:
-    /// what the split counts on.
+    /// Requests routed so far to each route in a canary or a shadow, by
+    /// bucket key: what the split counts on.
     splits: HashMap<String, AtomicU64>,
+    /// Each shadowed route's comparisons, by bucket key.
+    shadows: HashMap<String, ShadowTally>,
 }
 
 impl Table {
     fn insert(&mut self, key: String, entry: RouteEntry) {
         let counted = self.splits.remove(&key);
+        let tally = self.shadows.remove(&key);
         self.remove(&key);
-        if entry.canary.is_some() {
+        if entry.canary.is_some() || entry.shadow.is_some() {
             self.splits.insert(key.clone(), counted.unwrap_or_default());
+        }
+        if let Some(shadow) = &entry.shadow {
+            // Counts go on while the shadow is the same generation.
+            let same = |t: &ShadowTally| {
+                t.lock().unwrap_or_else(|p| p.into_inner()).generation == shadow.generation
+            };
+            let r = &entry.route;
+            let tally = tally.filter(same).unwrap_or_else(|| {
+                Arc::new(Mutex::new(ShadowReport::new(
+                    r.namespace.clone(),
+                    r.app.clone(),
+                    r.component.clone(),
+                    shadow.generation,
+                )))
+            });
+            self.shadows.insert(key.clone(), tally);
         }
         self.index
             .entry(key_of(entry.route.host.as_deref(), &entry.route.prefix))
@@ -98,6 +119,7 @@ impl Table {
 
     fn remove(&mut self, key: &str) {
         self.splits.remove(key);
+        self.shadows.remove(key);
         let Some(old) = self.entries.remove(key) else {
             return;
         };
@@ -277,6 +299,69 @@ impl IngressRoutes {
             })
     }
 
+    /// Where a copy of a request at `at` goes, when a shadow runs there
+    /// and this request is one of its share.
+    fn shadow_copy(&self, at: &RouteKey) -> Option<ShadowCopy> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let (key, entry) = table
+            .index
+            .get(at)?
+            .iter()
+            .filter_map(|k| Some((k, table.entries.get(k)?)))
+            .filter(|(_, e)| e.shadow.as_ref().is_some_and(|c| !c.ready_on.is_empty()))
+            .min_by(|(_, a), (_, b)| {
+                (&a.route.namespace, &a.route.app).cmp(&(&b.route.namespace, &b.route.app))
+            })?;
+        let shadow = entry.shadow.as_ref()?;
+        let n = table.splits.get(key)?.fetch_add(1, Ordering::Relaxed);
+        if !shadow.share.picks(n) {
+            return None;
+        }
+        let r = &entry.route;
+        let name = format!("{}/{}/{} (shadow)", r.namespace, r.app, r.component);
+        let tally = table.shadows.get(key)?.clone();
+        let local = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let here = local.get(at).into_iter().flatten().find(|c| {
+            c.ready
+                && c.replica.is_shadow()
+                && c.replica.namespace == r.namespace
+                && c.replica.app == r.app
+                && c.component_name == r.component
+        });
+        if let Some(copy) = here {
+            return Some(ShadowCopy {
+                local: Some(copy.component.clone()),
+                remote: None,
+                name,
+                tally,
+            });
+        }
+        let (me, nats) = self.cluster.as_ref()?;
+        shadow.ready_on.iter().any(|h| h != me).then(|| ShadowCopy {
+            local: None,
+            remote: Some((
+                nats.clone(),
+                subjects::http_shadow(&r.namespace, &r.app, &r.component),
+            )),
+            name,
+            tally,
+        })
+    }
+
+    /// What copying requests to shadows showed so far, one report per
+    /// shadowed route with something to report (at most
+    /// [`MAX_SHADOW_REPORTS_PER_BEAT`]): for the heartbeat.
+    pub fn shadow_reports(&self) -> Vec<ShadowReport> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table
+            .shadows
+            .values()
+            .map(|t| t.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .filter(|r| r.compared + r.unanswered > 0)
+            .take(MAX_SHADOW_REPORTS_PER_BEAT)
+            .collect()
+    }
+
     /// Serves `prefix` with `component` (called `name`) of the copy of
     /// `replica` at `revision`, once it is [`set_ready`](Self::set_ready).
     #[allow(clippy::too_many_arguments)]
@@ -340,16 +425,33 @@ impl Routes for IngressRoutes {
         if let Some(canary) = self.canary_target(&key) {
             return Some(canary);
         }
+        let target = self.stable_target(&key, path)?;
+        if matches!(target, Target::Local(_) | Target::Remote { .. })
+            && let Some(shadow) = self.shadow_copy(&key)
+        {
+            return Some(Target::Mirrored {
+                primary: Box::new(target),
+                shadow,
+            });
+        }
+        Some(target)
+    }
+}
+
+impl IngressRoutes {
+    /// Where a request at `key` goes among the stable replicas: a local
+    /// one, another host's, a component at zero to wake, or 503.
+    fn stable_target(&self, key: &RouteKey, path: &str) -> Option<Target> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let Some(copies) = routes.get(&key) else {
+        let Some(copies) = routes.get(key) else {
             drop(routes);
-            return self.remote_target(&key, path);
+            return self.remote_target(key, path);
         };
         // Spread requests over the ready local replicas serving the route;
-        // a canary replica takes only the share routed to it above.
+        // a canary or shadow replica takes only what is routed to it.
         let ready: Vec<&Route> = copies
             .iter()
-            .filter(|r| r.ready && !r.replica.is_canary())
+            .filter(|r| r.ready && !r.replica.is_extra())
             .collect();
         if ready.is_empty() {
             // Local replicas exist but none is ready: another host's may be.
@@ -360,7 +462,7 @@ impl Routes for IngressRoutes {
                 )
             });
             drop(routes);
-            return match self.remote_target(&key, path) {
+            return match self.remote_target(key, path) {
                 Some(remote @ Target::Remote { .. }) => Some(remote),
                 _ => name.map(Target::Unready),
             };

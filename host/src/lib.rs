@@ -56,6 +56,7 @@ pub mod metrics;
 mod queue;
 mod runtime;
 mod serving;
+pub mod shadow;
 mod state;
 mod supervisor;
 pub mod trace;

@@ -313,7 +313,7 @@ impl Run {
                 ComponentKind::Worker => {
                     // A canary takes only what is routed to it: the share
                     // its callers choose, never a pull of its own.
-                    if spec.spec.queue.is_some() && !id.is_canary() {
+                    if spec.spec.queue.is_some() && !id.is_extra() {
                         tasks.push(tokio::spawn(crate::queue::consume(
                             agent.nats().clone(),
                             id.clone(),
@@ -326,6 +326,8 @@ impl Run {
                     }
                     let subject = if id.is_canary() {
                         subjects::invoke_canary(&id.namespace, &id.app, &spec.name)
+                    } else if id.is_shadow() {
+                        subjects::invoke_shadow(&id.namespace, &id.app, &spec.name)
                     } else {
                         subjects::invoke(&id.namespace, &id.app, &spec.name)
                     };
@@ -342,6 +344,8 @@ impl Run {
                 ComponentKind::Http => {
                     let subject = if id.is_canary() {
                         subjects::http_canary(&id.namespace, &id.app, &spec.name)
+                    } else if id.is_shadow() {
+                        subjects::http_shadow(&id.namespace, &id.app, &spec.name)
                     } else {
                         subjects::http(&id.namespace, &id.app, &spec.name)
                     };

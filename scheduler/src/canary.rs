@@ -48,6 +48,8 @@ pub struct CanaryProgress {
     pub marks: Option<HashMap<CopyKey, ReplicaStats>>,
     /// Its last step passed: the promotion is being stored.
     pub promoting: bool,
+    /// A shadow's copying is over (and said so).
+    pub finished: bool,
 }
 
 /// One copy of a replica: where it runs, which replica, which generation.
@@ -167,6 +169,10 @@ pub fn marks(state: &State, app: &App, pod: &Name, now: Instant) -> HashMap<Copy
 pub fn share(state: &State, key: &str, app: &App, pod: &Name) -> Option<Share> {
     app.stored.canary_of(pod)?;
     let rollout = state.rollouts.get(&(key.to_string(), pod.clone()))?;
+    // A shadow's progress is kept alike: its share is another thing.
+    if app.stored.spec.pods().into_iter().find(|p| &p.name == pod)?.rollout().is_shadow() {
+        return None;
+    }
     let canary = rollout.canary.as_ref()?;
     if rollout.rolled_back || canary.promoting || rollout.generation != app.stored.generation(pod) {
         return None;

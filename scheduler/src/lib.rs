@@ -50,6 +50,7 @@ pub mod remembered;
 pub mod rollout;
 pub mod route_table;
 pub mod secrets;
+pub mod shadow;
 pub mod state;
 pub mod store;
 pub mod tls;

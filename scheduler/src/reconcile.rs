@@ -382,7 +382,7 @@ impl<'a> PodPlan<'a> {
         }
         let rollout = pod.rollout();
         let stable = rollout
-            .is_canary()
+            .is_staged()
             .then(|| app.stored.canary_of(&pod.name))
             .flatten();
         PodPlan {
@@ -557,7 +557,13 @@ impl<'a> PodPlan<'a> {
             stable: None,
             ..self.clone()
         };
-        let id = replica_id(&self.app.stored.spec, &self.pod.name, ReplicaId::CANARY);
+        let shadow = self.rollout.is_shadow();
+        let index = if shadow {
+            ReplicaId::SHADOW
+        } else {
+            ReplicaId::CANARY
+        };
+        let id = replica_id(&self.app.stored.spec, &self.pod.name, index);
         let failed = state
             .rollouts
             .get(&(self.key.clone(), self.pod.name.clone()))
@@ -591,7 +597,12 @@ impl<'a> PodPlan<'a> {
                 canary.place(state, pass, (hosts, &mut None), pod_on_host, &id, now);
             }
         }
-        let decision = crate::canary::track(
+        let track = if shadow {
+            crate::shadow::track
+        } else {
+            crate::canary::track
+        };
+        let decision = track(
             state,
             (self.key, self.app),
             &self.pod.name,

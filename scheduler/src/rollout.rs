@@ -36,12 +36,13 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
     }
     let mut pods = Vec::new();
     for pod in spec.pods() {
-        let stable = pod
-            .rollout()
-            .is_canary()
+        let staged = pod.rollout();
+        let stable = staged
+            .is_staged()
             .then(|| app.stored.canary_of(&pod.name))
             .flatten();
-        // During a canary the pod's replicas keep the stable generation.
+        // During a canary or shadow the pod's replicas keep the stable
+        // generation.
         let generation = stable.map_or_else(|| app.stored.generation(&pod.name), |s| s.generation);
         let desired = state.replicas_of(&key, &pod);
         let (mut updated, mut ready, mut old) = (0, 0, 0);
@@ -59,14 +60,21 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
             }
             old += copies.iter().filter(|r| r.revision != generation).count() as u32;
         }
-        let canary = stable.and_then(|stable| {
-            let id = replica_id(spec, &pod.name, ReplicaId::CANARY);
-            let ready = by_replica.get(&id).is_some_and(|copies| {
+        let extra_ready = |index: u32| {
+            let id = replica_id(spec, &pod.name, index);
+            by_replica.get(&id).is_some_and(|copies| {
                 copies
                     .iter()
                     .any(|r| r.ready && r.state == ReplicaState::Running)
-            });
+            })
+        };
+        let canary = stable.filter(|_| staged.is_canary()).and_then(|stable| {
+            let ready = extra_ready(ReplicaId::CANARY);
             crate::canary::status(state, &key, app, &pod.name, stable, ready, now)
+        });
+        let shadow = stable.filter(|_| staged.is_shadow()).and_then(|stable| {
+            let ready = extra_ready(ReplicaId::SHADOW);
+            crate::shadow::status(state, &key, app, &pod.name, stable, ready, now)
         });
         let complete = ready == desired && old == 0 && stable.is_none();
         let message = if let Some(c) = &canary {
@@ -79,9 +87,22 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
                 "canary of generation {} at step {} of {}, taking {}{waiting}: {}; stable generation {}: {}",
                 c.generation, c.step, c.steps, c.share, c.canary, c.stable_generation, c.stable
             )
+        } else if let Some(s) = &shadow {
+            let now = if s.finished {
+                "finished copying: `shoal rollout promote` rolls it out, `shoal rollout abort` goes back"
+            } else if s.ready {
+                "copying"
+            } else {
+                "its replica is not ready yet"
+            };
+            format!(
+                "shadow of generation {} beside generation {}, {} of requests, {now}: {}",
+                s.generation, s.stable_generation, s.share, s.report
+            )
         } else if stable.is_some() {
             format!(
-                "canary of generation {} starting",
+                "{} of generation {} starting",
+                if staged.is_shadow() { "shadow" } else { "canary" },
                 app.stored.generation(&pod.name)
             )
         } else if complete {
@@ -120,6 +141,7 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
             },
             message,
             canary,
+            shadow,
         });
     }
     RolloutStatus {
@@ -175,7 +197,7 @@ pub async fn promote(
         .retain(|p, _| pod.is_some_and(|pod| pod != p));
     if stored.canary_base.len() == before {
         return Err(SchedulerError::Invalid(format!(
-            "no canary runs in {key}: `shoal rollout status` shows its rollout"
+            "no canary or shadow runs in {key}: `shoal rollout status` shows its rollout"
         )));
     }
     stored.cause = cause.to_string();

@@ -28,6 +28,7 @@ pub(crate) fn wanted(
     // replicas', and a canary's apart.
     let mut ready: HashMap<(&Name, &Name, &Name), Vec<HostId>> = HashMap::new();
     let mut canaries: HashMap<(&Name, &Name, &Name), Vec<HostId>> = HashMap::new();
+    let mut shadows: HashMap<(&Name, &Name, &Name), Vec<HostId>> = HashMap::new();
     for (host, entry) in &state.hosts {
         // A draining host's replicas serve until their replacements are
         // ready: they stay in the table until they stop.
@@ -38,6 +39,8 @@ pub(crate) fn wanted(
             if r.ready && r.state == ReplicaState::Running {
                 let by_pod = if r.id.is_canary() {
                     &mut canaries
+                } else if r.id.is_shadow() {
+                    &mut shadows
                 } else {
                     &mut ready
                 };
@@ -74,6 +77,18 @@ pub(crate) fn wanted(
                     ready_on,
                 })
             });
+            let shadow = crate::shadow::share(state, app_key, app, pod).map(|share| {
+                let mut ready_on = shadows
+                    .get(&(&spec.namespace, &spec.name, pod))
+                    .cloned()
+                    .unwrap_or_default();
+                ready_on.sort();
+                CanaryRoute {
+                    generation: app.stored.generation(pod),
+                    share,
+                    ready_on,
+                }
+            });
             let key = subjects::route_key(&spec.namespace, &spec.name, name);
             out.insert(
                 key.clone(),
@@ -89,6 +104,7 @@ pub(crate) fn wanted(
                     ready_on,
                     dormant: dormant.contains(&key),
                     canary,
+                    shadow,
                 },
             );
         }

@@ -96,7 +96,7 @@ impl StoredApp {
             return self;
         };
         for pod in self.spec.pods() {
-            if !pod.rollout().is_canary() {
+            if !pod.rollout().is_staged() {
                 continue;
             }
             let generation = self.generation(&pod.name);
@@ -128,7 +128,7 @@ impl StoredApp {
         })
     }
 
-    /// The stable template of `pod` while a canary of it runs.
+    /// The stable template of `pod` while a canary (or shadow) of it runs.
     pub fn canary_of(&self, pod: &Name) -> Option<&StableTemplate> {
         self.canary_base
             .get(pod)
@@ -325,6 +325,9 @@ pub struct State {
     pub outage_since: Option<Instant>,
     /// When a host was last declared lost.
     pub last_host_lost: Option<Instant>,
+    /// What this scheduler's API counted copying invocations to shadows,
+    /// by app key and shadow generation ([`crate::shadow`]).
+    pub shadow_invocations: Vec<((String, u64), shoal_api::resources::ShadowReport)>,
 }
 
 /// A pod's rollout in progress: old copies are still running.

@@ -9,7 +9,8 @@
 //!
 //! Commands: `env KEY`, `config KEY`, `secret NAME`, `read PATH`,
 //! `write PATH TEXT`, `fill PATH BYTES`, `ls PATH`, `publish SUBJECT TEXT`,
-//! `call COMPONENT TEXT`, `kv-set KEY VALUE`, `kv-fill KEY BYTES`,
+//! `call COMPONENT TEXT`, `kv-set KEY VALUE`, `kv-set-env KEY VAR` (the
+//! value of environment variable `VAR`), `kv-fill KEY BYTES`,
 //! `kv-get KEY`, `kv-del KEY`, `kv-keys`, `print LINES`, `http-get URL`,
 //! `trap` (a Wasm trap in `crash_on_purpose`, for core dumps).
 //! A refused capability comes back as the handler's error, with the host's
@@ -58,6 +59,9 @@ fn run(op: &str, a: &str, b: &str) -> Result<String, String> {
             .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
             .map_err(|e| e.describe()),
         "kv-set" => keyvalue::set(a, b.as_bytes())
+            .map(|()| "ok".into())
+            .map_err(|e| e.describe()),
+        "kv-set-env" => keyvalue::set(a, std::env::var(b).unwrap_or_default().as_bytes())
             .map(|()| "ok".into())
             .map_err(|e| e.describe()),
         "kv-get" => keyvalue::get(a)

@@ -55,6 +55,7 @@ impl Agent {
             stopped: Vec::new(),
             total: 0,
             digest: 0,
+            shadows: self.routes.shadow_reports(),
         };
         self.beats
             .lock()

@@ -190,7 +190,13 @@ impl Capability for KeyValueCapability {
         else {
             return Ok(None);
         };
-        let name = subjects::app_bucket(&replica.namespace, &replica.app);
+        // A shadow's writes go to a scratch bucket of their own: the app's
+        // data changes only by the stable replicas.
+        let name = if replica.is_shadow() {
+            subjects::shadow_bucket(&replica.namespace, &replica.app)
+        } else {
+            subjects::app_bucket(&replica.namespace, &replica.app)
+        };
         let bucket = self
             .buckets
             .lock()

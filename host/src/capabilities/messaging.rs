@@ -29,6 +29,8 @@ pub struct Messaging {
     call: Arc<CallContext>,
     grant: Option<MessagingGrant>,
     cluster: Option<ClusterLink>,
+    /// A shadow's: nothing it sends leaves the host.
+    held_back: bool,
 }
 
 impl Messaging {
@@ -43,7 +45,25 @@ impl Messaging {
             call,
             grant,
             cluster,
+            held_back: false,
         }
+    }
+
+    /// Refuses every message, for a shadow replica: only the stable
+    /// replicas' messages may take effect.
+    pub fn held_back(mut self, held_back: bool) -> Self {
+        self.held_back = held_back;
+        self
+    }
+
+    fn refuse_if_held_back(&self) -> Result<(), Error> {
+        if self.held_back {
+            return Err(Error::NotAllowed(format!(
+                "component {} runs as a shadow: its messages are held back, so that only the stable replicas' take effect",
+                self.call.component()
+            )));
+        }
+        Ok(())
     }
 
     fn cluster(&self) -> Result<&ClusterLink, Error> {
@@ -66,6 +86,7 @@ impl Messaging {
     }
 
     async fn publish_now(&self, msg: Message) -> Result<(), Error> {
+        self.refuse_if_held_back()?;
         if let Err(why) = shoal_api::check_user_subject(&msg.subject, false) {
             return Err(Error::NotAllowed(format!(
                 "component {} may not publish to {:?}: {why}",
@@ -111,6 +132,7 @@ impl Messaging {
         msg: Message,
         timeout_ms: u32,
     ) -> Result<Message, Error> {
+        self.refuse_if_held_back()?;
         let cluster = self.cluster()?;
         let name = Name::new(target).map_err(|e| Error::NotAllowed(e.to_string()))?;
         let subject = subjects::invoke(&cluster.namespace, &cluster.app, &name);
@@ -209,6 +231,8 @@ pub struct MessagingGranted {
     pub publish: Option<MessagingGrant>,
     /// Its app in the cluster; `None` under `shoal run`.
     pub cluster: Option<ClusterLink>,
+    /// A shadow replica's: every message is refused.
+    pub held_back: bool,
 }
 
 /// The messaging capability.
@@ -239,6 +263,7 @@ impl Capability for MessagingCapability {
         Ok(MessagingGranted {
             publish: ctx.spec.messaging.clone(),
             cluster,
+            held_back: ctx.replica.is_some_and(|r| r.is_shadow()),
         })
     }
 
@@ -250,5 +275,6 @@ impl Capability for MessagingCapability {
 
     fn bind(call: &Arc<CallContext>, grant: &Self::Grant) -> Self::Provider {
         Messaging::new(call.clone(), grant.publish.clone(), grant.cluster.clone())
+            .held_back(grant.held_back)
     }
 }

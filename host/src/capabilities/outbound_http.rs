@@ -634,6 +634,11 @@ impl super::Capability for OutboundHttpCapability {
     }
 
     fn grant(&self, ctx: &super::GrantContext<'_>) -> Result<Self::Grant, String> {
+        // A shadow replica calls out nowhere: only the stable replicas'
+        // calls may take effect.
+        if ctx.replica.is_some_and(|r| r.is_shadow()) {
+            return Ok(Arc::new(Vec::new()));
+        }
         Ok(Arc::new(ctx.spec.allowed_hosts.clone()))
     }
 

@@ -437,6 +437,16 @@ pub(crate) async fn ensure_queues(
         let bucket = subjects::app_bucket(&stored.spec.namespace, &stored.spec.name);
         shared.store.ensure_bucket(&bucket).await?;
     }
+    // A shadow's key-value writes go to a scratch bucket of its own.
+    if stored
+        .spec
+        .components
+        .values()
+        .any(|c| c.keyvalue.is_some() && c.rollout.as_ref().is_some_and(|r| r.is_shadow()))
+    {
+        let bucket = subjects::shadow_bucket(&stored.spec.namespace, &stored.spec.name);
+        shared.store.ensure_bucket(&bucket).await?;
+    }
     for (name, component) in &stored.spec.components {
         if let Some(queue) = &component.queue {
             let stream = subjects::queue_stream(&stored.spec.namespace, &stored.spec.name, name);
@@ -656,10 +666,11 @@ pub(crate) fn pods_of(state: &SchedulerState, app: &App, copies: &Copies<'_>) ->
     let mut pods = Vec::new();
     for pod in spec.pods() {
         let components: Vec<Name> = pod.components.iter().map(|(n, _)| (*n).clone()).collect();
-        // A canary's replica is listed while a copy of it runs.
-        let canary = replica_id(spec, &pod.name, ReplicaId::CANARY);
-        let canary = copies.contains_key(&canary).then_some(ReplicaId::CANARY);
-        for i in (0..state.replicas_of(&key, &pod)).chain(canary) {
+        // A canary's or shadow's replica is listed while a copy of it runs.
+        let extra = [ReplicaId::CANARY, ReplicaId::SHADOW]
+            .into_iter()
+            .filter(|i| copies.contains_key(&replica_id(spec, &pod.name, *i)));
+        for i in (0..state.replicas_of(&key, &pod)).chain(extra) {
             let id = replica_id(spec, &pod.name, i);
             match copies.get(&id) {
                 Some(list) => pods.extend(list.iter().map(|(host, r)| PodInfo {
@@ -860,6 +871,13 @@ async fn forget(shared: &Shared, spec: &AppSpec) {
             .delete_bucket(&subjects::app_bucket(&spec.namespace, &spec.name))
             .await;
     }
+    if uses_kv {
+        // A shadow's scratch writes are never kept.
+        shared
+            .store
+            .delete_bucket(&subjects::shadow_bucket(&spec.namespace, &spec.name))
+            .await;
+    }
 }
 
 async fn scale(
@@ -1019,7 +1037,7 @@ async fn abort_canary(
     let (key, previous) = app_and_key(&shared, &namespace, &name)?;
     if previous.stored.canary_base.is_empty() {
         return Err(invalid(format!(
-            "no canary runs in {namespace}/{name}: `shoal rollout undo` goes back to an earlier revision"
+            "no canary or shadow runs in {namespace}/{name}: `shoal rollout undo` goes back to an earlier revision"
         )));
     }
     let cause = format!("canary aborted by {}", guard.caller().principal.name);
@@ -1052,7 +1070,7 @@ async fn invoke(
     Json(req): Json<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, Failure> {
     guard.allow_app(Verb::Invoke, &namespace, &format!("{name}/{component}"))?;
-    let subject = {
+    let (subject, copy) = {
         let state = shared.state();
         let app = find(&state, &namespace, &name)?;
         let spec = &app.stored.spec;
@@ -1074,11 +1092,19 @@ async fn invoke(
         }
         let key = subjects::app_key(&spec.namespace, &spec.name);
         let pod = c.pod.as_ref().unwrap_or(cname);
-        if crate::canary::takes_invocation(&state, &key, app, pod, Instant::now()) {
+        let now = Instant::now();
+        let subject = if crate::canary::takes_invocation(&state, &key, app, pod, now) {
             subjects::invoke_canary(&spec.namespace, &spec.name, cname)
         } else {
             subjects::invoke(&spec.namespace, &spec.name, cname)
-        }
+        };
+        let copy = crate::shadow::copy_invocation(&state, &key, app, (pod, cname), now).map(
+            |(subject, generation)| {
+                let names = (spec.namespace.clone(), spec.name.clone(), cname.clone());
+                (subject, (key.clone(), generation), names)
+            },
+        );
+        (subject, copy)
     };
     let payload: bytes::Bytes = req.data.into();
     // A replica that is still starting (the app was applied a moment ago)
@@ -1138,6 +1164,38 @@ async fn invoke(
     });
     headers.retain(|(k, _)| k != subjects::headers::HOST_CALLS);
     let data = reply.payload.to_vec();
+    if let Some((shadow_subject, at, (ns, app, comp))) = copy {
+        // The copy goes once the caller's answer is in, and the caller
+        // does not wait for it.
+        let failed = reply
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(subjects::headers::ERROR).is_some());
+        let (shared, stable) = (shared.clone(), (failed, reply.payload.clone()));
+        let (copied, request) = (payload.clone(), String::from_utf8_lossy(&payload).into_owned());
+        tokio::spawn(async move {
+            let request_ = async_nats::Request::new()
+                .headers(header_map)
+                .payload(copied)
+                .timeout(Some(INVOKE_TIMEOUT));
+            let answer = shared.nats.send_request(shadow_subject, request_).await.ok();
+            let shadow = answer.as_ref().map(|m| {
+                let failed = m
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(subjects::headers::ERROR).is_some());
+                (failed, &m.payload[..])
+            });
+            crate::shadow::note_invocation(
+                &mut shared.state(),
+                at,
+                (&ns, &app, &comp),
+                &request,
+                (stable.0, &stable.1[..]),
+                shadow,
+            );
+        });
+    }
     if let Some((_, label)) = headers.iter().find(|(k, _)| k == subjects::headers::ERROR) {
         return Err(Failure(
             StatusCode::BAD_GATEWAY,
