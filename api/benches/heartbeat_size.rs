@@ -46,6 +46,7 @@ fn heartbeat(replicas: usize) -> Heartbeat {
         stopped: Vec::new(),
         total: 0,
         digest: 0,
+        shadows: Vec::new(),
     };
     for i in 0..replicas {
         let app = name(format!("app-{i:05}"));

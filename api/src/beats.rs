@@ -20,7 +20,8 @@
 //! instead of hashing every replica on every beat.
 //!
 //! So a beat is at most [`BEAT_PAGE`] replicas (about 64 KiB) whatever a
-//! host runs. A host of `n` replicas sends about `c` replicas a second
+//! host runs, plus a few shadow reports (a host sends at most 8, about
+//! 2 KiB each). A host of `n` replicas sends about `c` replicas a second
 //! where `c` is how many changed, plus `n` every [`SNAPSHOT_INTERVAL`].
 
 use std::collections::HashMap;
@@ -510,6 +511,7 @@ mod tests {
             stopped: Vec::new(),
             total: 0,
             digest: 0,
+            shadows: Vec::new(),
         }
     }
 

@@ -2293,9 +2293,18 @@ rollout = { strategy = "canary", steps = ["5%", "25%", "50%"], step_interval = "
             assert!(all.contains(wanted), "{rollout}: {all}");
         }
         for (rollout, wanted) in [
-            (r#"{ strategy = "shadow", share = "0%" }"#, "rollout.share must be above 0%"),
-            (r#"{ share = "10%" }"#, "rollout.share applies to a shadow only"),
-            (r#"{ strategy = "shadow", duration = "0s" }"#, "rollout.duration must be longer than 0s"),
+            (
+                r#"{ strategy = "shadow", share = "0%" }"#,
+                "rollout.share must be above 0%",
+            ),
+            (
+                r#"{ share = "10%" }"#,
+                "rollout.share applies to a shadow only",
+            ),
+            (
+                r#"{ strategy = "shadow", duration = "0s" }"#,
+                "rollout.duration must be longer than 0s",
+            ),
         ] {
             let all = problems(&format!(
                 "name = \"t\"\n[components.web]\nsource = \"w.wasm\"\nkind = \"http\"\nroute = \"/\"\nrollout = {rollout}\n"

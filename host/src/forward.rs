@@ -43,8 +43,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // A client trickling its body must not hold the request forever.
-    match tokio::time::timeout(FORWARD_TIMEOUT, Limited::new(body, MAX_HTTP_BODY).collect()).await
-    {
+    match tokio::time::timeout(FORWARD_TIMEOUT, Limited::new(body, MAX_HTTP_BODY).collect()).await {
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(text_response(
             413,
@@ -86,7 +85,8 @@ pub(crate) async fn forward_read(
     body: Bytes,
 ) -> HttpResponse {
     let mut sent = send(nats, subject, name, parts, body.clone()).await;
-    if let (Err(Unsent::NoResponders), Some(fallback)) = (&sent, fallback) {
+    let unanswered = matches!(sent, Err(Unsent::NoResponders));
+    if let (true, Some(fallback)) = (unanswered, fallback) {
         sent = send(nats, fallback, name, parts, body).await;
     }
     match sent {

@@ -17,9 +17,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use shoal_api::resources::{
-    SHADOW_EXAMPLE_BODY, SHADOW_EXAMPLES, ShadowDifference, ShadowReport,
-};
+use shoal_api::resources::{SHADOW_EXAMPLE_BODY, SHADOW_EXAMPLES, ShadowDifference, ShadowReport};
 
 use crate::component::LoadedComponent;
 use crate::forward::{self, Unsent};
@@ -207,11 +205,26 @@ mod tests {
         let mut r = report();
         let ok = (200, Bytes::from_static(b"hello"));
         note(&mut r, "GET /a", &ok, Some(&ok));
-        note(&mut r, "GET /b", &ok, Some(&(500, Bytes::from_static(b"boom"))));
-        note(&mut r, "GET /c", &ok, Some(&(200, Bytes::from_static(b"howdy"))));
+        note(
+            &mut r,
+            "GET /b",
+            &ok,
+            Some(&(500, Bytes::from_static(b"boom"))),
+        );
+        note(
+            &mut r,
+            "GET /c",
+            &ok,
+            Some(&(200, Bytes::from_static(b"howdy"))),
+        );
         note(&mut r, "GET /d", &ok, None);
         for i in 0..10 {
-            note(&mut r, &format!("GET /e{i}"), &ok, Some(&(201, Bytes::new())));
+            note(
+                &mut r,
+                &format!("GET /e{i}"),
+                &ok,
+                Some(&(201, Bytes::new())),
+            );
         }
         assert_eq!(
             (r.compared, r.status_differed, r.body_differed, r.unanswered),
@@ -219,7 +232,10 @@ mod tests {
         );
         assert_eq!(r.examples.len(), SHADOW_EXAMPLES);
         assert_eq!(r.examples[0].request, "GET /b");
-        assert_eq!((r.examples[0].stable_status, r.examples[0].shadow_status), (200, 500));
+        assert_eq!(
+            (r.examples[0].stable_status, r.examples[0].shadow_status),
+            (200, 500)
+        );
         assert_eq!(r.examples[1].shadow_body, "howdy");
     }
 }

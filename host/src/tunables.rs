@@ -240,4 +240,4 @@ pub const MAX_CALL_ERROR_CHARS: usize = 200;
 /// Shadow reports one heartbeat carries at most (each at most a few KiB
 /// with its examples): a heartbeat stays bounded however many apps are
 /// shadowed at once. Reports with nothing compared yet are not sent.
-pub const MAX_SHADOW_REPORTS_PER_BEAT: usize = 32;
+pub const MAX_SHADOW_REPORTS_PER_BEAT: usize = 8;

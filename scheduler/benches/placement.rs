@@ -117,6 +117,7 @@ impl SimHost {
             stopped: Vec::new(),
             total: 0,
             digest: 0,
+            shadows: Vec::new(),
         }
     }
 }

@@ -170,7 +170,15 @@ pub fn share(state: &State, key: &str, app: &App, pod: &Name) -> Option<Share> {
     app.stored.canary_of(pod)?;
     let rollout = state.rollouts.get(&(key.to_string(), pod.clone()))?;
     // A shadow's progress is kept alike: its share is another thing.
-    if app.stored.spec.pods().into_iter().find(|p| &p.name == pod)?.rollout().is_shadow() {
+    if app
+        .stored
+        .spec
+        .pods()
+        .into_iter()
+        .find(|p| &p.name == pod)?
+        .rollout()
+        .is_shadow()
+    {
         return None;
     }
     let canary = rollout.canary.as_ref()?;

@@ -54,6 +54,7 @@ pub(crate) fn heartbeat(host: &str, mut replicas: Vec<ReplicaStatus>) -> Heartbe
         stopped: Vec::new(),
         total: 0,
         digest: 0,
+        shadows: Vec::new(),
     }
 }
 

@@ -102,7 +102,11 @@ pub fn status(state: &State, app: &App, now: std::time::Instant) -> RolloutStatu
         } else if stable.is_some() {
             format!(
                 "{} of generation {} starting",
-                if staged.is_shadow() { "shadow" } else { "canary" },
+                if staged.is_shadow() {
+                    "shadow"
+                } else {
+                    "canary"
+                },
                 app.stored.generation(&pod.name)
             )
         } else if complete {

@@ -77,7 +77,9 @@ pub fn report(state: &State, app: &App, pod: &Name, generation: u64, now: Instan
         .filter(|p| &p.name == pod)
         .flat_map(|p| p.components.into_iter().map(|(n, _)| n))
         .collect();
-    let first = components.first().map_or_else(|| pod.clone(), |c| (*c).clone());
+    let first = components
+        .first()
+        .map_or_else(|| pod.clone(), |c| (*c).clone());
     let mut sum = ShadowReport::new(spec.namespace.clone(), spec.name.clone(), first, generation);
     let ours = |r: &ShadowReport| {
         r.namespace == spec.namespace
@@ -182,7 +184,10 @@ pub fn track(
         .rollouts
         .get(&slot)
         .and_then(|r| r.canary.as_ref())
-        .filter(|p| p.since.is_some_and(|s| now.duration_since(s) >= rollout.duration.get()))
+        .filter(|p| {
+            p.since
+                .is_some_and(|s| now.duration_since(s) >= rollout.duration.get())
+        })
         .filter(|p| !p.finished)
         .map(|_| report(state, app, pod, generation, now));
     let Some(r) = state.rollouts.get_mut(&slot) else {
@@ -280,12 +285,20 @@ pub fn note_invocation(
             .is_some_and(|a| a.stored.generations.values().any(|x| x == g))
     });
     let all = &mut state.shadow_invocations;
-    let at = match all.iter().position(|(k, _)| k.0 == key && k.1 == generation) {
+    let at = match all
+        .iter()
+        .position(|(k, _)| k.0 == key && k.1 == generation)
+    {
         Some(at) => at,
         None => {
             all.push((
                 (key.clone(), generation),
-                ShadowReport::new(namespace.clone(), app.clone(), component.clone(), generation),
+                ShadowReport::new(
+                    namespace.clone(),
+                    app.clone(),
+                    component.clone(),
+                    generation,
+                ),
             ));
             all.len() - 1
         }
@@ -312,13 +325,14 @@ pub fn note_invocation(
             String::from_utf8_lossy(&b[..b.len().min(shoal_api::resources::SHADOW_EXAMPLE_BODY)])
                 .into_owned()
         };
-        report.examples.push(shoal_api::resources::ShadowDifference {
-            request: request.to_string(),
-            stable_status: status(stable_failed),
-            shadow_status: status(shadow_failed),
-            stable_body: start(stable_payload),
-            shadow_body: start(shadow_payload),
-        });
+        report
+            .examples
+            .push(shoal_api::resources::ShadowDifference {
+                request: request.to_string(),
+                stable_status: status(stable_failed),
+                shadow_status: status(shadow_failed),
+                stable_body: start(stable_payload),
+                shadow_body: start(shadow_payload),
+            });
     }
 }
-

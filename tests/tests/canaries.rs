@@ -292,7 +292,10 @@ fn canaries_roll_back_on_failures_go_through_their_steps_and_can_be_overridden()
     assert!(answers.finish().iter().all(|r| greeting(r) == "good"));
     let refused = cluster.shoal(&["rollout", "abort", "web"]).unwrap();
     assert_ne!(refused.code, Some(0));
-    assert!(refused.stderr.contains("no canary or shadow runs"), "{refused:?}");
+    assert!(
+        refused.stderr.contains("no canary or shadow runs"),
+        "{refused:?}"
+    );
 
     cluster
         .ok(&["apply", &spec(&cluster, "promoted", 0, "1h")])

@@ -62,7 +62,12 @@ rollout = {{ strategy = "shadow", share = "100%", duration = "1h" }}
 }
 
 fn status(cluster: &Cluster, app: &str) -> RolloutStatus {
-    serde_json::from_str(&cluster.ok(&["rollout", "status", app, "-o", "json"]).unwrap()).unwrap()
+    serde_json::from_str(
+        &cluster
+            .ok(&["rollout", "status", app, "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// Waits until `app`'s shadow is ready and copying, then a moment more
@@ -133,7 +138,11 @@ fn shadows_compare_answers_exactly_and_hold_back_side_effects() {
         .unwrap();
     let shadow = wait_copying(&cluster, "web");
     assert_eq!(shadow.share.to_string(), "100%");
-    let before = status(&cluster, "web").pods[0].shadow.clone().unwrap().report;
+    let before = status(&cluster, "web").pods[0]
+        .shadow
+        .clone()
+        .unwrap()
+        .report;
     let n = 300u64;
     let mut expected = 0;
     for i in 0..n {
@@ -161,7 +170,10 @@ fn shadows_compare_answers_exactly_and_hold_back_side_effects() {
     assert_eq!(report.body_differed, 0, "{report:?}");
     let example = report.examples.first().expect("an example");
     assert_eq!((example.stable_status, example.shadow_status), (200, 500));
-    assert!(example.shadow_body.contains("failing on purpose"), "{example:?}");
+    assert!(
+        example.shadow_body.contains("failing on purpose"),
+        "{example:?}"
+    );
     let table = cluster.ok(&["rollout", "status", "web"]).unwrap();
     assert!(table.contains("shadow gen 2 beside gen 1"), "{table}");
 
@@ -194,16 +206,27 @@ fn shadows_compare_answers_exactly_and_hold_back_side_effects() {
             let _ = published.send(String::from_utf8_lossy(&msg.payload).into_owned());
         }
     });
-    for data in ["kv-set-env note MODE", "publish tools.events hi", "env MODE"] {
+    for data in [
+        "kv-set-env note MODE",
+        "publish tools.events hi",
+        "env MODE",
+    ] {
         let out = cluster
             .ok(&["invoke", "tools/toolbox", "--data", data])
             .unwrap();
-        assert!(!out.contains("shadow"), "the caller gets the stable answer: {out}");
+        assert!(
+            !out.contains("shadow"),
+            "the caller gets the stable answer: {out}"
+        );
     }
     let report = wait_compared(&cluster, "tools", 3);
     println!("worker shadow: {report}");
     assert_eq!(
-        (report.compared, report.status_differed, report.body_differed),
+        (
+            report.compared,
+            report.status_differed,
+            report.body_differed
+        ),
         (3, 1, 1),
         "{report:?}"
     );
@@ -218,7 +241,11 @@ fn shadows_compare_answers_exactly_and_hold_back_side_effects() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let messages: Vec<String> = subscribed.try_iter().collect();
-    assert_eq!(messages, ["hi"], "only the stable replica's publish went out");
+    assert_eq!(
+        messages,
+        ["hi"],
+        "only the stable replica's publish went out"
+    );
     counter.abort();
     let (ns, app) = (Name::new("default").unwrap(), Name::new("tools").unwrap());
     assert_eq!(
@@ -260,7 +287,8 @@ fn shadows_compare_answers_exactly_and_hold_back_side_effects() {
         })
         .unwrap();
     assert!(
-        finished.message.contains("answers compared") && finished.message.contains("rollout promote"),
+        finished.message.contains("answers compared")
+            && finished.message.contains("rollout promote"),
         "{}",
         finished.message
     );

@@ -1172,13 +1172,20 @@ async fn invoke(
             .as_ref()
             .is_some_and(|h| h.get(subjects::headers::ERROR).is_some());
         let (shared, stable) = (shared.clone(), (failed, reply.payload.clone()));
-        let (copied, request) = (payload.clone(), String::from_utf8_lossy(&payload).into_owned());
+        let (copied, request) = (
+            payload.clone(),
+            String::from_utf8_lossy(&payload).into_owned(),
+        );
         tokio::spawn(async move {
             let request_ = async_nats::Request::new()
                 .headers(header_map)
                 .payload(copied)
                 .timeout(Some(INVOKE_TIMEOUT));
-            let answer = shared.nats.send_request(shadow_subject, request_).await.ok();
+            let answer = shared
+                .nats
+                .send_request(shadow_subject, request_)
+                .await
+                .ok();
             let shadow = answer.as_ref().map(|m| {
                 let failed = m
                     .headers
