@@ -250,7 +250,7 @@ fn canaries_roll_back_on_failures_go_through_their_steps_and_can_be_overridden()
             "step {name}: {good} of {n} requests to the canary ({:.1}%)",
             observed * 100.0
         );
-        assert!(n >= 500, "step {name} saw only {n} requests");
+        assert!(n >= 2000, "step {name} saw only {n} requests");
         assert!(
             (observed - share).abs() <= 0.03,
             "step {name}: {:.1}% went to the canary",
