@@ -463,7 +463,8 @@ fn bad_specs_and_components_are_refused_and_change_nothing() {
     let mut cluster = Cluster::start().unwrap();
     cluster.start_host("h1", "").unwrap();
     let good = spec(&cluster, "good.toml", ECHO_SPREAD);
-    cluster.ok(&["apply", &good]).unwrap();
+    // Settled first: what the refusals must not change is a steady state.
+    cluster.ok(&["apply", "--wait", &good]).unwrap();
     let before = cluster.ok(&["get", "apps", "-o", "json"]).unwrap();
 
     let core = cluster.dir().join("core.wasm");
