@@ -603,15 +603,23 @@ impl ShadowReport {
     }
 
     /// Adds `other`'s counts, and its examples while there is room for
-    /// [`SHADOW_EXAMPLES`].
+    /// [`SHADOW_EXAMPLES`], each cut to [`SHADOW_EXAMPLE_BODY`] characters
+    /// whatever the host that sent them wrote.
     pub fn add(&mut self, other: &ShadowReport) {
-        self.compared += other.compared;
-        self.status_differed += other.status_differed;
-        self.body_differed += other.body_differed;
-        self.unanswered += other.unanswered;
+        self.compared = self.compared.saturating_add(other.compared);
+        self.status_differed = self.status_differed.saturating_add(other.status_differed);
+        self.body_differed = self.body_differed.saturating_add(other.body_differed);
+        self.unanswered = self.unanswered.saturating_add(other.unanswered);
         let room = SHADOW_EXAMPLES.saturating_sub(self.examples.len());
+        let cut = |s: &String| s.chars().take(SHADOW_EXAMPLE_BODY).collect::<String>();
         self.examples
-            .extend(other.examples.iter().take(room).cloned());
+            .extend(other.examples.iter().take(room).map(|d| ShadowDifference {
+                request: cut(&d.request),
+                stable_status: d.stable_status,
+                shadow_status: d.shadow_status,
+                stable_body: cut(&d.stable_body),
+                shadow_body: cut(&d.shadow_body),
+            }));
     }
 }
 

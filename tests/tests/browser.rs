@@ -211,6 +211,20 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
         assert!(violations.is_empty(), "overview: {violations:?}");
         screenshot(&client, &cluster, "overview.png").await;
 
+        // The hosts page and a namespace's page pass the same checks.
+        click(&client, "a[href='/ui/hosts']").await;
+        let hosts = until_shown(&client, "Replicas on h1").await;
+        assert!(hosts.contains("default/hello/web-0"), "{hosts}");
+        let violations = accessibility_violations(&client).await;
+        assert!(violations.is_empty(), "hosts: {violations:?}");
+        client.goto(&format!("{base}/ui/namespaces/default")).await.unwrap();
+        let namespace = until_shown(&client, "Quota and usage").await;
+        assert!(namespace.contains("/ui/apps/default/hello"), "{namespace}");
+        let violations = accessibility_violations(&client).await;
+        assert!(violations.is_empty(), "namespace: {violations:?}");
+        client.goto(&format!("{base}/ui")).await.unwrap();
+        until_shown(&client, "/ui/apps/default/hello").await;
+
         // Open the app: its two replicas, on h1.
         click(&client, "a[href='/ui/apps/default/hello']").await;
         let app = until_shown(&client, "default/hello/web-1").await;

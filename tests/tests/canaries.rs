@@ -282,6 +282,13 @@ fn canaries_roll_back_on_failures_go_through_their_steps_and_can_be_overridden()
         .unwrap();
     let canary = status_with_canary.pods[0].canary.clone().unwrap();
     assert_eq!((canary.step, canary.steps), (1, 3));
+    // Who may only look cannot override.
+    let viewer = cluster.token("reader", "view", Some("default")).unwrap();
+    for verb in ["abort", "promote"] {
+        let refused = cluster.shoal_as(&viewer, &["rollout", verb, "web"]).unwrap();
+        assert_ne!(refused.code, Some(0), "{verb}");
+        assert!(refused.stderr.contains("rollout"), "{verb}: {refused:?}");
+    }
     let table = cluster.ok(&["rollout", "status", "web"]).unwrap();
     assert!(table.contains("canary step 1/3 taking 5%"), "{table}");
     let out = cluster.ok(&["rollout", "abort", "web"]).unwrap();

@@ -151,6 +151,21 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
         assert!(app.body.contains(shown), "{shown} not in {}", app.body);
     }
 
+    // The hosts page lists each host's replicas; a namespace's page its
+    // quota, usage and apps.
+    let hosts = page(api, "/ui/hosts", &admin);
+    assert_eq!(hosts.status, 200, "{hosts:?}");
+    for shown in ["Replicas on h1", "default/hello/web-0", "zone=a"] {
+        assert!(hosts.body.contains(shown), "{shown} not in {}", hosts.body);
+    }
+    let namespace = page(api, "/ui/namespaces/default", &admin);
+    assert_eq!(namespace.status, 200, "{namespace:?}");
+    for shown in ["Quota and usage", "Replicas", "no limit", "/ui/apps/default/hello"] {
+        assert!(namespace.body.contains(shown), "{shown} not in {}", namespace.body);
+    }
+    let missing = page(api, "/ui/namespaces/nowhere", &admin);
+    assert_eq!(missing.status, 404, "{missing:?}");
+
     // A viewer of one namespace sees its apps only, no hosts, and is
     // refused another namespace's app in the API's words.
     let viewer = cluster.token("reader", "view", Some("default")).unwrap();
@@ -174,6 +189,11 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     // Nor its logs, which the live view reads under /ui.
     let logs = page(api, "/ui/apps/team-b/secretive/logs", &reader);
     assert_eq!(logs.status, 403, "{logs:?}");
+    // Nor the hosts page, nor another namespace's page.
+    for path in ["/ui/hosts", "/ui/namespaces/team-b"] {
+        let refused = page(api, path, &reader);
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+    }
 
     // The cookie reads pages and nothing else: the JSON API and any
     // change want the token itself.
@@ -263,6 +283,40 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
         .ok(&["describe", "app", "hello", "-o", "json"])
         .unwrap();
     assert!(!detail.contains("\"v2\""), "{detail}");
+
+    // A canary shows its step and figures, with Promote and Abort for the
+    // admin and neither for the viewer; Abort from the page ends it.
+    let canary = cluster
+        .spec(
+            "hello.toml",
+            "name = \"hello\"\n[components.web]\nsource = \"SOURCE(hello-http)\"\nkind = \"http\"\nroute = \"/hello\"\nreplicas = 3\nenv = { GREETING = \"v3\" }\nrollout = { strategy = \"canary\", steps = [\"20%\"], step_interval = \"1h\" }\n",
+        )
+        .unwrap();
+    cluster.ok(&["apply", &canary]).unwrap();
+    let app = cluster
+        .wait_until("the canary on the page", LIMIT, |_| {
+            let app = page(api, "/ui/apps/default/hello", &admin);
+            Ok(app.body.contains("Canary at step 1 of 1").then_some(app))
+        })
+        .unwrap();
+    for shown in ["20%", "This step", "Promote", "Abort"] {
+        assert!(app.body.contains(shown), "{shown} not in {}", app.body);
+    }
+    let shown = page(api, "/ui/apps/default/hello", &reader);
+    assert!(shown.body.contains("Canary at step 1 of 1"), "{}", shown.body);
+    assert!(!shown.body.contains("Abort"), "{}", shown.body);
+    let abort = "/ui/apps/default/hello/abort";
+    let forged = send_form(api, abort, &reader, "same-origin", "");
+    assert_eq!(forged.status, 403, "{forged:?}");
+    let aborted = send_form(api, abort, &admin, "same-origin", "");
+    assert_eq!(aborted.status, 303, "{aborted:?}");
+    cluster
+        .wait_until("the canary gone from the page", LIMIT, |_| {
+            let app = page(api, "/ui/apps/default/hello", &admin);
+            Ok((!app.body.contains("Canary at step") && !app.body.contains("web-canary"))
+                .then_some(()))
+        })
+        .unwrap();
 
     // Signing out clears the cookie.
     let out = call(api, "POST", "/ui/sign-out", &[("Cookie", &admin)], b"");

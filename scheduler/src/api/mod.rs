@@ -8,7 +8,7 @@ mod audit_routes;
 mod dump_routes;
 pub mod guard;
 pub(crate) mod log_routes;
-mod namespace_routes;
+pub(crate) mod namespace_routes;
 mod rejections;
 mod token_routes;
 
@@ -1019,11 +1019,24 @@ async fn promote_canary(
     guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<ApplyResponse>, Failure> {
-    guard.allow_app(Verb::Rollout, &namespace, &name)?;
-    let (key, previous) = app_and_key(&shared, &namespace, &name)?;
+    promote_app(&shared, &guard, &namespace, &name)
+        .await
+        .map(Json)
+}
+
+/// Promotes an app's canary or shadow (`shoal rollout promote`, the
+/// dashboard's button), as `guard` may.
+pub(crate) async fn promote_app(
+    shared: &Shared,
+    guard: &Guard,
+    namespace: &str,
+    name: &str,
+) -> Result<ApplyResponse, Failure> {
+    guard.allow_app(Verb::Rollout, namespace, name)?;
+    let (key, previous) = app_and_key(shared, namespace, name)?;
     let cause = format!("canary promoted by {}", guard.caller().principal.name);
-    let revision = crate::rollout::promote(&shared, &key, None, None, &cause).await?;
-    Ok(Json(changed(&shared, &key, &previous, revision)))
+    let revision = crate::rollout::promote(shared, &key, None, None, &cause).await?;
+    Ok(changed(shared, &key, &previous, revision))
 }
 
 /// Aborts an app's canary now (`shoal rollout abort`): the revision before
@@ -1033,16 +1046,29 @@ async fn abort_canary(
     guard: Guard,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<ApplyResponse>, Failure> {
-    guard.allow_app(Verb::Rollout, &namespace, &name)?;
-    let (key, previous) = app_and_key(&shared, &namespace, &name)?;
+    abort_app(&shared, &guard, &namespace, &name)
+        .await
+        .map(Json)
+}
+
+/// Aborts an app's canary or shadow (`shoal rollout abort`, the
+/// dashboard's button), as `guard` may.
+pub(crate) async fn abort_app(
+    shared: &Shared,
+    guard: &Guard,
+    namespace: &str,
+    name: &str,
+) -> Result<ApplyResponse, Failure> {
+    guard.allow_app(Verb::Rollout, namespace, name)?;
+    let (key, previous) = app_and_key(shared, namespace, name)?;
     if previous.stored.canary_base.is_empty() {
         return Err(invalid(format!(
             "no canary or shadow runs in {namespace}/{name}: `shoal rollout undo` goes back to an earlier revision"
         )));
     }
     let cause = format!("canary aborted by {}", guard.caller().principal.name);
-    let (revision, _) = crate::rollout::roll_back(&shared, &key, None, None, &cause).await?;
-    Ok(Json(changed(&shared, &key, &previous, revision)))
+    let (revision, _) = crate::rollout::roll_back(shared, &key, None, None, &cause).await?;
+    Ok(changed(shared, &key, &previous, revision))
 }
 
 /// What a change of the app at `key` from `previous` to `revision` does.

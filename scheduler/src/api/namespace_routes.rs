@@ -26,7 +26,7 @@ fn not_found(name: &Name) -> SchedulerError {
 }
 
 /// A namespace with its usage now.
-async fn info(shared: &Shared, name: &Name) -> Result<NamespaceInfo, SchedulerError> {
+pub(crate) async fn info(shared: &Shared, name: &Name) -> Result<NamespaceInfo, SchedulerError> {
     let digests: Vec<Digest> = {
         let state = shared.state();
         state

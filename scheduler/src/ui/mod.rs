@@ -47,8 +47,12 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/ui", get(overview))
         .route("/ui/apps/{namespace}/{name}", get(app_page))
+        .route("/ui/hosts", get(hosts_page))
+        .route("/ui/namespaces/{name}", get(namespace_page))
         .route("/ui/apps/{namespace}/{name}/scale", post(scale))
         .route("/ui/apps/{namespace}/{name}/undo", post(undo))
+        .route("/ui/apps/{namespace}/{name}/promote", post(promote))
+        .route("/ui/apps/{namespace}/{name}/abort", post(abort))
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/style.css", get(style))
@@ -180,6 +184,84 @@ async fn overview(State(shared): State<Arc<Shared>>, guard: Guard) -> Response {
     page.into_response()
 }
 
+/// The most replicas the hosts page lists for one host: a host of ten
+/// thousand shows its first ones and how many more it runs.
+const HOST_PAGE_REPLICAS: usize = 200;
+
+async fn hosts_page(State(shared): State<Arc<Shared>>, guard: Guard) -> Response {
+    if let Err(f) = guard.allow(Verb::List, Resource::Hosts, &Scope::Cluster, None) {
+        return refused(f);
+    }
+    let view = {
+        let state = shared.state();
+        let hosts = crate::api::hosts_info(&state)
+            .into_iter()
+            .map(|info| {
+                let all = state
+                    .hosts
+                    .get(&info.id)
+                    .map(|h| h.heartbeat.replicas.as_slice())
+                    .unwrap_or_default();
+                let shown = all.iter().take(HOST_PAGE_REPLICAS).cloned().collect();
+                pages::HostView {
+                    more: all.len().saturating_sub(HOST_PAGE_REPLICAS),
+                    info,
+                    replicas: shown,
+                }
+            })
+            .collect();
+        pages::HostsView {
+            principal: guard.caller().principal.name.to_string(),
+            hosts,
+        }
+    };
+    pages::hosts(&view).into_response()
+}
+
+async fn namespace_page(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path(name): Path<String>,
+) -> Response {
+    let name = match shoal_api::Name::new(name) {
+        Ok(name) => name,
+        Err(e) => return refused(crate::api::guard::invalid(format!("namespace: {e}"))),
+    };
+    if let Err(f) = guard.allow(
+        Verb::Get,
+        Resource::Namespaces,
+        &Scope::Namespace(name.clone()),
+        None,
+    ) {
+        return refused(f);
+    }
+    let info = match crate::api::namespace_routes::info(&shared, &name).await {
+        Ok(info) => info,
+        Err(e) => return refused(e.into()),
+    };
+    let apps_visible = guard
+        .visible(Verb::List, Resource::Apps)
+        .is_ok_and(|v| v.shows(&name));
+    let apps = if apps_visible {
+        let state = shared.state();
+        let copies = crate::api::copies(&state, |id| id.namespace == name);
+        state
+            .apps
+            .values()
+            .filter(|a| a.stored.spec.namespace == name)
+            .map(|a| crate::api::summary(&state, a, &copies))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    pages::namespace(&pages::NamespaceView {
+        principal: guard.caller().principal.name.to_string(),
+        info,
+        apps,
+    })
+    .into_response()
+}
+
 async fn app_page(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
@@ -219,6 +301,7 @@ async fn app_page(
             may_roll_back: guard.allow_app(Verb::Rollout, &namespace, &name).is_ok(),
             principal: guard.caller().principal.name.to_string(),
             summary: crate::api::summary(&state, app, &copies),
+            rollout: crate::rollout::status(&state, app, Instant::now()),
             spec: spec.clone(),
             pods: crate::api::pods_of(&state, app, &copies),
             events,
@@ -258,6 +341,28 @@ async fn undo(
 ) -> Response {
     let req = shoal_api::resources::RollbackRequest { to: None };
     match crate::api::rollback_app(&shared, &guard, &namespace, &name, req).await {
+        Ok(_) => back_to(&namespace, &name),
+        Err(f) => refused(f),
+    }
+}
+
+async fn promote(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    match crate::api::promote_app(&shared, &guard, &namespace, &name).await {
+        Ok(_) => back_to(&namespace, &name),
+        Err(f) => refused(f),
+    }
+}
+
+async fn abort(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    match crate::api::abort_app(&shared, &guard, &namespace, &name).await {
         Ok(_) => back_to(&namespace, &name),
         Err(f) => refused(f),
     }

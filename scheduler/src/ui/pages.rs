@@ -5,7 +5,11 @@
 use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 use shoal_api::AppSpec;
-use shoal_api::resources::{AppSummary, Event, HostInfo, PodInfo, PodState};
+use shoal_api::resources::{
+    AppSummary, CanaryStatus, Event, HostInfo, NamespaceInfo, PodInfo, PodState, RolloutStatus,
+    ShadowStatus,
+};
+use shoal_api::wire::ReplicaStatus;
 
 /// What the overview shows.
 pub struct Overview {
@@ -35,6 +39,9 @@ pub struct AppView {
     pub principal: String,
     /// The app's summary.
     pub summary: AppSummary,
+    /// Where its rollout stands, pod by pod (a canary's or shadow's
+    /// figures among it).
+    pub rollout: RolloutStatus,
     /// Its spec.
     pub spec: AppSpec,
     /// Every replica copy, or its pending entry.
@@ -43,6 +50,34 @@ pub struct AppView {
     pub events: Vec<Event>,
     /// Now, for ages.
     pub now_ms: u64,
+}
+
+/// What the hosts page shows.
+pub struct HostsView {
+    /// Who is signed in.
+    pub principal: String,
+    /// Every host, in order of id.
+    pub hosts: Vec<HostView>,
+}
+
+/// One host on the hosts page.
+pub struct HostView {
+    /// Its summary.
+    pub info: HostInfo,
+    /// The replica copies it runs (the first ones, when many).
+    pub replicas: Vec<ReplicaStatus>,
+    /// How many more it runs than are listed.
+    pub more: usize,
+}
+
+/// What a namespace's page shows.
+pub struct NamespaceView {
+    /// Who is signed in.
+    pub principal: String,
+    /// Its settings and usage.
+    pub info: NamespaceInfo,
+    /// Its apps, when the principal may list them.
+    pub apps: Vec<AppSummary>,
 }
 
 fn page(title: &str, principal: Option<&str>, body: Markup) -> Markup {
@@ -111,6 +146,7 @@ pub fn overview(v: &Overview) -> Markup {
         @if let Some(hosts) = &v.hosts {
             section aria-labelledby="hosts" {
                 h2 #hosts { "Hosts" }
+                p { a href="/ui/hosts" { "Every host and the replicas it runs" } }
                 @if hosts.is_empty() {
                     p.quiet { "No host has joined yet." }
                 } @else {
@@ -153,7 +189,7 @@ pub fn overview(v: &Overview) -> Markup {
                     tbody {
                         @for a in &v.apps {
                             tr {
-                                td { (a.namespace) }
+                                td { a href={ "/ui/namespaces/" (a.namespace) } { (a.namespace) } }
                                 td { a href={ "/ui/apps/" (a.namespace) "/" (a.name) } { (a.name) } }
                                 td { span class={ "status " (a.status) } { (a.status) } }
                                 td { (running(a)) }
@@ -181,6 +217,122 @@ pub fn overview(v: &Overview) -> Markup {
         }
     };
     page("Overview", Some(&v.principal), body)
+}
+
+/// Every host with the replicas it runs.
+pub fn hosts(v: &HostsView) -> Markup {
+    let body = html! {
+        @if v.hosts.is_empty() {
+            p.quiet { "No host has joined yet." }
+        }
+        @for h in &v.hosts {
+            section aria-labelledby={ "host-" (h.info.id) } {
+                h2 id={ "host-" (h.info.id) } { (h.info.id) }
+                p {
+                    (h.info.state) "; memory " (shoal_api::ByteSize::bytes(h.info.used_memory)) " of "
+                    (shoal_api::ByteSize::bytes(h.info.capacity.memory)) ", slots " (h.info.replicas) " of " (h.info.capacity.slots)
+                    @if let Some(http) = &h.info.http { "; ingress " code { (http) } }
+                    @for (k, val) in &h.info.labels { " " span.label { (k) "=" (val) } }
+                }
+                @if h.replicas.is_empty() {
+                    p.quiet { "No replica runs here." }
+                } @else {
+                    table {
+                        caption { "Replicas on " (h.info.id) }
+                        thead { tr {
+                            th scope="col" { "Replica" }
+                            th scope="col" { "Generation" }
+                            th scope="col" { "State" }
+                            th scope="col" { "Ready" }
+                            th scope="col" { "Restarts" }
+                            th scope="col" { "Memory" }
+                        } }
+                        tbody {
+                            @for r in &h.replicas {
+                                tr {
+                                    td { a href={ "/ui/apps/" (r.id.namespace) "/" (r.id.app) } { (r.id) } }
+                                    td { (r.revision) }
+                                    td { (r.state.label()) }
+                                    td { @if r.ready { "yes" } @else { "no" } }
+                                    td { (r.restarts) }
+                                    td { (shoal_api::ByteSize::bytes(r.memory)) }
+                                }
+                            }
+                        }
+                    }
+                    @if h.more > 0 { p.quiet { "and " (h.more) " more" } }
+                }
+            }
+        }
+    };
+    page("Hosts", Some(&v.principal), body)
+}
+
+/// A namespace: its quota against its usage, its routes, its apps.
+pub fn namespace(v: &NamespaceView) -> Markup {
+    let q = &v.info.spec.quota;
+    let u = &v.info.usage;
+    let limit = |l: Option<String>| l.unwrap_or_else(|| "no limit".into());
+    let rows = [
+        ("Replicas", u.replicas.to_string(), limit(q.replicas.map(|n| n.to_string()))),
+        ("Memory", u.memory.to_string(), limit(q.memory.map(|b| b.to_string()))),
+        ("Component bytes", u.component_bytes.to_string(), limit(q.component_bytes.map(|b| b.to_string()))),
+        ("Storage", u.storage.to_string(), limit(q.storage.map(|b| b.to_string()))),
+        ("Secrets", u.secrets.to_string(), limit(q.secrets.map(|n| n.to_string()))),
+    ];
+    let body = html! {
+        section aria-labelledby="quota" {
+            h2 #quota { "Quota and usage" }
+            table {
+                thead { tr {
+                    th scope="col" { "Resource" }
+                    th scope="col" { "Used" }
+                    th scope="col" { "Quota" }
+                } }
+                tbody {
+                    @for (what, used, quota) in &rows {
+                        tr { td { (what) } td { (used) } td { (quota) } }
+                    }
+                }
+            }
+        }
+        @if !v.info.spec.routes.is_empty() {
+            section aria-labelledby="routes" {
+                h2 #routes { "Routes it owns" }
+                ul {
+                    @for r in &v.info.spec.routes {
+                        li { code { (r.host.as_deref().unwrap_or("any host")) " " (r.prefix) } }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="apps" {
+            h2 #apps { "Apps" }
+            @if v.apps.is_empty() {
+                p.quiet { "None that you may see." }
+            } @else {
+                table {
+                    thead { tr {
+                        th scope="col" { "App" }
+                        th scope="col" { "Status" }
+                        th scope="col" { "Replicas running" }
+                        th scope="col" { "Revision" }
+                    } }
+                    tbody {
+                        @for a in &v.apps {
+                            tr {
+                                td { a href={ "/ui/apps/" (a.namespace) "/" (a.name) } { (a.name) } }
+                                td { span class={ "status " (a.status) } { (a.status) } }
+                                td { (running(a)) }
+                                td { (a.revision) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&format!("Namespace {}", v.info.name), Some(&v.principal), body)
 }
 
 /// Replicas running over wanted, summed over an app's pods.
@@ -243,6 +395,22 @@ pub fn app(v: &AppView) -> Markup {
                 }
             }
         }
+        section aria-labelledby="rollout" {
+            h2 #rollout { "Rollout" }
+            @for p in &v.rollout.pods {
+                p { "Pod " strong { (p.pod) } ", generation " (p.generation) " (" (p.state) "): " (p.message) }
+                @if let Some(c) = &p.canary { (canary_table(c)) }
+                @if let Some(sh) = &p.shadow { (shadow_table(sh)) }
+                @if v.may_roll_back && (p.canary.is_some() || p.shadow.is_some()) {
+                    form.inline method="post" action={ "/ui/apps/" (s.namespace) "/" (s.name) "/promote" } {
+                        button type="submit" { "Promote" }
+                    }
+                    form.inline method="post" action={ "/ui/apps/" (s.namespace) "/" (s.name) "/abort" } {
+                        button type="submit" { "Abort" }
+                    }
+                }
+            }
+        }
         section aria-labelledby="replicas" {
             h2 #replicas { "Replicas" }
             table {
@@ -293,6 +461,73 @@ pub fn app(v: &AppView) -> Markup {
         Some(&v.principal),
         body,
     )
+}
+
+/// A canary's step and both sides' figures.
+fn canary_table(c: &CanaryStatus) -> Markup {
+    let p99 = |us: Option<u64>| us.map_or_else(|| "–".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0));
+    html! {
+        p {
+            "Canary at step " (c.step) " of " (c.steps) ", taking " strong { (c.share) } " of requests"
+            @if !c.ready { " (its replica is not ready yet)" }
+            "."
+        }
+        table {
+            caption { "This step's figures" }
+            thead { tr {
+                th scope="col" { "Side" }
+                th scope="col" { "Generation" }
+                th scope="col" { "Requests" }
+                th scope="col" { "Failed" }
+                th scope="col" { "Failure rate" }
+                th scope="col" { "p99" }
+            } }
+            tbody {
+                @for (side, generation, f) in [("canary", c.generation, &c.canary), ("stable", c.stable_generation, &c.stable)] {
+                    tr {
+                        td { (side) }
+                        td { (generation) }
+                        td { (f.requests) }
+                        td { (f.errors) }
+                        td { (format!("{:.1}%", f.error_rate() * 100.0)) }
+                        td { (p99(f.p99_us)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A shadow's report and its first differences.
+fn shadow_table(sh: &ShadowStatus) -> Markup {
+    let r = &sh.report;
+    html! {
+        p {
+            "Shadow of generation " (sh.generation) " beside " (sh.stable_generation) ", copying " strong { (sh.share) } " of requests"
+            @if sh.finished { " (finished: promote or abort)" } @else if !sh.ready { " (its replica is not ready yet)" }
+            ": " (r.compared) " answers compared, " (r.status_differed) " with another status, "
+            (r.body_differed) " with another body."
+        }
+        @if !r.examples.is_empty() {
+            table {
+                caption { "First differences" }
+                thead { tr {
+                    th scope="col" { "Request" }
+                    th scope="col" { "Stable" }
+                    th scope="col" { "Shadow" }
+                } }
+                tbody {
+                    @for d in &r.examples {
+                        tr {
+                            td { code { (d.request) } }
+                            td { (d.stable_status) " " code { (d.stable_body) } }
+                            td { (d.shadow_status) " " code { (d.shadow_body) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn pod_state(state: &PodState) -> String {
