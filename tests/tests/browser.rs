@@ -217,7 +217,10 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
         assert!(hosts.contains("default/hello/web-0"), "{hosts}");
         let violations = accessibility_violations(&client).await;
         assert!(violations.is_empty(), "hosts: {violations:?}");
-        client.goto(&format!("{base}/ui/namespaces/default")).await.unwrap();
+        client
+            .goto(&format!("{base}/ui/namespaces/default"))
+            .await
+            .unwrap();
         let namespace = until_shown(&client, "Quota and usage").await;
         assert!(namespace.contains("/ui/apps/default/hello"), "{namespace}");
         let violations = accessibility_violations(&client).await;

@@ -285,7 +285,9 @@ fn canaries_roll_back_on_failures_go_through_their_steps_and_can_be_overridden()
     // Who may only look cannot override.
     let viewer = cluster.token("reader", "view", Some("default")).unwrap();
     for verb in ["abort", "promote"] {
-        let refused = cluster.shoal_as(&viewer, &["rollout", verb, "web"]).unwrap();
+        let refused = cluster
+            .shoal_as(&viewer, &["rollout", verb, "web"])
+            .unwrap();
         assert_ne!(refused.code, Some(0), "{verb}");
         assert!(refused.stderr.contains("rollout"), "{verb}: {refused:?}");
     }

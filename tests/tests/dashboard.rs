@@ -160,8 +160,17 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     }
     let namespace = page(api, "/ui/namespaces/default", &admin);
     assert_eq!(namespace.status, 200, "{namespace:?}");
-    for shown in ["Quota and usage", "Replicas", "no limit", "/ui/apps/default/hello"] {
-        assert!(namespace.body.contains(shown), "{shown} not in {}", namespace.body);
+    for shown in [
+        "Quota and usage",
+        "Replicas",
+        "no limit",
+        "/ui/apps/default/hello",
+    ] {
+        assert!(
+            namespace.body.contains(shown),
+            "{shown} not in {}",
+            namespace.body
+        );
     }
     let missing = page(api, "/ui/namespaces/nowhere", &admin);
     assert_eq!(missing.status, 404, "{missing:?}");
@@ -303,7 +312,11 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
         assert!(app.body.contains(shown), "{shown} not in {}", app.body);
     }
     let shown = page(api, "/ui/apps/default/hello", &reader);
-    assert!(shown.body.contains("Canary at step 1 of 1"), "{}", shown.body);
+    assert!(
+        shown.body.contains("Canary at step 1 of 1"),
+        "{}",
+        shown.body
+    );
     assert!(!shown.body.contains("Abort"), "{}", shown.body);
     let abort = "/ui/apps/default/hello/abort";
     let forged = send_form(api, abort, &reader, "same-origin", "");
@@ -311,10 +324,10 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     let aborted = send_form(api, abort, &admin, "same-origin", "");
     assert_eq!(aborted.status, 303, "{aborted:?}");
     cluster
-        .wait_until("the canary gone from the page", LIMIT, |_| {
+        .wait_until("the canary gone", LIMIT, |c| {
             let app = page(api, "/ui/apps/default/hello", &admin);
-            Ok((!app.body.contains("Canary at step") && !app.body.contains("web-canary"))
-                .then_some(()))
+            let running = c.pods()?.iter().any(|p| p.id.is_canary());
+            Ok((!app.body.contains("Canary at step") && !running).then_some(()))
         })
         .unwrap();
 

@@ -274,11 +274,31 @@ pub fn namespace(v: &NamespaceView) -> Markup {
     let u = &v.info.usage;
     let limit = |l: Option<String>| l.unwrap_or_else(|| "no limit".into());
     let rows = [
-        ("Replicas", u.replicas.to_string(), limit(q.replicas.map(|n| n.to_string()))),
-        ("Memory", u.memory.to_string(), limit(q.memory.map(|b| b.to_string()))),
-        ("Component bytes", u.component_bytes.to_string(), limit(q.component_bytes.map(|b| b.to_string()))),
-        ("Storage", u.storage.to_string(), limit(q.storage.map(|b| b.to_string()))),
-        ("Secrets", u.secrets.to_string(), limit(q.secrets.map(|n| n.to_string()))),
+        (
+            "Replicas",
+            u.replicas.to_string(),
+            limit(q.replicas.map(|n| n.to_string())),
+        ),
+        (
+            "Memory",
+            u.memory.to_string(),
+            limit(q.memory.map(|b| b.to_string())),
+        ),
+        (
+            "Component bytes",
+            u.component_bytes.to_string(),
+            limit(q.component_bytes.map(|b| b.to_string())),
+        ),
+        (
+            "Storage",
+            u.storage.to_string(),
+            limit(q.storage.map(|b| b.to_string())),
+        ),
+        (
+            "Secrets",
+            u.secrets.to_string(),
+            limit(q.secrets.map(|n| n.to_string())),
+        ),
     ];
     let body = html! {
         section aria-labelledby="quota" {
@@ -332,7 +352,11 @@ pub fn namespace(v: &NamespaceView) -> Markup {
             }
         }
     };
-    page(&format!("Namespace {}", v.info.name), Some(&v.principal), body)
+    page(
+        &format!("Namespace {}", v.info.name),
+        Some(&v.principal),
+        body,
+    )
 }
 
 /// Replicas running over wanted, summed over an app's pods.
@@ -465,7 +489,12 @@ pub fn app(v: &AppView) -> Markup {
 
 /// A canary's step and both sides' figures.
 fn canary_table(c: &CanaryStatus) -> Markup {
-    let p99 = |us: Option<u64>| us.map_or_else(|| "–".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0));
+    let p99 = |us: Option<u64>| {
+        us.map_or_else(
+            || "–".to_string(),
+            |us| format!("{:.1} ms", us as f64 / 1000.0),
+        )
+    };
     html! {
         p {
             "Canary at step " (c.step) " of " (c.steps) ", taking " strong { (c.share) } " of requests"
