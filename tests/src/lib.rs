@@ -554,7 +554,23 @@ impl Load {
     /// `path` becomes a number of its own in each request (client and
     /// count), so that no two requests ask for the same thing.
     pub fn start(ingresses: Vec<SocketAddr>, path: &str, clients: usize) -> Load {
+        Load::start_paced(ingresses, path, clients, None)
+    }
+
+    /// [`Load::start`], sending at most `per_second` requests a second in
+    /// all when given: a long run then stays within the ports a machine
+    /// has for new connections (each request is a connection of its own).
+    pub fn start_paced(
+        ingresses: Vec<SocketAddr>,
+        path: &str,
+        clients: usize,
+        per_second: Option<u32>,
+    ) -> Load {
         use std::sync::atomic::Ordering;
+        // Each client's gap between requests.
+        let gap = per_second
+            .filter(|n| *n > 0)
+            .map(|n| Duration::from_secs_f64(clients.max(1) as f64 / f64::from(n)));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients = (0..clients)
             .map(|client| {
@@ -562,7 +578,14 @@ impl Load {
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     let mut i = 0usize;
+                    let began = std::time::Instant::now();
                     while !stop.load(Ordering::Relaxed) {
+                        if let Some(gap) = gap {
+                            let due = began + gap * u32::try_from(i).unwrap_or(u32::MAX);
+                            std::thread::sleep(
+                                due.saturating_duration_since(std::time::Instant::now()),
+                            );
+                        }
                         let addr = ingresses[i % ingresses.len()];
                         let path = path.replace("{n}", &format!("{client}-{i}"));
                         i += 1;

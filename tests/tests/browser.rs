@@ -244,6 +244,22 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
         until_shown(&client, "default/hello/web-2").await;
         until_shown(&client, "3 of 3").await;
 
+        // The replica table follows a change made elsewhere without a
+        // reload: a fourth replica from the command line shows up.
+        cluster.ok(&["scale", "hello/web", "4"]).unwrap();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let source = client.source().await.unwrap();
+            if source.contains("default/hello/web-3") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "web-3 never showed without a reload: {source}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
         // A new version, then undo from the page: the earlier one is back.
         let v2 = cluster.spec("hello.toml", &hello("v2")).unwrap();
         cluster.ok(&["apply", &v2, "--wait"]).unwrap();
@@ -257,6 +273,12 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
             detail.contains("\"v1\"") && !detail.contains("\"v2\""),
             "{detail}"
         );
+        // What the undo changed, from the app's page.
+        click(&client, "a[href='/ui/apps/default/hello/revisions']").await;
+        let diff = until_shown(&client, "Revisions kept").await;
+        assert!(diff.contains("<del>"), "{diff}");
+        let violations = accessibility_violations(&client).await;
+        assert!(violations.is_empty(), "revisions: {violations:?}");
 
         // A worker's page follows its logs live: a line the component
         // prints on an invocation arrives without a reload, and the filter

@@ -100,8 +100,11 @@ fn greeting(r: &HttpReply) -> &str {
     r.body.split('!').next().unwrap_or("")
 }
 
+/// Continuous load: 4 clients, 800 requests a second in all (each a
+/// connection of its own: unpaced, a run of this length would use up the
+/// machine's ports for new connections).
 fn load(ingresses: &[SocketAddr]) -> Load {
-    Load::start(ingresses.to_vec(), "/r?n={n}", 4)
+    Load::start_paced(ingresses.to_vec(), "/r?n={n}", 4, Some(800))
 }
 
 /// "E of R requests failed" in `message`, first found.

@@ -288,6 +288,24 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     assert_eq!(undone.status, 303, "{undone:?}");
     let app = page(api, "/ui/apps/default/hello", &admin);
     assert!(app.body.contains("rolled_back"), "{}", app.body);
+    // What each revision changed, line by line: the undo took v2 away.
+    let revisions = page(api, "/ui/apps/default/hello/revisions", &admin);
+    assert_eq!(revisions.status, 200, "{revisions:?}");
+    assert!(
+        revisions
+            .body
+            .contains("<del>- GREETING = &quot;v2&quot;</del>")
+            || revisions.body.contains("<del>- GREETING = \"v2\"</del>"),
+        "{}",
+        revisions.body
+    );
+    assert!(
+        revisions.body.contains("Revisions kept"),
+        "{}",
+        revisions.body
+    );
+    let unknown = page(api, "/ui/apps/default/hello/revisions?to=999", &admin);
+    assert_eq!(unknown.status, 400, "{unknown:?}");
     let detail = cluster
         .ok(&["describe", "app", "hello", "-o", "json"])
         .unwrap();

@@ -81,8 +81,8 @@ fn drill(count: usize) {
         started.elapsed()
     );
 
-    // The dashboard's overview lists every app: how long the scheduler
-    // takes to answer it (printed for BENCHMARKS.md, not asserted).
+    // The dashboard's pages among every app: how long the scheduler takes
+    // to answer each (printed for BENCHMARKS.md, not asserted).
     let cookie = {
         let form = format!("token={token}");
         let api = shoal_tests::control::addr(port);
@@ -99,31 +99,50 @@ fn drill(count: usize) {
         let set = reply.header("set-cookie").unwrap();
         set.split(';').next().unwrap().to_string()
     };
-    let mut took = Vec::new();
-    for _ in 0..5 {
-        let api = shoal_tests::control::addr(port);
-        let asked = Instant::now();
-        let page = shoal_tests::http_request_with(
-            api,
-            &api.to_string(),
-            &[("Cookie", &cookie)],
-            "GET",
-            "/ui",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        took.push(asked.elapsed());
-        assert_eq!(page.status, 200);
-        assert!(
-            page.body
-                .contains(&format!("/ui/apps/default/d{}", count - 1))
+    let last = format!("/ui/apps/default/d{}", count - 1);
+    let pages = [
+        ("the overview", "/ui".to_string(), last.clone()),
+        (
+            "an app's page",
+            last.clone(),
+            format!("default/d{}/web-0", count - 1),
+        ),
+        (
+            "its revisions",
+            format!("{last}/revisions"),
+            "Revisions kept".into(),
+        ),
+        ("the hosts page", "/ui/hosts".into(), "Replicas on".into()),
+        (
+            "the namespace's page",
+            "/ui/namespaces/default".into(),
+            last.clone(),
+        ),
+    ];
+    for (what, path, shown) in pages {
+        let mut took = Vec::new();
+        for _ in 0..5 {
+            let api = shoal_tests::control::addr(port);
+            let asked = Instant::now();
+            let page = shoal_tests::http_request_with(
+                api,
+                &api.to_string(),
+                &[("Cookie", &cookie)],
+                "GET",
+                &path,
+                Duration::from_secs(30),
+            )
+            .unwrap();
+            took.push(asked.elapsed());
+            assert_eq!(page.status, 200, "{path}: {page:?}");
+            assert!(page.body.contains(&shown), "{shown} not on {path}");
+        }
+        took.sort();
+        println!(
+            "{what} among {count} apps: median {:?} to the last byte (of 5)",
+            took[2]
         );
     }
-    took.sort();
-    println!(
-        "the overview of {count} apps: median {:?} to the last byte (of 5)",
-        took[2]
-    );
 
     // Every route answers through the dense host's ingress; a sample
     // through another host's, which learns the routes from the route

@@ -1,12 +1,17 @@
 // Shoal's dashboard: the live parts. Every <pre data-src> follows the
 // newline-delimited JSON log stream at its data-src and shows each line as
 // it arrives; the input named by its data-filter hides lines without the
-// text typed. The page reads without this script; it only adds the live view.
+// text typed. Every <section data-refresh> is read again from the page's
+// own address each second and replaced, unless something in it has the
+// focus. The page reads without this script; it only adds the live parts.
 "use strict";
+
+// The indexes of a pod's canary and shadow replicas (u32::MAX and one less).
+const EXTRA = { 4294967295: "canary", 4294967294: "shadow" };
 
 function show(entry) {
   const replica = entry.replica
-    ? `${entry.replica.pod}-${entry.replica.index}`
+    ? `${entry.replica.pod}-${EXTRA[entry.replica.index] ?? entry.replica.index}`
     : "";
   const line = document.createElement("div");
   line.className = `log ${entry.stream || ""}`;
@@ -59,4 +64,29 @@ async function follow(pre) {
 
 for (const pre of document.querySelectorAll("pre[data-src]")) {
   follow(pre);
+}
+
+const REFRESH_MS = 1000;
+
+async function refresh(sections) {
+  if (document.hidden) return;
+  let page;
+  try {
+    const response = await fetch(location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    page = new DOMParser().parseFromString(await response.text(), "text/html");
+  } catch (e) {
+    return;
+  }
+  for (const section of sections) {
+    const fresh = page.getElementById(section.id);
+    if (fresh && !section.contains(document.activeElement) && fresh.innerHTML !== section.innerHTML) {
+      section.innerHTML = fresh.innerHTML;
+    }
+  }
+}
+
+const live = [...document.querySelectorAll("section[data-refresh][id]")];
+if (live.length) {
+  setInterval(() => refresh(live), REFRESH_MS);
 }

@@ -47,6 +47,7 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/ui", get(overview))
         .route("/ui/apps/{namespace}/{name}", get(app_page))
+        .route("/ui/apps/{namespace}/{name}/revisions", get(revisions_page))
         .route("/ui/hosts", get(hosts_page))
         .route("/ui/namespaces/{name}", get(namespace_page))
         .route("/ui/apps/{namespace}/{name}/scale", post(scale))
@@ -182,6 +183,75 @@ async fn overview(State(shared): State<Arc<Shared>>, guard: Guard) -> Response {
     let page = pages::overview(&view);
     tracing::debug!(took = ?started.elapsed(), "rendered the overview");
     page.into_response()
+}
+
+/// Which two revisions the revisions page compares.
+#[derive(Deserialize)]
+struct Compare {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+/// An app's stored revisions, and what changed between two of them (by
+/// default the one before the current and the current).
+async fn revisions_page(
+    State(shared): State<Arc<Shared>>,
+    guard: Guard,
+    Path((namespace, name)): Path<(String, String)>,
+    axum::extract::Query(compare): axum::extract::Query<Compare>,
+) -> Response {
+    if let Err(f) = guard.allow_app(Verb::Get, &namespace, &name) {
+        return refused(f);
+    }
+    let key = {
+        let state = shared.state();
+        let Some(app) = state.apps.get(&format!("{namespace}.{name}")) else {
+            return refused(
+                crate::SchedulerError::NotFound(format!("no app {namespace}/{name}")).into(),
+            );
+        };
+        subjects::app_key(&app.stored.spec.namespace, &app.stored.spec.name)
+    };
+    let history = match shared.store.app_history(&key).await {
+        Ok(history) => history,
+        Err(e) => return refused(e.into()),
+    };
+    let Some(last) = history.last().map(|(r, _, _)| *r) else {
+        return refused(
+            crate::SchedulerError::NotFound(format!("no app {namespace}/{name}")).into(),
+        );
+    };
+    let to = compare.to.unwrap_or(last);
+    let from = compare
+        .from
+        .or_else(|| history.iter().map(|(r, _, _)| *r).filter(|r| *r < to).max());
+    let text = |revision: Option<u64>| {
+        history
+            .iter()
+            .find(|(r, _, _)| Some(*r) == revision)
+            .map(|(_, _, stored)| pages::spec_text(stored))
+    };
+    let Some(after) = text(Some(to)) else {
+        return refused(crate::api::guard::invalid(format!(
+            "revision {to} of {namespace}/{name} is not kept: the list below shows those that are"
+        )));
+    };
+    let before = text(from).unwrap_or_default();
+    let view = pages::RevisionsView {
+        principal: guard.caller().principal.name.to_string(),
+        namespace,
+        name,
+        revisions: history
+            .iter()
+            .rev()
+            .map(|(r, at, stored)| (*r, *at, stored.cause.clone()))
+            .collect(),
+        from,
+        to,
+        diff: pages::line_diff(&before, &after),
+        now_ms: shoal_api::wire::now_ms(),
+    };
+    pages::revisions(&view).into_response()
 }
 
 /// The most replicas the hosts page lists for one host: a host of ten

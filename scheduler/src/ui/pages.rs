@@ -52,6 +52,122 @@ pub struct AppView {
     pub now_ms: u64,
 }
 
+/// What the revisions page shows.
+pub struct RevisionsView {
+    /// Who is signed in.
+    pub principal: String,
+    /// The app's namespace.
+    pub namespace: String,
+    /// The app.
+    pub name: String,
+    /// Every kept revision, newest first: number, when, why.
+    pub revisions: Vec<(u64, u64, String)>,
+    /// The revision compared from (none: the first).
+    pub from: Option<u64>,
+    /// The revision compared to.
+    pub to: u64,
+    /// What changed, line by line.
+    pub diff: Vec<DiffLine>,
+    /// Now, for ages.
+    pub now_ms: u64,
+}
+
+/// One line of a diff.
+pub enum DiffLine {
+    /// In both.
+    Same(String),
+    /// Only in the later revision.
+    Added(String),
+    /// Only in the earlier one.
+    Removed(String),
+}
+
+/// A stored revision as text to compare: its spec as TOML (JSON if it
+/// cannot be written as TOML), then its components' digests.
+pub fn spec_text(stored: &crate::state::StoredApp) -> String {
+    let mut text = toml::to_string_pretty(&stored.spec)
+        .or_else(|_| serde_json::to_string_pretty(&stored.spec))
+        .unwrap_or_default();
+    text.push_str("\n# component bytes (sha256)\n");
+    for (name, digest) in &stored.digests {
+        text.push_str(&format!("{name} = {}\n", digest.to_hex()));
+    }
+    text
+}
+
+/// The lines of `after` against `before`.
+pub fn line_diff(before: &str, after: &str) -> Vec<DiffLine> {
+    similar::TextDiff::from_lines(before, after)
+        .iter_all_changes()
+        .map(|change| {
+            let line = change.value().trim_end_matches('\n').to_string();
+            match change.tag() {
+                similar::ChangeTag::Equal => DiffLine::Same(line),
+                similar::ChangeTag::Insert => DiffLine::Added(line),
+                similar::ChangeTag::Delete => DiffLine::Removed(line),
+            }
+        })
+        .collect()
+}
+
+/// An app's revisions and what changed between two.
+pub fn revisions(v: &RevisionsView) -> Markup {
+    let app = format!("/ui/apps/{}/{}", v.namespace, v.name);
+    let body = html! {
+        p { a href=(app) { "Back to " (v.namespace) "/" (v.name) } }
+        section aria-labelledby="diff" {
+            h2 #diff {
+                @match v.from {
+                    Some(from) => { "Revision " (from) " to " (v.to) }
+                    None => { "Revision " (v.to) }
+                }
+            }
+            @if v.diff.iter().all(|l| matches!(l, DiffLine::Same(_))) && v.from.is_some() {
+                p.quiet { "The two revisions hold the same spec." }
+            }
+            pre.diff {
+                @for line in &v.diff {
+                    @match line {
+                        DiffLine::Same(l) => { span.same { "  " (l) } "\n" }
+                        DiffLine::Added(l) => { ins { "+ " (l) } "\n" }
+                        DiffLine::Removed(l) => { del { "- " (l) } "\n" }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="kept" {
+            h2 #kept { "Revisions kept" }
+            table {
+                thead { tr {
+                    th scope="col" { "Revision" }
+                    th scope="col" { "Age" }
+                    th scope="col" { "Why" }
+                    th scope="col" { "Compare" }
+                } }
+                tbody {
+                    @for (r, at, cause) in &v.revisions {
+                        tr {
+                            td { (r) }
+                            td { (age(v.now_ms, *at)) }
+                            td { (cause) }
+                            td {
+                                @if let Some(before) = v.revisions.iter().map(|(x, _, _)| *x).filter(|x| x < r).max() {
+                                    a href={ (app) "/revisions?from=" (before) "&to=" (r) } { "with " (before) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        &format!("Revisions of {}/{}", v.namespace, v.name),
+        Some(&v.principal),
+        body,
+    )
+}
+
 /// What the hosts page shows.
 pub struct HostsView {
     /// Who is signed in.
@@ -376,7 +492,10 @@ fn running(a: &AppSummary) -> String {
 pub fn app(v: &AppView) -> Markup {
     let s = &v.summary;
     let body = html! {
-        p { "Status " span class={ "status " (s.status) } { (s.status) } ", revision " (s.revision) "." }
+        p {
+            "Status " span class={ "status " (s.status) } { (s.status) } ", revision " (s.revision) ". "
+            a href={ "/ui/apps/" (s.namespace) "/" (s.name) "/revisions" } { "What changed in revision " (s.revision) }
+        }
         @if v.may_roll_back {
             form.inline method="post" action={ "/ui/apps/" (s.namespace) "/" (s.name) "/undo" } {
                 button type="submit" { "Undo the last rollout" }
@@ -419,7 +538,7 @@ pub fn app(v: &AppView) -> Markup {
                 }
             }
         }
-        section aria-labelledby="rollout" {
+        section #rollout-section data-refresh aria-labelledby="rollout" {
             h2 #rollout { "Rollout" }
             @for p in &v.rollout.pods {
                 p { "Pod " strong { (p.pod) } ", generation " (p.generation) " (" (p.state) "): " (p.message) }
@@ -435,7 +554,7 @@ pub fn app(v: &AppView) -> Markup {
                 }
             }
         }
-        section aria-labelledby="replicas" {
+        section #replicas-section data-refresh aria-labelledby="replicas" {
             h2 #replicas { "Replicas" }
             table {
                 thead { tr {
