@@ -84,8 +84,9 @@ impl LoadedComponent {
             .header(hyper::header::HOST, "localhost")
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("cannot build a GET of {path}: {e}"))?;
+        let call = CallContext::new(self.name().into(), unexported(None), None);
         let response = self
-            .handle_http(request)
+            .probe_http(request, &call)
             .await
             .map_err(|e| format!("GET {path} failed: {e}"))?;
         let status = response.status();

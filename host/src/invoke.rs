@@ -182,6 +182,21 @@ impl LoadedComponent {
         })
     }
 
+    /// Serves one HTTP request as [`handle_http`](Self::handle_http) does,
+    /// without counting it as an invocation: a health probe's `GET`, which
+    /// must not weigh in `shoal top`, load or a canary's figures.
+    pub(crate) async fn probe_http<B>(
+        &self,
+        request: hyper::Request<B>,
+        call: &Arc<CallContext>,
+    ) -> Result<HttpResponse, InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        self.handle_http_once(request, call).await
+    }
+
     async fn handle_http_once<B>(
         &self,
         request: hyper::Request<B>,
