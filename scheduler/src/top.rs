@@ -119,6 +119,34 @@ impl History {
     }
 }
 
+impl History {
+    /// The counters' difference between the samples last before `from_ms`
+    /// and `to_ms` (or the first one, for a replica that started since).
+    fn between(&self, from_ms: u64, to_ms: u64) -> Option<ReplicaStats> {
+        let last = self.samples.iter().rev().find(|s| s.at_ms <= to_ms)?;
+        let first = self
+            .samples
+            .iter()
+            .rev()
+            .find(|s| s.at_ms <= from_ms)
+            .or_else(|| self.samples.front())?;
+        (first.at_ms < last.at_ms).then(|| last.stats.since(&first.stats))
+    }
+}
+
+/// One point of a chart: what a set of replicas did over one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The step's end, in ms since the epoch.
+    pub at_ms: u64,
+    /// Invocations a second.
+    pub invocations_per_s: f64,
+    /// Failures a second (errors, traps, HTTP answers of 500 or more).
+    pub errors_per_s: f64,
+    /// The 99th percentile duration (bucket bound), in ms.
+    pub p99_ms: Option<f64>,
+}
+
 /// Every replica's history.
 #[derive(Debug, Default)]
 pub struct Top {
@@ -165,6 +193,45 @@ impl Top {
             .filter_map(|(id, h)| {
                 let (delta, seconds, load) = h.over(window, now_ms)?;
                 Some(row(id.to_string(), &delta, seconds, load))
+            })
+            .collect()
+    }
+
+    /// `points` points `step` apart ending at `now_ms`, each summing what
+    /// the replicas `keep` accepts did over its step: the dashboard's
+    /// charts.
+    pub fn series(
+        &self,
+        keep: impl Fn(&ReplicaId) -> bool,
+        now_ms: u64,
+        step: Duration,
+        points: usize,
+    ) -> Vec<Point> {
+        let step_ms = ms(step).max(1);
+        let kept: Vec<&History> = self
+            .replicas
+            .iter()
+            .filter(|(id, _)| keep(id))
+            .map(|(_, h)| h)
+            .collect();
+        (0..points)
+            .rev()
+            .map(|back| {
+                let to = now_ms.saturating_sub(back as u64 * step_ms);
+                let from = to.saturating_sub(step_ms);
+                let mut sum = ReplicaStats::default();
+                for h in &kept {
+                    if let Some(delta) = h.between(from, to) {
+                        sum.add(&delta);
+                    }
+                }
+                let seconds = step_ms as f64 / 1000.0;
+                Point {
+                    at_ms: to,
+                    invocations_per_s: sum.invocations as f64 / seconds,
+                    errors_per_s: sum.errors as f64 / seconds,
+                    p99_ms: sum.quantile(0.99).map(|d| d.as_secs_f64() * 1000.0),
+                }
             })
             .collect()
     }
@@ -257,5 +324,34 @@ mod tests {
             row.invocations_per_s
         );
         assert_eq!(row.peak_memory, 900, "the replaced beat's peak is kept");
+    }
+
+    #[test]
+    fn a_series_sums_each_step_of_the_replicas_kept() {
+        let host = HostId::new("h1").unwrap();
+        let mut top = Top::default();
+        let start = 1_000_000u64;
+        // 10 invocations a second for 60 s, a beat a second.
+        for s in 0..=60u64 {
+            top.record(&host, &[status(s * 10, 1)], start + s * 1000);
+        }
+        let points = top.series(|_| true, start + 60_000, Duration::from_secs(30), 3);
+        assert_eq!(points.len(), 3);
+        assert_eq!(points[2].at_ms, start + 60_000);
+        assert!(
+            (points[2].invocations_per_s - 10.0).abs() < 0.01,
+            "{points:?}"
+        );
+        assert!(
+            (points[1].invocations_per_s - 10.0).abs() < 0.01,
+            "{points:?}"
+        );
+        // Before the replica's first beat: nothing.
+        assert_eq!(points[0].invocations_per_s, 0.0, "{points:?}");
+        assert!(
+            top.series(|_| false, start + 60_000, Duration::from_secs(30), 3)
+                .iter()
+                .all(|p| p.invocations_per_s == 0.0)
+        );
     }
 }

@@ -228,6 +228,12 @@ pub const TOP_COARSE: Duration = Duration::from_secs(10);
 /// many times a second.
 pub const TOP_SPACING: Duration = Duration::from_millis(250);
 
+/// The dashboard's charts: one point per this much ...
+pub const CHART_STEP: Duration = Duration::from_secs(30);
+
+/// ... this many points back (ten minutes, within [`TOP_HISTORY`]).
+pub const CHART_POINTS: usize = 20;
+
 /// The window `shoal top` shows without `--since`: the last beats.
 pub const TOP_WINDOW: Duration = Duration::from_secs(2);
 

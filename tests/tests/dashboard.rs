@@ -59,7 +59,7 @@ fn sign_in(api: SocketAddr, token: &str) -> String {
 #[test]
 fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_only() {
     let mut cluster = Cluster::start().unwrap();
-    cluster.start_host("h1", "zone=a").unwrap();
+    let ingress = cluster.start_host("h1", "zone=a").unwrap();
     let api: SocketAddr = format!("127.0.0.1:{}", cluster.scheduler_ports()[0])
         .parse()
         .unwrap();
@@ -150,6 +150,22 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     ] {
         assert!(app.body.contains(shown), "{shown} not in {}", app.body);
     }
+
+    // The app's activity chart shows requests its replicas served.
+    assert!(app.body.contains("Invocations a second"), "{}", app.body);
+    for i in 0..30 {
+        let r = shoal_tests::http_request(ingress, "GET", &format!("/hello/{i}"), LIMIT).unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    cluster
+        .wait_until("the requests on the chart", LIMIT, |_| {
+            let app = page(api, "/ui/apps/default/hello", &admin);
+            Ok((!app
+                .body
+                .contains("Invocations a second</strong>: latest 0.0/s"))
+            .then_some(()))
+        })
+        .unwrap();
 
     // The hosts page lists each host's replicas; a namespace's page its
     // quota, usage and apps.

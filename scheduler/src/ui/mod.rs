@@ -372,6 +372,12 @@ async fn app_page(
             principal: guard.caller().principal.name.to_string(),
             summary: crate::api::summary(&state, app, &copies),
             rollout: crate::rollout::status(&state, app, Instant::now()),
+            charts: state.top.series(
+                |id| id.namespace == spec.namespace && id.app == spec.name,
+                shoal_api::wire::now_ms(),
+                crate::tunables::CHART_STEP,
+                crate::tunables::CHART_POINTS,
+            ),
             spec: spec.clone(),
             pods: crate::api::pods_of(&state, app, &copies),
             events,

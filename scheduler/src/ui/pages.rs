@@ -42,6 +42,8 @@ pub struct AppView {
     /// Where its rollout stands, pod by pod (a canary's or shadow's
     /// figures among it).
     pub rollout: RolloutStatus,
+    /// What its replicas did lately, step by step, oldest first.
+    pub charts: Vec<crate::top::Point>,
     /// Its spec.
     pub spec: AppSpec,
     /// Every replica copy, or its pending entry.
@@ -538,6 +540,16 @@ pub fn app(v: &AppView) -> Markup {
                 }
             }
         }
+        section #activity-section data-refresh aria-labelledby="activity" {
+            h2 #activity { "Activity" }
+            p.quiet { "Each point is " (crate::tunables::CHART_STEP.as_secs()) " s of every replica's invocations, over the last "
+                (crate::tunables::CHART_STEP.as_secs() * v.charts.len() as u64 / 60) " minutes." }
+            div.charts {
+                (chart("Invocations a second", "/s", &v.charts.iter().map(|p| p.invocations_per_s).collect::<Vec<_>>()))
+                (chart("Failures a second", "/s", &v.charts.iter().map(|p| p.errors_per_s).collect::<Vec<_>>()))
+                (chart("p99 duration", " ms", &v.charts.iter().map(|p| p.p99_ms.unwrap_or(0.0)).collect::<Vec<_>>()))
+            }
+        }
         section #rollout-section data-refresh aria-labelledby="rollout" {
             h2 #rollout { "Rollout" }
             @for p in &v.rollout.pods {
@@ -604,6 +616,41 @@ pub fn app(v: &AppView) -> Markup {
         Some(&v.principal),
         body,
     )
+}
+
+/// A small line chart of `values` (oldest first), its latest value and
+/// highest in words beside it, for a screen reader as well.
+fn chart(title: &str, unit: &str, values: &[f64]) -> Markup {
+    const W: f64 = 240.0;
+    const H: f64 = 48.0;
+    let highest = values.iter().copied().fold(0.0_f64, f64::max);
+    let latest = values.last().copied().unwrap_or(0.0);
+    let step = if values.len() > 1 {
+        W / (values.len() - 1) as f64
+    } else {
+        W
+    };
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let y = if highest > 0.0 {
+                H - 2.0 - (v / highest) * (H - 4.0)
+            } else {
+                H - 2.0
+            };
+            format!("{:.1},{:.1}", i as f64 * step, y)
+        })
+        .collect();
+    let words = format!("latest {latest:.1}{unit}, highest {highest:.1}{unit}");
+    html! {
+        figure.chart {
+            svg role="img" aria-label={ (title) ": " (words) } viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) {
+                polyline points=(points.join(" ")) fill="none" stroke="currentColor" stroke-width="2" {}
+            }
+            figcaption { strong { (title) } ": " (words) }
+        }
+    }
 }
 
 /// A canary's step and both sides' figures.
