@@ -180,7 +180,7 @@ async fn screenshot(client: &Client, cluster: &Cluster, name: &str) {
 #[test]
 fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
     let mut cluster = Cluster::start().unwrap();
-    cluster.start_host("h1", "zone=a").unwrap();
+    let ingress = cluster.start_host("h1", "zone=a").unwrap();
     let hello = |greeting: &str| {
         format!(
             "name = \"hello\"\n[components.web]\nsource = \"SOURCE(hello-http)\"\nkind = \"http\"\nroute = \"/hello\"\nreplicas = 2\nenv = {{ GREETING = \"{greeting}\" }}\n"
@@ -228,10 +228,19 @@ fn in_a_real_browser_sign_in_see_scale_undo_and_a_viewer_gets_no_buttons() {
         client.goto(&format!("{base}/ui")).await.unwrap();
         until_shown(&client, "/ui/apps/default/hello").await;
 
-        // Open the app: its two replicas, on h1.
+        // Some requests, for the activity chart.
+        for i in 0..60 {
+            let path = format!("/hello/{i}");
+            let r = shoal_tests::http_request(ingress, "GET", &path, LIMIT).unwrap();
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+        // Open the app: its two replicas, on h1, and the requests served.
         click(&client, "a[href='/ui/apps/default/hello']").await;
-        let app = until_shown(&client, "default/hello/web-1").await;
-        assert!(app.contains("2 of 2"), "{app}");
+        let app = until_shown(&client, "latest 2.0/s").await;
+        assert!(
+            app.contains("default/hello/web-1") && app.contains("2 of 2"),
+            "{app}"
+        );
         let violations = accessibility_violations(&client).await;
         assert!(violations.is_empty(), "app: {violations:?}");
         screenshot(&client, &cluster, "app.png").await;
