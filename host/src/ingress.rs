@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use shoal_api::subjects;
-use shoal_api::wire::{Activate, HostId, ReplicaId, RouteEntry};
+use shoal_api::wire::{Activate, CanaryRoute, HostId, ReplicaId, RouteEntry};
 
 use crate::component::LoadedComponent;
 use crate::http::{Routes, Target};
@@ -258,31 +258,10 @@ impl IngressRoutes {
     /// the canary's subject reaches it on its host.
     fn canary_target(&self, at: &RouteKey) -> Option<Target> {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-        let (key, entry) = table
-            .index
-            .get(at)?
-            .iter()
-            .filter_map(|k| Some((k, table.entries.get(k)?)))
-            .filter(|(_, e)| e.canary.as_ref().is_some_and(|c| !c.ready_on.is_empty()))
-            .min_by(|(_, a), (_, b)| {
-                (&a.route.namespace, &a.route.app).cmp(&(&b.route.namespace, &b.route.app))
-            })?;
-        let canary = entry.canary.as_ref()?;
-        let n = table.splits.get(key)?.fetch_add(1, Ordering::Relaxed);
-        if !canary.share.picks(n) {
-            return None;
-        }
+        let (_, entry, canary) = picked(&table, at, |e| e.canary.as_ref())?;
         let r = &entry.route;
-        let local = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let here = local.get(at).into_iter().flatten().find(|c| {
-            c.ready
-                && c.replica.is_canary()
-                && c.replica.namespace == r.namespace
-                && c.replica.app == r.app
-                && c.component_name == r.component
-        });
-        if let Some(copy) = here {
-            return Some(Target::Local(copy.component.clone()));
+        if let Some(here) = self.local_extra(at, r, ReplicaId::is_canary) {
+            return Some(Target::Local(here));
         }
         let (me, nats) = self.cluster.as_ref()?;
         canary
@@ -303,34 +282,13 @@ impl IngressRoutes {
     /// and this request is one of its share.
     fn shadow_copy(&self, at: &RouteKey) -> Option<ShadowCopy> {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-        let (key, entry) = table
-            .index
-            .get(at)?
-            .iter()
-            .filter_map(|k| Some((k, table.entries.get(k)?)))
-            .filter(|(_, e)| e.shadow.as_ref().is_some_and(|c| !c.ready_on.is_empty()))
-            .min_by(|(_, a), (_, b)| {
-                (&a.route.namespace, &a.route.app).cmp(&(&b.route.namespace, &b.route.app))
-            })?;
-        let shadow = entry.shadow.as_ref()?;
-        let n = table.splits.get(key)?.fetch_add(1, Ordering::Relaxed);
-        if !shadow.share.picks(n) {
-            return None;
-        }
+        let (key, entry, shadow) = picked(&table, at, |e| e.shadow.as_ref())?;
         let r = &entry.route;
         let name = format!("{}/{}/{} (shadow)", r.namespace, r.app, r.component);
         let tally = table.shadows.get(key)?.clone();
-        let local = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let here = local.get(at).into_iter().flatten().find(|c| {
-            c.ready
-                && c.replica.is_shadow()
-                && c.replica.namespace == r.namespace
-                && c.replica.app == r.app
-                && c.component_name == r.component
-        });
-        if let Some(copy) = here {
+        if let Some(here) = self.local_extra(at, r, ReplicaId::is_shadow) {
             return Some(ShadowCopy {
-                local: Some(copy.component.clone()),
+                local: Some(here),
                 remote: None,
                 name,
                 tally,
@@ -346,6 +304,29 @@ impl IngressRoutes {
             name,
             tally,
         })
+    }
+
+    /// A ready local replica of `r`'s component at `at` that `extra` picks
+    /// (the canary or the shadow).
+    fn local_extra(
+        &self,
+        at: &RouteKey,
+        r: &shoal_api::wire::HttpRoute,
+        extra: fn(&ReplicaId) -> bool,
+    ) -> Option<Arc<LoadedComponent>> {
+        let local = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        local
+            .get(at)
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c.ready
+                    && extra(&c.replica)
+                    && c.replica.namespace == r.namespace
+                    && c.replica.app == r.app
+                    && c.component_name == r.component
+            })
+            .map(|c| c.component.clone())
     }
 
     /// What copying requests to shadows showed so far, one report per
@@ -409,6 +390,29 @@ impl IngressRoutes {
             !copies.is_empty()
         });
     }
+}
+
+/// The route at `at` whose `side` (its canary or its shadow) has a ready
+/// replica, when this request is one of that side's share: its bucket key,
+/// entry and side. Several apps at one place: the same one each time.
+fn picked<'t>(
+    table: &'t Table,
+    at: &RouteKey,
+    side: impl Fn(&RouteEntry) -> Option<&CanaryRoute>,
+) -> Option<(&'t String, &'t RouteEntry, &'t CanaryRoute)> {
+    let (key, entry, split) = table
+        .index
+        .get(at)?
+        .iter()
+        .filter_map(|k| {
+            let entry = table.entries.get(k)?;
+            Some((k, entry, side(entry).filter(|s| !s.ready_on.is_empty())?))
+        })
+        .min_by(|(_, a, _), (_, b, _)| {
+            (&a.route.namespace, &a.route.app).cmp(&(&b.route.namespace, &b.route.app))
+        })?;
+    let n = table.splits.get(key)?.fetch_add(1, Ordering::Relaxed);
+    split.share.picks(n).then_some((key, entry, split))
 }
 
 /// How well a route matches: host-specific routes first, then the longest

@@ -291,6 +291,33 @@ pub struct Decision {
     pub promote: Option<Promotion>,
 }
 
+/// Starts the record of a canary (or shadow) of `generation` at `slot`
+/// unless it runs already; whether it started.
+pub(crate) fn begin(
+    state: &mut State,
+    slot: &(String, Name),
+    generation: u64,
+    now: Instant,
+) -> bool {
+    let fresh = state
+        .rollouts
+        .get(slot)
+        .is_none_or(|r| r.generation != generation || r.canary.is_none());
+    if fresh {
+        state.rollouts.insert(
+            slot.clone(),
+            crate::state::Rollout {
+                generation,
+                done: 0,
+                last_progress: now,
+                rolled_back: false,
+                canary: Some(CanaryProgress::default()),
+            },
+        );
+    }
+    fresh
+}
+
 /// Follows the canary of `pod` in one reconcile pass: starts its record,
 /// waits for its replica, judges its step, and decides what comes next.
 #[allow(clippy::too_many_arguments)]
@@ -307,22 +334,8 @@ pub fn track(
     let spec = &app.stored.spec;
     let generation = app.stored.generation(pod);
     let slot = (key.clone(), pod.clone());
-    let fresh = state
-        .rollouts
-        .get(&slot)
-        .is_none_or(|r| r.generation != generation || r.canary.is_none());
-    if fresh {
+    if begin(state, &slot, generation, now) {
         let steps: Vec<String> = rollout.steps.iter().map(Share::to_string).collect();
-        state.rollouts.insert(
-            slot.clone(),
-            crate::state::Rollout {
-                generation,
-                done: 0,
-                last_progress: now,
-                rolled_back: false,
-                canary: Some(CanaryProgress::default()),
-            },
-        );
         out.events.push(event(
             &spec.namespace,
             &spec.name,

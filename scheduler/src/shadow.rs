@@ -152,21 +152,7 @@ pub fn track(
     let spec = &app.stored.spec;
     let generation = app.stored.generation(pod);
     let slot = (key.clone(), pod.clone());
-    let fresh = state
-        .rollouts
-        .get(&slot)
-        .is_none_or(|r| r.generation != generation || r.canary.is_none());
-    if fresh {
-        state.rollouts.insert(
-            slot.clone(),
-            Rollout {
-                generation,
-                done: 0,
-                last_progress: now,
-                rolled_back: false,
-                canary: Some(CanaryProgress::default()),
-            },
-        );
+    if crate::canary::begin(state, &slot, generation, now) {
         out.events.push(event(
             &spec.namespace,
             &spec.name,
