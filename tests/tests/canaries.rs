@@ -130,12 +130,15 @@ fn canaries_roll_back_on_failures_go_through_their_steps_and_can_be_overridden()
 
     // A version failing a fifth of its requests: rolled back during the
     // first step, having failed at most its share of them.
+    // A dry run says what the canary does: one replica more, none replaced.
+    let bad = spec(&cluster, "bad", 20, "4s");
+    let dry = cluster.ok(&["apply", "--dry-run", &bad]).unwrap();
+    assert!(dry.contains("would create default/web/web-canary"), "{dry}");
+    assert!(!dry.contains("replace"), "{dry}");
     let began = shoal_api::wire::now_ms();
     let running = load(&ingresses);
     std::thread::sleep(Duration::from_millis(500));
-    cluster
-        .ok(&["apply", &spec(&cluster, "bad", 20, "4s")])
-        .unwrap();
+    cluster.ok(&["apply", &bad]).unwrap();
     let failed = wait_event(&cluster, EventReason::CanaryFailed, began);
     wait_event(&cluster, EventReason::RolledBack, began);
     wait_settled(&cluster);

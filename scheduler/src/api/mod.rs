@@ -515,16 +515,31 @@ pub(crate) async fn check_quota(
 }
 
 fn plan(previous: Option<&App>, next: &StoredApp) -> Plan {
+    // During a canary or shadow the numbered replicas keep the stable
+    // generation, and one extra replica runs the new one.
     let replicas = |stored: &StoredApp| -> BTreeMap<ReplicaId, u64> {
-        stored
-            .spec
-            .pods()
-            .into_iter()
-            .flat_map(|pod| {
-                let generation = stored.generation(&pod.name);
-                (0..pod.replicas).map(move |i| (replica_id(&stored.spec, &pod.name, i), generation))
-            })
-            .collect()
+        let mut out = BTreeMap::new();
+        for pod in stored.spec.pods() {
+            let generation = stored.generation(&pod.name);
+            let rollout = pod.rollout();
+            let stable = rollout
+                .is_staged()
+                .then(|| stored.canary_of(&pod.name))
+                .flatten();
+            let numbered = stable.map_or(generation, |s| s.generation);
+            for i in 0..pod.replicas {
+                out.insert(replica_id(&stored.spec, &pod.name, i), numbered);
+            }
+            if stable.is_some() {
+                let extra = if rollout.is_shadow() {
+                    ReplicaId::SHADOW
+                } else {
+                    ReplicaId::CANARY
+                };
+                out.insert(replica_id(&stored.spec, &pod.name, extra), generation);
+            }
+        }
+        out
     };
     let before = previous.map(|p| replicas(&p.stored)).unwrap_or_default();
     let after = replicas(next);
