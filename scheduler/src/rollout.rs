@@ -17,7 +17,7 @@ use shoal_api::subjects;
 use shoal_api::wire::{ReplicaId, ReplicaState, ReplicaStatus};
 
 use crate::reconcile::replica_id;
-use crate::state::{App, State, event};
+use crate::state::{App, State, StoredApp, event};
 use crate::{SchedulerError, Shared};
 
 /// Where each pod of `app` stands.
@@ -207,14 +207,27 @@ pub async fn promote(
     stored.cause = cause.to_string();
     let mut stored = stored.with_generations(Some(&current.stored));
     stored.promotes = Some(current.revision);
-    let kv = shared.store.put_app(key, &stored, current.kv).await?;
+    store(shared, key, stored, current.kv, EventReason::CanaryPromoted).await
+}
+
+/// Stores `stored` as the app at `key` over KV revision `based_on`, takes
+/// it in, and says so in an event of `reason` giving its cause; the new
+/// revision.
+async fn store(
+    shared: &Shared,
+    key: &str,
+    stored: StoredApp,
+    based_on: u64,
+    reason: EventReason,
+) -> Result<u64, SchedulerError> {
+    let kv = shared.store.put_app(key, &stored, based_on).await?;
     let app = App::from_kv(stored, kv);
     let revision = app.revision;
     let e = event(
         &app.stored.spec.namespace,
         &app.stored.spec.name,
-        EventReason::CanaryPromoted,
-        format!("revision {revision} stored: {cause}"),
+        reason,
+        format!("revision {revision} stored: {}", app.stored.cause),
     );
     crate::api::remember_app(shared, key.to_string(), app);
     shared.wake_app(&e.namespace, &e.app);
@@ -303,17 +316,6 @@ pub async fn roll_back(
         )));
     }
     crate::api::ensure_queues(shared, &stored).await?;
-    let kv = shared.store.put_app(key, &stored, current.kv).await?;
-    let app = App::from_kv(stored, kv);
-    let revision = app.revision;
-    let e = event(
-        &app.stored.spec.namespace,
-        &app.stored.spec.name,
-        EventReason::RolledBack,
-        format!("revision {revision} stored: {}", app.stored.cause),
-    );
-    crate::api::remember_app(shared, key.to_string(), app);
-    shared.wake_app(&e.namespace, &e.app);
-    shared.record(e).await;
+    let revision = store(shared, key, stored, current.kv, EventReason::RolledBack).await?;
     Ok((revision, *target_revision))
 }

@@ -214,9 +214,21 @@ fn the_dashboard_shows_what_the_principal_may_see_and_the_cookie_reads_pages_onl
     // Nor its logs, which the live view reads under /ui.
     let logs = page(api, "/ui/apps/team-b/secretive/logs", &reader);
     assert_eq!(logs.status, 403, "{logs:?}");
-    // Nor the hosts page, nor another namespace's page.
-    for path in ["/ui/hosts", "/ui/namespaces/team-b"] {
+    // Nor the hosts page, nor another namespace's page, nor another
+    // namespace's app's revisions; nor may it promote or abort there.
+    for path in [
+        "/ui/hosts",
+        "/ui/namespaces/team-b",
+        "/ui/apps/team-b/secretive/revisions",
+    ] {
         let refused = page(api, path, &reader);
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+    }
+    for path in [
+        "/ui/apps/team-b/secretive/promote",
+        "/ui/apps/team-b/secretive/abort",
+    ] {
+        let refused = send_form(api, path, &reader, "same-origin", "");
         assert_eq!(refused.status, 403, "{path}: {refused:?}");
     }
 
