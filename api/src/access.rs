@@ -159,7 +159,7 @@ impl fmt::Display for Scope {
 }
 
 /// A role bound in one namespace, or cluster-wide when `namespace` is `None`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Binding {
     /// The role's name.
     pub role: Name,
@@ -205,7 +205,7 @@ impl fmt::Display for Binding {
 }
 
 /// What kind of principal a token stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PrincipalKind {
     /// A person.
@@ -225,7 +225,7 @@ impl fmt::Display for PrincipalKind {
 }
 
 /// Who makes an API call, and the roles they hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Principal {
     /// The principal's name, as the audit trail shows it.
     pub name: Name,

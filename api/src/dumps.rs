@@ -79,7 +79,7 @@ pub mod meta {
 }
 
 /// One stored core dump, as `GET /v1/dumps/{namespace}/{app}` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DumpInfo {
     /// Its id, for `shoal debug dump ID`.
     pub id: String,

@@ -49,6 +49,7 @@ pub mod logs;
 mod name;
 pub mod quantity;
 pub mod resources;
+mod schema;
 mod sealed;
 mod secret;
 mod spec;

@@ -16,7 +16,7 @@ use crate::Name;
 use crate::wire::{HostId, ReplicaId};
 
 /// Where a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
     /// The guest's standard output.
@@ -66,7 +66,19 @@ pub struct LogBatch {
 }
 
 /// Where a line sits in its namespace's logs stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct LogCursor {
     /// The stream sequence of its batch.
     pub seq: u64,
@@ -94,7 +106,7 @@ impl std::str::FromStr for LogCursor {
 }
 
 /// One line as `GET /v1/logs/...` streams it (one JSON object per line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogEntry {
     /// When it was written, in ms since the epoch.
     pub at_ms: u64,

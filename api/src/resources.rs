@@ -10,7 +10,7 @@ use crate::wire::{Capacity, HostId, ReplicaId, ReplicaState};
 use crate::{AppSpec, ByteSize, ComponentKind, Digest, Name};
 
 /// `POST /v1/apps`: create or update an app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApplyRequest {
     /// The file the spec came from, for error messages.
     pub file: String,
@@ -30,7 +30,7 @@ pub struct ApplyRequest {
 }
 
 /// What an apply did, or would do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     /// Replicas to create.
     pub create: Vec<String>,
@@ -41,7 +41,7 @@ pub struct Plan {
 }
 
 /// The answer to an apply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApplyResponse {
     /// `namespace/name`.
     pub app: String,
@@ -56,7 +56,7 @@ pub struct ApplyResponse {
 }
 
 /// One component of an app, in lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentSummary {
     /// Its name.
     pub name: Name,
@@ -74,7 +74,7 @@ pub struct ComponentSummary {
 }
 
 /// An app, in lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppSummary {
     /// Its namespace.
     pub namespace: Name,
@@ -89,7 +89,7 @@ pub struct AppSummary {
 }
 
 /// Whether an app's replicas run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AppStatus {
     /// Every replica runs.
@@ -101,7 +101,7 @@ pub enum AppStatus {
 }
 
 /// Whether a host takes replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HostState {
     /// Heartbeating, and takes replicas.
@@ -113,7 +113,7 @@ pub enum HostState {
 }
 
 /// Where a pod's rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     /// Every copy runs the new template and is ready.
@@ -123,7 +123,7 @@ pub enum RolloutState {
 }
 
 /// What an [`Event`] tells of, as one word (snake_case in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventReason {
     /// An app was applied (created or changed).
@@ -193,7 +193,7 @@ impl EventReason {
 }
 
 /// Why no host can take a replica: what a pending replica waits for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Unschedulable {
     /// No host has joined the cluster.
@@ -309,7 +309,7 @@ words! {
 }
 
 /// One replica, in lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PodInfo {
     /// Which replica.
     pub id: ReplicaId,
@@ -333,6 +333,9 @@ pub struct PodInfo {
 }
 
 /// A replica's state as the API shows it.
+///
+/// Its schema is written in `schema.rs`: utoipa cannot say "one tagged
+/// variant, or the host's state as it is".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PodState {
@@ -347,7 +350,7 @@ pub enum PodState {
 }
 
 /// A host, in lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostInfo {
     /// Its id.
     pub id: HostId,
@@ -368,7 +371,7 @@ pub struct HostInfo {
 }
 
 /// A running scheduler, in `shoal get schedulers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SchedulerInfo {
     /// Its id, made when it starts.
     pub id: String,
@@ -386,7 +389,7 @@ pub struct SchedulerInfo {
 }
 
 /// Something the scheduler did or could not do, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// When, in ms since the epoch.
     pub at_ms: u64,
@@ -401,7 +404,7 @@ pub struct Event {
 }
 
 /// `GET /v1/apps/{namespace}/{name}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppDetail {
     /// The summary.
     pub summary: AppSummary,
@@ -420,7 +423,7 @@ pub struct AppDetail {
 }
 
 /// `POST /v1/apps/{namespace}/{name}/scale`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScaleRequest {
     /// The component.
     pub component: Name,
@@ -429,10 +432,11 @@ pub struct ScaleRequest {
 }
 
 /// `POST /v1/apps/{namespace}/{name}/invoke/{component}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvokeRequest {
     /// The payload: any bytes, base64 in JSON.
     #[serde(with = "crate::base64_serde")]
+    #[schema(value_type = String, format = Byte)]
     pub data: Vec<u8>,
     /// Headers to send.
     #[serde(default)]
@@ -444,10 +448,11 @@ pub struct InvokeRequest {
 }
 
 /// The reply to an invocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvokeResponse {
     /// The reply payload: any bytes, base64 in JSON.
     #[serde(with = "crate::base64_serde")]
+    #[schema(value_type = String, format = Byte)]
     pub data: Vec<u8>,
     /// Reply headers.
     pub headers: Vec<(String, String)>,
@@ -457,7 +462,7 @@ pub struct InvokeResponse {
 }
 
 /// Every API error: what went wrong, in a class a client can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// `invalid`, `not_found`, `unavailable`, `unauthorized`, `forbidden`,
     /// `over_quota`, `conflict` or `internal`.
@@ -467,7 +472,7 @@ pub struct ApiError {
 }
 
 /// `GET /v1/apps/{namespace}/{name}/rollout`: where each pod's rollout stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutStatus {
     /// `namespace/name`.
     pub app: String,
@@ -482,7 +487,7 @@ pub struct RolloutStatus {
 }
 
 /// One pod's rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PodRollout {
     /// The pod.
     pub pod: Name,
@@ -514,7 +519,7 @@ pub struct PodRollout {
 }
 
 /// A canary in progress, for `rollout status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CanaryStatus {
     /// The generation the canary runs; the stable replicas run
     /// `stable_generation`.
@@ -539,7 +544,7 @@ pub struct CanaryStatus {
 }
 
 /// A shadow in progress, for `rollout status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShadowStatus {
     /// The generation the shadow runs.
     pub generation: u64,
@@ -561,7 +566,7 @@ pub struct ShadowStatus {
 /// What copying requests to a shadow showed: how many answers were
 /// compared and how many differed from the stable replicas', with a few
 /// examples.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShadowReport {
     /// The app's namespace.
     pub namespace: Name,
@@ -644,7 +649,7 @@ pub const SHADOW_EXAMPLES: usize = 5;
 pub const SHADOW_EXAMPLE_BODY: usize = 200;
 
 /// One request whose answers differed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShadowDifference {
     /// The request: method and path.
     pub request: String,
@@ -659,7 +664,7 @@ pub struct ShadowDifference {
 }
 
 /// What a set of replicas did over a while: for a canary's analysis.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Figures {
     /// Invocations (requests) that ended.
     pub requests: u64,
@@ -704,7 +709,7 @@ impl std::fmt::Display for Figures {
 }
 
 /// One stored revision of an app, for `rollout history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevisionInfo {
     /// The revision.
     pub revision: u64,
@@ -720,7 +725,7 @@ pub struct RevisionInfo {
 
 /// `POST /v1/apps/{namespace}/{name}/rollback`: store an earlier revision
 /// again, which rolls the app back to it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RollbackRequest {
     /// The revision to go back to; the one before the current when `None`.
     #[serde(default)]
@@ -772,7 +777,7 @@ mod payloads {
 }
 
 /// `GET /v1/auth/whoami`: who the token names, and what it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     /// The principal.
     pub principal: Principal,
@@ -783,7 +788,7 @@ pub struct WhoAmI {
 }
 
 /// `GET /v1/auth/can-i?verb=V&resource=R&namespace=NS`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CanI {
     /// Whether the API would allow it.
     pub allowed: bool,
@@ -792,7 +797,7 @@ pub struct CanI {
 }
 
 /// `POST /v1/auth/tokens`: make a token for a principal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateTokenRequest {
     /// The principal the token stands for.
     pub principal: Name,
@@ -807,7 +812,7 @@ pub struct CreateTokenRequest {
 }
 
 /// The answer to a token request: the only time the secret is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The token as a client sends it (`shoal_<id>_<secret>`).
     pub token: String,
@@ -816,7 +821,7 @@ pub struct CreatedToken {
 }
 
 /// Whether a token still works.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenState {
     /// It authenticates.
@@ -828,7 +833,7 @@ pub enum TokenState {
 }
 
 /// A token, in lists: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// Its public id.
     pub id: TokenId,
@@ -845,7 +850,7 @@ pub struct TokenInfo {
 }
 
 /// Limits on what one namespace may use; `None` is no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Replicas, summed over every component (autoscaled ones count what
@@ -867,7 +872,7 @@ pub struct Quota {
 }
 
 /// What one namespace uses, in the quota's terms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Replicas wanted.
     pub replicas: u32,
@@ -883,7 +888,7 @@ pub struct Usage {
 
 /// A route a namespace owns: no other namespace may serve on it or
 /// beneath it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteClaim {
     /// The host name (any when `None`).
@@ -918,7 +923,7 @@ impl std::fmt::Display for RouteClaim {
 
 /// How long a namespace's logs are kept; `None` takes the default (7 days,
 /// 256 MiB: the oldest lines go first).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogRetention {
     /// The oldest line kept.
@@ -930,7 +935,7 @@ pub struct LogRetention {
 }
 
 /// A namespace's settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceSpec {
     /// Its limits.
@@ -945,7 +950,7 @@ pub struct NamespaceSpec {
 }
 
 /// `PUT /v1/namespaces/{name}`: create or change a namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NamespaceRequest {
     /// The settings.
     pub spec: NamespaceSpec,
@@ -956,7 +961,7 @@ pub struct NamespaceRequest {
 }
 
 /// A namespace, with its usage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NamespaceInfo {
     /// Its name.
     pub name: Name,
@@ -971,7 +976,7 @@ pub struct NamespaceInfo {
 }
 
 /// Whether an audited call went through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Done.
@@ -984,7 +989,7 @@ pub enum Outcome {
 
 /// One mutating API call, as the audit trail keeps it. Never a secret's
 /// value, nor a request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// When, in ms since the epoch.
     pub at_ms: u64,

@@ -31,7 +31,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub use crate::bounds::{MAX_MEMORY, MAX_REPLICAS, MIN_MEMORY};
 
 /// An application: named components deployed, scaled and updated together.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
     /// The app's name, unique within its namespace.
@@ -90,7 +90,7 @@ impl PodSpec<'_> {
 }
 
 /// What a component exports, and so how Shoal feeds it work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ComponentKind {
     /// Exports `wasi:http/incoming-handler`: serves requests on its `route`.
@@ -182,7 +182,7 @@ impl std::fmt::Display for ComponentKind {
 }
 
 /// One component of an app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentSpec {
     /// Where the component's `.wasm` is, relative to the spec file.
@@ -257,7 +257,7 @@ pub struct ComponentSpec {
 }
 
 /// Debugging aids for one component.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebugSpec {
     /// Keep a Wasm core dump of each trapping invocation, at most this
@@ -269,7 +269,7 @@ pub struct DebugSpec {
 }
 
 /// What a component may publish.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessagingGrant {
     /// Subject patterns, with NATS wildcards (`orders.*`, `orders.>`).
@@ -456,7 +456,7 @@ pub fn check_user_subject(subject: &str, wildcards: bool) -> Result<(), SubjectE
 }
 
 /// Access to the app's key-value bucket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeyValueGrant {
     /// Keep the bucket when the app is deleted.
     pub retain: bool,
@@ -536,7 +536,7 @@ impl ComponentSpec {
 }
 
 /// Hard limits applied to every invocation of a component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// The most linear memory (and tables) one instance may hold.
@@ -580,7 +580,7 @@ impl Default for Limits {
 }
 
 /// A volume mounted into a component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     /// The volume, declared under `[volumes.<name>]`.
@@ -593,7 +593,7 @@ pub struct VolumeMount {
 }
 
 /// A volume declared by the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
     /// The most the volume may hold.
@@ -615,7 +615,7 @@ impl VolumeSpec {
 }
 
 /// How long a volume's data lives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeScope {
     /// As long as the app, across replica restarts.
@@ -626,7 +626,7 @@ pub enum VolumeScope {
 }
 
 /// Constraints on where replicas run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Placement {
     /// Only hosts with all of these labels.
@@ -638,7 +638,7 @@ pub struct Placement {
 }
 
 /// Health checking of a component's replicas.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSpec {
     /// How often to check.
@@ -682,7 +682,7 @@ impl HealthSpec {
 
 /// When a stopped replica is started again, like a Kubernetes pod's
 /// `restartPolicy`. Restarts back off exponentially.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Whenever it stops, even after a job exits 0.
@@ -730,7 +730,7 @@ impl std::fmt::Display for RestartPolicy {
 
 /// How a new revision replaces running replicas: a few at a time, each new
 /// replica ready before an old one goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     /// New replicas that may run beside the old ones, above `replicas`.
@@ -819,7 +819,7 @@ impl Default for RolloutSpec {
 }
 
 /// How a new revision reaches a pod's replicas.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutStrategy {
     /// Replicas are replaced a few at a time, each new one ready before an
@@ -839,7 +839,7 @@ pub enum RolloutStrategy {
 
 /// What a canary must show over a step: judged on the canary replica's own
 /// invocations during that step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     /// The most of its invocations that may fail (an error, a trap, or an
@@ -879,7 +879,7 @@ impl Default for Analysis {
 
 /// Scaling by load: queue depth for queue workers, requests in flight for
 /// http components.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Autoscale {
     /// Fewest replicas; 0 allows scaling to zero.

@@ -92,9 +92,21 @@ impl ReplicaStats {
     }
 }
 
+/// What a row of `shoal top` is: `GET /v1/top/{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TopKind {
+    /// One replica.
+    Pods,
+    /// One pod of an app: its replicas summed.
+    Apps,
+    /// One host: its replicas summed.
+    Hosts,
+}
+
 /// One row of `shoal top`: a replica, an app's component or a host, over
 /// a window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopRow {
     /// What it is about: `ns/app/pod-N`, `ns/app/component` or a host id.
     pub name: String,

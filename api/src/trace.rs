@@ -126,7 +126,7 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 /// One call a guest made into the host during an invocation, as
 /// `shoal invoke --trace` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostCall {
     /// The interface called (`keyvalue`, `messaging`, `http`, …).
     pub capability: String,
@@ -147,7 +147,7 @@ pub struct HostCall {
 }
 
 /// The host calls of one invocation, as its reply carries them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostCalls {
     /// The calls, in the order they began.
     pub calls: Vec<HostCall>,
@@ -161,7 +161,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// How a [`HostCall`] ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum CallOutcome {
     /// It succeeded, handing back `bytes` bytes.

@@ -74,7 +74,9 @@ impl<'de> Deserialize<'de> for HostId {
 /// Replicas are numbered like a StatefulSet's, so the scheduler's desired
 /// set is `0..replicas` and reconciling is a set difference: idempotent,
 /// and the same after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct ReplicaId {
     /// The app's namespace.
     pub namespace: Name,
@@ -130,7 +132,7 @@ impl fmt::Display for ReplicaId {
 }
 
 /// What a host can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capacity {
     /// Memory for replicas, in bytes: the sum of their memory limits may not exceed it.
     pub memory: u64,
@@ -139,7 +141,7 @@ pub struct Capacity {
 }
 
 /// The state of one replica on a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ReplicaState {
     /// Fetching and loading its components.

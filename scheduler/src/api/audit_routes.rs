@@ -12,17 +12,26 @@ use super::guard::{Failure, Guard, scope_of};
 use crate::Shared;
 
 /// The query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Only this namespace's records.
+    /// Only this namespace's records (which the caller must be allowed
+    /// to list).
+    #[param(value_type = Option<shoal_api::Name>)]
     namespace: Option<String>,
     /// Only records since this time, in ms since the epoch.
     #[serde(default)]
     since_ms: u64,
 }
 
-/// `GET /v1/audit`: a namespace's records need `list audit` there; all of
-/// them need it cluster-wide.
+/// The audit trail: every mutating call, oldest first.
+///
+/// A namespace's records need `list audit` there; all of them need it
+/// cluster-wide.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "auth", operation_id = "list_audit", params(AuditQuery),
+    responses((status = 200, description = "the records", body = Vec<AuditRecord>))
+)]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     guard: Guard,

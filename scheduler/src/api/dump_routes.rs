@@ -15,13 +15,26 @@ use shoal_api::access::{Resource, Verb};
 use shoal_api::dumps::{DumpId, DumpInfo};
 
 use super::guard::{Failure, Guard, invalid, scope_of};
+use super::openapi::{AppLogsPath, Binary};
 use crate::Shared;
+use shoal_api::resources::ApiError;
 
-/// `GET /v1/dumps/{namespace}/{app}`: needs `list` on `dumps` there.
+/// An app's core dumps, oldest first.
+///
+/// Components keep them when their spec says `debug = { coredumps = N }`.
+/// Needs `list` on `dumps` in the app's namespace.
+#[utoipa::path(
+    get, path = "/v1/dumps/{namespace}/{app}", tag = "observability",
+    operation_id = "list_dumps", params(AppLogsPath),
+    responses(
+        (status = 200, description = "the dumps kept", body = Vec<DumpInfo>),
+        (status = 503, description = "the dump store cannot be reached", body = ApiError),
+    )
+)]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
-    Path((namespace, app)): Path<(String, String)>,
+    Path(AppLogsPath { namespace, app }): Path<AppLogsPath>,
 ) -> Result<Json<Vec<DumpInfo>>, Failure> {
     guard.allow(
         Verb::List,
@@ -35,8 +48,18 @@ pub async fn list(
     Ok(Json(crate::dumps::list(&js, &namespace, &app).await?))
 }
 
-/// `GET /v1/dumps/{namespace}/{app}/{id}`: the dump's bytes (a Wasm core
-/// dump); needs `get` on `dumps` there.
+/// One core dump's bytes: a Wasm module in the core dump format, holding
+/// the guest's memory.
+///
+/// Needs `get` on `dumps` in the app's namespace.
+#[utoipa::path(
+    get, path = "/v1/dumps/{namespace}/{app}/{id}", tag = "observability",
+    params(AppLogsPath, ("id" = String, Path, description = "As the listing gives it: `APP.COMPONENT.MS.NONCE`")),
+    responses(
+        (status = 200, description = "the dump", body = inline(Binary), content_type = "application/wasm"),
+        (status = 503, description = "the dump store cannot be reached", body = ApiError),
+    )
+)]
 pub async fn download(
     State(shared): State<Arc<Shared>>,
     guard: Guard,

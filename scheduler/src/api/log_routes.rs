@@ -14,21 +14,34 @@ use shoal_api::{Name, subjects};
 use tokio::sync::mpsc;
 
 use super::guard::{Failure, Guard, Visible, invalid, scope_of};
+use super::openapi::AppLogsPath;
 use crate::Shared;
 use crate::logs::{LogQuery, read, read_events};
 use crate::tunables::{LOGS_GREP_MAX_BYTES, STREAM_BUFFER, TOKEN_RECHECK};
+use shoal_api::logs::LogEntry;
+use shoal_api::resources::Event;
 
 /// The query of `GET /v1/logs/{namespace}/{app}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// Only this component.
+    #[param(value_type = Option<Name>)]
     component: Option<String>,
+    /// Only this replica (`pod-N`).
     replica: Option<String>,
+    /// Only lines written since (ms since the epoch).
     since_ms: Option<u64>,
+    /// Only lines after this cursor (`SEQ:INDEX`), to resume a follow.
     after: Option<String>,
+    /// Only the last N lines of the backlog.
     tail: Option<usize>,
+    /// Only lines matching this regular expression.
     grep: Option<String>,
+    /// Only each replica's run before its latest.
     #[serde(default)]
     previous: bool,
+    /// Keep streaming new lines.
     #[serde(default)]
     follow: bool,
 }
@@ -104,11 +117,20 @@ fn ndjson<T: Serialize + Send + 'static>(
         .into_response()
 }
 
-/// `GET /v1/logs/{namespace}/{app}`: needs `logs` on `logs` there.
+/// An app's stored logs, every replica on every host, oldest first.
+///
+/// With `follow`, new lines as they come. Newline-delimited JSON: one
+/// `LogEntry` a line; an `{"error": …}` line ends a stream that failed.
+/// Needs `logs` on `logs` in the app's namespace.
+#[utoipa::path(
+    get, path = "/v1/logs/{namespace}/{app}", tag = "observability",
+    params(AppLogsPath, LogsQuery),
+    responses((status = 200, description = "one LogEntry a line", body = LogEntry, content_type = "application/x-ndjson"))
+)]
 pub async fn logs(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
-    Path((namespace, app)): Path<(String, String)>,
+    Path(AppLogsPath { namespace, app }): Path<AppLogsPath>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, Failure> {
     guard.allow(
@@ -156,18 +178,32 @@ pub async fn logs(
 }
 
 /// The query of `GET /v1/events`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only this namespace.
+    #[param(value_type = Option<Name>)]
     namespace: Option<String>,
+    /// Only this app (with `namespace`).
+    #[param(value_type = Option<Name>)]
     app: Option<String>,
+    /// Only events since (ms since the epoch).
     #[serde(default)]
     since_ms: u64,
+    /// Keep streaming new events.
     #[serde(default)]
     follow: bool,
 }
 
-/// `GET /v1/events`: one app's, one namespace's, or every visible
-/// namespace's events.
+/// Stored events, oldest first: one app's, one namespace's, or every
+/// visible namespace's.
+///
+/// With `follow`, new ones as they come. Newline-delimited JSON: one
+/// `Event` a line.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "observability", params(EventsQuery),
+    responses((status = 200, description = "one Event a line", body = Event, content_type = "application/x-ndjson"))
+)]
 pub async fn events(
     State(shared): State<Arc<Shared>>,
     guard: Guard,

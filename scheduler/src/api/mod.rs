@@ -9,6 +9,7 @@ mod dump_routes;
 pub mod guard;
 pub(crate) mod log_routes;
 pub(crate) mod namespace_routes;
+mod openapi;
 mod rejections;
 mod token_routes;
 
@@ -22,19 +23,21 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::get;
 use serde::Deserialize;
 use shoal_api::access::{Resource, Scope, Verb};
 use shoal_api::resources::{
     ApiError, AppDetail, AppStatus, AppSummary, ApplyRequest, ApplyResponse, ComponentSummary,
     HostInfo, InvokeRequest, InvokeResponse, Plan, PodInfo, PodState, RevisionInfo,
-    RollbackRequest, RolloutStatus, ScaleRequest,
+    RollbackRequest, RolloutStatus, ScaleRequest, SchedulerInfo,
 };
+use shoal_api::top::{TopKind, TopRow};
 use shoal_api::wire::{HostId, ReplicaId, ReplicaState, ReplicaStatus};
 use shoal_api::{AppSpec, ComponentKind, Digest, MAX_REPLICAS, Name, subjects};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::reconcile::replica_id;
 use crate::state::{App, State as SchedulerState, StoredApp, event, millis};
@@ -44,87 +47,89 @@ use crate::tunables::{
 };
 use crate::{SchedulerError, Shared, artifact, namespaces};
 use guard::{Failure, Guard, Visible, invalid, scope_of};
+use openapi::{AppPath, Binary};
 
 type Shared_ = Arc<Shared>;
 
-/// The API's routes.
+/// The API's routes, the dashboard's pages, and `/openapi.json`
+/// describing the former.
 pub fn router(shared: Arc<Shared>) -> Router {
-    routes()
-        .into_iter()
-        .fold(Router::new(), |router, (path, method)| {
-            router.route(path, method)
-        })
-        .merge(crate::ui::router())
-        .fallback(rejections::no_route)
-        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
-        .layer(middleware::from_fn(rejections::json_errors))
-        .layer(middleware::from_fn_with_state(shared.clone(), guard::gate))
-        .layer(middleware::from_fn_with_state(shared.clone(), timed))
-        .with_state(shared)
+    let (api, doc) = routes().split_for_parts();
+    let doc = Bytes::from(openapi::finish(doc).to_json().unwrap_or_else(|e| {
+        format!(r#"{{"kind":"internal","error":"the OpenAPI document: {e}"}}"#)
+    }));
+    api.route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
+    )
+    .merge(crate::ui::router())
+    .fallback(rejections::no_route)
+    .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+    .layer(middleware::from_fn(rejections::json_errors))
+    .layer(middleware::from_fn_with_state(shared.clone(), guard::gate))
+    .layer(middleware::from_fn_with_state(shared.clone(), timed))
+    .with_state(shared)
 }
 
-/// Every route: one list, so a test can hold `/openapi.json` to it.
-fn routes() -> Vec<(&'static str, MethodRouter<Shared_>)> {
-    vec![
-        ("/openapi.json", get(openapi)),
-        ("/healthz", get(|| async { "ok\n" })),
-        ("/v1/components/{digest}", put(put_component)),
-        ("/v1/apps", post(apply).get(list_apps)),
-        ("/v1/apps/{namespace}/{name}", get(describe).delete(delete)),
-        ("/v1/apps/{namespace}/{name}/scale", post(scale)),
-        ("/v1/apps/{namespace}/{name}/rollout", get(rollout_status)),
-        ("/v1/apps/{namespace}/{name}/revisions", get(revisions)),
-        ("/v1/apps/{namespace}/{name}/rollback", post(rollback)),
-        (
-            "/v1/apps/{namespace}/{name}/rollout/promote",
-            post(promote_canary),
-        ),
-        (
-            "/v1/apps/{namespace}/{name}/rollout/abort",
-            post(abort_canary),
-        ),
-        (
-            "/v1/apps/{namespace}/{name}/invoke/{component}",
-            post(invoke),
-        ),
-        ("/v1/secrets", get(list_secrets)),
-        ("/v1/secrets/{namespace}/{name}", put(put_secret)),
-        ("/v1/pods", get(list_pods)),
-        ("/v1/hosts", get(list_hosts)),
-        ("/v1/schedulers", get(list_schedulers)),
-        ("/v1/auth/whoami", get(token_routes::whoami)),
-        ("/v1/auth/can-i", get(token_routes::can_i)),
-        (
-            "/v1/auth/tokens",
-            post(token_routes::create).get(token_routes::list),
-        ),
-        (
-            "/v1/auth/tokens/{id}",
-            axum::routing::delete(token_routes::revoke),
-        ),
-        ("/v1/namespaces", get(namespace_routes::list)),
-        (
-            "/v1/namespaces/{name}",
-            get(namespace_routes::describe)
-                .put(namespace_routes::put)
-                .delete(namespace_routes::delete),
-        ),
-        ("/v1/audit", get(audit_routes::list)),
-        ("/metrics", get(metrics)),
-        ("/v1/top/{kind}", get(top)),
-        ("/v1/logs/{namespace}/{app}", get(log_routes::logs)),
-        ("/v1/events", get(log_routes::events)),
-        ("/v1/dumps/{namespace}/{app}", get(dump_routes::list)),
-        (
-            "/v1/dumps/{namespace}/{app}/{id}",
-            get(dump_routes::download),
-        ),
-    ]
+/// The API's OpenAPI document, as `GET /openapi.json` serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes().into_openapi())
+}
+
+/// Every route, registered through its handler's `#[utoipa::path]`: the
+/// router and the document are made from the same attributes.
+fn routes() -> OpenApiRouter<Shared_> {
+    OpenApiRouter::default()
+        .routes(routes!(healthz))
+        .routes(routes!(put_component))
+        .routes(routes!(apply, list_apps))
+        .routes(routes!(describe, delete))
+        .routes(routes!(scale))
+        .routes(routes!(rollout_status))
+        .routes(routes!(revisions))
+        .routes(routes!(rollback))
+        .routes(routes!(promote_canary))
+        .routes(routes!(abort_canary))
+        .routes(routes!(invoke))
+        .routes(routes!(list_secrets))
+        .routes(routes!(put_secret))
+        .routes(routes!(list_pods))
+        .routes(routes!(list_hosts))
+        .routes(routes!(list_schedulers))
+        .routes(routes!(token_routes::whoami))
+        .routes(routes!(token_routes::can_i))
+        .routes(routes!(token_routes::create, token_routes::list))
+        .routes(routes!(token_routes::revoke))
+        .routes(routes!(namespace_routes::list))
+        .routes(routes!(
+            namespace_routes::describe,
+            namespace_routes::put,
+            namespace_routes::delete
+        ))
+        .routes(routes!(audit_routes::list))
+        .routes(routes!(metrics))
+        .routes(routes!(top))
+        .routes(routes!(log_routes::logs))
+        .routes(routes!(log_routes::events))
+        .routes(routes!(dump_routes::list))
+        .routes(routes!(dump_routes::download))
+}
+
+/// Liveness of the API: `ok` while the process serves. Needs no token.
+#[utoipa::path(
+    get, path = "/healthz", tag = "cluster", security(()),
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain"))
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// `?namespace=NS` on list routes: only that namespace.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct NamespaceFilter {
+    /// Only this namespace (which the caller must be allowed to list).
+    #[param(value_type = Option<Name>)]
     namespace: Option<String>,
 }
 
@@ -146,9 +151,17 @@ impl NamespaceFilter {
     }
 }
 
-/// Uploads are not audited: bytes under their own digest change nothing
-/// until an apply names them, and the apply is audited. Whoever may create
-/// apps somewhere may upload.
+/// Upload a component's bytes under their sha256.
+///
+/// Whoever may create apps somewhere may upload. Uploads are not audited:
+/// bytes under their own digest change nothing until an apply names them,
+/// and the apply is audited.
+#[utoipa::path(
+    put, path = "/v1/components/{digest}", tag = "apps",
+    params(("digest" = Digest, Path, description = "The sha256 of the body")),
+    request_body(content = inline(Binary), content_type = "application/wasm", description = "The component's bytes"),
+    responses((status = 204, description = "stored"))
+)]
 async fn put_component(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -174,6 +187,14 @@ async fn put_component(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Create or update an app, or plan it with `dry_run`.
+#[utoipa::path(
+    post, path = "/v1/apps", tag = "apps", request_body = ApplyRequest,
+    responses(
+        (status = 200, description = "what was stored, or would be", body = ApplyResponse),
+        (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError),
+    )
+)]
 async fn apply(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -559,6 +580,11 @@ fn plan(previous: Option<&App>, next: &StoredApp) -> Plan {
     plan
 }
 
+/// List apps.
+#[utoipa::path(
+    get, path = "/v1/apps", tag = "apps", params(NamespaceFilter),
+    responses((status = 200, description = "every app the caller may list", body = Vec<AppSummary>))
+)]
 async fn list_apps(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -719,10 +745,15 @@ pub(crate) fn pods_of(state: &SchedulerState, app: &App, copies: &Copies<'_>) ->
     pods
 }
 
+/// Describe an app: spec, revision, replicas per host, recent events.
+#[utoipa::path(
+    get, path = "/v1/apps/{namespace}/{name}", tag = "apps", params(AppPath),
+    responses((status = 200, description = "the app", body = AppDetail))
+)]
 async fn describe(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
 ) -> Result<Json<AppDetail>, Failure> {
     guard.allow_app(Verb::Get, &namespace, &name)?;
     let mut detail = {
@@ -813,10 +844,15 @@ fn find<'a>(state: &'a SchedulerState, namespace: &str, name: &str) -> Result<&'
         })
 }
 
+/// Delete an app and stop its replicas.
+#[utoipa::path(
+    delete, path = "/v1/apps/{namespace}/{name}", tag = "apps", params(AppPath),
+    responses((status = 204, description = "deleted"), (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError))
+)]
 async fn delete(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
 ) -> Result<StatusCode, Failure> {
     guard.allow_app(Verb::Delete, &namespace, &name)?;
     let (key, spec, kv) = {
@@ -895,10 +931,16 @@ async fn forget(shared: &Shared, spec: &AppSpec) {
     }
 }
 
+/// Set a component's replica count.
+#[utoipa::path(
+    post, path = "/v1/apps/{namespace}/{name}/scale", tag = "apps", params(AppPath),
+    request_body = ScaleRequest,
+    responses((status = 200, description = "the revision stored", body = ApplyResponse), (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError))
+)]
 async fn scale(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
     Json(req): Json<ScaleRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     scale_app(&shared, &guard, &namespace, &name, req)
@@ -961,10 +1003,15 @@ pub(crate) async fn scale_app(
     })
 }
 
+/// Where each pod's rollout stands.
+#[utoipa::path(
+    get, path = "/v1/apps/{namespace}/{name}/rollout", tag = "rollouts", params(AppPath),
+    responses((status = 200, description = "each pod's rollout", body = RolloutStatus))
+)]
 async fn rollout_status(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
 ) -> Result<Json<RolloutStatus>, Failure> {
     guard.allow_app(Verb::Get, &namespace, &name)?;
     let state = shared.state();
@@ -972,10 +1019,15 @@ async fn rollout_status(
     Ok(Json(crate::rollout::status(&state, app, Instant::now())))
 }
 
+/// The app's stored revisions, oldest first, and why each was stored.
+#[utoipa::path(
+    get, path = "/v1/apps/{namespace}/{name}/revisions", tag = "rollouts", params(AppPath),
+    responses((status = 200, description = "the revisions kept", body = Vec<RevisionInfo>))
+)]
 async fn revisions(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
 ) -> Result<Json<Vec<RevisionInfo>>, Failure> {
     guard.allow_app(Verb::Get, &namespace, &name)?;
     let key = {
@@ -986,10 +1038,20 @@ async fn revisions(
     Ok(Json(crate::rollout::history(&shared, &key).await?))
 }
 
+/// Store an earlier revision again (by default the one before the current), rolling the app back to it.
+#[utoipa::path(
+    post, path = "/v1/apps/{namespace}/{name}/rollback", tag = "rollouts", params(AppPath),
+    request_body = RollbackRequest,
+    responses(
+        (status = 200, description = "the revision stored", body = ApplyResponse),
+        (status = 400, description = "no such revision, or the app is at it already", body = ApiError),
+        (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError),
+    )
+)]
 async fn rollback(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
     Json(req): Json<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     rollback_app(&shared, &guard, &namespace, &name, req)
@@ -1027,12 +1089,22 @@ pub(crate) async fn rollback_app(
     })
 }
 
-/// Promotes an app's canary now (`shoal rollout promote`): it rolls out to
-/// every replica without waiting for its remaining steps.
+/// Promote the app's canary or shadow now.
+///
+/// A canary rolls out to every replica without waiting for its remaining
+/// steps (`shoal rollout promote`); a shadow's revision rolls out.
+#[utoipa::path(
+    post, path = "/v1/apps/{namespace}/{name}/rollout/promote", tag = "rollouts", params(AppPath),
+    responses(
+        (status = 200, description = "the revision stored", body = ApplyResponse),
+        (status = 400, description = "no canary or shadow runs in the app", body = ApiError),
+        (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError),
+    )
+)]
 async fn promote_canary(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     promote_app(&shared, &guard, &namespace, &name)
         .await
@@ -1054,12 +1126,22 @@ pub(crate) async fn promote_app(
     Ok(changed(shared, &key, &previous, revision))
 }
 
-/// Aborts an app's canary now (`shoal rollout abort`): the revision before
-/// it is stored again, and the canary replica stops.
+/// Abort the app's canary or shadow now.
+///
+/// The revision before it is stored again and the extra replica stops
+/// (`shoal rollout abort`).
+#[utoipa::path(
+    post, path = "/v1/apps/{namespace}/{name}/rollout/abort", tag = "rollouts", params(AppPath),
+    responses(
+        (status = 200, description = "the revision stored", body = ApplyResponse),
+        (status = 400, description = "no canary or shadow runs in the app", body = ApiError),
+        (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError),
+    )
+)]
 async fn abort_canary(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path((namespace, name)): Path<(String, String)>,
+    Path(AppPath { namespace, name }): Path<AppPath>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     abort_app(&shared, &guard, &namespace, &name)
         .await
@@ -1103,6 +1185,18 @@ fn changed(shared: &Shared, key: &str, previous: &App, revision: u64) -> ApplyRe
     }
 }
 
+/// Call a worker component and return its reply.
+#[utoipa::path(
+    post, path = "/v1/apps/{namespace}/{name}/invoke/{component}", tag = "apps",
+    params(AppPath, ("component" = Name, Path, description = "The worker component")),
+    request_body = InvokeRequest,
+    responses(
+        (status = 200, description = "the component's reply", body = InvokeResponse),
+        (status = 502, description = "the component failed: trapped, ran out of fuel or time, or returned an error (the kind says which)", body = ApiError),
+        (status = 503, description = "no replica of the component is running, or the cluster cannot be reached", body = ApiError),
+        (status = 504, description = "no reply within the invoke timeout", body = ApiError),
+    )
+)]
 async fn invoke(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1260,6 +1354,19 @@ async fn invoke(
     }))
 }
 
+/// Set a secret: the request body is the value, sealed at rest.
+#[utoipa::path(
+    put, path = "/v1/secrets/{namespace}/{name}", tag = "secrets",
+    params(
+        ("namespace" = Name, Path, description = "The secret's namespace"),
+        ("name" = Name, Path, description = "The secret's name"),
+    ),
+    request_body(content = inline(Binary), content_type = "application/octet-stream", description = "The value"),
+    responses(
+        (status = 204, description = "stored"),
+        (status = 400, description = "an empty value or a bad name", body = ApiError),
+    )
+)]
 async fn put_secret(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1314,6 +1421,11 @@ async fn put_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Secret names, as `namespace.name` (never values).
+#[utoipa::path(
+    get, path = "/v1/secrets", tag = "secrets", params(NamespaceFilter),
+    responses((status = 200, description = "the names", body = Vec<String>))
+)]
 async fn list_secrets(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1335,6 +1447,11 @@ async fn list_secrets(
     Ok(Json(names))
 }
 
+/// List every replica with its host and state.
+#[utoipa::path(
+    get, path = "/v1/pods", tag = "cluster", params(NamespaceFilter),
+    responses((status = 200, description = "every replica the caller may list", body = Vec<PodInfo>))
+)]
 async fn list_pods(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1353,6 +1470,11 @@ async fn list_pods(
     ))
 }
 
+/// List hosts with capacity, usage and state.
+#[utoipa::path(
+    get, path = "/v1/hosts", tag = "cluster",
+    responses((status = 200, description = "every host", body = Vec<HostInfo>))
+)]
 async fn list_hosts(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1382,8 +1504,13 @@ pub(crate) fn hosts_info(state: &SchedulerState) -> Vec<HostInfo> {
     hosts
 }
 
-/// `GET /v1/schedulers`: every running scheduler, the leader first.
+/// List running schedulers, the leader first.
+///
 /// Needs `list hosts`: both are the cluster's machinery.
+#[utoipa::path(
+    get, path = "/v1/schedulers", tag = "cluster",
+    responses((status = 200, description = "every scheduler", body = Vec<SchedulerInfo>))
+)]
 async fn list_schedulers(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1394,8 +1521,15 @@ async fn list_schedulers(
     ))
 }
 
-/// `GET /metrics`: needs `get metrics` cluster-wide (a Prometheus scrape
-/// job sends a token).
+/// Prometheus/OpenMetrics text.
+///
+/// Replicas wanted and ready, hosts, pending replicas, reconcile passes,
+/// placements, API request durations. Needs `get metrics` cluster-wide
+/// (a Prometheus scrape job sends a token).
+#[utoipa::path(
+    get, path = "/metrics", tag = "observability",
+    responses((status = 200, description = "the metrics", body = String, content_type = "application/openmetrics-text"))
+)]
 async fn metrics(
     State(shared): State<Shared_>,
     guard: Guard,
@@ -1412,18 +1546,29 @@ async fn metrics(
 }
 
 /// The query of `GET /v1/top/{kind}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TopQuery {
+    /// Only this namespace (which the caller must be allowed to list).
+    #[param(value_type = Option<Name>)]
     namespace: Option<String>,
-    /// The window, in seconds (default: the last beats).
+    /// The window, in seconds, up to 15 minutes (default: the last beats).
     window_s: Option<u64>,
 }
 
-/// `GET /v1/top/pods|apps|hosts`: rates over a window, from heartbeats.
+/// Rates per pod, app (by pod) or host over a window, from heartbeats.
+///
+/// Invocations and errors a second, p50/p99, fuel a second, peak memory,
+/// in flight.
+#[utoipa::path(
+    get, path = "/v1/top/{kind}", tag = "observability",
+    params(("kind" = inline(TopKind), Path, description = "What a row is"), TopQuery),
+    responses((status = 200, description = "rows, busiest first", body = Vec<TopRow>))
+)]
 async fn top(
     State(shared): State<Shared_>,
     guard: Guard,
-    Path(kind): Path<String>,
+    Path(kind): Path<TopKind>,
     Query(q): Query<TopQuery>,
 ) -> Result<Json<Vec<shoal_api::top::TopRow>>, Failure> {
     let window = q
@@ -1434,15 +1579,15 @@ async fn top(
         namespace: q.namespace,
     };
     let now = shoal_api::wire::now_ms();
-    let mut rows = match kind.as_str() {
-        "pods" => {
+    let mut rows = match kind {
+        TopKind::Pods => {
             let visible = filter.visible(&guard, Verb::List, Resource::Pods)?;
             shared
                 .state()
                 .top
                 .pods(window, now, |id| visible.shows(&id.namespace))
         }
-        "apps" => {
+        TopKind::Apps => {
             let visible = filter.visible(&guard, Verb::List, Resource::Apps)?;
             // By pod: a pod's components share its replicas.
             shared.state().top.grouped(window, now, |id, _| {
@@ -1451,17 +1596,12 @@ async fn top(
                     .then(|| format!("{}/{}/{}", id.namespace, id.app, id.pod))
             })
         }
-        "hosts" => {
+        TopKind::Hosts => {
             guard.allow(Verb::List, Resource::Hosts, &Scope::Cluster, None)?;
             shared
                 .state()
                 .top
                 .grouped(window, now, |_, host| host.map(|h| h.to_string()))
-        }
-        other => {
-            return Err(invalid(format!(
-                "top shows pods, apps or hosts, not {other:?}"
-            )));
         }
     };
     rows.sort_by(|a, b| {
@@ -1494,17 +1634,8 @@ async fn timed(
     response
 }
 
-async fn openapi(_headers: HeaderMap) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::route_claims;
     use crate::state::{App, State, StoredApp};
 
@@ -1560,41 +1691,53 @@ mod tests {
         assert!(route_claims(&state, &app("team-a", None, "/")).is_empty());
     }
 
+    /// Every `$ref` in the document names a schema it holds, and every
+    /// operation says what it does.
     #[test]
-    fn openapi_describes_every_route() {
-        let doc: serde_json::Value =
-            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON");
-        let described: BTreeSet<String> = doc["paths"]
+    fn the_document_is_whole() {
+        let doc = serde_json::to_value(super::document()).expect("the document serializes");
+        let schemas = doc["components"]["schemas"]
             .as_object()
-            .expect("paths")
-            .keys()
-            .cloned()
-            .collect();
-        let served: BTreeSet<String> = super::routes()
-            .into_iter()
-            .map(|(path, _)| path.to_string())
-            .filter(|p| p != "/openapi.json")
-            .collect();
-        assert_eq!(described, served);
+            .expect("schemas")
+            .clone();
+        let text = doc.to_string();
+        let mut dangling = Vec::new();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap_or_default();
+            if !schemas.contains_key(name) {
+                dangling.push(name.to_string());
+            }
+        }
+        assert!(dangling.is_empty(), "dangling $refs: {dangling:?}");
+        let mut unsaid = Vec::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                if op["summary"].as_str().is_none_or(str::is_empty) {
+                    unsaid.push(format!("{method} {path}"));
+                }
+            }
+        }
+        assert!(unsaid.is_empty(), "no summary: {unsaid:?}");
+        assert!(doc["paths"]["/v1/apps"]["post"].is_object());
+        assert!(doc["paths"]["/v1/apps/{namespace}/{name}"]["delete"].is_object());
     }
 
     /// What the router and the extractors refuse with (see `rejections`)
     /// is documented on every operation it can happen to.
     #[test]
     fn openapi_documents_every_refusal() {
-        let doc: serde_json::Value =
-            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON");
+        let doc = serde_json::to_value(super::document()).expect("the document serializes");
         let mut missing = Vec::new();
         for (path, ops) in doc["paths"].as_object().expect("paths") {
+            if path == "/healthz" {
+                continue;
+            }
             for (method, op) in ops.as_object().expect("operations") {
-                if method == "parameters" {
-                    continue;
-                }
                 let documents = |code: &str| op["responses"].get(code).is_some();
                 let json_body = op["requestBody"]["content"]
                     .get("application/json")
                     .is_some();
-                let mut wanted = vec!["400"];
+                let mut wanted = vec!["400", "401", "403"];
                 if path.contains('{') {
                     wanted.push("404");
                 }

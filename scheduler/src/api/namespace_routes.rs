@@ -7,11 +7,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use shoal_api::access::{Resource, Scope, Verb};
-use shoal_api::resources::{NamespaceInfo, NamespaceRequest, NamespaceSpec, RouteClaim};
+use shoal_api::resources::{ApiError, NamespaceInfo, NamespaceRequest, NamespaceSpec, RouteClaim};
 use shoal_api::wire::now_ms;
 use shoal_api::{DEFAULT_NAMESPACE, Digest, Name};
 
 use super::guard::{Failure, Guard, invalid};
+use super::openapi::NamespacePath;
 use crate::namespaces::{self, StoredNamespace};
 use crate::{SchedulerError, Shared};
 
@@ -52,7 +53,11 @@ pub(crate) async fn info(shared: &Shared, name: &Name) -> Result<NamespaceInfo, 
     })
 }
 
-/// `GET /v1/namespaces`: the namespaces the caller may see.
+/// List the namespaces the caller may see, with usage and quotas.
+#[utoipa::path(
+    get, path = "/v1/namespaces", tag = "namespaces", operation_id = "list_namespaces",
+    responses((status = 200, description = "the namespaces", body = Vec<NamespaceInfo>))
+)]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
@@ -72,11 +77,16 @@ pub async fn list(
     Ok(Json(out))
 }
 
-/// `GET /v1/namespaces/{name}`.
+/// A namespace with its usage.
+#[utoipa::path(
+    get, path = "/v1/namespaces/{name}", tag = "namespaces", operation_id = "describe_namespace",
+    params(NamespacePath),
+    responses((status = 200, description = "the namespace", body = NamespaceInfo))
+)]
 pub async fn describe(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
-    Path(name): Path<String>,
+    Path(NamespacePath { name }): Path<NamespacePath>,
 ) -> Result<Json<NamespaceInfo>, Failure> {
     let name = parse(&name)?;
     guard.allow(
@@ -88,12 +98,21 @@ pub async fn describe(
     Ok(Json(info(&shared, &name).await?))
 }
 
-/// `PUT /v1/namespaces/{name}`: creates a namespace or replaces its
-/// settings; cluster-wide permission only, so nobody sets their own quota.
+/// Create a namespace (`create = true`) or replace its settings.
+///
+/// Cluster-wide permission only, so nobody sets their own quota.
+#[utoipa::path(
+    put, path = "/v1/namespaces/{name}", tag = "namespaces", operation_id = "put_namespace",
+    params(NamespacePath), request_body = NamespaceRequest,
+    responses(
+        (status = 200, description = "the namespace as stored", body = NamespaceInfo),
+        (status = 409, description = "`create` was set and the namespace exists already", body = ApiError),
+    )
+)]
 pub async fn put(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
-    Path(name): Path<String>,
+    Path(NamespacePath { name }): Path<NamespacePath>,
     Json(req): Json<NamespaceRequest>,
 ) -> Result<Json<NamespaceInfo>, Failure> {
     let name = parse(&name)?;
@@ -201,12 +220,19 @@ fn overlaps(a: &RouteClaim, b: &RouteClaim) -> bool {
     a.covers(b.host.as_deref(), &b.prefix) || b.covers(a.host.as_deref(), &a.prefix)
 }
 
-/// `DELETE /v1/namespaces/{name}`: only an empty namespace; its secrets go
-/// with it.
+/// Delete an empty namespace and its secrets.
+#[utoipa::path(
+    delete, path = "/v1/namespaces/{name}", tag = "namespaces", operation_id = "delete_namespace",
+    params(NamespacePath),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 409, description = "the namespace still holds apps: delete them first", body = ApiError),
+    )
+)]
 pub async fn delete(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
-    Path(name): Path<String>,
+    Path(NamespacePath { name }): Path<NamespacePath>,
 ) -> Result<StatusCode, Failure> {
     let name = parse(&name)?;
     guard.allow(

@@ -19,7 +19,11 @@ use crate::{SchedulerError, Shared};
 /// authentication is off.
 const RESERVED_PRINCIPALS: &[&str] = &["admin", "anonymous"];
 
-/// `GET /v1/auth/whoami`.
+/// Who the token names, and its roles.
+#[utoipa::path(
+    get, path = "/v1/auth/whoami", tag = "auth",
+    responses((status = 200, description = "the caller", body = WhoAmI))
+)]
 pub async fn whoami(guard: Guard) -> Json<WhoAmI> {
     let caller = guard.caller();
     Json(WhoAmI {
@@ -30,15 +34,28 @@ pub async fn whoami(guard: Guard) -> Json<WhoAmI> {
 }
 
 /// The query of `GET /v1/auth/can-i`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CanIQuery {
+    /// The verb.
+    #[param(value_type = Verb)]
     verb: String,
+    /// The resource.
+    #[param(value_type = Resource)]
     resource: String,
+    /// Where; without it, cluster-wide.
+    #[param(value_type = Option<Name>)]
     namespace: Option<String>,
 }
 
-/// `GET /v1/auth/can-i`: would the API allow the caller this? Decided by
-/// the very check the routes make.
+/// Whether the caller may use a verb on a resource, and the rule that
+/// decided.
+///
+/// Decided by the very check the routes make.
+#[utoipa::path(
+    get, path = "/v1/auth/can-i", tag = "auth", params(CanIQuery),
+    responses((status = 200, description = "the decision", body = CanI))
+)]
 pub async fn can_i(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
@@ -63,8 +80,15 @@ pub async fn can_i(
     }))
 }
 
-/// `POST /v1/auth/tokens`: the caller must be allowed to create tokens
-/// where each binding applies, and hold every permission it grants.
+/// Make a token (shown once).
+///
+/// The caller must be allowed to create tokens where each binding
+/// applies, and hold every permission it grants.
+#[utoipa::path(
+    post, path = "/v1/auth/tokens", tag = "auth", operation_id = "create_token",
+    request_body = CreateTokenRequest,
+    responses((status = 200, description = "the token, whose secret is shown this once", body = CreatedToken))
+)]
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
@@ -129,8 +153,12 @@ fn shows(visible: &Visible, principal: &Principal) -> bool {
     })
 }
 
-/// `GET /v1/auth/tokens`: the tokens whose every binding lies where the
-/// caller may list tokens.
+/// List the tokens whose every binding lies where the caller may list
+/// tokens.
+#[utoipa::path(
+    get, path = "/v1/auth/tokens", tag = "auth", operation_id = "list_tokens",
+    responses((status = 200, description = "the tokens, without their secrets", body = Vec<TokenInfo>))
+)]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
@@ -148,8 +176,14 @@ pub async fn list(
     ))
 }
 
-/// `DELETE /v1/auth/tokens/{id}`: revokes a token; the caller must be
-/// allowed to delete tokens wherever it applies.
+/// Revoke a token.
+///
+/// The caller must be allowed to delete tokens wherever it applies.
+#[utoipa::path(
+    delete, path = "/v1/auth/tokens/{id}", tag = "auth",
+    params(("id" = TokenId, Path, description = "The token's id, as `shoal auth token list` shows it")),
+    responses((status = 200, description = "the token, revoked", body = TokenInfo))
+)]
 pub async fn revoke(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
