@@ -34,6 +34,11 @@ pub const MAX_VOLUMES: usize = 16;
 /// The reconciler makes an id and a placement decision for each one.
 pub const MAX_REPLICAS: u32 = 10_000;
 
+/// The largest whole number every JSON reader keeps exactly (2^53 − 1,
+/// JavaScript's `Number.MAX_SAFE_INTEGER`): the bound of every count and
+/// time the API reads from a query.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// The largest memory cap a component may ask for: all a 32-bit Wasm
 /// memory can address.
 pub const MAX_MEMORY: ByteSize = ByteSize::bytes(4 << 30);

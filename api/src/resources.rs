@@ -26,6 +26,7 @@ pub struct ApplyRequest {
     /// not exist), else answer 409. Without it, the revision the scheduler
     /// read when the call began is the one expected.
     #[serde(default)]
+    #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub if_revision: Option<u64>,
 }
 
@@ -428,6 +429,8 @@ pub struct ScaleRequest {
     /// The component.
     pub component: Name,
     /// Replicas wanted.
+    // `MAX_REPLICAS`: the attribute takes a literal; a test holds the two together.
+    #[schema(maximum = 10_000)]
     pub replicas: u32,
 }
 
@@ -440,6 +443,7 @@ pub struct InvokeRequest {
     pub data: Vec<u8>,
     /// Headers to send.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::header_pairs)]
     pub headers: Vec<(String, String)>,
     /// Record the host calls the invocation makes and return them
     /// (`shoal invoke --trace`).
@@ -455,6 +459,7 @@ pub struct InvokeResponse {
     #[schema(value_type = String, format = Byte)]
     pub data: Vec<u8>,
     /// Reply headers.
+    #[schema(schema_with = crate::schema::header_pairs)]
     pub headers: Vec<(String, String)>,
     /// The host calls the invocation made, when `trace` was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -729,6 +734,7 @@ pub struct RevisionInfo {
 pub struct RollbackRequest {
     /// The revision to go back to; the one before the current when `None`.
     #[serde(default)]
+    #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub to: Option<u64>,
 }
 
@@ -806,8 +812,10 @@ pub struct CreateTokenRequest {
     pub kind: PrincipalKind,
     /// The roles it holds, and where. The caller must hold every
     /// permission it grants.
+    #[schema(min_items = 1)]
     pub bindings: Vec<Binding>,
     /// How long it lives, in seconds.
+    #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub ttl_seconds: u64,
 }
 
@@ -856,6 +864,7 @@ pub struct Quota {
     /// Replicas, summed over every component (autoscaled ones count what
     /// they run now, and may not grow past the quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 4_294_967_295_u64)]
     pub replicas: Option<u32>,
     /// Memory reserved: each replica's `limits.memory` × `limits.concurrency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -868,6 +877,7 @@ pub struct Quota {
     pub storage: Option<ByteSize>,
     /// Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 4_294_967_295_u64)]
     pub secrets: Option<u32>,
 }
 

@@ -78,7 +78,7 @@ schema! {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)))
                 .minimum(Some(0))
                 .description(Some("A size in bytes")),
         )
@@ -88,7 +88,7 @@ schema! {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)))
                 .minimum(Some(1)),
         )
         .item(words(["off"], "No fuel limit: the deadline alone bounds an invocation"))
@@ -121,4 +121,20 @@ impl ToSchema for PodState {
         schemas.push((ReplicaState::name().into_owned(), ReplicaState::schema()));
         ReplicaState::schemas(schemas);
     }
+}
+
+/// Headers as `[name, value]` pairs: an array of two strings each.
+pub(crate) fn header_pairs() -> RefOr<Schema> {
+    let pair = utoipa::openapi::schema::ArrayBuilder::new()
+        .prefix_items([
+            string(Some("^[!-9;-~]+$"), "The name: printable ASCII but ':'"),
+            string(Some("^[^\\r\\n]*$"), "The value: no line break"),
+        ])
+        .items(utoipa::openapi::schema::ArrayItems::False)
+        .min_items(Some(2))
+        .max_items(Some(2));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(pair)
+        .description(Some("Headers as [name, value] pairs"))
+        .into()
 }

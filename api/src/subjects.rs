@@ -321,9 +321,12 @@ pub mod headers {
         for (k, v) in pairs {
             // Parsed, never converted: a conversion asserts, and these come
             // from API callers and guests.
-            let name: async_nats::HeaderName = k.parse().map_err(|_| {
-                format!("header name {k:?} is not allowed: use letters, digits and '-'")
-            })?;
+            let refused =
+                || format!("header name {k:?} is not allowed: use printable ASCII but ':'");
+            if k.is_empty() {
+                return Err(refused());
+            }
+            let name: async_nats::HeaderName = k.parse().map_err(|_| refused())?;
             let value: async_nats::HeaderValue = v
                 .parse()
                 .map_err(|_| format!("the value of header {k} holds a line break"))?;

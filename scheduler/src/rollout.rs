@@ -200,7 +200,7 @@ pub async fn promote(
         .canary_base
         .retain(|p, _| pod.is_some_and(|pod| pod != p));
     if stored.canary_base.len() == before {
-        return Err(SchedulerError::Invalid(format!(
+        return Err(SchedulerError::Conflict(format!(
             "no canary or shadow runs in {key}: `shoal rollout status` shows its rollout"
         )));
     }
@@ -260,7 +260,7 @@ pub async fn roll_back(
     let _writing = shared.writes.lock().await;
     let current = current_app(shared, key)?;
     if expect.is_some_and(|kv| kv != current.kv) {
-        return Err(SchedulerError::Invalid(format!(
+        return Err(SchedulerError::Conflict(format!(
             "{key} moved on to revision {} meanwhile; not rolling back",
             current.revision
         )));
@@ -268,7 +268,7 @@ pub async fn roll_back(
     let history = shared.store.app_history(key).await?;
     let target = match to {
         Some(to) => history.iter().find(|(r, _, _)| *r == to).ok_or_else(|| {
-            SchedulerError::Invalid(format!(
+            SchedulerError::NotFound(format!(
                 "revision {to} of {key} is not kept (the bucket keeps the last {}): see `shoal rollout history`",
                 history.len()
             ))
@@ -282,7 +282,7 @@ pub async fn roll_back(
                 *r < current.revision && stored.generations != current.stored.generations
             })
             .ok_or_else(|| {
-                SchedulerError::Invalid(format!(
+                SchedulerError::Conflict(format!(
                     "{key} has no earlier template before revision {} to go back to",
                     current.revision
                 ))
@@ -290,7 +290,7 @@ pub async fn roll_back(
     };
     let (target_revision, _, target_app) = target;
     if *target_revision == current.revision {
-        return Err(SchedulerError::Invalid(format!(
+        return Err(SchedulerError::Conflict(format!(
             "{key} is at revision {target_revision} already"
         )));
     }

@@ -20,7 +20,8 @@ pub struct AuditQuery {
     #[param(value_type = Option<shoal_api::Name>)]
     namespace: Option<String>,
     /// Only records since this time, in ms since the epoch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::numbers::safe")]
+    #[param(maximum = 9_007_199_254_740_991_u64)]
     since_ms: u64,
 }
 

@@ -16,7 +16,7 @@ use shoal_api::dumps::{DumpId, DumpInfo};
 
 use super::guard::{Failure, Guard, invalid, scope_of};
 use super::openapi::{AppLogsPath, Binary};
-use crate::Shared;
+use crate::{SchedulerError, Shared};
 use shoal_api::resources::ApiError;
 
 /// An app's core dumps, oldest first.
@@ -44,6 +44,7 @@ pub async fn list(
     )?;
     let namespace = Name::new(namespace).map_err(|e| invalid(format!("namespace: {e}")))?;
     let app = Name::new(app).map_err(|e| invalid(format!("app: {e}")))?;
+    namespace_exists(&shared, &namespace)?;
     let js = shared.js.clone();
     Ok(Json(crate::dumps::list(&js, &namespace, &app).await?))
 }
@@ -54,7 +55,10 @@ pub async fn list(
 /// Needs `get` on `dumps` in the app's namespace.
 #[utoipa::path(
     get, path = "/v1/dumps/{namespace}/{app}/{id}", tag = "observability",
-    params(AppLogsPath, ("id" = String, Path, description = "As the listing gives it: `APP.COMPONENT.MS.NONCE`")),
+    params(AppLogsPath, (
+        "id" = String, Path, pattern = r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*\.[0-9]{1,19}\.[0-9a-f]{8}$",
+        description = "As the listing gives it: `APP.COMPONENT.MS.NONCE`"
+    )),
     responses(
         (status = 200, description = "the dump", body = inline(Binary), content_type = "application/wasm"),
         (status = 503, description = "the dump store cannot be reached", body = ApiError),
@@ -74,11 +78,13 @@ pub async fn download(
     let namespace = Name::new(namespace).map_err(|e| invalid(format!("namespace: {e}")))?;
     let id: DumpId = id.parse().map_err(|e| invalid(format!("{e}")))?;
     if id.app.as_str() != app {
-        return Err(invalid(format!(
+        return Err(SchedulerError::NotFound(format!(
             "dump {id} belongs to app {}, not {app}",
             id.app
-        )));
+        ))
+        .into());
     }
+    namespace_exists(&shared, &namespace)?;
     let js = shared.js.clone();
     let object = crate::dumps::open(&js, &namespace, &id).await?;
     let size = object.info().size;
@@ -95,4 +101,15 @@ pub async fn download(
         body,
     )
         .into_response())
+}
+
+/// A namespace that does not exist has no dump store: 404, not 503.
+fn namespace_exists(shared: &Shared, namespace: &Name) -> Result<(), Failure> {
+    if shared.state().namespaces.contains_key(namespace) {
+        return Ok(());
+    }
+    Err(SchedulerError::NotFound(format!(
+        "namespace {namespace} does not exist: see `shoal get namespaces`"
+    ))
+    .into())
 }

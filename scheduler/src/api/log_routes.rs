@@ -31,12 +31,18 @@ pub struct LogsQuery {
     /// Only this replica (`pod-N`).
     replica: Option<String>,
     /// Only lines written since (ms since the epoch).
+    #[param(maximum = 9_007_199_254_740_991_u64)]
+    #[serde(default, deserialize_with = "super::numbers::safe_opt")]
     since_ms: Option<u64>,
     /// Only lines after this cursor (`SEQ:INDEX`), to resume a follow.
+    #[param(pattern = "^[0-9]{1,19}:[0-9]{1,9}$")]
     after: Option<String>,
     /// Only the last N lines of the backlog.
-    tail: Option<usize>,
+    #[param(maximum = 9_007_199_254_740_991_u64)]
+    #[serde(default, deserialize_with = "super::numbers::safe_opt")]
+    tail: Option<u64>,
     /// Only lines matching this regular expression.
+    #[param(format = Regex)]
     grep: Option<String>,
     /// Only each replica's run before its latest.
     #[serde(default)]
@@ -165,7 +171,7 @@ pub async fn logs(
         replica: q.replica,
         since_ms: q.since_ms,
         after,
-        tail: q.tail,
+        tail: q.tail.map(|t| usize::try_from(t).unwrap_or(usize::MAX)),
         grep,
         previous: q.previous,
         follow: q.follow,
@@ -188,7 +194,8 @@ pub struct EventsQuery {
     #[param(value_type = Option<Name>)]
     app: Option<String>,
     /// Only events since (ms since the epoch).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::numbers::safe")]
+    #[param(maximum = 9_007_199_254_740_991_u64)]
     since_ms: u64,
     /// Keep streaming new events.
     #[serde(default)]

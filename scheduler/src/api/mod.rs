@@ -7,8 +7,10 @@
 mod audit_routes;
 mod dump_routes;
 pub mod guard;
+mod json_body;
 pub(crate) mod log_routes;
 pub(crate) mod namespace_routes;
+mod numbers;
 mod openapi;
 mod rejections;
 mod token_routes;
@@ -47,6 +49,7 @@ use crate::tunables::{
 };
 use crate::{SchedulerError, Shared, artifact, namespaces};
 use guard::{Failure, Guard, Visible, invalid, scope_of};
+use json_body::JsonBody;
 use openapi::{AppPath, Binary};
 
 type Shared_ = Arc<Shared>;
@@ -159,7 +162,10 @@ impl NamespaceFilter {
 #[utoipa::path(
     put, path = "/v1/components/{digest}", tag = "apps",
     params(("digest" = Digest, Path, description = "The sha256 of the body")),
-    request_body(content = inline(Binary), content_type = "application/wasm", description = "The component's bytes"),
+    request_body(
+        description = "The component's bytes",
+        content((inline(Binary) = "application/wasm"), (inline(Binary) = "application/octet-stream")),
+    ),
     responses((status = 204, description = "stored"))
 )]
 async fn put_component(
@@ -198,7 +204,7 @@ async fn put_component(
 async fn apply(
     State(shared): State<Shared_>,
     guard: Guard,
-    Json(req): Json<ApplyRequest>,
+    JsonBody(req): JsonBody<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     let spec = AppSpec::from_toml(&req.spec, &req.file).map_err(|e| invalid(e.to_string()))?;
     let exists = shared
@@ -941,7 +947,7 @@ async fn scale(
     State(shared): State<Shared_>,
     guard: Guard,
     Path(AppPath { namespace, name }): Path<AppPath>,
-    Json(req): Json<ScaleRequest>,
+    JsonBody(req): JsonBody<ScaleRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     scale_app(&shared, &guard, &namespace, &name, req)
         .await
@@ -967,10 +973,11 @@ pub(crate) async fn scale_app(
     let (key, previous) = app_and_key(shared, namespace, name)?;
     let mut stored = previous.stored.clone();
     let Some(component) = stored.spec.components.get_mut(&req.component) else {
-        return Err(invalid(format!(
+        return Err(SchedulerError::NotFound(format!(
             "app {namespace}/{name} has no component {}",
             req.component
-        )));
+        ))
+        .into());
     };
     let from = component.replicas;
     component.replicas = req.replicas;
@@ -1044,15 +1051,15 @@ async fn revisions(
     request_body = RollbackRequest,
     responses(
         (status = 200, description = "the revision stored", body = ApplyResponse),
-        (status = 400, description = "no such revision, or the app is at it already", body = ApiError),
-        (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError),
+        (status = 404, description = "no such app, or the revision asked for is not kept", body = ApiError),
+        (status = 409, description = "the app changed meanwhile, or it has no earlier revision to go back to, or it is at that revision already: nothing was written", body = ApiError),
     )
 )]
 async fn rollback(
     State(shared): State<Shared_>,
     guard: Guard,
     Path(AppPath { namespace, name }): Path<AppPath>,
-    Json(req): Json<RollbackRequest>,
+    JsonBody(req): JsonBody<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, Failure> {
     rollback_app(&shared, &guard, &namespace, &name, req)
         .await
@@ -1097,8 +1104,7 @@ pub(crate) async fn rollback_app(
     post, path = "/v1/apps/{namespace}/{name}/rollout/promote", tag = "rollouts", params(AppPath),
     responses(
         (status = 200, description = "the revision stored", body = ApplyResponse),
-        (status = 400, description = "no canary or shadow runs in the app", body = ApiError),
-        (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError),
+        (status = 409, description = "no canary or shadow runs in the app, or it changed meanwhile: nothing was written", body = ApiError),
     )
 )]
 async fn promote_canary(
@@ -1134,8 +1140,7 @@ pub(crate) async fn promote_app(
     post, path = "/v1/apps/{namespace}/{name}/rollout/abort", tag = "rollouts", params(AppPath),
     responses(
         (status = 200, description = "the revision stored", body = ApplyResponse),
-        (status = 400, description = "no canary or shadow runs in the app", body = ApiError),
-        (status = 409, description = "the app changed meanwhile (another apply, scale or rollback, through any scheduler): nothing was written; the message says which revision it is at now", body = ApiError),
+        (status = 409, description = "no canary or shadow runs in the app, or it changed meanwhile: nothing was written", body = ApiError),
     )
 )]
 async fn abort_canary(
@@ -1159,9 +1164,10 @@ pub(crate) async fn abort_app(
     guard.allow_app(Verb::Rollout, namespace, name)?;
     let (key, previous) = app_and_key(shared, namespace, name)?;
     if previous.stored.canary_base.is_empty() {
-        return Err(invalid(format!(
+        return Err(SchedulerError::Conflict(format!(
             "no canary or shadow runs in {namespace}/{name}: `shoal rollout undo` goes back to an earlier revision"
-        )));
+        ))
+        .into());
     }
     let cause = format!("canary aborted by {}", guard.caller().principal.name);
     let (revision, _) = crate::rollout::roll_back(shared, &key, None, None, &cause).await?;
@@ -1202,7 +1208,7 @@ async fn invoke(
     guard: Guard,
     Path((namespace, name, component)): Path<(String, String, String)>,
     http_headers: axum::http::HeaderMap,
-    Json(req): Json<InvokeRequest>,
+    JsonBody(req): JsonBody<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, Failure> {
     guard.allow_app(Verb::Invoke, &namespace, &format!("{name}/{component}"))?;
     let (subject, copy) = {
@@ -1553,6 +1559,8 @@ struct TopQuery {
     #[param(value_type = Option<Name>)]
     namespace: Option<String>,
     /// The window, in seconds, up to 15 minutes (default: the last beats).
+    #[param(maximum = 9_007_199_254_740_991_u64)]
+    #[serde(default, deserialize_with = "numbers::safe_opt")]
     window_s: Option<u64>,
 }
 
@@ -1575,6 +1583,11 @@ async fn top(
         .window_s
         .map_or(crate::tunables::TOP_WINDOW, std::time::Duration::from_secs)
         .min(crate::tunables::TOP_HISTORY);
+    // Checked for every kind: hosts are no namespace's, but a bad name is
+    // still a bad request.
+    if let Some(ns) = &q.namespace {
+        scope_of(ns)?;
+    }
     let filter = NamespaceFilter {
         namespace: q.namespace,
     };
@@ -1719,6 +1732,11 @@ mod tests {
         }
         assert!(unsaid.is_empty(), "no summary: {unsaid:?}");
         assert!(doc["paths"]["/v1/apps"]["post"].is_object());
+        assert_eq!(
+            doc["components"]["schemas"]["ScaleRequest"]["properties"]["replicas"]["maximum"],
+            shoal_api::MAX_REPLICAS,
+            "the document's bound on replicas is the one the API holds to"
+        );
         assert!(doc["paths"]["/v1/apps/{namespace}/{name}"]["delete"].is_object());
     }
 

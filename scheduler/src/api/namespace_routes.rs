@@ -12,6 +12,7 @@ use shoal_api::wire::now_ms;
 use shoal_api::{DEFAULT_NAMESPACE, Digest, Name};
 
 use super::guard::{Failure, Guard, invalid};
+use super::json_body::JsonBody;
 use super::openapi::NamespacePath;
 use crate::namespaces::{self, StoredNamespace};
 use crate::{SchedulerError, Shared};
@@ -113,7 +114,7 @@ pub async fn put(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
     Path(NamespacePath { name }): Path<NamespacePath>,
-    Json(req): Json<NamespaceRequest>,
+    JsonBody(req): JsonBody<NamespaceRequest>,
 ) -> Result<Json<NamespaceInfo>, Failure> {
     let name = parse(&name)?;
     let existing = shared.state().namespaces.get(&name).cloned();
@@ -242,7 +243,9 @@ pub async fn delete(
         Some(name.to_string()),
     )?;
     if name.as_str() == DEFAULT_NAMESPACE {
-        return Err(invalid("the default namespace cannot be deleted"));
+        return Err(
+            SchedulerError::Conflict("the default namespace cannot be deleted".into()).into(),
+        );
     }
     let (apps, secrets) = {
         let state = shared.state();

@@ -66,8 +66,8 @@ pub(crate) struct NamespacePath {
     pub name: String,
 }
 
-/// Any bytes, as a body that is not JSON (a component, a secret's value,
-/// a core dump).
+/// Any bytes, at least one, as a body that is not JSON (a component, a
+/// secret's value, a core dump).
 pub(crate) enum Binary {}
 
 impl PartialSchema for Binary {
@@ -77,6 +77,7 @@ impl PartialSchema for Binary {
             .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
                 utoipa::openapi::KnownFormat::Binary,
             )))
+            .min_length(Some(1))
             .into()
     }
 }

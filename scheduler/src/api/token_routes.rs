@@ -13,6 +13,7 @@ use shoal_api::token::TokenId;
 use shoal_api::wire::now_ms;
 
 use super::guard::{Failure, Guard, Visible, invalid};
+use super::json_body::JsonBody;
 use crate::{SchedulerError, Shared};
 
 /// Names only Shoal gives: the first admin, and the caller when
@@ -92,7 +93,7 @@ pub async fn can_i(
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     guard: Guard,
-    Json(req): Json<CreateTokenRequest>,
+    JsonBody(req): JsonBody<CreateTokenRequest>,
 ) -> Result<Json<CreatedToken>, Failure> {
     if req.bindings.is_empty() {
         return Err(invalid(
