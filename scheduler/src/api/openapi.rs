@@ -52,8 +52,10 @@ pub(crate) struct AppLogsPath {
     /// The app's namespace.
     #[param(value_type = Name)]
     pub namespace: String,
-    /// The app's name.
+    /// The app's name. (`{name}` where the dashboard serves the same
+    /// handler under its app pages.)
     #[param(value_type = Name)]
+    #[serde(alias = "name")]
     pub app: String,
 }
 
