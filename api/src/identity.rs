@@ -11,7 +11,7 @@
 use crate::Name;
 use crate::subjects::{
     self, ACTIVATE, ALL_DEAD_LETTERS, ALL_HEARTBEATS, ALL_HTTP, ALL_INVOKES, ALL_LOGS, APPS_BUCKET,
-    COMPONENTS_BUCKET, CONTROL_BUCKET, LEADER_ANNOUNCEMENTS, NAMESPACES_BUCKET, ROUTES_BUCKET,
+    ARTIFACTS_BUCKET, COMPONENTS_BUCKET, CONTROL_BUCKET, LEADER_ANNOUNCEMENTS, NAMESPACES_BUCKET, ROUTES_BUCKET,
     SCHEDULERS_BUCKET, SECRETS_BUCKET, TOKENS_BUCKET, USER_PREFIX,
 };
 use crate::wire::HostId;
@@ -109,8 +109,10 @@ impl Identity {
                             "$O.>".into(),
                         ],
                         deny: vec![
-                            // Component bytes are the scheduler's to write.
+                            // Component bytes, and the code compiled from
+                            // them, are the scheduler's to write.
                             format!("$O.{COMPONENTS_BUCKET}.>"),
+                            format!("$O.{ARTIFACTS_BUCKET}.>"),
                             // Desired state and secrets are the scheduler's.
                             format!("$KV.{APPS_BUCKET}.>"),
                             format!("$KV.{SECRETS_BUCKET}.>"),
@@ -187,6 +189,8 @@ mod tests {
         assert!(allowed(&h1.publish, "$O.shoal-dumps-default.C.abc"));
         assert!(!allowed(&h1.publish, "$O.shoal-components.C.abc"));
         assert!(!allowed(&h1.publish, "$O.shoal-components.M.abc"));
+        assert!(!allowed(&h1.publish, "$O.shoal-artifacts.C.abc"));
+        assert!(!allowed(&h1.publish, "$O.shoal-artifacts.M.abc"));
         assert!(allowed(&h1.subscribe, "shoal.v1.hosts.h1.cmd"));
         assert!(!allowed(&h1.subscribe, "shoal.v1.hosts.h2.cmd"));
         assert!(allowed(&h1.subscribe, "shoal.v1.hosts.h1.resync"));

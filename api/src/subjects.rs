@@ -163,6 +163,16 @@ pub const APPS_BUCKET: &str = "shoal-apps";
 /// JetStream object store holding component bytes, by sha256.
 pub const COMPONENTS_BUCKET: &str = "shoal-components";
 
+/// The object store of components compiled once for the cluster: only
+/// schedulers write it, hosts read it.
+pub const ARTIFACTS_BUCKET: &str = "shoal-artifacts";
+
+/// The name, in [`ARTIFACTS_BUCKET`], of component `digest` compiled by an
+/// engine whose compatibility hash is `engine` (hex).
+pub fn artifact_name(digest: &crate::Digest, engine: &str) -> String {
+    format!("{}.{engine}", digest.to_hex())
+}
+
 /// JetStream stream holding events.
 pub const EVENTS_STREAM: &str = "SHOAL_EVENTS";
 

@@ -93,6 +93,34 @@ pub struct ApiSettings {
     nats_replicas: Copies,
 }
 
+/// Compiles components for the scheduler with the hosts' engine settings:
+/// `shoal-host`'s compiler under `shoal-scheduler`'s trait (the two crates
+/// never depend on each other; the binary puts them together).
+#[derive(Debug)]
+struct HostCompiler(shoal_host::ClusterCompiler);
+
+impl shoal_scheduler::compiled::Precompiler for HostCompiler {
+    fn engine_id(&self) -> &str {
+        self.0.engine_id()
+    }
+
+    fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.precompile(bytes)
+    }
+}
+
+/// The scheduler's compiler, or none (each host then compiles for itself)
+/// when this machine cannot make a wasmtime engine.
+fn cluster_compiler() -> Option<Arc<dyn shoal_scheduler::compiled::Precompiler>> {
+    match shoal_host::ClusterCompiler::new() {
+        Ok(compiler) => Some(Arc::new(HostCompiler(compiler))),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot compile for the cluster here; each host compiles for itself");
+            None
+        }
+    }
+}
+
 impl ApiSettings {
     /// The scheduler's options for an API listening on `addr`; refuses
     /// plain HTTP beyond this machine unless told so, loudly.
@@ -136,6 +164,7 @@ impl ApiSettings {
             tls,
             secret_box,
             copies: self.nats_replicas,
+            compiler: cluster_compiler(),
         })
     }
 

@@ -150,13 +150,8 @@ impl PrecompileCache {
     }
 
     fn with_key(dir: PathBuf, engine: &Engine, key: Zeroizing<[u8; KEY_LEN]>) -> Self {
-        let mut hasher = Sha256Hasher::default();
-        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
-        let engine_hash: [u8; 32] = hasher.0.finalize().into();
-        let engine_key: String = engine_hash[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let engine_hash = engine_hash(engine);
+        let engine_key = hex(&engine_hash[..8]);
         PrecompileCache {
             dir,
             engine_key,
@@ -175,6 +170,30 @@ impl PrecompileCache {
     pub fn entry_path(&self, digest: &Digest) -> PathBuf {
         self.dir
             .join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_key))
+    }
+
+    /// This engine's compatibility hash in hex: the name, with the
+    /// component's sha256, of the artifact the cluster compiled for an
+    /// engine like this one.
+    pub fn engine_id(&self) -> String {
+        hex(&self.engine_hash)
+    }
+
+    /// Whether an entry for `digest` is on disk (it is verified when read).
+    pub fn has_entry(&self, digest: &Digest) -> bool {
+        self.entry_path(digest).exists()
+    }
+
+    /// Takes in `artifact`, the component `digest` compiled once for the
+    /// cluster by a scheduler (read from the artifact store, which only
+    /// schedulers may write). It is loaded once with `engine`, so that
+    /// wasmtime checks it was made by an engine of these settings and
+    /// version, then stored under this host's own MAC like one compiled
+    /// here.
+    pub fn import(&self, engine: &Engine, digest: &Digest, artifact: &[u8]) -> Result<(), String> {
+        deserialize(engine, artifact).map_err(|e| format!("it does not load here: {e:#}"))?;
+        self.write_entry(digest, &self.entry_path(digest), artifact);
+        Ok(())
     }
 
     /// Loads the component with `digest` from the cache, or compiles `bytes`
@@ -437,14 +456,31 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: wasmtime runs precompiled bytes as machine code, so they must
     // come from `Engine::precompile_component` of a compatible engine. These
-    // do: either they were just compiled by this process, or they were read
+    // do: either they were just compiled by this process; or they were read
     // from the cache and their HMAC, under a key only this host holds, was
     // verified over exactly these bytes together with the component's
-    // sha256 and this engine's compatibility hash. A file that anyone else
-    // wrote, truncated, corrupted or moved never reaches this call.
-    // wasmtime itself also checks the engine version and settings in the
-    // artifact's header.
+    // sha256 and this engine's compatibility hash; or they are being
+    // imported from the cluster's artifact store, which only schedulers may
+    // write (NATS permissions, as for component bytes and desired state),
+    // and which they fill with `Engine::precompile_component` of an engine
+    // of the hosts' code settings. A file that anyone else wrote,
+    // truncated, corrupted or moved never reaches this call. wasmtime
+    // itself also checks the engine version and settings in the artifact's
+    // header.
     unsafe { Component::deserialize(engine, artifact) }
+}
+
+/// sha256 of `engine`'s compatibility hash: equal for two engines exactly
+/// when one loads what the other compiled.
+pub(crate) fn engine_hash(engine: &Engine) -> [u8; 32] {
+    let mut hasher = Sha256Hasher::default();
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    hasher.0.finalize().into()
+}
+
+/// `bytes` in lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Feeds `Hash` output into sha256, for a hash that is stable across

@@ -65,7 +65,7 @@ pub mod tunables;
 pub use bindings::types::{HandlerError, Message, Reply};
 pub use cache::{CacheStatus, PrecompileCache};
 pub use component::{ComponentSettings, LoadedComponent, Usage};
-pub use engine::{EpochTicker, build_engine};
+pub use engine::{ClusterCompiler, EpochTicker, build_engine};
 pub use error::{InvokeError, LoadError, RuntimeError};
 pub use invoke::{HttpResponse, text_response};
 pub use logs::{LogLine, LogSink, MemorySink, Stream, TracingSink};

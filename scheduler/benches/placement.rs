@@ -263,6 +263,7 @@ async fn scenario(hosts: usize, replicas: usize, component: &[u8]) {
                 None,
             ),
             copies: shoal_scheduler::jetstream::Copies::Auto,
+            compiler: None,
         },
         std::future::pending(),
     )

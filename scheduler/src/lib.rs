@@ -33,6 +33,7 @@ pub mod auth;
 pub mod autoscale;
 pub mod canary;
 pub mod commands;
+pub mod compiled;
 pub mod controller;
 pub mod dumps;
 #[cfg(test)]
@@ -110,6 +111,9 @@ pub struct SchedulerOptions {
     pub secret_box: secrets::SecretBox,
     /// How many copies JetStream keeps of what the scheduler stores.
     pub copies: jetstream::Copies,
+    /// Compiles uploaded components once for the cluster's hosts (see
+    /// [`compiled`]); without it, each host compiles for itself.
+    pub compiler: Option<Arc<dyn compiled::Precompiler>>,
 }
 
 /// Whether the API authenticates its callers.
@@ -153,6 +157,8 @@ pub struct Shared {
     leadership: Arc<lease::Leadership>,
     /// Writes what the leader must remember.
     keeper: remembered::Keeper,
+    /// Compiles uploaded components for the hosts.
+    compiler: Option<Arc<dyn compiled::Precompiler>>,
 }
 
 impl Shared {
@@ -367,6 +373,7 @@ impl Scheduler {
             commands: commands::Dispatcher::default(),
             leadership: leadership.clone(),
             keeper: remembered::Keeper::default(),
+            compiler: options.compiler.clone(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use shoal_api::Digest;
 use shoal_api::resources::Event;
 use shoal_api::subjects::{
-    ALL_DEAD_LETTERS, ALL_EVENTS, APPS_BUCKET, COMPONENTS_BUCKET, CONTROL_BUCKET,
+    ALL_DEAD_LETTERS, ALL_EVENTS, APPS_BUCKET, ARTIFACTS_BUCKET, COMPONENTS_BUCKET, CONTROL_BUCKET,
     DEAD_LETTER_STREAM, EVENTS_STREAM, JETSTREAM_MAX_FILE_STORE, QUEUE_CONSUMER, ROUTES_BUCKET,
     SCHEDULERS_BUCKET, SECRETS_BUCKET,
 };
@@ -20,7 +20,7 @@ use crate::SchedulerError;
 use crate::jetstream::JetStream;
 use crate::state::{App, StoredApp};
 use crate::tunables::{
-    COMPONENT_STORE_MAX_BYTES, DEAD_LETTER_MAX_BYTES, EVENTS_MAX_BYTES, EVENTS_PER_APP,
+    ARTIFACT_STORE_MAX_BYTES, COMPONENT_STORE_MAX_BYTES, DEAD_LETTER_MAX_BYTES, EVENTS_MAX_BYTES, EVENTS_PER_APP,
     EVENTS_READ_TIMEOUT, KV_BUCKET_MAX_BYTES, KV_MAX_VALUE_BYTES, QUEUE_MAX_MESSAGE_BYTES,
     QUEUE_STREAM_MAX_BYTES, SCHEDULER_PRESENCE_TTL,
 };
@@ -98,6 +98,8 @@ pub struct Store {
     /// The cluster's route table, kept by the leader.
     pub(crate) routes: kv::Store,
     objects: object_store::ObjectStore,
+    /// Components compiled once for the cluster (see [`crate::compiled`]).
+    pub(crate) artifacts: object_store::ObjectStore,
     js: JetStream,
 }
 
@@ -175,6 +177,21 @@ impl Store {
             }))
             .await
             .map_err(|e| unavailable("opening the routes bucket", e))?;
+        let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(js.objects(object_store::Config {
+                    bucket: ARTIFACTS_BUCKET.to_string(),
+                    description: Some(
+                        "Shoal components compiled for the cluster, by sha256 and engine".into(),
+                    ),
+                    storage: stream::StorageType::File,
+                    max_bytes: ARTIFACT_STORE_MAX_BYTES,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| unavailable("opening the compiled-component store", e))?,
+        };
         let objects = match js.get_object_store(COMPONENTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
@@ -214,6 +231,7 @@ impl Store {
             presence,
             routes,
             objects,
+            artifacts,
             js: js.clone(),
         })
     }

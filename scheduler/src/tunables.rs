@@ -141,6 +141,10 @@ pub const EVENTS_MAX_BYTES: i64 = 64 << 20;
 /// The most the component store holds (every version of every component).
 pub const COMPONENT_STORE_MAX_BYTES: i64 = 8 << 30;
 
+/// The most the store of components compiled for the cluster holds:
+/// machine code is a few times the size of its component.
+pub const ARTIFACT_STORE_MAX_BYTES: i64 = 32 << 30;
+
 /// How long loading the stored events waits for the next one before it
 /// takes what it has.
 pub const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(2);

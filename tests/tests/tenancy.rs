@@ -284,9 +284,16 @@ fn nats_itself_refuses_what_a_credential_does_not_allow() {
         .unwrap();
         // Another host's snapshot requests are not its to hear.
         let _ = h1.subscribe("shoal.v1.hosts.h2.resync").await;
+        // Compiled code other hosts would load: the schedulers' to write.
+        h1.publish("$O.shoal-artifacts.C.planted", "code".into())
+            .await
+            .unwrap();
+        h1.publish("$O.shoal-artifacts.M.planted", "{}".into())
+            .await
+            .unwrap();
         let _ = h1.flush().await;
     });
-    assert_refused(&rt, &mut events, 5);
+    assert_refused(&rt, &mut events, 7);
 
     // A namespace's credential: its own namespace only.
     let (team_a, mut events) = rt

@@ -1,10 +1,12 @@
 //! Component bytes on a host: from its local copy, else fetched from the
-//! cluster's object store and kept for the next start.
+//! cluster's object store and kept for the next start. And the code the
+//! cluster compiled from them, when a scheduler compiled it for an engine
+//! like this host's.
 
 use std::io::Write;
 
 use shoal_api::Digest;
-use shoal_api::subjects::COMPONENTS_BUCKET;
+use shoal_api::subjects::{ARTIFACTS_BUCKET, COMPONENTS_BUCKET, artifact_name};
 use tokio::io::AsyncReadExt;
 
 use crate::layout::DataLayout;
@@ -46,6 +48,27 @@ pub(super) async fn fetch(
         tracing::warn!(component = %digest, error = %e, "cannot keep a local copy of the component");
     }
     Ok(bytes)
+}
+
+/// The component `digest` as the cluster compiled it for an engine whose
+/// compatibility hash is `engine`, if a scheduler did. Anything missing or
+/// unreadable is `None`: the host then compiles the component itself.
+pub(super) async fn fetch_compiled(
+    nats: &async_nats::Client,
+    digest: &Digest,
+    engine: &str,
+) -> Option<Vec<u8>> {
+    let js = async_nats::jetstream::new(nats.clone());
+    let store = js.get_object_store(ARTIFACTS_BUCKET).await.ok()?;
+    let mut object = store.get(artifact_name(digest, engine)).await.ok()?;
+    let mut artifact = Vec::new();
+    match object.read_to_end(&mut artifact).await {
+        Ok(_) => Some(artifact),
+        Err(e) => {
+            tracing::warn!(component = %digest, error = %e, "cannot read the cluster's compiled artifact; compiling here");
+            None
+        }
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in `dir`, renamed.

@@ -188,13 +188,14 @@ impl ReplicaHost for Agent {
         self.beat.notify_one();
     }
 
-    /// Fetches (or reuses) a component's bytes, grants it what its spec
-    /// asks for on this host, and loads it. Granting and loading run on a
-    /// blocking thread: both touch the filesystem.
     fn replica_log(&self, replica: &ReplicaId, incarnation: u32) -> ReplicaLog {
         self.logs.replica(replica, incarnation)
     }
 
+    /// Fetches (or reuses) a component's bytes, and the code the cluster
+    /// compiled from them when this host has none yet; grants it what its
+    /// spec asks for on this host, and loads it. Granting and loading run
+    /// on a blocking thread: both touch the filesystem.
     async fn load(
         &self,
         start: &StartReplica,
@@ -202,12 +203,33 @@ impl ReplicaHost for Agent {
         log_sink: Arc<dyn LogSink>,
     ) -> Result<Arc<LoadedComponent>, String> {
         let bytes = artifacts::fetch(&self.nats, &self.layout, &component.digest).await?;
+        let cache = self.runtime.cache();
+        let compiled = if cache.has_entry(&component.digest) {
+            None
+        } else {
+            artifacts::fetch_compiled(&self.nats, &component.digest, &cache.engine_id()).await
+        };
         let (runtime, registry) = (self.runtime.clone(), self.registry.clone());
         let (start, component) = (start.clone(), component.clone());
         let metrics = self.metrics.component(&start.id, component.name.as_str());
         let coredumps = component.spec.debug.as_ref().map_or(0, |d| d.coredumps);
         let dumps = self.dumps.sink(&start.id, &component.name, coredumps);
         tokio::task::spawn_blocking(move || {
+            if let Some(artifact) = compiled {
+                let digest = &component.digest;
+                match runtime.cache().import(runtime.engine(), digest, &artifact) {
+                    Ok(()) => tracing::info!(
+                        component = %component.name,
+                        digest = %digest.short(),
+                        "took the code the cluster compiled"
+                    ),
+                    Err(e) => tracing::warn!(
+                        component = %component.name,
+                        digest = %digest.short(),
+                        "the code the cluster compiled is refused ({e}); compiling here"
+                    ),
+                }
+            }
             let grants = registry
                 .grant(&GrantContext {
                     component: component.name.as_str(),

@@ -158,7 +158,9 @@ impl NamespaceFilter {
 ///
 /// Whoever may create apps somewhere may upload. Uploads are not audited:
 /// bytes under their own digest change nothing until an apply names them,
-/// and the apply is audited.
+/// and the apply is audited. The scheduler compiles the component once for
+/// the cluster's hosts on the way in, so a component wasmtime cannot
+/// compile is refused here, with its reason.
 #[utoipa::path(
     put, path = "/v1/components/{digest}", tag = "apps",
     params(("digest" = Digest, Path, description = "The sha256 of the body")),
@@ -188,6 +190,11 @@ async fn put_component(
     }
     let inspected = artifact::inspect(&body)
         .map_err(|why| invalid(format!("the uploaded component is {why}")))?;
+    if let Some(compiler) = &shared.compiler {
+        crate::compiled::compile(&shared.store.artifacts, compiler, &digest, body.clone())
+            .await
+            .map_err(|why| invalid(format!("the uploaded component does not compile: {why}")))?;
+    }
     shared.store.put_component(&digest, &body).await?;
     shared.remember_exports(digest, inspected);
     Ok(StatusCode::NO_CONTENT)
