@@ -40,9 +40,8 @@ fn main() {
     );
     for name in EXAMPLES {
         let path = root.join(format!("target/wasm/{name}.wasm"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e} (run scripts/build-examples)", path.display())
-        });
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-examples)", path.display()));
         let digest = Digest::of(&bytes);
         let mut compiled = Vec::new();
         let mut imported = Vec::new();
@@ -53,9 +52,12 @@ fn main() {
             compiled.push(started.elapsed());
 
             let dir = tempfile::tempdir().unwrap();
-            let cache =
-                PrecompileCache::open_with_key(dir.path().join("cache"), &engine, [round as u8; 32])
-                    .unwrap();
+            let cache = PrecompileCache::open_with_key(
+                dir.path().join("cache"),
+                &engine,
+                [round as u8; 32],
+            )
+            .unwrap();
             let started = Instant::now();
             cache.import(&engine, &digest, &artifact).unwrap();
             let (_, status) = cache

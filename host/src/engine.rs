@@ -152,9 +152,8 @@ mod tests {
             crate::cache::engine_hash(&compiler.engine)
         );
         let dir = tempfile::tempdir().unwrap();
-        let cache =
-            crate::PrecompileCache::open_with_key(dir.path().join("cache"), &host, [7; 32])
-                .unwrap();
+        let cache = crate::PrecompileCache::open_with_key(dir.path().join("cache"), &host, [7; 32])
+            .unwrap();
         assert_eq!(cache.engine_id(), compiler.engine_id());
         // wasmtime compiles the text format as well.
         let bytes = b"(component)".to_vec();
@@ -166,7 +165,11 @@ mod tests {
         let (_, status) = cache
             .load_or_compile(&host, &digest, &bytes, "empty")
             .unwrap();
-        assert_eq!(status, crate::CacheStatus::Hit, "loaded, not compiled again");
+        assert_eq!(
+            status,
+            crate::CacheStatus::Hit,
+            "loaded, not compiled again"
+        );
         // Not a component compiled by a like engine: refused, not stored.
         let other = shoal_api::Digest::of(b"other");
         assert!(cache.import(&host, &other, b"not machine code").is_err());
