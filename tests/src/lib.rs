@@ -18,6 +18,7 @@ use rustix::process::Signal;
 pub mod cluster;
 pub mod control;
 pub mod recorder;
+pub mod specs;
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {

@@ -12,16 +12,7 @@ use std::process::Command;
 
 use shoal_tests::cluster::Cluster;
 use shoal_tests::repo_root;
-
-/// `default/hello`: an http component, for the calls on one app.
-const HELLO: &str = r#"
-name = "hello"
-[components.web]
-source = "SOURCE(hello-http)"
-kind = "http"
-route = "/"
-limits = { memory = "16MiB", concurrency = 4 }
-"#;
+use shoal_tests::specs::HELLO;
 
 /// `default/echo`: a worker, for `invoke`.
 const ECHO: &str = r#"

@@ -14,18 +14,9 @@ use futures::StreamExt;
 use shoal_api::resources::AppStatus;
 use shoal_tests::cluster::Cluster;
 use shoal_tests::http_request;
+use shoal_tests::specs::HELLO;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// `default/hello` serving `/`.
-const HELLO: &str = r#"
-name = "hello"
-[components.web]
-source = "SOURCE(hello-http)"
-kind = "http"
-route = "/"
-limits = { memory = "16MiB", concurrency = 4 }
-"#;
 
 /// A toolbox in namespace `other`, granted every subject of its namespace.
 const EVIL: &str = r#"
