@@ -7,11 +7,12 @@
 //! attributes (`utoipa_axum::routes!`), so a route cannot exist without
 //! its documentation, nor the other way round.
 //!
-//! [`finish`] then adds what every operation shares, once: the bearer
-//! token, and the refusals that come from the gate and the extractors
-//! rather than from the handler (see [`super::rejections`]): 400, 401,
-//! 403 and 421 everywhere; 404 where the path names something; 413, 415
-//! and 422 where a JSON body is read.
+//! [`finish`] then adds what every operation but the public ones shares,
+//! once: the bearer token, and the refusals that come from the gate, the
+//! store and the extractors rather than from the handler (see
+//! [`super::rejections`]): 400, 401, 403, 421 and 503 everywhere; 404
+//! where the path names something; 413, 415 and 422 where a JSON body is
+//! read.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ use shoal_api::Name;
 use shoal_api::resources::ApiError;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
@@ -109,13 +110,12 @@ pub(crate) fn finish(mut doc: OpenApi) -> OpenApi {
         .schemas
         .entry(ApiError::name().into_owned())
         .or_insert_with(ApiError::schema);
-    doc.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new::<
-        &str,
-        [&str; 0],
-        &str,
-    >("token", [])]);
+    doc.security = Some(vec![SecurityRequirement::new::<&str, [&str; 0], &str>(
+        "token",
+        [],
+    )]);
     for (path, item) in doc.paths.paths.iter_mut() {
-        for operation in operations(item) {
+        for operation in operations(item).filter(|op| !public(op)) {
             add_refusals(path, operation);
         }
     }
@@ -133,6 +133,16 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     ]
     .into_iter()
     .filter_map(Option::as_mut)
+}
+
+/// Whether `operation` needs no token (`security(())` on its handler):
+/// the gate lets it through untouched, so none of the gate's refusals
+/// apply.
+fn public(operation: &Operation) -> bool {
+    operation
+        .security
+        .as_ref()
+        .is_some_and(|s| s.contains(&SecurityRequirement::default()))
 }
 
 /// The refusals `operation` can meet before or besides its handler, unless
@@ -159,6 +169,10 @@ fn add_refusals(path: &str, operation: &mut Operation) {
         (
             "421",
             "the Host header names a host the API does not answer to",
+        ),
+        (
+            "503",
+            "the cluster's store (NATS) cannot be reached, or the token cannot be checked yet: try again",
         ),
     ]);
     if path.contains('{') {
