@@ -24,6 +24,7 @@ use async_nats::jetstream::object_store::ObjectStore;
 use bytes::Bytes;
 use shoal_api::Digest;
 use shoal_api::subjects::artifact_name;
+use tokio::sync::Semaphore;
 
 /// Compiles components as hosts would.
 pub trait Precompiler: Send + Sync + fmt::Debug {
@@ -36,15 +37,23 @@ pub trait Precompiler: Send + Sync + fmt::Debug {
 }
 
 /// Compiles component `digest` (its `bytes`) into `store`, unless it is
-/// there already. Fails only when the component does not compile; a store
-/// that cannot take the artifact costs each host a compile, and is logged.
+/// there already, one compile per `turns` permit at a time. Fails only when
+/// the component does not compile; a store that cannot take the artifact
+/// costs each host a compile, and is logged.
 pub async fn compile(
     store: &ObjectStore,
     compiler: &Arc<dyn Precompiler>,
+    turns: &Semaphore,
     digest: &Digest,
     bytes: Bytes,
 ) -> Result<(), String> {
     let name = artifact_name(digest, compiler.engine_id());
+    // Looked for once the turn comes: two uploads of one component at
+    // once compile it once.
+    let _turn = turns
+        .acquire()
+        .await
+        .map_err(|_| "the scheduler is stopping".to_string())?;
     if store.info(&name).await.is_ok() {
         return Ok(());
     }

@@ -159,6 +159,8 @@ pub struct Shared {
     keeper: remembered::Keeper,
     /// Compiles uploaded components for the hosts.
     compiler: Option<Arc<dyn compiled::Precompiler>>,
+    /// Turns to compile (see [`tunables::COMPILES_AT_ONCE`]).
+    compiles: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -374,6 +376,7 @@ impl Scheduler {
             leadership: leadership.clone(),
             keeper: remembered::Keeper::default(),
             compiler: options.compiler.clone(),
+            compiles: tokio::sync::Semaphore::new(tunables::COMPILES_AT_ONCE),
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {

@@ -145,6 +145,11 @@ pub const COMPONENT_STORE_MAX_BYTES: i64 = 8 << 30;
 /// machine code is a few times the size of its component.
 pub const ARTIFACT_STORE_MAX_BYTES: i64 = 32 << 30;
 
+/// Components the scheduler compiles for the cluster at once: a burst of
+/// uploads waits its turn rather than taking every core from the API and
+/// the reconciler.
+pub const COMPILES_AT_ONCE: usize = 1;
+
 /// How long loading the stored events waits for the next one before it
 /// takes what it has.
 pub const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(2);

@@ -191,9 +191,15 @@ async fn put_component(
     let inspected = artifact::inspect(&body)
         .map_err(|why| invalid(format!("the uploaded component is {why}")))?;
     if let Some(compiler) = &shared.compiler {
-        crate::compiled::compile(&shared.store.artifacts, compiler, &digest, body.clone())
-            .await
-            .map_err(|why| invalid(format!("the uploaded component does not compile: {why}")))?;
+        crate::compiled::compile(
+            &shared.store.artifacts,
+            compiler,
+            &shared.compiles,
+            &digest,
+            body.clone(),
+        )
+        .await
+        .map_err(|why| invalid(format!("the uploaded component does not compile: {why}")))?;
     }
     shared.store.put_component(&digest, &body).await?;
     shared.remember_exports(digest, inspected);
