@@ -56,7 +56,8 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/v1/dumps/{namespace}/{app}/{id}", tag = "observability",
     params(AppLogsPath, (
-        "id" = String, Path, pattern = r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*\.[0-9]{1,19}\.[0-9a-f]{8}$",
+        "id" = String, Path,
+        pattern = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?\.[a-z]([a-z0-9-]{0,61}[a-z0-9])?\.[0-9]{1,19}\.[0-9a-f]{8}$",
         description = "As the listing gives it: `APP.COMPONENT.MS.NONCE`"
     )),
     responses(
